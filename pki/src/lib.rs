@@ -1,1 +1,37 @@
-//! Certificate authority.
+//! Certificate authority for Anchorpoint.
+//!
+//! What lives here: station-CA hierarchies ([`generate_hierarchy`]), the CSR policy
+//! ([`validate_csr`]), issuance of station and CSMS server certificates
+//! ([`CertificateAuthority`]), inspection of certificates presented by peers
+//! ([`inspect_certificate`]) and protection of private keys at rest ([`MasterKey`]).
+//!
+//! This crate knows nothing of HTTP or OCPP. Time is always injected (`now`), so validity
+//! periods are testable. ring is the only cryptographic provider.
+//!
+//! Private key material never appears in `Debug` output or in error messages.
+#![forbid(unsafe_code)]
+
+mod ca;
+mod csr;
+mod encoding;
+mod error;
+mod inspect;
+mod key;
+mod sealing;
+
+pub use ca::{
+    CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS,
+    STATION_CA_VALIDITY_YEARS, StoredCa, generate_hierarchy,
+};
+pub use csr::{CsrRejection, MAX_CSR_PEM_LEN, ValidatedCsr, validate_csr};
+pub use error::PkiError;
+pub use inspect::{CertInfo, inspect_certificate, pem_to_der_chain};
+pub use key::PrivateKey;
+pub use sealing::{MASTER_KEY_LEN, MasterKey, SEAL_VERSION};
+/// Re-exported so callers can name the type returned by [`MasterKey::open`] without
+/// depending on `zeroize` themselves.
+pub use zeroize::Zeroizing;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod test_support;

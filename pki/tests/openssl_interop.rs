@@ -1,0 +1,366 @@
+//! Interoperability with an implementation no one here wrote: the `openssl` command line
+//! tool makes the CSRs and verifies the chains. These tests fail (never skip) without it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pki::{
+    CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy,
+    inspect_certificate, pem_to_der_chain, validate_csr,
+};
+use time::{Duration, OffsetDateTime};
+
+const ORG: &str = "Acme Charging GmbH";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "pki-interop-{}-{name}-{}",
+            std::process::id(),
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    fn write(&self, file: &str, content: &str) -> PathBuf {
+        let p = self.path(file);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn openssl_raw(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl command line tool is required for the interop tests")
+}
+
+fn openssl(args: &[&str]) -> String {
+    let out = openssl_raw(args);
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `openssl req` CSR with extensions a station should not get (they must not be copied).
+fn openssl_csr(dir: &TempDir, name: &str, newkey: &[&str], cn: &str) -> (String, PathBuf) {
+    let key = dir.path(&format!("{name}.key"));
+    let subj = format!("/O=Someone Else/CN={cn}");
+    let mut args = vec!["req", "-new"];
+    args.extend_from_slice(newkey);
+    args.extend_from_slice(&[
+        "-nodes",
+        "-subj",
+        &subj,
+        "-keyout",
+        s(&key),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "subjectAltName=DNS:evil.example",
+    ]);
+    (openssl(&args), key)
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn hierarchy() -> Hierarchy {
+    generate_hierarchy(ORG, "Acme CSMS Root", now() - Duration::minutes(5)).unwrap()
+}
+
+/// Write root, sub-CA and leaf, run `openssl verify`; returns (success, combined output).
+fn verify(
+    dir: &TempDir,
+    root: &CertificateAuthority,
+    sub: Option<&CertificateAuthority>,
+    leaf: &IssuedCertificate,
+    extra: &[&str],
+) -> (bool, String) {
+    let root_pem = dir.write("root.pem", root.cert_pem());
+    let leaf_pem = dir.write("leaf.pem", &leaf.pem);
+    let mut args = vec!["verify".to_owned(), "-CAfile".into(), s(&root_pem).into()];
+    if let Some(sub) = sub {
+        let sub_pem = dir.write("sub.pem", sub.cert_pem());
+        args.extend(["-untrusted".into(), s(&sub_pem).to_owned()]);
+    }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args.push(s(&leaf_pem).into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = openssl_raw(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && text.contains(": OK"), text)
+}
+
+fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
+    let dir = TempDir::new(name);
+    let h = hierarchy();
+    let (csr_pem, key_path) = openssl_csr(&dir, name, newkey, "CS001");
+    let csr = validate_csr(&csr_pem, "CS001").unwrap();
+    assert_eq!(csr.key_description(), expected_key);
+    let leaf = h
+        .station_ca
+        .issue_station_certificate(
+            &csr,
+            ORG,
+            now() - Duration::minutes(1),
+            now() + Duration::days(365),
+        )
+        .unwrap();
+
+    let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &[]);
+    assert!(ok, "openssl verify: {out}");
+    let (ok, out) = verify(
+        &dir,
+        &h.root,
+        Some(&h.station_ca),
+        &leaf,
+        &["-purpose", "sslclient"],
+    );
+    assert!(ok, "openssl verify -purpose sslclient: {out}");
+    // Without the sub-CA there is no path to the root.
+    let (ok, _) = verify(&dir, &h.root, None, &leaf, &[]);
+    assert!(!ok, "leaf verified without its sub-CA");
+
+    let leaf_path = dir.path("leaf.pem");
+    let text = openssl(&[
+        "x509",
+        "-in",
+        s(&leaf_path),
+        "-noout",
+        "-subject",
+        "-ext",
+        "extendedKeyUsage",
+    ]);
+    assert!(text.contains("CN = CS001"), "{text}");
+    assert!(text.contains(&format!("O = {ORG}")), "{text}");
+    assert!(!text.contains("Someone Else"), "{text}");
+    assert!(text.contains("TLS Web Client Authentication"), "{text}");
+    assert!(!text.contains("Server Authentication"), "{text}");
+
+    // Nothing the CSR asked for beyond CN and key reached the certificate.
+    let full = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-text"]);
+    assert!(full.contains("CA:FALSE"), "{full}");
+    assert!(!full.contains("evil.example"), "{full}");
+    assert!(full.contains("X509v3 Subject Key Identifier"), "{full}");
+    assert!(full.contains("X509v3 Authority Key Identifier"), "{full}");
+
+    // The certificate carries the requester's key.
+    let cert_pub = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-pubkey"]);
+    let key_pub = openssl(&["pkey", "-in", s(&key_path), "-pubout"]);
+    assert_eq!(cert_pub, key_pub);
+
+    // Serial and fingerprint agree with openssl's view and with inspect_certificate.
+    let serial = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-serial"]);
+    assert_eq!(
+        serial.trim(),
+        format!("serial={}", leaf.serial_hex.to_uppercase())
+    );
+    let fp = openssl(&[
+        "x509",
+        "-in",
+        s(&leaf_path),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ]);
+    assert_eq!(
+        fp.trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .replace(':', "")
+            .to_lowercase(),
+        leaf.sha256_fingerprint_hex
+    );
+    let info = inspect_certificate(&leaf.der).unwrap();
+    assert_eq!(info.serial_hex, leaf.serial_hex);
+    assert_eq!(info.subject_cn.as_deref(), Some("CS001"));
+    assert_eq!(info.subject_o.as_deref(), Some(ORG));
+}
+
+#[test]
+fn station_certificate_from_openssl_p256_csr_verifies() {
+    issue_and_check_station(
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        "ECDSA P-256",
+        "p256",
+    );
+}
+
+#[test]
+fn station_certificate_from_openssl_rsa2048_csr_verifies() {
+    issue_and_check_station(&["-newkey", "rsa:2048"], "RSA 2048", "rsa2048");
+}
+
+#[test]
+fn station_certificate_from_openssl_p384_csr_verifies() {
+    issue_and_check_station(
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"],
+        "ECDSA P-384",
+        "p384",
+    );
+}
+
+#[test]
+fn server_certificate_verifies_for_name_and_ip() {
+    let dir = TempDir::new("server");
+    let h = hierarchy();
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let (leaf, key) = h
+        .root
+        .issue_server_certificate(
+            &names,
+            now() - Duration::minutes(1),
+            now() + Duration::days(90),
+        )
+        .unwrap();
+    for extra in [
+        &["-purpose", "sslserver"][..],
+        &["-purpose", "sslserver", "-verify_hostname", "localhost"],
+        &["-purpose", "sslserver", "-verify_ip", "127.0.0.1"],
+    ] {
+        let (ok, out) = verify(&dir, &h.root, None, &leaf, extra);
+        assert!(ok, "openssl verify {extra:?}: {out}");
+    }
+    let (ok, _) = verify(
+        &dir,
+        &h.root,
+        None,
+        &leaf,
+        &["-purpose", "sslserver", "-verify_hostname", "example.com"],
+    );
+    assert!(!ok, "accepted for a name it does not carry");
+    let (ok, _) = verify(&dir, &h.root, None, &leaf, &["-purpose", "sslclient"]);
+    assert!(!ok, "server certificate accepted for client auth");
+
+    let leaf_path = dir.path("leaf.pem");
+    let subject = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-subject"]);
+    assert!(subject.contains("CN = localhost"), "{subject}");
+
+    // The returned key is the certificate's key and openssl can read the PKCS#8.
+    let key_pem = {
+        let der_path = dir.path("server.key.der");
+        std::fs::write(&der_path, key.pkcs8_der()).unwrap();
+        openssl(&["pkey", "-inform", "DER", "-in", s(&der_path), "-pubout"])
+    };
+    let cert_pub = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-pubkey"]);
+    assert_eq!(cert_pub, key_pem);
+}
+
+#[test]
+fn expired_certificate_is_rejected_by_openssl() {
+    let dir = TempDir::new("expired");
+    let h = generate_hierarchy(ORG, "Acme CSMS Root", now() - Duration::days(60)).unwrap();
+    let (csr_pem, _) = openssl_csr(
+        &dir,
+        "expired",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        "CS002",
+    );
+    let csr = validate_csr(&csr_pem, "CS002").unwrap();
+    let leaf = h
+        .station_ca
+        .issue_station_certificate(
+            &csr,
+            ORG,
+            now() - Duration::days(30),
+            now() - Duration::days(1),
+        )
+        .unwrap();
+    assert!(leaf.not_after < now());
+    let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &[]);
+    assert!(!ok, "expired certificate verified: {out}");
+    assert!(out.contains("expired"), "{out}");
+}
+
+#[test]
+fn restored_ca_issues_certificates_that_verify() {
+    let dir = TempDir::new("restored");
+    let h = hierarchy();
+    let mk = MasterKey::generate().unwrap();
+    let label = "tenant:default/ca:station";
+    let stored = h.station_ca.to_stored(&mk, label).unwrap();
+    // Through the key file and back, as a restart would.
+    let mk = MasterKey::from_bytes(&mk.to_bytes()).unwrap();
+    let restored = CertificateAuthority::from_stored(&stored, &mk, label).unwrap();
+    assert_eq!(
+        pem_to_der_chain(restored.cert_pem()).unwrap(),
+        vec![h.station_ca.cert_der().to_vec()]
+    );
+
+    let (csr_pem, _) = openssl_csr(
+        &dir,
+        "restored",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        "CS003",
+    );
+    let csr = validate_csr(&csr_pem, "CS003").unwrap();
+    let leaf = restored
+        .issue_station_certificate(
+            &csr,
+            ORG,
+            now() - Duration::minutes(1),
+            now() + Duration::days(30),
+        )
+        .unwrap();
+    let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &[]);
+    assert!(ok, "openssl verify: {out}");
+
+    // The root restores too and its certificates still chain.
+    let root_stored = h.root.to_stored(&mk, "tenant:default/ca:root").unwrap();
+    let root =
+        CertificateAuthority::from_stored(&root_stored, &mk, "tenant:default/ca:root").unwrap();
+    let (server, _) = root
+        .issue_server_certificate(
+            &["csms.example".to_owned()],
+            now() - Duration::minutes(1),
+            now() + Duration::days(1),
+        )
+        .unwrap();
+    let (ok, out) = verify(&dir, &h.root, None, &server, &["-purpose", "sslserver"]);
+    assert!(ok, "openssl verify: {out}");
+}
+
+#[test]
+fn pem_chain_decoding() {
+    let h = hierarchy();
+    let chain = format!("junk\n{}{}", h.station_ca.cert_pem(), h.root.cert_pem());
+    let ders = pem_to_der_chain(&chain).unwrap();
+    assert_eq!(ders.len(), 2);
+    assert_eq!(ders[0], h.station_ca.cert_der());
+    assert!(pem_to_der_chain("no pem here").is_err());
+    // openssl reads what we write.
+    let dir = TempDir::new("pem");
+    let p = dir.write("root.pem", h.root.cert_pem());
+    let text = openssl(&["x509", "-in", s(&p), "-noout", "-subject"]);
+    assert!(text.contains("CN = Acme CSMS Root"), "{text}");
+}
