@@ -88,3 +88,37 @@ fn first_str<'a, 'b: 'a>(
         .and_then(|a| a.as_str().ok())
         .map(str::to_owned)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn corrupted_certificates_never_panic() {
+        let h = crate::generate_hierarchy("Acme", "Root", datetime!(2025-01-01 0:00 UTC)).unwrap();
+        let der = h.station_ca.cert_der().to_vec();
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            let _ = inspect_certificate(&bad);
+        }
+        for len in 0..der.len() {
+            assert!(inspect_certificate(&der[..len]).is_err());
+        }
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert!(matches!(
+            inspect_certificate(&trailing),
+            Err(PkiError::InvalidCertificate(_))
+        ));
+    }
+
+    #[test]
+    fn chain_requires_a_certificate() {
+        assert!(matches!(pem_to_der_chain(""), Err(PkiError::NoCertificate)));
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(pem_to_der_chain(broken), Err(PkiError::Pem(_))));
+    }
+}
