@@ -1,0 +1,55 @@
+//! The capabilities every part of the server reaches through one struct.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::sync::Semaphore;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::session::SessionRegistry;
+use crate::store::Store;
+use crate::tls::StationTrust;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub sessions: SessionRegistry,
+    pub trust: Arc<StationTrust>,
+    /// Open connections (sessions and handshakes in progress).
+    pub connection_permits: Arc<Semaphore>,
+    /// TLS handshakes and upgrade requests in progress.
+    pub handshake_permits: Arc<Semaphore>,
+    /// PBKDF2 verifications in progress (CPU-bound).
+    pub password_permits: Semaphore,
+    /// Set once every listener is bound and the store answered.
+    pub ready: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        trust: Arc<StationTrust>,
+    ) -> App {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        App {
+            connection_permits: Arc::new(Semaphore::new(config.max_connections)),
+            handshake_permits: Arc::new(Semaphore::new(config.max_concurrent_handshakes.max(1))),
+            password_permits: Semaphore::new(cores),
+            config,
+            store,
+            clock,
+            metrics: Metrics::new(),
+            sessions: SessionRegistry::default(),
+            trust,
+            ready: AtomicBool::new(false),
+        }
+    }
+}

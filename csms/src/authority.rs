@@ -1,0 +1,346 @@
+//! The CSMS's certificate authorities, kept in the store with sealed keys.
+//!
+//! Platform (tenant `*`): the CSMS root that stations install as their
+//! CSMSRootCertificate, and the TLS server certificate it issues (re-issued at
+//! every start for the configured names). Per tenant: a station root and the
+//! station sub-CA that signs station certificates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use pki::{CertificateAuthority, MasterKey, StoredCa};
+use time::{Duration, OffsetDateTime};
+
+use crate::clock::{Clock, unix_millis};
+use crate::store::{CertificateRecord, CredentialRecord, PLATFORM, Store, StoreError, Tenant};
+
+pub const CSMS_ROOT: &str = "csms-root";
+pub const SERVER: &str = "server";
+pub const STATION_ROOT: &str = "station-root";
+pub const STATION_CA: &str = "station-ca";
+
+/// Secrets the process needs before it can read its own keys.
+pub struct Secrets {
+    pub master: MasterKey,
+    pub jwt_secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+/// `ANCHORPOINT_MASTER_KEY` / `ANCHORPOINT_JWT_SECRET` (base64), else files in the
+/// data directory, created with mode 0600 on first use.
+pub fn load_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
+    let master = secret_bytes(data_dir.join("master.key"), "ANCHORPOINT_MASTER_KEY")?;
+    let master = MasterKey::from_bytes(&master).context("master key must be 32 bytes")?;
+    let jwt_secret = secret_bytes(data_dir.join("jwt.secret"), "ANCHORPOINT_JWT_SECRET")?;
+    Ok(Secrets { master, jwt_secret })
+}
+
+fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {
+    if let Ok(v) = std::env::var(env) {
+        return B64
+            .decode(v.trim())
+            .with_context(|| format!("{env} is not base64"));
+    }
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return B64
+            .decode(text.trim())
+            .with_context(|| format!("{} is not base64", path.display()));
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    write_private(&path, &format!("{}\n", B64.encode(bytes)))?;
+    Ok(bytes.to_vec())
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn label(tenant: &str, name: &str) -> String {
+    format!("tenant:{tenant}/credential:{name}")
+}
+
+async fn store_ca(
+    store: &Store,
+    master: &MasterKey,
+    tenant: &str,
+    name: &str,
+    ca: &CertificateAuthority,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let stored = ca.to_stored(master, &label(tenant, name))?;
+    Ok(store
+        .insert_credential(
+            tenant,
+            name,
+            &CredentialRecord {
+                cert_pem: stored.cert_pem,
+                sealed_key: stored.sealed_key,
+            },
+            now,
+        )
+        .await?)
+}
+
+pub async fn load_ca(
+    store: &Store,
+    master: &MasterKey,
+    tenant: &str,
+    name: &str,
+) -> anyhow::Result<CertificateAuthority> {
+    let rec = store
+        .credential(tenant, name)
+        .await?
+        .with_context(|| format!("no {name} for tenant {tenant}"))?;
+    let stored = StoredCa {
+        cert_pem: rec.cert_pem,
+        sealed_key: rec.sealed_key,
+    };
+    CertificateAuthority::from_stored(&stored, master, &label(tenant, name))
+        .with_context(|| format!("opening {name} of tenant {tenant} (wrong master key?)"))
+}
+
+/// Creates the tenant and its station CA hierarchy if they do not exist yet.
+pub async fn ensure_tenant(
+    store: &Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    id: &str,
+    organization: &str,
+) -> anyhow::Result<Tenant> {
+    let tenant = match store.tenant(id).await? {
+        Some(t) => t,
+        None => match store
+            .create_tenant(id, organization, clock.now_millis())
+            .await
+        {
+            Ok(t) => t,
+            // Another node created it meanwhile.
+            Err(StoreError::AlreadyExists { .. }) => {
+                store.tenant(id).await?.context("tenant vanished")?
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if store.credential(id, STATION_CA).await?.is_none() {
+        // CN is limited to 64 characters (RFC 5280).
+        let short: String = tenant.organization.chars().take(40).collect();
+        let h = pki::generate_hierarchy(
+            &tenant.organization,
+            &format!("{short} Station Root CA"),
+            clock.now(),
+        )?;
+        let now = clock.now_millis();
+        store_ca(store, master, id, STATION_ROOT, &h.root, now).await?;
+        store_ca(store, master, id, STATION_CA, &h.station_ca, now).await?;
+    }
+    Ok(tenant)
+}
+
+/// Validates a tenant id: 1-63 of `[a-z0-9-]`, not starting with '-'.
+pub fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The server's certificate chain (DER, leaf first), its PKCS#8 key, and the
+/// CSMS root (PEM) stations must trust.
+pub struct ServerIdentity {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Vec<u8>,
+    pub root_pem: String,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerIdentity(..)")
+    }
+}
+
+/// Ensures the platform CSMS root exists and issues a fresh server certificate.
+pub async fn server_identity(
+    store: &Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    names: &[String],
+) -> anyhow::Result<ServerIdentity> {
+    if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
+        let h = pki::generate_hierarchy("Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
+        store_ca(
+            store,
+            master,
+            PLATFORM,
+            CSMS_ROOT,
+            &h.root,
+            clock.now_millis(),
+        )
+        .await?;
+    }
+    let root = load_ca(store, master, PLATFORM, CSMS_ROOT).await?;
+    let now = clock.now();
+    let (cert, key) = root.issue_server_certificate(
+        names,
+        now - Duration::minutes(5),
+        now + Duration::days(365),
+    )?;
+    let sealed = key.seal(master, &label(PLATFORM, SERVER))?;
+    store
+        .replace_credential(
+            PLATFORM,
+            SERVER,
+            &CredentialRecord {
+                cert_pem: cert.pem.clone(),
+                sealed_key: sealed,
+            },
+            clock.now_millis(),
+        )
+        .await?;
+    Ok(ServerIdentity {
+        chain: vec![cert.der],
+        key_pkcs8: key.pkcs8_der().to_vec(),
+        root_pem: root.cert_pem().to_owned(),
+    })
+}
+
+/// Station roots of all tenants as (tenant, DER), for client-certificate checks.
+pub async fn station_trust_roots(store: &Store) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (tenant, pem) in store.credential_certs_named(STATION_ROOT).await? {
+        for der in pki::pem_to_der_chain(&pem)? {
+            out.push((tenant.clone(), der));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("station '{0}' not found")]
+    UnknownStation(String),
+    #[error("CSR rejected ({rule}): {detail}")]
+    Csr { rule: &'static str, detail: String },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Manufacturing-time enrollment: signs the station's CSR with its tenant's
+/// station CA and returns the PEM chain (leaf, then sub-CA).
+pub async fn enroll(
+    store: &Store,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    station_id: &str,
+    csr_pem: &str,
+    validity_days: u32,
+) -> Result<(String, CertificateRecord), EnrollError> {
+    let station = store
+        .station(station_id)
+        .await
+        .map_err(|e| EnrollError::Internal(e.into()))?
+        .ok_or_else(|| EnrollError::UnknownStation(station_id.to_owned()))?;
+    let tenant = store
+        .tenant(&station.tenant_id)
+        .await
+        .map_err(|e| EnrollError::Internal(e.into()))?
+        .ok_or_else(|| EnrollError::Internal(anyhow::anyhow!("tenant of station missing")))?;
+    let csr = pki::validate_csr(csr_pem, station_id).map_err(|r| EnrollError::Csr {
+        rule: r.rule(),
+        detail: r.to_string(),
+    })?;
+    issue_for(
+        store,
+        master,
+        &tenant,
+        station_id,
+        &csr,
+        now - Duration::minutes(5),
+        now + Duration::days(i64::from(validity_days)),
+        now,
+    )
+    .await
+}
+
+/// Issues and records a station certificate for an explicit validity window.
+pub async fn issue_for(
+    store: &Store,
+    master: &MasterKey,
+    tenant: &Tenant,
+    station_id: &str,
+    csr: &pki::ValidatedCsr,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(String, CertificateRecord), EnrollError> {
+    let ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
+    let cert = ca
+        .issue_station_certificate(csr, &tenant.organization, not_before, not_after)
+        .map_err(anyhow::Error::from)?;
+    let record = CertificateRecord {
+        tenant_id: tenant.id.clone(),
+        serial_hex: cert.serial_hex.clone(),
+        station_id: station_id.to_owned(),
+        fingerprint: cert.sha256_fingerprint_hex.clone(),
+        not_before: unix_millis(cert.not_before),
+        not_after: unix_millis(cert.not_after),
+        cert_pem: cert.pem.clone(),
+        issued_at: unix_millis(now),
+        revoked_at: None,
+    };
+    store
+        .record_certificate(&record)
+        .await
+        .map_err(|e| EnrollError::Internal(e.into()))?;
+    let mut chain = cert.pem.clone();
+    if !chain.ends_with('\n') {
+        chain.push('\n');
+    }
+    chain.push_str(ca.cert_pem());
+    Ok((chain, record))
+}
+
+/// Public PEM files for people and scripts: `<data>/pki/...`.
+pub async fn write_public_pem(
+    store: &Store,
+    data_dir: &Path,
+    root_pem: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("pki");
+    std::fs::create_dir_all(&dir)?;
+    let root_path = dir.join("csms-root.pem");
+    std::fs::write(&root_path, root_pem)?;
+    for tenant in store.tenants().await? {
+        let tdir = dir.join("tenants").join(&tenant.id);
+        std::fs::create_dir_all(&tdir)?;
+        for name in [STATION_ROOT, STATION_CA] {
+            if let Some(c) = store.credential(&tenant.id, name).await? {
+                std::fs::write(tdir.join(format!("{name}.pem")), c.cert_pem)?;
+            }
+        }
+    }
+    Ok(root_path)
+}

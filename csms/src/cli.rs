@@ -1,0 +1,372 @@
+//! The `csms` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::authority;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::password;
+use crate::server::{self, DEFAULT_TENANT};
+use crate::store::{NewStation, Registration};
+use crate::token::{self, Claims, Role};
+use crate::transport::valid_station_id;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "csms",
+    version,
+    about = "Anchorpoint: OCPP 2.0.1 CSMS with its own PKI"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "ANCHORPOINT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, keys, PEM files).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (sqlite://PATH or postgres://...).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a bearer token for the REST API (last line of output).
+    Token {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long, default_value = "admin")]
+        role: Role,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage charging stations.
+    #[command(subcommand)]
+    Station(StationCommand),
+    /// Manage issued certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TLS listener for OCPP.
+    #[arg(long)]
+    pub ocpp_addr: Option<SocketAddr>,
+    /// Plain WebSocket listener for security profile 1 (off unless given).
+    #[arg(long)]
+    pub ocpp_plain_addr: Option<SocketAddr>,
+    /// HTTP listener for health, metrics and the API.
+    #[arg(long)]
+    pub api_addr: Option<SocketAddr>,
+    /// Host names (and IP addresses) for the server certificate, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub server_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and its station CA.
+    Add {
+        name: String,
+        /// Organisation name, used as O in station certificates.
+        #[arg(long)]
+        org: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StationCommand {
+    /// Register a station.
+    Add {
+        id: String,
+        /// Security profile: 1 (Basic, plain), 2 (Basic over TLS), 3 (mutual TLS).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        profile: u8,
+        /// HTTP Basic password (profiles 1 and 2), 16-40 characters.
+        #[arg(long, env = "ANCHORPOINT_STATION_PASSWORD")]
+        password: Option<String>,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        /// How the station's BootNotification is answered.
+        #[arg(long, default_value = "accepted", value_parser = parse_registration)]
+        registration: Registration,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Change a station's settings.
+    Update {
+        id: String,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        profile: Option<u8>,
+        #[arg(long, env = "ANCHORPOINT_STATION_PASSWORD")]
+        password: Option<String>,
+        #[arg(long, value_parser = parse_registration)]
+        registration: Option<Registration>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Show a station as JSON.
+    Show { id: String },
+    /// List a tenant's stations as JSON lines.
+    List {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+    /// Sign a station's CSR (manufacturing-time enrollment); prints the PEM chain.
+    Enroll {
+        id: String,
+        /// PEM PKCS#10 request, subject CN = station id.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Validity in days (default from configuration).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Revoke a certificate; stations presenting it are refused.
+    Revoke {
+        /// Serial number, hex.
+        serial: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+}
+
+fn parse_registration(s: &str) -> Result<Registration, String> {
+    s.parse()
+}
+
+fn config_from(global: &Global) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(global.config.as_deref())?;
+    if let Some(d) = &global.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(u) = &global.database_url {
+        cfg.database_url = Some(u.clone());
+    }
+    Ok(cfg)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = config_from(&cli.global)?;
+    let clock = SystemClock;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(a) = args.ocpp_addr {
+                config.ocpp_addr = a;
+            }
+            if let Some(a) = args.ocpp_plain_addr {
+                config.ocpp_plain_addr = Some(a);
+            }
+            if let Some(a) = args.api_addr {
+                config.api_addr = a;
+            }
+            if let Some(n) = args.server_names {
+                config.server_names = n;
+            }
+            server::serve(config).await
+        }
+        Command::Token {
+            tenant,
+            role,
+            ttl_hours,
+        } => {
+            let opened = server::open(config, &clock).await?;
+            if role != Role::PlatformAdmin && opened.store.tenant(&tenant).await?.is_none() {
+                bail!("unknown tenant '{tenant}'");
+            }
+            let now = clock.now().unix_timestamp();
+            let claims = Claims {
+                iss: token::ISSUER.into(),
+                sub: "cli".into(),
+                tenant,
+                role,
+                iat: now,
+                exp: now + i64::from(ttl_hours) * 3600,
+            };
+            println!("{}", token::mint(&opened.secrets.jwt_secret, &claims)?);
+            Ok(())
+        }
+        Command::Tenant(cmd) => {
+            let opened = server::open(config, &clock).await?;
+            match cmd {
+                TenantCommand::Add { name, org } => {
+                    if !authority::valid_tenant_id(&name) {
+                        bail!("tenant name must be 1-63 characters of a-z, 0-9 and '-'");
+                    }
+                    if org.trim().is_empty() || org.len() > 64 {
+                        bail!("organisation name must be 1-64 characters");
+                    }
+                    if opened.store.tenant(&name).await?.is_some() {
+                        bail!("tenant '{name}' already exists");
+                    }
+                    let t = authority::ensure_tenant(
+                        &opened.store,
+                        &opened.secrets.master,
+                        &clock,
+                        &name,
+                        org.trim(),
+                    )
+                    .await?;
+                    println!("{}", serde_json::to_string(&t)?);
+                }
+                TenantCommand::List => {
+                    for t in opened.store.tenants().await? {
+                        println!("{}", serde_json::to_string(&t)?);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Station(cmd) => station(cmd, config, &clock).await,
+        Command::Cert(CertCommand::Revoke { serial, tenant }) => {
+            let opened = server::open(config, &clock).await?;
+            let serial = serial.trim().trim_start_matches("0x").to_ascii_lowercase();
+            opened
+                .store
+                .revoke_certificate(&tenant, &serial, clock.now_millis())
+                .await?;
+            println!("revoked {serial}");
+            Ok(())
+        }
+    }
+}
+
+async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
+    let iterations = config.password_hash_iterations;
+    let cert_days = config.station_certificate_days;
+    let opened = server::open(config, clock).await?;
+    let store = &opened.store;
+    match cmd {
+        StationCommand::Add {
+            id,
+            profile,
+            password,
+            tenant,
+            registration,
+            description,
+        } => {
+            if !valid_station_id(&id) {
+                bail!("station id must be 1-48 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'");
+            }
+            if store.tenant(&tenant).await?.is_none() {
+                bail!("unknown tenant '{tenant}'");
+            }
+            if profile < 3 && password.is_none() {
+                bail!("security profile {profile} authenticates with HTTP Basic: give --password");
+            }
+            let password_hash = password
+                .map(|p| password::hash(&p, iterations))
+                .transpose()?;
+            let s = store
+                .create_station(
+                    &NewStation {
+                        id,
+                        tenant_id: tenant,
+                        security_profile: profile,
+                        password_hash,
+                        registration,
+                        description,
+                    },
+                    clock.now_millis(),
+                )
+                .await?;
+            println!("{}", serde_json::to_string(&s)?);
+        }
+        StationCommand::Update {
+            id,
+            profile,
+            password,
+            registration,
+            enable,
+            disable,
+        } => {
+            let tenant = store
+                .station(&id)
+                .await?
+                .with_context(|| format!("station '{id}' not found"))?
+                .tenant_id;
+            let password_hash = password
+                .map(|p| password::hash(&p, iterations))
+                .transpose()?;
+            let enabled = if enable {
+                Some(true)
+            } else if disable {
+                Some(false)
+            } else {
+                None
+            };
+            let s = store
+                .update_station(
+                    &tenant,
+                    &id,
+                    profile,
+                    password_hash.as_deref(),
+                    registration,
+                    enabled,
+                )
+                .await?;
+            println!("{}", serde_json::to_string(&s)?);
+        }
+        StationCommand::Show { id } => {
+            let s = store
+                .station(&id)
+                .await?
+                .with_context(|| format!("station '{id}' not found"))?;
+            let connectors = store.connector_statuses(&s.tenant_id, &id).await?;
+            let mut v = serde_json::to_value(&s)?;
+            v["connectors"] = serde_json::to_value(connectors)?;
+            println!("{v}");
+        }
+        StationCommand::List { tenant } => {
+            for s in store.stations(&tenant).await? {
+                println!("{}", serde_json::to_string(&s)?);
+            }
+        }
+        StationCommand::Enroll { id, csr, days } => {
+            let pem = std::fs::read_to_string(&csr)
+                .with_context(|| format!("reading {}", csr.display()))?;
+            let (chain, rec) = authority::enroll(
+                store,
+                &opened.secrets.master,
+                clock.now(),
+                &id,
+                &pem,
+                days.unwrap_or(cert_days),
+            )
+            .await?;
+            eprintln!(
+                "issued certificate serial {} to {id}, valid until {}",
+                rec.serial_hex, rec.not_after
+            );
+            print!("{chain}");
+        }
+    }
+    Ok(())
+}

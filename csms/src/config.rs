@@ -1,0 +1,165 @@
+//! Server configuration: built-in defaults, then a TOML file, then
+//! `ANCHORPOINT_*` environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, keys and PEM files live.
+    pub data_dir: PathBuf,
+    /// TLS listener for OCPP (security profiles 2 and 3).
+    pub ocpp_addr: SocketAddr,
+    /// Plain WebSocket listener for security profile 1; off unless set.
+    pub ocpp_plain_addr: Option<SocketAddr>,
+    /// HTTP listener for health, metrics and the REST API.
+    pub api_addr: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`; defaults to SQLite in the data dir.
+    pub database_url: Option<String>,
+    pub database_max_connections: u32,
+    /// Names the server certificate is issued for (CN = the first, A00.FR.510).
+    pub server_names: Vec<String>,
+    /// Heartbeat interval given to accepted stations, seconds.
+    pub heartbeat_interval_secs: u32,
+    /// Retry interval given to pending or rejected stations, seconds.
+    pub boot_retry_interval_secs: u32,
+    /// How long a CSMS-initiated call waits for the station's answer.
+    pub call_timeout_secs: u64,
+    /// Largest accepted WebSocket message (and frame), bytes.
+    pub max_message_bytes: usize,
+    /// Open connections beyond this are refused.
+    pub max_connections: usize,
+    /// TLS and HTTP upgrade must complete within this many seconds.
+    pub handshake_timeout_secs: u64,
+    /// Concurrent TLS handshakes and upgrades; bounds CPU spent on unauthenticated peers.
+    pub max_concurrent_handshakes: usize,
+    /// PBKDF2-HMAC-SHA256 iterations for new Basic-auth passwords.
+    pub password_hash_iterations: u32,
+    /// Validity of certificates issued to stations, days.
+    pub station_certificate_days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            ocpp_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            ocpp_plain_addr: None,
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            database_max_connections: 16,
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            heartbeat_interval_secs: 300,
+            boot_retry_interval_secs: 60,
+            call_timeout_secs: 30,
+            max_message_bytes: 64 * 1024,
+            max_connections: 100_000,
+            handshake_timeout_secs: 10,
+            max_concurrent_handshakes: 256,
+            password_hash_iterations: 100_000,
+            station_certificate_days: 365,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `file` (if given) over the defaults, then applies the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Environment overrides: `ANCHORPOINT_DATA_DIR`, `ANCHORPOINT_OCPP_ADDR`,
+    /// `ANCHORPOINT_OCPP_PLAIN_ADDR`, `ANCHORPOINT_API_ADDR`, `ANCHORPOINT_DATABASE_URL`,
+    /// `ANCHORPOINT_SERVER_NAMES` (comma-separated).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = var("ANCHORPOINT_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("ANCHORPOINT_OCPP_ADDR") {
+            self.ocpp_addr = v.parse().context("ANCHORPOINT_OCPP_ADDR")?;
+        }
+        if let Some(v) = var("ANCHORPOINT_OCPP_PLAIN_ADDR") {
+            self.ocpp_plain_addr = Some(v.parse().context("ANCHORPOINT_OCPP_PLAIN_ADDR")?);
+        }
+        if let Some(v) = var("ANCHORPOINT_API_ADDR") {
+            self.api_addr = v.parse().context("ANCHORPOINT_API_ADDR")?;
+        }
+        if let Some(v) = var("ANCHORPOINT_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = var("ANCHORPOINT_SERVER_NAMES") {
+            self.server_names = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.server_names.is_empty() {
+            bail!("server_names must name at least one host");
+        }
+        if self.max_message_bytes < 1024 {
+            bail!("max_message_bytes must be at least 1024");
+        }
+        if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 {
+            bail!("intervals must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override() {
+        let mut cfg: Config =
+            toml::from_str("ocpp_addr = \"127.0.0.1:9000\"\nheartbeat_interval_secs = 30\n")
+                .unwrap();
+        assert_eq!(cfg.ocpp_addr.port(), 9000);
+        assert_eq!(cfg.heartbeat_interval_secs, 30);
+        cfg.apply_env(|k| (k == "ANCHORPOINT_OCPP_ADDR").then(|| "127.0.0.1:9100".to_owned()))
+            .unwrap();
+        assert_eq!(cfg.ocpp_addr.port(), 9100);
+        assert_eq!(cfg.api_addr, Config::default().api_addr);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("ocpp_adr = \"127.0.0.1:9000\"\n").unwrap_err();
+        assert!(err.to_string().contains("ocpp_adr"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let mut cfg = Config::default();
+        let err = cfg
+            .apply_env(|k| (k == "ANCHORPOINT_API_ADDR").then(|| "nonsense".to_owned()))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("ANCHORPOINT_API_ADDR"));
+    }
+}

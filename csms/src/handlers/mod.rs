@@ -1,0 +1,168 @@
+//! Dispatch of calls a charging station makes, one module per functional block.
+//!
+//! Every payload is validated against the schema of its action before a handler
+//! sees it; handlers work on typed messages. Anything answered "Accepted" is
+//! committed to the store before the answer is returned.
+
+mod provisioning;
+mod security;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ocpp::v201::{Action, Direction, Initiator};
+use ocpp::{Call, CallError, CallResult, ErrorCode, Frame};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::store::{Registration, StoreError};
+
+/// What the session knows about its station between calls.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    pub station_id: String,
+    pub tenant_id: Arc<str>,
+    /// How the station's last BootNotification was answered; `None` if it never booted.
+    pub registration: Option<Registration>,
+}
+
+/// A handler's refusal, turned into a CALLERROR.
+#[derive(Debug)]
+pub struct HandlerError {
+    pub code: ErrorCode,
+    pub description: String,
+}
+
+impl HandlerError {
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
+        HandlerError {
+            code,
+            description: description.into(),
+        }
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        // The cause is logged; the station learns only that we could not persist.
+        tracing::error!(error = %e, "storage failure while handling a call");
+        HandlerError::new(
+            ErrorCode::InternalError,
+            "the CSMS could not store the message; retry later",
+        )
+    }
+}
+
+impl From<ocpp::v201::Violation> for HandlerError {
+    fn from(v: ocpp::v201::Violation) -> Self {
+        HandlerError::new(v.code, format!("{}: {}", v.path, v.message))
+    }
+}
+
+pub type HandlerResult = Result<Value, HandlerError>;
+
+/// Answers one CALL from a station with a CALLRESULT or CALLERROR.
+pub async fn dispatch(app: &App, state: &mut SessionState, call: Call) -> Frame {
+    let started = Instant::now();
+    let action = Action::from_name(&call.action);
+    let label = action.map(|a| a.as_str()).unwrap_or("-");
+    let result = handle(app, state, action, &call).await;
+    if let Some(a) = action {
+        app.metrics
+            .handler_latency
+            .get_or_create(&crate::metrics::ActionLabels { action: a.as_str() })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    match result {
+        Ok(payload) => {
+            app.metrics.frame("in", label, "ok");
+            Frame::CallResult(CallResult {
+                id: call.id,
+                payload,
+            })
+        }
+        Err(e) => {
+            tracing::info!(station = %state.station_id, action = %call.action, code = e.code.as_str(), description = %e.description, "call refused");
+            app.metrics.frame("in", label, e.code.as_str());
+            Frame::CallError(CallError::new(call.id, e.code, e.description))
+        }
+    }
+}
+
+async fn handle(
+    app: &App,
+    state: &mut SessionState,
+    action: Option<Action>,
+    call: &Call,
+) -> HandlerResult {
+    let Some(action) = action else {
+        return Err(HandlerError::new(
+            ErrorCode::NotImplemented,
+            format!("unknown action '{}'", truncate(&call.action, 64)),
+        ));
+    };
+    if action.initiated_by() == Initiator::Csms {
+        return Err(HandlerError::new(
+            ErrorCode::NotSupported,
+            format!(
+                "{} is sent by the CSMS, not by a charging station",
+                action.as_str()
+            ),
+        ));
+    }
+    ocpp::v201::validate(action, Direction::Request, &call.payload)?;
+    // B02.FR.09, B03.FR.07: until a BootNotification was accepted, only
+    // BootNotification is answered.
+    if action != Action::BootNotification && state.registration != Some(Registration::Accepted) {
+        return Err(HandlerError::new(
+            ErrorCode::SecurityError,
+            "the charging station is not accepted: send BootNotification first",
+        ));
+    }
+    let payload = call.payload.clone();
+    let response = match action {
+        Action::BootNotification => provisioning::boot_notification(app, state, payload).await?,
+        Action::Heartbeat => provisioning::heartbeat(app, state).await?,
+        Action::StatusNotification => {
+            provisioning::status_notification(app, state, payload).await?
+        }
+        Action::NotifyReport => {
+            provisioning::store_verbatim(app, state, action, &call.payload).await?
+        }
+        Action::NotifyEvent => {
+            provisioning::store_verbatim(app, state, action, &call.payload).await?
+        }
+        Action::SecurityEventNotification => security::security_event(app, state, payload).await?,
+        _ => {
+            return Err(HandlerError::new(
+                ErrorCode::NotImplemented,
+                format!("{} is not implemented by this CSMS yet", action.as_str()),
+            ));
+        }
+    };
+    // Our own answers must satisfy the schema too; a failure here is our bug.
+    if let Err(v) = ocpp::v201::validate(action, Direction::Response, &response) {
+        tracing::error!(action = action.as_str(), violation = %v, "response failed schema validation");
+        return Err(HandlerError::new(
+            ErrorCode::InternalError,
+            "the CSMS produced an invalid response",
+        ));
+    }
+    Ok(response)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// RFC 3339 text of an OCPP enum or date-time value, via its serde form.
+fn enum_text<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}

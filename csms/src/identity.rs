@@ -1,0 +1,213 @@
+//! Who is connecting: the checks between the HTTP upgrade request and the session.
+//!
+//! Profile 3 (A00.FR.405, A00.FR.407): the client certificate chains to a CA the
+//! station's tenant trusts, is within validity, not revoked, and its subject CN is
+//! the station id. Profile 2/1: HTTP Basic with username = station id. A station is
+//! never let in with a lower profile than configured (A05).
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+
+use crate::app::App;
+use crate::password;
+use crate::store::Station;
+
+/// How the connection arrived.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    pub tls: bool,
+    /// Chain the client presented in the TLS handshake (already verified against
+    /// the union of all tenants' anchors by rustls).
+    pub client_chain: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// Why a connection was refused. The label is logged and counted; the client
+/// only ever sees the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownStation,
+    StationDisabled,
+    ProfileDowngrade,
+    NoClientCertificate,
+    BasicAuthForProfile3,
+    CertificateWrongTenant,
+    CertificateCnMismatch,
+    CertificateRevoked,
+    CertificateUnreadable,
+    MissingBasicAuth,
+    BasicUserMismatch,
+    NoPasswordSet,
+    WrongPassword,
+    Internal,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::UnknownStation => "unknown_station",
+            Refusal::StationDisabled => "station_disabled",
+            Refusal::ProfileDowngrade => "profile_downgrade",
+            Refusal::NoClientCertificate => "no_client_certificate",
+            Refusal::BasicAuthForProfile3 => "basic_auth_for_profile3",
+            Refusal::CertificateWrongTenant => "certificate_wrong_tenant",
+            Refusal::CertificateCnMismatch => "certificate_cn_mismatch",
+            Refusal::CertificateRevoked => "certificate_revoked",
+            Refusal::CertificateUnreadable => "certificate_unreadable",
+            Refusal::MissingBasicAuth => "missing_basic_auth",
+            Refusal::BasicUserMismatch => "basic_user_mismatch",
+            Refusal::NoPasswordSet => "no_password_set",
+            Refusal::WrongPassword => "wrong_password",
+            Refusal::Internal => "internal_error",
+        }
+    }
+
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Refusal::Internal => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+/// Decides whether `station_id` may open a session over `transport` with the
+/// given `Authorization` header.
+pub async fn authenticate(
+    app: &App,
+    station_id: &str,
+    transport: &Transport,
+    authorization: Option<&str>,
+) -> Result<Station, Refusal> {
+    let station = match app.store.station(station_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(Refusal::UnknownStation),
+        Err(e) => {
+            tracing::error!(error = %e, "station lookup failed");
+            return Err(Refusal::Internal);
+        }
+    };
+    if !station.enabled {
+        return Err(Refusal::StationDisabled);
+    }
+    // A05: the transport must offer at least the configured profile.
+    if !transport.tls && station.security_profile > 1 {
+        return Err(Refusal::ProfileDowngrade);
+    }
+    if station.security_profile >= 3 {
+        let Some(chain) = transport.client_chain.as_deref().filter(|c| !c.is_empty()) else {
+            return Err(if authorization.is_some() {
+                Refusal::BasicAuthForProfile3
+            } else {
+                Refusal::NoClientCertificate
+            });
+        };
+        verify_certificate(app, &station, chain).await?;
+        return Ok(station);
+    }
+    verify_basic(app, &station, authorization).await?;
+    Ok(station)
+}
+
+async fn verify_certificate(
+    app: &App,
+    station: &Station,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), Refusal> {
+    let anchors = app.trust.tenant_anchors(&station.tenant_id);
+    let leaf = &chain[0];
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(app.clock.now().unix_timestamp()).unwrap_or(0),
+    ));
+    let algs = crate::tls::signature_algorithms();
+    ee.verify_for_usage(
+        algs.all,
+        &anchors,
+        &chain[1..],
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|_| Refusal::CertificateWrongTenant)?;
+    let info = pki::inspect_certificate(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
+    // A00.FR.405: the certificate belongs to this station.
+    if info.subject_cn.as_deref() != Some(station.id.as_str()) {
+        return Err(Refusal::CertificateCnMismatch);
+    }
+    match app
+        .store
+        .certificate(&station.tenant_id, &info.serial_hex)
+        .await
+    {
+        Ok(Some(rec)) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "certificate lookup failed");
+            Err(Refusal::Internal)
+        }
+    }
+}
+
+async fn verify_basic(
+    app: &App,
+    station: &Station,
+    authorization: Option<&str>,
+) -> Result<(), Refusal> {
+    let (user, pass) = authorization
+        .and_then(parse_basic)
+        .ok_or(Refusal::MissingBasicAuth)?;
+    if user != station.id {
+        return Err(Refusal::BasicUserMismatch);
+    }
+    let stored = station
+        .password_hash
+        .clone()
+        .ok_or(Refusal::NoPasswordSet)?;
+    // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
+    let _permit = app
+        .password_permits
+        .acquire()
+        .await
+        .map_err(|_| Refusal::Internal)?;
+    let ok = tokio::task::spawn_blocking(move || password::verify(&pass, &stored))
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .map_err(|_| Refusal::Internal)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::WrongPassword)
+    }
+}
+
+/// `Basic base64(user:password)`; the user part ends at the first ':'.
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, value) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header() {
+        // "CS001:secret:with:colons"
+        let h = "Basic Q1MwMDE6c2VjcmV0OndpdGg6Y29sb25z";
+        assert_eq!(
+            parse_basic(h),
+            Some(("CS001".into(), "secret:with:colons".into()))
+        );
+        assert_eq!(parse_basic("Bearer abc"), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+        assert_eq!(parse_basic("Basic Q1MwMDE="), None, "no colon");
+    }
+}

@@ -1,0 +1,21 @@
+//! Anchorpoint CSMS server: TLS/mTLS termination, station sessions, OCPP
+//! handlers, storage. The `csms` binary is a thin wrapper over [`cli::run`].
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod authority;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod handlers;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod password;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;
+pub mod token;
+pub mod transport;

@@ -1,0 +1,131 @@
+//! Prometheus metrics, served at `/metrics` on the API listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameLabels {
+    /// `in` (from the station) or `out`.
+    pub direction: &'static str,
+    /// OCPP action, or `-` for replies whose call is unknown and frames that could not be read.
+    pub action: &'static str,
+    /// `ok` or the CALLERROR code.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~33 s
+    Histogram::new(exponential_buckets(0.0005, 3.0, 11))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub connections_accepted: Counter,
+    pub frames: Family<FrameLabels, Counter>,
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub call_latency: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    pub handler_latency: Family<ActionLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("anchorpoint");
+        let connections = Gauge::default();
+        let connections_accepted = Counter::default();
+        let frames = Family::<FrameLabels, Counter>::default();
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        let call_latency =
+            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let handler_latency =
+            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "ocpp_connections",
+            "Open OCPP WebSocket sessions",
+            connections.clone(),
+        );
+        registry.register(
+            "ocpp_connections_accepted",
+            "OCPP sessions established",
+            connections_accepted.clone(),
+        );
+        registry.register(
+            "ocpp_frames",
+            "OCPP frames by direction, action and result",
+            frames.clone(),
+        );
+        registry.register(
+            "ocpp_handshake_failures",
+            "Refused TLS handshakes and WebSocket upgrades by reason",
+            handshake_failures.clone(),
+        );
+        registry.register(
+            "ocpp_call_duration_seconds",
+            "Round trip of CSMS-initiated calls",
+            call_latency.clone(),
+        );
+        registry.register(
+            "ocpp_handler_duration_seconds",
+            "Time to handle and persist a station's call",
+            handler_latency.clone(),
+        );
+        Metrics {
+            registry,
+            connections,
+            connections_accepted,
+            frames,
+            handshake_failures,
+            call_latency,
+            handler_latency,
+        }
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn frame(&self, direction: &'static str, action: &'static str, result: &'static str) {
+        self.frames
+            .get_or_create(&FrameLabels {
+                direction,
+                action,
+                result,
+            })
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

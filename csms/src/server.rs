@@ -1,0 +1,243 @@
+//! `csms serve`: open everything, bind the listeners, run until stopped.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use rustls::pki_types::CertificateDer;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::authority;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::store::Store;
+use crate::tls::{self, StationTrust};
+
+/// Tenant created on first start.
+pub const DEFAULT_TENANT: &str = "default";
+pub const DEFAULT_ORGANIZATION: &str = "Default Organization";
+
+/// What every command needs: the data directory, secrets, database and default tenant.
+pub struct Opened {
+    pub config: Config,
+    pub secrets: authority::Secrets,
+    pub store: Store,
+}
+
+pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let secrets = authority::load_secrets(&config.data_dir)?;
+    let url = config.database_url();
+    let store = Store::open(&url, config.database_max_connections)
+        .await
+        .with_context(|| format!("opening database {}", redact_url(&url)))?;
+    authority::ensure_tenant(
+        &store,
+        &secrets.master,
+        clock,
+        DEFAULT_TENANT,
+        DEFAULT_ORGANIZATION,
+    )
+    .await?;
+    Ok(Opened {
+        config,
+        secrets,
+        store,
+    })
+}
+
+/// Hides a password in a database URL for printing.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let Opened {
+        config,
+        secrets,
+        store,
+    } = open(config, clock.as_ref()).await?;
+
+    let identity = authority::server_identity(
+        &store,
+        &secrets.master,
+        clock.as_ref(),
+        &config.server_names,
+    )
+    .await?;
+    let root_path =
+        authority::write_public_pem(&store, &config.data_dir, &identity.root_pem).await?;
+    drop(secrets);
+
+    let provider = tls::provider();
+    let trust = Arc::new(StationTrust::new(provider.clone()));
+    trust.reload(&authority::station_trust_roots(&store).await?)?;
+    let chain = identity
+        .chain
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
+    let tls_config = Arc::new(tls::server_config(
+        provider,
+        trust.clone(),
+        chain,
+        identity.key_pkcs8.clone(),
+    )?);
+    drop(identity);
+
+    let ocpp = TcpListener::bind(config.ocpp_addr)
+        .await
+        .with_context(|| format!("binding OCPP listener {}", config.ocpp_addr))?;
+    let plain = match config.ocpp_plain_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding plain OCPP listener {addr}"))?,
+        ),
+        None => None,
+    };
+    let api = TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("binding API listener {}", config.api_addr))?;
+    let ocpp_addr = ocpp.local_addr()?;
+    let api_addr = api.local_addr()?;
+    let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
+
+    let app = Arc::new(App::new(
+        config.clone(),
+        store.clone(),
+        clock,
+        trust.clone(),
+    ));
+    tokio::spawn(crate::transport::serve_tls(app.clone(), ocpp, tls_config));
+    if let Some(l) = plain {
+        tokio::spawn(crate::transport::serve_plain(app.clone(), l));
+    }
+    let router = crate::http::router(app.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(api, router).await {
+            tracing::error!(error = %e, "API listener failed");
+        }
+    });
+    // Tenants created by other processes (CLI, other nodes) become trusted here.
+    let refresh_store = store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            match authority::station_trust_roots(&refresh_store).await {
+                Ok(roots) => {
+                    if let Err(e) = trust.reload(&roots) {
+                        tracing::error!(error = %e, "reloading station trust anchors");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
+            }
+        }
+    });
+    app.ready.store(true, Ordering::Release);
+
+    let ocpp_host = config
+        .server_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".into());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Anchorpoint CSMS {}", env!("CARGO_PKG_VERSION"))?;
+    writeln!(out, "  data dir     {}", config.data_dir.display())?;
+    writeln!(
+        out,
+        "  database     {} ({})",
+        redact_url(&config.database_url()),
+        store.backend_name()
+    )?;
+    writeln!(
+        out,
+        "  CSMS root    {}  (stations install it as CSMSRootCertificate)",
+        root_path.display()
+    )?;
+    writeln!(
+        out,
+        "  station CAs  {}",
+        config.data_dir.join("pki/tenants").display()
+    )?;
+    writeln!(
+        out,
+        "  OCPP         wss://{ocpp_host}:{}/ocpp/{{stationId}}  (profiles 2 and 3)",
+        ocpp_addr.port()
+    )?;
+    match plain_addr {
+        Some(a) => writeln!(
+            out,
+            "  OCPP plain   ws://{a}/ocpp/{{stationId}}  (profile 1)"
+        )?,
+        None => writeln!(out, "  OCPP plain   off (profile 1 disabled)")?,
+    }
+    writeln!(
+        out,
+        "  API          http://{api_addr}  (/healthz /readyz /metrics)"
+    )?;
+    let plain_text = plain_addr
+        .map(|a| format!(" plain={a}"))
+        .unwrap_or_default();
+    writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
+    out.flush()?;
+    drop(out);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    app.ready.store(false, Ordering::Release);
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_redaction() {
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    }
+}

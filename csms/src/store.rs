@@ -1,0 +1,883 @@
+//! Persistent storage: SQLite (embedded default, WAL) and PostgreSQL.
+//!
+//! Both back-ends run the same SQL: every statement uses `$N` placeholders in
+//! increasing order, which SQLite and PostgreSQL both accept, and times are
+//! Unix milliseconds in 64-bit integers. The [`with_pool!`] macro expands one
+//! body per back-end, so a query is written once and type-checked twice.
+//!
+//! Durability: a write method returns only after the transaction committed
+//! (SQLite `synchronous=FULL`, PostgreSQL's default `synchronous_commit=on`), so
+//! a handler may answer "Accepted" as soon as the call returns.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Tenant id of platform-wide rows (the platform CSMS root, the server certificate).
+pub const PLATFORM: &str = "*";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("{what} '{id}' already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Whether the station is accepted when it boots (B01-B03). Set by the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Registration {
+    Accepted,
+    Pending,
+    Rejected,
+}
+
+impl Registration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Registration::Accepted => "Accepted",
+            Registration::Pending => "Pending",
+            Registration::Rejected => "Rejected",
+        }
+    }
+}
+
+impl FromStr for Registration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "accepted" => Ok(Registration::Accepted),
+            "pending" => Ok(Registration::Pending),
+            "rejected" => Ok(Registration::Rejected),
+            other => Err(format!(
+                "unknown registration '{other}' (accepted, pending, rejected)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    pub id: String,
+    pub organization: String,
+    pub created_at: i64,
+}
+
+/// A charging station as the CSMS knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Station {
+    pub id: String,
+    pub tenant_id: String,
+    pub security_profile: u8,
+    /// PBKDF2 hash of the HTTP Basic password; never serialised.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub registration: Registration,
+    pub enabled: bool,
+    pub description: Option<String>,
+    /// The status the last BootNotification was answered with.
+    pub boot_status: Option<String>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+    pub last_boot_at: Option<i64>,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// What a station must have to be created.
+#[derive(Debug, Clone)]
+pub struct NewStation {
+    pub id: String,
+    pub tenant_id: String,
+    pub security_profile: u8,
+    pub password_hash: Option<String>,
+    pub registration: Registration,
+    pub description: Option<String>,
+}
+
+/// Facts from a BootNotificationRequest, with the status it was answered.
+#[derive(Debug, Clone)]
+pub struct BootRecord {
+    pub tenant_id: String,
+    pub station_id: String,
+    pub received_at: i64,
+    pub reason: String,
+    pub status: Registration,
+    pub vendor: String,
+    pub model: String,
+    pub serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorStatus {
+    pub evse_id: i64,
+    pub connector_id: i64,
+    pub status: String,
+    pub reported_at: i64,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityEvent {
+    pub id: i64,
+    pub station_id: String,
+    pub kind: String,
+    pub occurred_at: i64,
+    pub tech_info: Option<String>,
+    pub received_at: i64,
+}
+
+/// A certificate issued to a station.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRecord {
+    pub tenant_id: String,
+    pub serial_hex: String,
+    pub station_id: String,
+    pub fingerprint: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub cert_pem: String,
+    pub issued_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A CA certificate with its sealed private key.
+#[derive(Debug, Clone)]
+pub struct CredentialRecord {
+    pub cert_pem: String,
+    pub sealed_key: Vec<u8>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.backend {
+            Backend::Sqlite(_) => "Store(sqlite)",
+            Backend::Postgres(_) => "Store(postgres)",
+        })
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either back-end.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+fn migrator(dir: &'static str, sql: &'static str) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed(dir),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit survives power loss, not only a process crash.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(opts)
+                .await?;
+            migrator(
+                "sqlite",
+                include_str!("../../migrations/sqlite/0001_foundation.sql"),
+            )
+            .run(&pool)
+            .await?;
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            migrator(
+                "postgres",
+                include_str!("../../migrations/postgres/0001_foundation.sql"),
+            )
+            .run(&pool)
+            .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        Ok(Store { backend })
+    }
+
+    /// `sqlite://<dir>/anchorpoint.db`
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("anchorpoint.db").display())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Cheap round trip for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |p| p.close().await)
+    }
+
+    // ---- tenants -------------------------------------------------------
+
+    pub async fn create_tenant(
+        &self,
+        id: &str,
+        organization: &str,
+        now: i64,
+    ) -> Result<Tenant, StoreError> {
+        let res = with_pool!(self, |p| {
+            sqlx::query("INSERT INTO tenants (id, organization, created_at) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(organization)
+                .bind(now)
+                .execute(p)
+                .await
+                .map(|_| ())
+        });
+        match res {
+            Ok(()) => Ok(Tenant {
+                id: id.to_owned(),
+                organization: organization.to_owned(),
+                created_at: now,
+            }),
+            Err(e) if unique_violation(&e) => Err(StoreError::AlreadyExists {
+                what: "tenant",
+                id: id.to_owned(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let row = with_pool!(self, |p| {
+            sqlx::query("SELECT id, organization, created_at FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+                .map(|r| -> Result<Tenant, sqlx::Error> {
+                    Ok(Tenant {
+                        id: r.try_get("id")?,
+                        organization: r.try_get("organization")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .transpose()?
+        });
+        Ok(row)
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query("SELECT id, organization, created_at FROM tenants ORDER BY id")
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| -> Result<Tenant, sqlx::Error> {
+                    Ok(Tenant {
+                        id: r.try_get("id")?,
+                        organization: r.try_get("organization")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    // ---- credentials (CA material) --------------------------------------
+
+    /// Stores a credential unless one of that name exists; returns whether it was stored.
+    pub async fn insert_credential(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        cred: &CredentialRecord,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO credentials (tenant_id, name, cert_pem, sealed_key, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (tenant_id, name) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(name)
+            .bind(&cred.cert_pem)
+            .bind(&cred.sealed_key)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Replaces a credential (server certificate renewal).
+    pub async fn replace_credential(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        cred: &CredentialRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO credentials (tenant_id, name, cert_pem, sealed_key, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET cert_pem = excluded.cert_pem, sealed_key = excluded.sealed_key, created_at = excluded.created_at",
+            )
+            .bind(tenant_id)
+            .bind(name)
+            .bind(&cred.cert_pem)
+            .bind(&cred.sealed_key)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn credential(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        let row = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT cert_pem, sealed_key FROM credentials WHERE tenant_id = $1 AND name = $2",
+            )
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(p)
+            .await?
+            .map(|r| -> Result<CredentialRecord, sqlx::Error> {
+                Ok(CredentialRecord {
+                    cert_pem: r.try_get("cert_pem")?,
+                    sealed_key: r.try_get("sealed_key")?,
+                })
+            })
+            .transpose()?
+        });
+        Ok(row)
+    }
+
+    /// Certificates (PEM) of every credential with this name, one per tenant.
+    pub async fn credential_certs_named(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT tenant_id, cert_pem FROM credentials WHERE name = $1 ORDER BY tenant_id",
+            )
+            .bind(name)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<(String, String), sqlx::Error> {
+                Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    // ---- stations ---------------------------------------------------------
+
+    pub async fn create_station(&self, s: &NewStation, now: i64) -> Result<Station, StoreError> {
+        let res = with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO stations (id, tenant_id, security_profile, password_hash, registration, enabled, description, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&s.id)
+            .bind(&s.tenant_id)
+            .bind(i64::from(s.security_profile))
+            .bind(&s.password_hash)
+            .bind(s.registration.as_str())
+            .bind(true)
+            .bind(&s.description)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ())
+        });
+        match res {
+            Ok(()) => {}
+            Err(e) if unique_violation(&e) => {
+                return Err(StoreError::AlreadyExists {
+                    what: "station",
+                    id: s.id.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.station(&s.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "station",
+                id: s.id.clone(),
+            })
+    }
+
+    /// Looks a station up by id across tenants (the OCPP URL carries no tenant).
+    pub async fn station(&self, id: &str) -> Result<Option<Station>, StoreError> {
+        let row = with_pool!(self, |p| {
+            sqlx::query(&format!(
+                "SELECT {STATION_COLUMNS} FROM stations WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| station_from_row(&r))
+            .transpose()?
+        });
+        Ok(row)
+    }
+
+    pub async fn stations(&self, tenant_id: &str) -> Result<Vec<Station>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(&format!(
+                "SELECT {STATION_COLUMNS} FROM stations WHERE tenant_id = $1 ORDER BY id"
+            ))
+            .bind(tenant_id)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(station_from_row)
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Changes operator-controlled settings; `None` leaves a field as it is.
+    pub async fn update_station(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        security_profile: Option<u8>,
+        password_hash: Option<&str>,
+        registration: Option<Registration>,
+        enabled: Option<bool>,
+    ) -> Result<Station, StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE stations SET \
+                   security_profile = COALESCE($1, security_profile), \
+                   password_hash = COALESCE($2, password_hash), \
+                   registration = COALESCE($3, registration), \
+                   enabled = COALESCE($4, enabled) \
+                 WHERE tenant_id = $5 AND id = $6",
+            )
+            .bind(security_profile.map(i64::from))
+            .bind(password_hash)
+            .bind(registration.map(Registration::as_str))
+            .bind(enabled)
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "station",
+                id: id.to_owned(),
+            });
+        }
+        self.station(id).await?.ok_or_else(|| StoreError::NotFound {
+            what: "station",
+            id: id.to_owned(),
+        })
+    }
+
+    /// Persists a BootNotification and the answer given, in one transaction.
+    pub async fn record_boot(&self, b: &BootRecord) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&b.tenant_id)
+            .bind(&b.station_id)
+            .bind(b.received_at)
+            .bind(&b.reason)
+            .bind(b.status.as_str())
+            .bind(&b.payload)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, firmware_version = $5, \
+                 last_boot_at = $6, last_seen_at = $6 WHERE tenant_id = $7 AND id = $8",
+            )
+            .bind(b.status.as_str())
+            .bind(&b.vendor)
+            .bind(&b.model)
+            .bind(&b.serial_number)
+            .bind(&b.firmware_version)
+            .bind(b.received_at)
+            .bind(&b.tenant_id)
+            .bind(&b.station_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn record_heartbeat(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query("UPDATE stations SET last_heartbeat_at = $1, last_seen_at = $1 WHERE tenant_id = $2 AND id = $3")
+                .bind(now)
+                .bind(tenant_id)
+                .bind(station_id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn record_connector_status(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        status: &ConnectorStatus,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO connector_statuses (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
+                 reported_at = excluded.reported_at, received_at = excluded.received_at, tenant_id = excluded.tenant_id",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(status.evse_id)
+            .bind(status.connector_id)
+            .bind(&status.status)
+            .bind(status.reported_at)
+            .bind(status.received_at)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn connector_statuses(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+    ) -> Result<Vec<ConnectorStatus>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT evse_id, connector_id, status, reported_at, received_at FROM connector_statuses \
+                 WHERE tenant_id = $1 AND station_id = $2 ORDER BY evse_id, connector_id",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<ConnectorStatus, sqlx::Error> {
+                Ok(ConnectorStatus {
+                    evse_id: r.try_get("evse_id")?,
+                    connector_id: r.try_get("connector_id")?,
+                    status: r.try_get("status")?,
+                    reported_at: r.try_get("reported_at")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Keeps a validated report (NotifyEvent, NotifyReport, ...) verbatim.
+    pub async fn record_station_message(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        action: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query("INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload) VALUES ($1, $2, $3, $4, $5)")
+                .bind(tenant_id)
+                .bind(station_id)
+                .bind(action)
+                .bind(now)
+                .bind(payload)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn station_message_count(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        action: &str,
+    ) -> Result<i64, StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("SELECT COUNT(*) AS n FROM station_messages WHERE tenant_id = $1 AND station_id = $2 AND action = $3")
+                .bind(tenant_id)
+                .bind(station_id)
+                .bind(action)
+                .fetch_one(p)
+                .await?
+                .try_get::<i64, _>("n")?
+        });
+        Ok(n)
+    }
+
+    pub async fn record_security_event(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        kind: &str,
+        occurred_at: i64,
+        tech_info: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(kind)
+            .bind(occurred_at)
+            .bind(tech_info)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn security_events(
+        &self,
+        tenant_id: &str,
+        station_id: Option<&str>,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT id, station_id, kind, occurred_at, tech_info, received_at FROM security_events \
+                 WHERE tenant_id = $1 AND ($2 IS NULL OR station_id = $2) ORDER BY id",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<SecurityEvent, sqlx::Error> {
+                Ok(SecurityEvent {
+                    id: r.try_get("id")?,
+                    station_id: r.try_get("station_id")?,
+                    kind: r.try_get("kind")?,
+                    occurred_at: r.try_get("occurred_at")?,
+                    tech_info: r.try_get("tech_info")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    // ---- certificates -------------------------------------------------------
+
+    pub async fn record_certificate(&self, c: &CertificateRecord) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&c.tenant_id)
+            .bind(&c.serial_hex)
+            .bind(&c.station_id)
+            .bind(&c.fingerprint)
+            .bind(c.not_before)
+            .bind(c.not_after)
+            .bind(&c.cert_pem)
+            .bind(c.issued_at)
+            .bind(c.revoked_at)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn certificate(
+        &self,
+        tenant_id: &str,
+        serial_hex: &str,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at \
+                 FROM certificates WHERE tenant_id = $1 AND serial_hex = $2",
+            )
+            .bind(tenant_id)
+            .bind(serial_hex)
+            .fetch_optional(p)
+            .await?
+            .map(|r| -> Result<CertificateRecord, sqlx::Error> {
+                Ok(CertificateRecord {
+                    tenant_id: r.try_get("tenant_id")?,
+                    serial_hex: r.try_get("serial_hex")?,
+                    station_id: r.try_get("station_id")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    not_before: r.try_get("not_before")?,
+                    not_after: r.try_get("not_after")?,
+                    cert_pem: r.try_get("cert_pem")?,
+                    issued_at: r.try_get("issued_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                })
+            })
+            .transpose()?
+        });
+        Ok(row)
+    }
+
+    /// Marks a certificate revoked; later connections presenting it are refused.
+    pub async fn revoke_certificate(
+        &self,
+        tenant_id: &str,
+        serial_hex: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("UPDATE certificates SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND serial_hex = $3")
+                .bind(now)
+                .bind(tenant_id)
+                .bind(serial_hex)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "certificate",
+                id: serial_hex.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, registration, enabled, description, boot_status, \
+    vendor, model, serial_number, firmware_version, last_boot_at, last_heartbeat_at, last_seen_at, created_at";
+
+fn station_from_row<R>(r: &R) -> Result<Station, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let profile: i64 = r.try_get("security_profile")?;
+    let registration: String = r.try_get("registration")?;
+    Ok(Station {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        security_profile: u8::try_from(profile).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        password_hash: r.try_get("password_hash")?,
+        registration: registration
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        enabled: r.try_get("enabled")?,
+        description: r.try_get("description")?,
+        boot_status: r.try_get("boot_status")?,
+        vendor: r.try_get("vendor")?,
+        model: r.try_get("model")?,
+        serial_number: r.try_get("serial_number")?,
+        firmware_version: r.try_get("firmware_version")?,
+        last_boot_at: r.try_get("last_boot_at")?,
+        last_heartbeat_at: r.try_get("last_heartbeat_at")?,
+        last_seen_at: r.try_get("last_seen_at")?,
+        created_at: r.try_get("created_at")?,
+    })
+}

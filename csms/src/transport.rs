@@ -1,0 +1,451 @@
+//! Accepting stations: TCP -> TLS -> HTTP/1.1 upgrade -> identity -> session.
+//!
+//! Everything before the session is bounded: a connection cap, a cap on
+//! concurrent handshakes, and one deadline for TLS plus the upgrade request.
+//! Refusals are decided before the upgrade and answered with an HTTP status; the
+//! precise reason is logged and counted, never sent to the client.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes_body::Body;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::app::App;
+use crate::handlers::SessionState;
+use crate::identity::{self, Refusal, Transport};
+use crate::session;
+
+/// The one subprotocol this CSMS speaks.
+pub const SUBPROTOCOL: &str = "ocpp2.0.1";
+/// OCPP 2.0.1: a charging station identity is at most 48 characters.
+pub const MAX_STATION_ID_LEN: usize = 48;
+
+mod bytes_body {
+    pub type Body = http_body_util::Full<hyper::body::Bytes>;
+}
+
+/// Accepts TLS connections until the listener fails.
+pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConfig>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let Some((tcp, peer, permit)) = accept(&app, &listener).await else {
+            continue;
+        };
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let deadline = Duration::from_secs(app.config.handshake_timeout_secs);
+            let Ok(hs_permit) = app.handshake_permits.clone().acquire_owned().await else {
+                return;
+            };
+            let tls = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let reason = crate::tls::classify_handshake_error(&e);
+                    tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
+                    app.metrics.handshake_failed(reason);
+                    return;
+                }
+                Err(_) => {
+                    app.metrics.handshake_failed("handshake_timeout");
+                    return;
+                }
+            };
+            let client_chain = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+            let transport = Transport {
+                tls: true,
+                client_chain,
+            };
+            upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, hs_permit).await;
+        });
+    }
+}
+
+/// Plain WebSocket listener for security profile 1 (off unless configured).
+pub async fn serve_plain(app: Arc<App>, listener: TcpListener) {
+    loop {
+        let Some((tcp, peer, permit)) = accept(&app, &listener).await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(hs_permit) = app.handshake_permits.clone().acquire_owned().await else {
+                return;
+            };
+            let transport = Transport {
+                tls: false,
+                client_chain: None,
+            };
+            upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, hs_permit).await;
+        });
+    }
+}
+
+async fn accept(
+    app: &App,
+    listener: &TcpListener,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let (tcp, peer) = match listener.accept().await {
+        Ok(x) => x,
+        Err(e) => {
+            // EMFILE and friends: back off instead of spinning.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return None;
+        }
+    };
+    let Ok(permit) = app.connection_permits.clone().try_acquire_owned() else {
+        app.metrics.handshake_failed("connection_limit");
+        return None;
+    };
+    let _ = tcp.set_nodelay(true);
+    Some((tcp, peer, permit))
+}
+
+/// What the upgrade handler hands to the connection task once a station is let in.
+struct Admitted {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    state: SessionState,
+}
+
+async fn upgrade_and_run<IO>(
+    app: Arc<App>,
+    io: TokioIo<IO>,
+    peer: SocketAddr,
+    transport: Transport,
+    conn_permit: OwnedSemaphorePermit,
+    hs_permit: OwnedSemaphorePermit,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let admitted: Arc<OnceLock<Admitted>> = Arc::new(OnceLock::new());
+    let slot = admitted.clone();
+    let svc_app = app.clone();
+    let transport = Arc::new(transport);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let app = svc_app.clone();
+        let slot = slot.clone();
+        let transport = transport.clone();
+        async move { Ok::<_, Infallible>(upgrade_request(&app, peer, &transport, req, &slot).await) }
+    });
+    let deadline = Duration::from_secs(app.config.handshake_timeout_secs);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline)
+        .max_buf_size(16 * 1024)
+        .keep_alive(false)
+        .serve_connection(io, service)
+        .with_upgrades();
+    match tokio::time::timeout(deadline, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP connection error before upgrade");
+            return;
+        }
+        Err(_) => {
+            app.metrics.handshake_failed("upgrade_timeout");
+            return;
+        }
+    }
+    drop(hs_permit);
+    // The service (and its clone of the slot) is gone once the connection future ended.
+    let taken = Arc::try_unwrap(admitted)
+        .ok()
+        .and_then(OnceLock::into_inner);
+    let Some(Admitted { on_upgrade, state }) = taken else {
+        return;
+    };
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(ws_config(&app)),
+    )
+    .await;
+    session::run(app, ws, state).await;
+    drop(conn_permit);
+}
+
+/// Small buffers: most stations are idle most of the time.
+fn ws_config(app: &App) -> WebSocketConfig {
+    let max = app.config.max_message_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut res = Response::new(Body::from(text));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Checks the upgrade request and, if the station is let in, answers 101.
+async fn upgrade_request(
+    app: &App,
+    peer: SocketAddr,
+    transport: &Transport,
+    mut req: Request<Incoming>,
+    slot: &OnceLock<Admitted>,
+) -> Response<Body> {
+    let station_id = match station_id_from_path(req.uri().path()) {
+        Some(id) => id,
+        None => {
+            app.metrics.handshake_failed("bad_path");
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: connect to /ocpp/{stationId}\n",
+            );
+        }
+    };
+    if let Err((status, reason, text)) = check_websocket_request(&req) {
+        tracing::info!(%peer, station = %station_id, reason, "upgrade refused");
+        app.metrics.handshake_failed(reason);
+        let mut res = plain(status, text);
+        if status == StatusCode::UPGRADE_REQUIRED {
+            res.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        return res;
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let station = match identity::authenticate(
+        app,
+        &station_id,
+        transport,
+        authorization.as_deref(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(refusal) => {
+            tracing::info!(%peer, station = %station_id, reason = refusal.label(), "connection refused");
+            app.metrics.handshake_failed(refusal.label());
+            return refuse(refusal);
+        }
+    };
+    let Some(key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let registration = station.boot_status.as_deref().and_then(|s| s.parse().ok());
+    let state = SessionState {
+        station_id: station.id.clone(),
+        tenant_id: Arc::from(station.tenant_id.as_str()),
+        registration,
+    };
+    if slot
+        .set(Admitted {
+            on_upgrade: hyper::upgrade::on(&mut req),
+            state,
+        })
+        .is_err()
+    {
+        // keep_alive is off, so a connection carries one request; never reached.
+        return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");
+    }
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+fn refuse(refusal: Refusal) -> Response<Body> {
+    match refusal.status() {
+        StatusCode::SERVICE_UNAVAILABLE => {
+            plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n")
+        }
+        _ => plain(StatusCode::UNAUTHORIZED, "unauthorized\n"),
+    }
+}
+
+type UpgradeError = (StatusCode, &'static str, &'static str);
+
+fn check_websocket_request<B>(req: &Request<B>) -> Result<(), UpgradeError> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if req.method() != http::Method::GET {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_method",
+            "method not allowed\n",
+        ));
+    }
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            "not_websocket",
+            "a WebSocket upgrade is required\n",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_version",
+            "WebSocket version 13 is required\n",
+        ));
+    }
+    if headers.get(header::SEC_WEBSOCKET_KEY).is_none() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "no_websocket_key",
+            "missing Sec-WebSocket-Key\n",
+        ));
+    }
+    if !has_token(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "subprotocol",
+            "subprotocol ocpp2.0.1 is required\n",
+        ));
+    }
+    Ok(())
+}
+
+/// `/ocpp/{stationId}` with a percent-decoded id of RFC 3986 unreserved characters.
+pub fn station_id_from_path(path: &str) -> Option<String> {
+    let raw = path.strip_prefix("/ocpp/")?;
+    let id = percent_decode(raw)?;
+    valid_station_id(&id).then_some(id)
+}
+
+/// 1 to 48 characters from RFC 3986's unreserved set; never ':' (Basic auth) or '/'.
+pub fn valid_station_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_STATION_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn station_ids_from_paths() {
+        assert_eq!(
+            station_id_from_path("/ocpp/CS001").as_deref(),
+            Some("CS001")
+        );
+        assert_eq!(
+            station_id_from_path("/ocpp/CS%2D01").as_deref(),
+            Some("CS-01")
+        );
+        assert_eq!(station_id_from_path("/ocpp/"), None);
+        assert_eq!(station_id_from_path("/ocpp/a/b"), None);
+        assert_eq!(station_id_from_path("/ocpp/a%2Fb"), None);
+        assert_eq!(station_id_from_path("/ocpp/a:b"), None);
+        assert_eq!(station_id_from_path("/ocpp/%zz"), None);
+        assert_eq!(station_id_from_path("/other/CS001"), None);
+        assert_eq!(
+            station_id_from_path(&format!("/ocpp/{}", "x".repeat(49))),
+            None
+        );
+        assert!(station_id_from_path(&format!("/ocpp/{}", "x".repeat(48))).is_some());
+    }
+
+    fn ws_request(protocol: Option<&str>) -> Request<()> {
+        let mut b = Request::get("/ocpp/CS001")
+            .header("upgrade", "websocket")
+            .header("connection", "keep-alive, Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        if let Some(p) = protocol {
+            b = b.header("sec-websocket-protocol", p);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn subprotocol_is_required() {
+        assert!(check_websocket_request(&ws_request(Some("ocpp2.0.1"))).is_ok());
+        assert!(check_websocket_request(&ws_request(Some("ocpp1.6, ocpp2.0.1"))).is_ok());
+        assert_eq!(
+            check_websocket_request(&ws_request(Some("ocpp1.6")))
+                .unwrap_err()
+                .1,
+            "subprotocol"
+        );
+        assert_eq!(
+            check_websocket_request(&ws_request(None)).unwrap_err().1,
+            "subprotocol"
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! The same storage tests against SQLite and PostgreSQL.
+
+use csms::store::{
+    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration,
+    Store, StoreError,
+};
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::sqlite_url(dir.path()), 4)
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+async fn postgres() -> Store {
+    let base = std::env::var("ANCHORPOINT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!(
+        "ap_store_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000_000
+    );
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Store::open(&format!("{prefix}/{name}"), 4).await.unwrap()
+}
+
+fn station(id: &str, tenant: &str) -> NewStation {
+    NewStation {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        security_profile: 3,
+        password_hash: None,
+        registration: Registration::Accepted,
+        description: Some("bay 4".into()),
+    }
+}
+
+async fn tenants_and_stations(s: &Store) {
+    s.create_tenant("acme", "ACME Charging", 1).await.unwrap();
+    s.create_tenant("other", "Other", 2).await.unwrap();
+    assert!(matches!(
+        s.create_tenant("acme", "dup", 3).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.tenants().await.unwrap().len(), 2);
+
+    let created = s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    assert_eq!(created.security_profile, 3);
+    assert_eq!(created.registration, Registration::Accepted);
+    assert!(created.enabled);
+    assert!(matches!(
+        s.create_station(&station("CS1", "other"), 11).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    s.create_station(&station("CS2", "other"), 12)
+        .await
+        .unwrap();
+    // Tenants see only their own stations.
+    let acme: Vec<String> = s
+        .stations("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(acme, vec!["CS1"]);
+
+    let updated = s
+        .update_station(
+            "acme",
+            "CS1",
+            Some(2),
+            Some("hash"),
+            Some(Registration::Pending),
+            Some(false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.security_profile, 2);
+    assert_eq!(updated.password_hash.as_deref(), Some("hash"));
+    assert_eq!(updated.registration, Registration::Pending);
+    assert!(!updated.enabled);
+    let unchanged = s
+        .update_station("acme", "CS1", None, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(unchanged, updated);
+    // Another tenant cannot touch it.
+    assert!(matches!(
+        s.update_station("other", "CS1", Some(3), None, None, None)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn boot_status_and_events(s: &Store) {
+    s.create_tenant("acme", "ACME", 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    s.record_boot(&BootRecord {
+        tenant_id: "acme".into(),
+        station_id: "CS1".into(),
+        received_at: 1000,
+        reason: "PowerUp".into(),
+        status: Registration::Accepted,
+        vendor: "V".into(),
+        model: "M".into(),
+        serial_number: Some("SN".into()),
+        firmware_version: None,
+        payload: "{}".into(),
+    })
+    .await
+    .unwrap();
+    let st = s.station("CS1").await.unwrap().unwrap();
+    assert_eq!(st.boot_status.as_deref(), Some("Accepted"));
+    assert_eq!(st.vendor.as_deref(), Some("V"));
+    assert_eq!(st.serial_number.as_deref(), Some("SN"));
+    assert_eq!(st.last_boot_at, Some(1000));
+
+    s.record_heartbeat("acme", "CS1", 2000).await.unwrap();
+    assert_eq!(
+        s.station("CS1").await.unwrap().unwrap().last_heartbeat_at,
+        Some(2000)
+    );
+
+    for (status, at) in [("Available", 1), ("Occupied", 2)] {
+        let c = ConnectorStatus {
+            evse_id: 1,
+            connector_id: 1,
+            status: status.into(),
+            reported_at: at,
+            received_at: at,
+        };
+        s.record_connector_status("acme", "CS1", &c).await.unwrap();
+    }
+    let c2 = ConnectorStatus {
+        evse_id: 2,
+        connector_id: 1,
+        status: "Faulted".into(),
+        reported_at: 3,
+        received_at: 3,
+    };
+    s.record_connector_status("acme", "CS1", &c2).await.unwrap();
+    let statuses = s.connector_statuses("acme", "CS1").await.unwrap();
+    assert_eq!(statuses.len(), 2);
+    assert_eq!(statuses[0].status, "Occupied");
+    assert_eq!(statuses[1].status, "Faulted");
+    assert!(
+        s.connector_statuses("other", "CS1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    s.record_station_message("acme", "CS1", "NotifyEvent", "{\"a\":1}", 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.station_message_count("acme", "CS1", "NotifyEvent")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.station_message_count("other", "CS1", "NotifyEvent")
+            .await
+            .unwrap(),
+        0
+    );
+
+    s.record_security_event("acme", "CS1", "FirmwareUpdated", 7, Some("v2"), 8)
+        .await
+        .unwrap();
+    s.record_security_event("acme", "CS1", "ResetOrReboot", 9, None, 10)
+        .await
+        .unwrap();
+    let ev = s.security_events("acme", Some("CS1")).await.unwrap();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0].kind, "FirmwareUpdated");
+    assert_eq!(ev[0].tech_info.as_deref(), Some("v2"));
+    assert_eq!(s.security_events("acme", None).await.unwrap().len(), 2);
+    assert!(s.security_events("other", None).await.unwrap().is_empty());
+}
+
+async fn certificates_and_credentials(s: &Store) {
+    s.create_tenant("acme", "ACME", 1).await.unwrap();
+    let rec = CertificateRecord {
+        tenant_id: "acme".into(),
+        serial_hex: "0a1b".into(),
+        station_id: "CS1".into(),
+        fingerprint: "ff".into(),
+        not_before: 1,
+        not_after: 2,
+        cert_pem: "PEM".into(),
+        issued_at: 1,
+        revoked_at: None,
+    };
+    s.record_certificate(&rec).await.unwrap();
+    assert_eq!(s.certificate("acme", "0a1b").await.unwrap().unwrap(), rec);
+    assert!(s.certificate("other", "0a1b").await.unwrap().is_none());
+    s.revoke_certificate("acme", "0a1b", 50).await.unwrap();
+    s.revoke_certificate("acme", "0a1b", 60).await.unwrap();
+    assert_eq!(
+        s.certificate("acme", "0a1b")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(50),
+        "first revocation time is kept"
+    );
+    assert!(matches!(
+        s.revoke_certificate("other", "0a1b", 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let cred = CredentialRecord {
+        cert_pem: "A".into(),
+        sealed_key: vec![1, 2, 3],
+    };
+    assert!(
+        s.insert_credential("acme", "station-ca", &cred, 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.insert_credential(
+            "acme",
+            "station-ca",
+            &CredentialRecord {
+                cert_pem: "B".into(),
+                sealed_key: vec![9]
+            },
+            2
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        s.credential("acme", "station-ca")
+            .await
+            .unwrap()
+            .unwrap()
+            .cert_pem,
+        "A"
+    );
+    s.replace_credential(
+        "acme",
+        "station-ca",
+        &CredentialRecord {
+            cert_pem: "C".into(),
+            sealed_key: vec![7],
+        },
+        3,
+    )
+    .await
+    .unwrap();
+    let got = s.credential("acme", "station-ca").await.unwrap().unwrap();
+    assert_eq!(
+        (got.cert_pem.as_str(), got.sealed_key.as_slice()),
+        ("C", &[7u8][..])
+    );
+    assert_eq!(
+        s.credential_certs_named("station-ca").await.unwrap(),
+        vec![("acme".to_owned(), "C".to_owned())]
+    );
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let (s, _dir) = super::sqlite().await;
+                super::$name(&s).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let s = super::postgres().await;
+                super::$name(&s).await;
+            }
+        }
+    };
+}
+
+both!(tenants_and_stations);
+both!(boot_status_and_events);
+both!(certificates_and_credentials);
+
+#[tokio::test]
+async fn unsupported_url() {
+    assert!(matches!(
+        Store::open("mysql://x", 1).await,
+        Err(StoreError::UnsupportedUrl)
+    ));
+}

@@ -1,0 +1,99 @@
+-- Anchorpoint foundation schema (SQLite). Times are Unix milliseconds (UTC).
+-- Every table carries the tenant; '*' marks platform-wide rows.
+
+CREATE TABLE tenants (
+    id            TEXT PRIMARY KEY NOT NULL,
+    organization  TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+
+-- CA certificates and sealed private keys (AES-256-GCM under the master key).
+CREATE TABLE credentials (
+    tenant_id   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    cert_pem    TEXT NOT NULL,
+    sealed_key  BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+
+-- Station ids are unique platform-wide: the OCPP URL carries no tenant.
+CREATE TABLE stations (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    tenant_id          TEXT NOT NULL REFERENCES tenants(id),
+    security_profile   INTEGER NOT NULL,
+    password_hash      TEXT,
+    registration       TEXT NOT NULL,
+    enabled            INTEGER NOT NULL DEFAULT 1,
+    description        TEXT,
+    boot_status        TEXT,
+    vendor             TEXT,
+    model              TEXT,
+    serial_number      TEXT,
+    firmware_version   TEXT,
+    last_boot_at       INTEGER,
+    last_heartbeat_at  INTEGER,
+    last_seen_at       INTEGER,
+    created_at         INTEGER NOT NULL
+);
+CREATE INDEX stations_tenant ON stations (tenant_id, id);
+
+CREATE TABLE boot_notifications (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id    TEXT NOT NULL,
+    station_id   TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    reason       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    payload      TEXT NOT NULL
+);
+CREATE INDEX boot_notifications_station ON boot_notifications (tenant_id, station_id, id);
+
+CREATE TABLE connector_statuses (
+    tenant_id     TEXT NOT NULL,
+    station_id    TEXT NOT NULL,
+    evse_id       INTEGER NOT NULL,
+    connector_id  INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    reported_at   INTEGER NOT NULL,
+    received_at   INTEGER NOT NULL,
+    PRIMARY KEY (station_id, evse_id, connector_id)
+);
+CREATE INDEX connector_statuses_tenant ON connector_statuses (tenant_id, station_id);
+
+-- NotifyEvent, NotifyReport and other reports, kept verbatim (validated JSON).
+CREATE TABLE station_messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id    TEXT NOT NULL,
+    station_id   TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    payload      TEXT NOT NULL
+);
+CREATE INDEX station_messages_station ON station_messages (tenant_id, station_id, id);
+
+CREATE TABLE security_events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id    TEXT NOT NULL,
+    station_id   TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    occurred_at  INTEGER NOT NULL,
+    tech_info    TEXT,
+    received_at  INTEGER NOT NULL
+);
+CREATE INDEX security_events_station ON security_events (tenant_id, station_id, id);
+
+-- Certificates issued to stations; revocation is checked at every connect.
+CREATE TABLE certificates (
+    tenant_id     TEXT NOT NULL,
+    serial_hex    TEXT NOT NULL,
+    station_id    TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    not_before    INTEGER NOT NULL,
+    not_after     INTEGER NOT NULL,
+    cert_pem      TEXT NOT NULL,
+    issued_at     INTEGER NOT NULL,
+    revoked_at    INTEGER,
+    PRIMARY KEY (tenant_id, serial_hex)
+);
+CREATE INDEX certificates_station ON certificates (tenant_id, station_id);

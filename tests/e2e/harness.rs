@@ -1,0 +1,355 @@
+//! Starts real `csms` processes on loopback and drives them with real tools:
+//! the PyPI `ocpp` package, `openssl`, and the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const CSMS: &str = env!("CARGO_BIN_EXE_csms");
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python that has the `ocpp` package: `ANCHORPOINT_PYTHON`, else the
+/// workspace `.venv` that `.ci/run` creates. Missing means failing, not skipping.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("ANCHORPOINT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the `ocpp` package: run .ci/run (creates .venv) or set ANCHORPOINT_PYTHON"
+    );
+    venv
+}
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh PostgreSQL database for one test (`ANCHORPOINT_TEST_PG_URL` names the
+/// server; the machine's PostgreSQL by default).
+pub fn fresh_pg_database() -> String {
+    let base = std::env::var("ANCHORPOINT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!(
+        "ap_e2e_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        nanos()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000
+}
+
+/// Data directory plus database URL: what every CLI call and server shares.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+}
+
+impl Env {
+    pub fn new(db: Db) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = match db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("anchorpoint.db").display()),
+            Db::Postgres => fresh_pg_database(),
+        };
+        Env { dir, db_url }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn base_args(&self) -> Vec<String> {
+        vec![
+            "--data-dir".into(),
+            self.dir.path().display().to_string(),
+            "--database-url".into(),
+            self.db_url.clone(),
+        ]
+    }
+
+    /// Runs a CLI command; panics with its stderr if it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_raw(args);
+        assert!(
+            out.status.success(),
+            "csms {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
+        Command::new(CSMS)
+            .args(args)
+            .args(self.base_args())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `csms serve` on ephemeral loopback ports.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        let mut child = Command::new(CSMS)
+            .arg("serve")
+            .args(self.base_args())
+            .args(["--ocpp-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log_path = self.path("server.log");
+        std::thread::spawn(move || {
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path)
+                .unwrap();
+            std::io::copy(&mut BufReader::new(stderr), &mut log).ok();
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("listening ") {
+                    tx.send(line).ok();
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(self.path("server.log")).unwrap_or_default();
+                panic!("server did not start; log:\n{log}");
+            }
+        };
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .map(str::to_owned)
+        };
+        Server {
+            child,
+            ocpp: field("ocpp").unwrap(),
+            api: field("api").unwrap(),
+            plain: field("plain"),
+            root_pem: self.dir.path().join("pki/csms-root.pem"),
+        }
+    }
+
+    /// Adds a station and, for profile 3, enrolls an `openssl`-generated key.
+    pub fn add_station(
+        &self,
+        id: &str,
+        profile: u8,
+        password: Option<&str>,
+    ) -> Option<StationCreds> {
+        let mut args = vec!["station", "add", id, "--profile"];
+        let p = profile.to_string();
+        args.push(&p);
+        if let Some(pw) = password {
+            args.extend(["--password", pw]);
+        }
+        self.cli(&args);
+        (profile == 3).then(|| self.enroll(id, id))
+    }
+
+    /// Generates a P-256 key and a CSR with CN = `cn` using openssl, and has the
+    /// CSMS sign it for station `id`.
+    pub fn enroll(&self, id: &str, cn: &str) -> StationCreds {
+        let key = self.path(&format!("{id}-{cn}.key"));
+        let csr = self.path(&format!("{id}-{cn}.csr"));
+        let cert = self.path(&format!("{id}-{cn}.pem"));
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}/O=Default Organization"),
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+        ]);
+        let chain = self.cli(&["station", "enroll", id, "--csr", csr.to_str().unwrap()]);
+        std::fs::write(&cert, chain).unwrap();
+        StationCreds { cert, key }
+    }
+}
+
+pub struct StationCreds {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Server {
+    child: Child,
+    pub ocpp: String,
+    pub api: String,
+    pub plain: Option<String>,
+    pub root_pem: PathBuf,
+}
+
+impl Server {
+    pub fn wss(&self) -> String {
+        format!("wss://localhost:{}", self.ocpp.rsplit(':').next().unwrap())
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// GET on the API listener, returning (status, body).
+    pub fn api_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.api).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Value of a Prometheus counter line that contains every fragment in `parts`.
+    pub fn metric(&self, name: &str, parts: &[&str]) -> f64 {
+        let (_, body) = self.api_get("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python interop script; returns its JSON lines and whether it succeeded.
+pub fn py(script: &str, args: &[&str]) -> (bool, Vec<Value>) {
+    let path = workspace().join("tests/interop").join(script);
+    let out = Command::new(python())
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect::<Vec<Value>>();
+    if lines.is_empty() {
+        eprintln!(
+            "{script} printed nothing; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out.status.success(), lines)
+}
+
+/// Arguments for a TLS client with the station's certificate.
+pub fn tls_args<'a>(
+    server: &'a Server,
+    url: &'a str,
+    station: &'a str,
+    creds: Option<&'a StationCreds>,
+) -> Vec<String> {
+    let mut v = vec![
+        "--url".to_owned(),
+        url.to_owned(),
+        "--station".into(),
+        station.into(),
+        "--ca".into(),
+        server.root_pem.display().to_string(),
+    ];
+    if let Some(c) = creds {
+        v.extend([
+            "--cert".into(),
+            c.cert.display().to_string(),
+            "--key".into(),
+            c.key.display().to_string(),
+        ]);
+    }
+    v
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
