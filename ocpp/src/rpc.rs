@@ -381,7 +381,10 @@ fn object(v: Option<Value>, id: &MessageId, what: &str) -> Result<Value, FrameEr
         other => Err(FrameError {
             id: Some(id.clone()),
             code: ErrorCode::FormatViolation,
-            description: format!("{what} must be a JSON object, got {}", opt_type_name(&other)),
+            description: format!(
+                "{what} must be a JSON object, got {}",
+                opt_type_name(&other)
+            ),
         }),
     }
 }
@@ -433,7 +436,11 @@ mod tests {
 
     #[test]
     fn call_round_trips() {
-        let f = Frame::Call(Call::new(id("19223201"), "BootNotification", json!({"a": 1})));
+        let f = Frame::Call(Call::new(
+            id("19223201"),
+            "BootNotification",
+            json!({"a": 1}),
+        ));
         let text = f.to_json();
         assert_eq!(text, r#"[2,"19223201","BootNotification",{"a":1}]"#);
         assert_eq!(Frame::parse(&text).unwrap(), f);
@@ -519,7 +526,12 @@ mod tests {
         let e = err(r#"[9,"id","X",{}]"#);
         assert_eq!(e.code, ErrorCode::MessageTypeNotSupported);
         assert_eq!(e.id, Some(id("id")));
-        for text in [r#"["2","id","X",{}]"#, r#"[2.0,"id","X",{}]"#, r#"[-2,"id","X",{}]"#, "[null]"] {
+        for text in [
+            r#"["2","id","X",{}]"#,
+            r#"[2.0,"id","X",{}]"#,
+            r#"[-2,"id","X",{}]"#,
+            "[null]",
+        ] {
             assert_eq!(err(text).code, ErrorCode::MessageTypeNotSupported, "{text}");
         }
         assert_eq!(err("[5]").id, None);
@@ -593,8 +605,7 @@ mod tests {
         // Even a hand-built CallError is truncated when sent.
         let mut raw = CallError::new(id("a"), ErrorCode::GenericError, "");
         raw.description = long;
-        let Frame::CallError(back) = Frame::parse(&Frame::CallError(raw).to_json()).unwrap()
-        else {
+        let Frame::CallError(back) = Frame::parse(&Frame::CallError(raw).to_json()).unwrap() else {
             panic!()
         };
         assert_eq!(back.description.chars().count(), 255);

@@ -200,9 +200,9 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
             let Value::String(s) = value else {
                 return Err(type_error(path, "a date-time string"));
             };
-            DateTime::parse(s).map(|_| ()).map_err(|e| {
-                path.violation(ErrorCode::PropertyConstraintViolation, e.to_string())
-            })
+            DateTime::parse(s)
+                .map(|_| ())
+                .map_err(|e| path.violation(ErrorCode::PropertyConstraintViolation, e.to_string()))
         }
         Node::Enum { name, values } => {
             let Value::String(s) = value else {

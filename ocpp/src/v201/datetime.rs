@@ -228,8 +228,8 @@ fn parse(s: &str) -> Result<OffsetDateTime, DateTimeError> {
         .ok_or(DateTimeError("month out of range"))?;
     let year = i32::try_from(year).map_err(|_| DateTimeError("year"))?;
     let day = u8::try_from(day).map_err(|_| DateTimeError("day"))?;
-    let date = Date::from_calendar_date(year, month, day)
-        .map_err(|_| DateTimeError("no such day"))?;
+    let date =
+        Date::from_calendar_date(year, month, day).map_err(|_| DateTimeError("no such day"))?;
     let to_u8 = |v: u32| u8::try_from(v).map_err(|_| DateTimeError("time"));
     let time = Time::from_hms_nano(to_u8(hour)?, to_u8(minute)?, to_u8(second)?, nanos)
         .map_err(|_| DateTimeError("time out of range"))?;
