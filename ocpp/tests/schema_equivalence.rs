@@ -287,3 +287,20 @@ fn validator_agrees_with_jsonschema_on_the_corpus() {
         "corpus unexpectedly small"
     );
 }
+
+#[test]
+fn generated_code_is_up_to_date() {
+    let interpreter = python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("codegen/generate.py");
+    let output = Command::new(&interpreter)
+        .arg(&script)
+        .arg("--check")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", interpreter.display()));
+    assert!(
+        output.status.success(),
+        "src/v201/generated.rs differs from what codegen/generate.py produces (needs the \
+         Python package ocpp and rustfmt):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -127,3 +127,156 @@ pub(crate) fn any_present<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<Value>, D::Error> {
     <Value as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn boot_notification_decodes_and_encodes() {
+        let payload = json!({
+            "reason": "PowerUp",
+            "chargingStation": {"model": "AP-1", "vendorName": "Anchorpoint",
+                                "modem": {"iccid": "8931"}}
+        });
+        let req: BootNotificationRequest = decode_request(payload.clone()).unwrap();
+        assert_eq!(req.reason, BootReasonEnumType::PowerUp);
+        assert_eq!(
+            req.charging_station
+                .modem
+                .as_ref()
+                .unwrap()
+                .iccid
+                .as_deref(),
+            Some("8931")
+        );
+        assert_eq!(encode(&req), payload);
+
+        let now = DateTime::parse("2024-05-01T10:00:00+02:00").unwrap();
+        let resp = BootNotificationResponse {
+            custom_data: None,
+            current_time: now,
+            interval: 300,
+            status: RegistrationStatusEnumType::Accepted,
+            status_info: None,
+        };
+        let out = encode(&resp);
+        assert_eq!(
+            out,
+            json!({"currentTime": "2024-05-01T08:00:00Z", "interval": 300, "status": "Accepted"})
+        );
+        assert_eq!(
+            validate(Action::BootNotification, Direction::Response, &out),
+            Ok(())
+        );
+        let back = decode_response::<BootNotificationRequest>(out).unwrap();
+        assert_eq!(back, resp);
+    }
+
+    #[test]
+    fn integer_written_as_float_is_accepted_and_normalised() {
+        let payload = json!({"currentTime": "2024-05-01T08:00:00Z", "interval": 300.0,
+                             "status": "Pending"});
+        let resp = decode_response::<BootNotificationRequest>(payload).unwrap();
+        assert_eq!(resp.interval, 300);
+        let bad = json!({"currentTime": "2024-05-01T08:00:00Z", "interval": 300.5,
+                         "status": "Pending"});
+        let v = decode_response::<BootNotificationRequest>(bad).unwrap_err();
+        assert_eq!(
+            (v.code, v.path.as_str()),
+            (ErrorCode::TypeConstraintViolation, "/interval")
+        );
+    }
+
+    #[test]
+    fn integers_beyond_i64_are_a_property_violation() {
+        for interval in [
+            json!(18_446_744_073_709_551_615u64),
+            json!(1e19),
+            json!(-1e19),
+        ] {
+            let payload = json!({"currentTime": "2024-05-01T08:00:00Z", "interval": interval,
+                                 "status": "Pending"});
+            let v = validate(Action::BootNotification, Direction::Response, &payload).unwrap_err();
+            assert_eq!(v.code, ErrorCode::PropertyConstraintViolation, "{interval}");
+        }
+    }
+
+    #[test]
+    fn violations_carry_code_and_pointer() {
+        let v = validate(Action::Heartbeat, Direction::Request, &json!([])).unwrap_err();
+        assert_eq!((v.code, v.path.as_str()), (ErrorCode::FormatViolation, ""));
+        let v = validate(Action::Heartbeat, Direction::Request, &json!({"a/b~c": 1})).unwrap_err();
+        assert_eq!(
+            (v.code, v.path.as_str()),
+            (ErrorCode::ProtocolError, "/a~1b~0c")
+        );
+        let v = validate(
+            Action::BootNotification,
+            Direction::Request,
+            &json!({"reason": "PowerUp", "chargingStation": {"model": "m"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (v.code, v.path.as_str()),
+            (
+                ErrorCode::OccurrenceConstraintViolation,
+                "/chargingStation/vendorName"
+            )
+        );
+        assert_eq!(
+            v.to_string(),
+            "OccurrenceConstraintViolation at /chargingStation/vendorName: \
+             required property vendorName of ChargingStationType is missing"
+        );
+    }
+
+    #[test]
+    fn open_values_round_trip() {
+        // DataTransfer `data` is `{}` in the schema: an explicit null survives.
+        let payload = json!({"vendorId": "v", "data": null});
+        let req: DataTransferRequest = decode_request(payload.clone()).unwrap();
+        assert_eq!(req.data, Some(Value::Null));
+        assert_eq!(encode(&req), payload);
+        let payload = json!({"vendorId": "v"});
+        let req: DataTransferRequest = decode_request(payload.clone()).unwrap();
+        assert_eq!(req.data, None);
+        assert_eq!(encode(&req), payload);
+        // CustomDataType keeps vendor properties.
+        let payload = json!({"customData": {"vendorId": "acme", "x": [1, {"y": null}]}});
+        let req: HeartbeatRequest = decode_request(payload.clone()).unwrap();
+        let custom = req.custom_data.as_ref().unwrap();
+        assert_eq!(custom.vendor_id, "acme");
+        assert_eq!(custom.extra["x"], json!([1, {"y": null}]));
+        assert_eq!(encode(&req), payload);
+    }
+
+    #[test]
+    fn actions_and_initiators() {
+        assert_eq!(Action::ALL.len(), 64);
+        let count = |i: Initiator| Action::ALL.iter().filter(|a| a.initiated_by() == i).count();
+        assert_eq!(count(Initiator::ChargingStation), 24);
+        assert_eq!(count(Initiator::Csms), 39);
+        assert_eq!(count(Initiator::Both), 1);
+        assert_eq!(Action::DataTransfer.initiated_by(), Initiator::Both);
+        assert_eq!(Action::Reset.initiated_by(), Initiator::Csms);
+        assert!(
+            Action::TransactionEvent
+                .initiated_by()
+                .charging_station_may_send()
+        );
+        assert!(!Action::TransactionEvent.initiated_by().csms_may_send());
+        assert_eq!(
+            Action::from_name("Get15118EVCertificate"),
+            Some(Action::Get15118EVCertificate)
+        );
+        assert_eq!(Action::from_name("heartbeat"), None);
+        assert_eq!(<ResetRequest as Request>::ACTION, Action::Reset);
+        assert_eq!(ConnectorEnumType::CCCS2.as_str(), "cCCS2");
+        assert_eq!(
+            MeasurandEnumType::EnergyActiveImportRegister.to_string(),
+            "Energy.Active.Import.Register"
+        );
+    }
+}
