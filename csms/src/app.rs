@@ -30,15 +30,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(
-        config: Config,
-        store: Store,
-        clock: Arc<dyn Clock>,
-        trust: Arc<StationTrust>,
-    ) -> App {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>, trust: Arc<StationTrust>) -> App {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         App {
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),
             handshake_permits: Arc::new(Semaphore::new(config.max_concurrent_handshakes.max(1))),

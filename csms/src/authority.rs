@@ -44,16 +44,11 @@ pub fn load_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
 
 fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {
     if let Ok(v) = std::env::var(env) {
-        return B64
-            .decode(v.trim())
-            .with_context(|| format!("{env} is not base64"));
+        return B64.decode(v.trim()).with_context(|| format!("{env} is not base64"));
     }
     if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        return B64
-            .decode(text.trim())
-            .with_context(|| format!("{} is not base64", path.display()));
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return B64.decode(text.trim()).with_context(|| format!("{} is not base64", path.display()));
     }
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
@@ -94,10 +89,7 @@ async fn store_ca(
         .insert_credential(
             tenant,
             name,
-            &CredentialRecord {
-                cert_pem: stored.cert_pem,
-                sealed_key: stored.sealed_key,
-            },
+            &CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key },
             now,
         )
         .await?)
@@ -109,14 +101,8 @@ pub async fn load_ca(
     tenant: &str,
     name: &str,
 ) -> anyhow::Result<CertificateAuthority> {
-    let rec = store
-        .credential(tenant, name)
-        .await?
-        .with_context(|| format!("no {name} for tenant {tenant}"))?;
-    let stored = StoredCa {
-        cert_pem: rec.cert_pem,
-        sealed_key: rec.sealed_key,
-    };
+    let rec = store.credential(tenant, name).await?.with_context(|| format!("no {name} for tenant {tenant}"))?;
+    let stored = StoredCa { cert_pem: rec.cert_pem, sealed_key: rec.sealed_key };
     CertificateAuthority::from_stored(&stored, master, &label(tenant, name))
         .with_context(|| format!("opening {name} of tenant {tenant} (wrong master key?)"))
 }
@@ -131,26 +117,17 @@ pub async fn ensure_tenant(
 ) -> anyhow::Result<Tenant> {
     let tenant = match store.tenant(id).await? {
         Some(t) => t,
-        None => match store
-            .create_tenant(id, organization, clock.now_millis())
-            .await
-        {
+        None => match store.create_tenant(id, organization, clock.now_millis()).await {
             Ok(t) => t,
             // Another node created it meanwhile.
-            Err(StoreError::AlreadyExists { .. }) => {
-                store.tenant(id).await?.context("tenant vanished")?
-            }
+            Err(StoreError::AlreadyExists { .. }) => store.tenant(id).await?.context("tenant vanished")?,
             Err(e) => return Err(e.into()),
         },
     };
     if store.credential(id, STATION_CA).await?.is_none() {
         // CN is limited to 64 characters (RFC 5280).
         let short: String = tenant.organization.chars().take(40).collect();
-        let h = pki::generate_hierarchy(
-            &tenant.organization,
-            &format!("{short} Station Root CA"),
-            clock.now(),
-        )?;
+        let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
         let now = clock.now_millis();
         store_ca(store, master, id, STATION_ROOT, &h.root, now).await?;
         store_ca(store, master, id, STATION_CA, &h.station_ca, now).await?;
@@ -163,9 +140,7 @@ pub fn valid_tenant_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 63
         && !id.starts_with('-')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The server's certificate chain (DER, leaf first), its PKCS#8 key, and the
@@ -191,32 +166,17 @@ pub async fn server_identity(
 ) -> anyhow::Result<ServerIdentity> {
     if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
         let h = pki::generate_hierarchy("Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
-        store_ca(
-            store,
-            master,
-            PLATFORM,
-            CSMS_ROOT,
-            &h.root,
-            clock.now_millis(),
-        )
-        .await?;
+        store_ca(store, master, PLATFORM, CSMS_ROOT, &h.root, clock.now_millis()).await?;
     }
     let root = load_ca(store, master, PLATFORM, CSMS_ROOT).await?;
     let now = clock.now();
-    let (cert, key) = root.issue_server_certificate(
-        names,
-        now - Duration::minutes(5),
-        now + Duration::days(365),
-    )?;
+    let (cert, key) = root.issue_server_certificate(names, now - Duration::minutes(5), now + Duration::days(365))?;
     let sealed = key.seal(master, &label(PLATFORM, SERVER))?;
     store
         .replace_credential(
             PLATFORM,
             SERVER,
-            &CredentialRecord {
-                cert_pem: cert.pem.clone(),
-                sealed_key: sealed,
-            },
+            &CredentialRecord { cert_pem: cert.pem.clone(), sealed_key: sealed },
             clock.now_millis(),
         )
         .await?;
@@ -268,10 +228,8 @@ pub async fn enroll(
         .await
         .map_err(|e| EnrollError::Internal(e.into()))?
         .ok_or_else(|| EnrollError::Internal(anyhow::anyhow!("tenant of station missing")))?;
-    let csr = pki::validate_csr(csr_pem, station_id).map_err(|r| EnrollError::Csr {
-        rule: r.rule(),
-        detail: r.to_string(),
-    })?;
+    let csr = pki::validate_csr(csr_pem, station_id)
+        .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
     issue_for(
         store,
         master,
@@ -297,9 +255,8 @@ pub async fn issue_for(
     now: OffsetDateTime,
 ) -> Result<(String, CertificateRecord), EnrollError> {
     let ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
-    let cert = ca
-        .issue_station_certificate(csr, &tenant.organization, not_before, not_after)
-        .map_err(anyhow::Error::from)?;
+    let cert =
+        ca.issue_station_certificate(csr, &tenant.organization, not_before, not_after).map_err(anyhow::Error::from)?;
     let record = CertificateRecord {
         tenant_id: tenant.id.clone(),
         serial_hex: cert.serial_hex.clone(),
@@ -311,10 +268,7 @@ pub async fn issue_for(
         issued_at: unix_millis(now),
         revoked_at: None,
     };
-    store
-        .record_certificate(&record)
-        .await
-        .map_err(|e| EnrollError::Internal(e.into()))?;
+    store.record_certificate(&record).await.map_err(|e| EnrollError::Internal(e.into()))?;
     let mut chain = cert.pem.clone();
     if !chain.ends_with('\n') {
         chain.push('\n');
@@ -324,11 +278,7 @@ pub async fn issue_for(
 }
 
 /// Public PEM files for people and scripts: `<data>/pki/...`.
-pub async fn write_public_pem(
-    store: &Store,
-    data_dir: &Path,
-    root_pem: &str,
-) -> anyhow::Result<PathBuf> {
+pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("pki");
     std::fs::create_dir_all(&dir)?;
     let root_path = dir.join("csms-root.pem");

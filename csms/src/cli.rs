@@ -16,11 +16,7 @@ use crate::token::{self, Claims, Role};
 use crate::transport::valid_station_id;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "csms",
-    version,
-    about = "Anchorpoint: OCPP 2.0.1 CSMS with its own PKI"
-)]
+#[command(name = "csms", version, about = "Anchorpoint: OCPP 2.0.1 CSMS with its own PKI")]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -192,11 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             server::serve(config).await
         }
-        Command::Token {
-            tenant,
-            role,
-            ttl_hours,
-        } => {
+        Command::Token { tenant, role, ttl_hours } => {
             let opened = server::open(config, &clock).await?;
             if role != Role::PlatformAdmin && opened.store.tenant(&tenant).await?.is_none() {
                 bail!("unknown tenant '{tenant}'");
@@ -226,14 +218,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if opened.store.tenant(&name).await?.is_some() {
                         bail!("tenant '{name}' already exists");
                     }
-                    let t = authority::ensure_tenant(
-                        &opened.store,
-                        &opened.secrets.master,
-                        &clock,
-                        &name,
-                        org.trim(),
-                    )
-                    .await?;
+                    let t = authority::ensure_tenant(&opened.store, &opened.secrets.master, &clock, &name, org.trim())
+                        .await?;
                     println!("{}", serde_json::to_string(&t)?);
                 }
                 TenantCommand::List => {
@@ -248,10 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(CertCommand::Revoke { serial, tenant }) => {
             let opened = server::open(config, &clock).await?;
             let serial = serial.trim().trim_start_matches("0x").to_ascii_lowercase();
-            opened
-                .store
-                .revoke_certificate(&tenant, &serial, clock.now_millis())
-                .await?;
+            opened.store.revoke_certificate(&tenant, &serial, clock.now_millis()).await?;
             println!("revoked {serial}");
             Ok(())
         }
@@ -264,14 +247,7 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
     let opened = server::open(config, clock).await?;
     let store = &opened.store;
     match cmd {
-        StationCommand::Add {
-            id,
-            profile,
-            password,
-            tenant,
-            registration,
-            description,
-        } => {
+        StationCommand::Add { id, profile, password, tenant, registration, description } => {
             if !valid_station_id(&id) {
                 bail!("station id must be 1-48 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'");
             }
@@ -281,9 +257,7 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             if profile < 3 && password.is_none() {
                 bail!("security profile {profile} authenticates with HTTP Basic: give --password");
             }
-            let password_hash = password
-                .map(|p| password::hash(&p, iterations))
-                .transpose()?;
+            let password_hash = password.map(|p| password::hash(&p, iterations)).transpose()?;
             let s = store
                 .create_station(
                     &NewStation {
@@ -299,22 +273,9 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
                 .await?;
             println!("{}", serde_json::to_string(&s)?);
         }
-        StationCommand::Update {
-            id,
-            profile,
-            password,
-            registration,
-            enable,
-            disable,
-        } => {
-            let tenant = store
-                .station(&id)
-                .await?
-                .with_context(|| format!("station '{id}' not found"))?
-                .tenant_id;
-            let password_hash = password
-                .map(|p| password::hash(&p, iterations))
-                .transpose()?;
+        StationCommand::Update { id, profile, password, registration, enable, disable } => {
+            let tenant = store.station(&id).await?.with_context(|| format!("station '{id}' not found"))?.tenant_id;
+            let password_hash = password.map(|p| password::hash(&p, iterations)).transpose()?;
             let enabled = if enable {
                 Some(true)
             } else if disable {
@@ -322,23 +283,12 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             } else {
                 None
             };
-            let s = store
-                .update_station(
-                    &tenant,
-                    &id,
-                    profile,
-                    password_hash.as_deref(),
-                    registration,
-                    enabled,
-                )
-                .await?;
+            let s =
+                store.update_station(&tenant, &id, profile, password_hash.as_deref(), registration, enabled).await?;
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Show { id } => {
-            let s = store
-                .station(&id)
-                .await?
-                .with_context(|| format!("station '{id}' not found"))?;
+            let s = store.station(&id).await?.with_context(|| format!("station '{id}' not found"))?;
             let connectors = store.connector_statuses(&s.tenant_id, &id).await?;
             let mut v = serde_json::to_value(&s)?;
             v["connectors"] = serde_json::to_value(connectors)?;
@@ -350,21 +300,11 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             }
         }
         StationCommand::Enroll { id, csr, days } => {
-            let pem = std::fs::read_to_string(&csr)
-                .with_context(|| format!("reading {}", csr.display()))?;
-            let (chain, rec) = authority::enroll(
-                store,
-                &opened.secrets.master,
-                clock.now(),
-                &id,
-                &pem,
-                days.unwrap_or(cert_days),
-            )
-            .await?;
-            eprintln!(
-                "issued certificate serial {} to {id}, valid until {}",
-                rec.serial_hex, rec.not_after
-            );
+            let pem = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let (chain, rec) =
+                authority::enroll(store, &opened.secrets.master, clock.now(), &id, &pem, days.unwrap_or(cert_days))
+                    .await?;
+            eprintln!("issued certificate serial {} to {id}, valid until {}", rec.serial_hex, rec.not_after);
             print!("{chain}");
         }
     }

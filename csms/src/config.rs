@@ -71,10 +71,9 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut cfg = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -102,11 +101,7 @@ impl Config {
             self.database_url = Some(v);
         }
         if let Some(v) = var("ANCHORPOINT_SERVER_NAMES") {
-            self.server_names = v
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
+            self.server_names = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
         Ok(())
     }
@@ -125,9 +120,7 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir))
+        self.database_url.clone().unwrap_or_else(|| crate::store::Store::sqlite_url(&self.data_dir))
     }
 }
 
@@ -137,13 +130,10 @@ mod tests {
 
     #[test]
     fn file_then_env_override() {
-        let mut cfg: Config =
-            toml::from_str("ocpp_addr = \"127.0.0.1:9000\"\nheartbeat_interval_secs = 30\n")
-                .unwrap();
+        let mut cfg: Config = toml::from_str("ocpp_addr = \"127.0.0.1:9000\"\nheartbeat_interval_secs = 30\n").unwrap();
         assert_eq!(cfg.ocpp_addr.port(), 9000);
         assert_eq!(cfg.heartbeat_interval_secs, 30);
-        cfg.apply_env(|k| (k == "ANCHORPOINT_OCPP_ADDR").then(|| "127.0.0.1:9100".to_owned()))
-            .unwrap();
+        cfg.apply_env(|k| (k == "ANCHORPOINT_OCPP_ADDR").then(|| "127.0.0.1:9100".to_owned())).unwrap();
         assert_eq!(cfg.ocpp_addr.port(), 9100);
         assert_eq!(cfg.api_addr, Config::default().api_addr);
     }
@@ -157,9 +147,7 @@ mod tests {
     #[test]
     fn bad_env_value_names_the_variable() {
         let mut cfg = Config::default();
-        let err = cfg
-            .apply_env(|k| (k == "ANCHORPOINT_API_ADDR").then(|| "nonsense".to_owned()))
-            .unwrap_err();
+        let err = cfg.apply_env(|k| (k == "ANCHORPOINT_API_ADDR").then(|| "nonsense".to_owned())).unwrap_err();
         assert!(format!("{err:#}").contains("ANCHORPOINT_API_ADDR"));
     }
 }

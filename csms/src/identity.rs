@@ -106,11 +106,7 @@ pub async fn authenticate(
     Ok(station)
 }
 
-async fn verify_certificate(
-    app: &App,
-    station: &Station,
-    chain: &[CertificateDer<'static>],
-) -> Result<(), Refusal> {
+async fn verify_certificate(app: &App, station: &Station, chain: &[CertificateDer<'static>]) -> Result<(), Refusal> {
     let anchors = app.trust.tenant_anchors(&station.tenant_id);
     let leaf = &chain[0];
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
@@ -118,26 +114,14 @@ async fn verify_certificate(
         u64::try_from(app.clock.now().unix_timestamp()).unwrap_or(0),
     ));
     let algs = crate::tls::signature_algorithms();
-    ee.verify_for_usage(
-        algs.all,
-        &anchors,
-        &chain[1..],
-        now,
-        webpki::KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .map_err(|_| Refusal::CertificateWrongTenant)?;
+    ee.verify_for_usage(algs.all, &anchors, &chain[1..], now, webpki::KeyUsage::client_auth(), None, None)
+        .map_err(|_| Refusal::CertificateWrongTenant)?;
     let info = pki::inspect_certificate(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
     // A00.FR.405: the certificate belongs to this station.
     if info.subject_cn.as_deref() != Some(station.id.as_str()) {
         return Err(Refusal::CertificateCnMismatch);
     }
-    match app
-        .store
-        .certificate(&station.tenant_id, &info.serial_hex)
-        .await
-    {
+    match app.store.certificate(&station.tenant_id, &info.serial_hex).await {
         Ok(Some(rec)) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
         Ok(_) => Ok(()),
         Err(e) => {
@@ -147,36 +131,19 @@ async fn verify_certificate(
     }
 }
 
-async fn verify_basic(
-    app: &App,
-    station: &Station,
-    authorization: Option<&str>,
-) -> Result<(), Refusal> {
-    let (user, pass) = authorization
-        .and_then(parse_basic)
-        .ok_or(Refusal::MissingBasicAuth)?;
+async fn verify_basic(app: &App, station: &Station, authorization: Option<&str>) -> Result<(), Refusal> {
+    let (user, pass) = authorization.and_then(parse_basic).ok_or(Refusal::MissingBasicAuth)?;
     if user != station.id {
         return Err(Refusal::BasicUserMismatch);
     }
-    let stored = station
-        .password_hash
-        .clone()
-        .ok_or(Refusal::NoPasswordSet)?;
+    let stored = station.password_hash.clone().ok_or(Refusal::NoPasswordSet)?;
     // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
-    let _permit = app
-        .password_permits
-        .acquire()
-        .await
-        .map_err(|_| Refusal::Internal)?;
+    let _permit = app.password_permits.acquire().await.map_err(|_| Refusal::Internal)?;
     let ok = tokio::task::spawn_blocking(move || password::verify(&pass, &stored))
         .await
         .map_err(|_| Refusal::Internal)?
         .map_err(|_| Refusal::Internal)?;
-    if ok {
-        Ok(())
-    } else {
-        Err(Refusal::WrongPassword)
-    }
+    if ok { Ok(()) } else { Err(Refusal::WrongPassword) }
 }
 
 /// `Basic base64(user:password)`; the user part ends at the first ':'.
@@ -186,9 +153,7 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some((user.to_owned(), pass.to_owned()))
@@ -202,10 +167,7 @@ mod tests {
     fn basic_header() {
         // "CS001:secret:with:colons"
         let h = "Basic Q1MwMDE6c2VjcmV0OndpdGg6Y29sb25z";
-        assert_eq!(
-            parse_basic(h),
-            Some(("CS001".into(), "secret:with:colons".into()))
-        );
+        assert_eq!(parse_basic(h), Some(("CS001".into(), "secret:with:colons".into())));
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
         assert_eq!(parse_basic("Basic Q1MwMDE="), None, "no colon");

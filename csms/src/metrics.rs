@@ -49,39 +49,21 @@ impl Metrics {
         let connections_accepted = Counter::default();
         let frames = Family::<FrameLabels, Counter>::default();
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
-        let call_latency =
-            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram as fn() -> Histogram,
-            );
-        let handler_latency =
-            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram as fn() -> Histogram,
-            );
-        registry.register(
-            "ocpp_connections",
-            "Open OCPP WebSocket sessions",
-            connections.clone(),
+        let call_latency = Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
         );
-        registry.register(
-            "ocpp_connections_accepted",
-            "OCPP sessions established",
-            connections_accepted.clone(),
+        let handler_latency = Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
         );
-        registry.register(
-            "ocpp_frames",
-            "OCPP frames by direction, action and result",
-            frames.clone(),
-        );
+        registry.register("ocpp_connections", "Open OCPP WebSocket sessions", connections.clone());
+        registry.register("ocpp_connections_accepted", "OCPP sessions established", connections_accepted.clone());
+        registry.register("ocpp_frames", "OCPP frames by direction, action and result", frames.clone());
         registry.register(
             "ocpp_handshake_failures",
             "Refused TLS handshakes and WebSocket upgrades by reason",
             handshake_failures.clone(),
         );
-        registry.register(
-            "ocpp_call_duration_seconds",
-            "Round trip of CSMS-initiated calls",
-            call_latency.clone(),
-        );
+        registry.register("ocpp_call_duration_seconds", "Round trip of CSMS-initiated calls", call_latency.clone());
         registry.register(
             "ocpp_handler_duration_seconds",
             "Time to handle and persist a station's call",
@@ -99,19 +81,11 @@ impl Metrics {
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {
-        self.handshake_failures
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        self.handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn frame(&self, direction: &'static str, action: &'static str, result: &'static str) {
-        self.frames
-            .get_or_create(&FrameLabels {
-                direction,
-                action,
-                result,
-            })
-            .inc();
+        self.frames.get_or_create(&FrameLabels { direction, action, result }).inc();
     }
 
     /// Prometheus text exposition.

@@ -32,28 +32,18 @@ pub fn hash(password: &str, iterations: u32) -> Result<String, PasswordError> {
     }
     let iterations = NonZeroU32::new(iterations.max(1)).ok_or(PasswordError::MalformedHash)?;
     let mut salt = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut salt)
-        .map_err(|_| PasswordError::Rng)?;
+    SystemRandom::new().fill(&mut salt).map_err(|_| PasswordError::Rng)?;
     let mut out = [0u8; 32];
     pbkdf2::derive(ALG, iterations, &salt, password.as_bytes(), &mut out);
-    Ok(format!(
-        "{PREFIX}${iterations}${}${}",
-        B64.encode(salt),
-        B64.encode(out)
-    ))
+    Ok(format!("{PREFIX}${iterations}${}${}", B64.encode(salt), B64.encode(out)))
 }
 
 /// Constant-time check of `password` against a stored hash.
 pub fn verify(password: &str, stored: &str) -> Result<bool, PasswordError> {
     let mut parts = stored.split('$');
-    let (Some(PREFIX), Some(iter), Some(salt), Some(hash), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some(PREFIX), Some(iter), Some(salt), Some(hash), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(PasswordError::MalformedHash);
     };
     let iterations: NonZeroU32 = iter.parse().map_err(|_| PasswordError::MalformedHash)?;
@@ -85,13 +75,7 @@ mod tests {
 
     #[test]
     fn malformed_hash() {
-        assert_eq!(
-            verify("whatever-password", "plain"),
-            Err(PasswordError::MalformedHash)
-        );
-        assert_eq!(
-            verify("whatever-password", "pbkdf2-sha256$0$AA$AA"),
-            Err(PasswordError::MalformedHash)
-        );
+        assert_eq!(verify("whatever-password", "plain"), Err(PasswordError::MalformedHash));
+        assert_eq!(verify("whatever-password", "pbkdf2-sha256$0$AA$AA"), Err(PasswordError::MalformedHash));
     }
 }

@@ -36,19 +36,8 @@ pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
     let store = Store::open(&url, config.database_max_connections)
         .await
         .with_context(|| format!("opening database {}", redact_url(&url)))?;
-    authority::ensure_tenant(
-        &store,
-        &secrets.master,
-        clock,
-        DEFAULT_TENANT,
-        DEFAULT_ORGANIZATION,
-    )
-    .await?;
-    Ok(Opened {
-        config,
-        secrets,
-        store,
-    })
+    authority::ensure_tenant(&store, &secrets.master, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION).await?;
+    Ok(Opened { config, secrets, store })
 }
 
 /// Hides a password in a database URL for printing.
@@ -67,48 +56,26 @@ pub fn redact_url(url: &str) -> String {
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let Opened {
-        config,
-        secrets,
-        store,
-    } = open(config, clock.as_ref()).await?;
+    let Opened { config, secrets, store } = open(config, clock.as_ref()).await?;
 
-    let identity = authority::server_identity(
-        &store,
-        &secrets.master,
-        clock.as_ref(),
-        &config.server_names,
-    )
-    .await?;
-    let root_path =
-        authority::write_public_pem(&store, &config.data_dir, &identity.root_pem).await?;
+    let identity = authority::server_identity(&store, &secrets.master, clock.as_ref(), &config.server_names).await?;
+    let root_path = authority::write_public_pem(&store, &config.data_dir, &identity.root_pem).await?;
     drop(secrets);
 
     let provider = tls::provider();
     let trust = Arc::new(StationTrust::new(provider.clone()));
     trust.reload(&authority::station_trust_roots(&store).await?)?;
-    let chain = identity
-        .chain
-        .iter()
-        .map(|d| CertificateDer::from(d.clone()))
-        .collect();
-    let tls_config = Arc::new(tls::server_config(
-        provider,
-        trust.clone(),
-        chain,
-        identity.key_pkcs8.clone(),
-    )?);
+    let chain = identity.chain.iter().map(|d| CertificateDer::from(d.clone())).collect();
+    let tls_config = Arc::new(tls::server_config(provider, trust.clone(), chain, identity.key_pkcs8.clone())?);
     drop(identity);
 
     let ocpp = TcpListener::bind(config.ocpp_addr)
         .await
         .with_context(|| format!("binding OCPP listener {}", config.ocpp_addr))?;
     let plain = match config.ocpp_plain_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding plain OCPP listener {addr}"))?,
-        ),
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding plain OCPP listener {addr}"))?)
+        }
         None => None,
     };
     let api = TcpListener::bind(config.api_addr)
@@ -118,12 +85,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let api_addr = api.local_addr()?;
     let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
 
-    let app = Arc::new(App::new(
-        config.clone(),
-        store.clone(),
-        clock,
-        trust.clone(),
-    ));
+    let app = Arc::new(App::new(config.clone(), store.clone(), clock, trust.clone()));
     tokio::spawn(crate::transport::serve_tls(app.clone(), ocpp, tls_config));
     if let Some(l) = plain {
         tokio::spawn(crate::transport::serve_plain(app.clone(), l));
@@ -152,49 +114,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     app.ready.store(true, Ordering::Release);
 
-    let ocpp_host = config
-        .server_names
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "localhost".into());
+    let ocpp_host = config.server_names.first().cloned().unwrap_or_else(|| "localhost".into());
     let mut out = std::io::stdout().lock();
     writeln!(out, "Anchorpoint CSMS {}", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "  data dir     {}", config.data_dir.display())?;
-    writeln!(
-        out,
-        "  database     {} ({})",
-        redact_url(&config.database_url()),
-        store.backend_name()
-    )?;
-    writeln!(
-        out,
-        "  CSMS root    {}  (stations install it as CSMSRootCertificate)",
-        root_path.display()
-    )?;
-    writeln!(
-        out,
-        "  station CAs  {}",
-        config.data_dir.join("pki/tenants").display()
-    )?;
-    writeln!(
-        out,
-        "  OCPP         wss://{ocpp_host}:{}/ocpp/{{stationId}}  (profiles 2 and 3)",
-        ocpp_addr.port()
-    )?;
+    writeln!(out, "  database     {} ({})", redact_url(&config.database_url()), store.backend_name())?;
+    writeln!(out, "  CSMS root    {}  (stations install it as CSMSRootCertificate)", root_path.display())?;
+    writeln!(out, "  station CAs  {}", config.data_dir.join("pki/tenants").display())?;
+    writeln!(out, "  OCPP         wss://{ocpp_host}:{}/ocpp/{{stationId}}  (profiles 2 and 3)", ocpp_addr.port())?;
     match plain_addr {
-        Some(a) => writeln!(
-            out,
-            "  OCPP plain   ws://{a}/ocpp/{{stationId}}  (profile 1)"
-        )?,
+        Some(a) => writeln!(out, "  OCPP plain   ws://{a}/ocpp/{{stationId}}  (profile 1)")?,
         None => writeln!(out, "  OCPP plain   off (profile 1 disabled)")?,
     }
-    writeln!(
-        out,
-        "  API          http://{api_addr}  (/healthz /readyz /metrics)"
-    )?;
-    let plain_text = plain_addr
-        .map(|a| format!(" plain={a}"))
-        .unwrap_or_default();
+    writeln!(out, "  API          http://{api_addr}  (/healthz /readyz /metrics)")?;
+    let plain_text = plain_addr.map(|a| format!(" plain={a}")).unwrap_or_default();
     writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
     out.flush()?;
     drop(out);
@@ -210,14 +143,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -233,10 +165,7 @@ async fn shutdown_signal() {
 mod tests {
     #[test]
     fn url_redaction() {
-        assert_eq!(
-            super::redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(super::redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
     }

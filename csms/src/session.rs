@@ -36,10 +36,7 @@ pub enum CallFailure {
     #[error("station did not answer within {0:?}")]
     Timeout(Duration),
     #[error("station answered {code}: {description}")]
-    Rejected {
-        code: ErrorCode,
-        description: String,
-    },
+    Rejected { code: ErrorCode, description: String },
     #[error("invalid request payload: {0}")]
     InvalidRequest(ocpp::v201::Violation),
     #[error("station's answer violates the schema: {0}")]
@@ -66,19 +63,12 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Sends `action` to the station and waits for its (validated) answer.
     pub async fn call(&self, action: Action, payload: Value) -> Result<Value, CallFailure> {
-        ocpp::v201::validate(action, Direction::Request, &payload)
-            .map_err(CallFailure::InvalidRequest)?;
+        ocpp::v201::validate(action, Direction::Request, &payload).map_err(CallFailure::InvalidRequest)?;
         let (reply, rx) = oneshot::channel();
-        self.outbound
-            .try_send(OutboundCall {
-                action,
-                payload,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => CallFailure::Busy,
-                mpsc::error::TrySendError::Closed(_) => CallFailure::NotConnected,
-            })?;
+        self.outbound.try_send(OutboundCall { action, payload, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CallFailure::Busy,
+            mpsc::error::TrySendError::Closed(_) => CallFailure::NotConnected,
+        })?;
         rx.await.unwrap_or(Err(CallFailure::Closed))
     }
 }
@@ -111,8 +101,7 @@ impl SessionRegistry {
     }
 
     fn unregister(&self, station_id: &str, conn_id: u64) {
-        self.sessions
-            .remove_if(station_id, |_, h| h.conn_id == conn_id);
+        self.sessions.remove_if(station_id, |_, h| h.conn_id == conn_id);
     }
 }
 
@@ -135,12 +124,7 @@ where
     let station_id = state.station_id.clone();
     app.sessions.register(
         &station_id,
-        SessionHandle {
-            conn_id,
-            tenant_id: state.tenant_id.clone(),
-            outbound: tx,
-            shutdown: shutdown.clone(),
-        },
+        SessionHandle { conn_id, tenant_id: state.tenant_id.clone(), outbound: tx, shutdown: shutdown.clone() },
     );
     app.metrics.connections.inc();
     app.metrics.connections_accepted.inc();
@@ -236,12 +220,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Handles one text frame; returns the frame to send back, if any.
-async fn on_text(
-    app: &App,
-    state: &mut SessionState,
-    in_flight: &mut Option<InFlight>,
-    text: &str,
-) -> Option<String> {
+async fn on_text(app: &App, state: &mut SessionState, in_flight: &mut Option<InFlight>, text: &str) -> Option<String> {
     match Frame::parse(text) {
         Err(e) => {
             tracing::info!(station = %state.station_id, code = e.code.as_str(), description = %e.description, "unreadable frame");
@@ -269,14 +248,7 @@ async fn on_text(
         }
         Ok(Frame::CallError(err)) => {
             match in_flight.take_if(|f| f.id == err.id) {
-                Some(f) => finish(
-                    app,
-                    f,
-                    Err(CallFailure::Rejected {
-                        code: err.code,
-                        description: err.description,
-                    }),
-                ),
+                Some(f) => finish(app, f, Err(CallFailure::Rejected { code: err.code, description: err.description })),
                 None => {
                     tracing::info!(station = %state.station_id, id = err.id.as_str(), "CALLERROR for unknown message id dropped");
                     app.metrics.frame("in", "-", "unknown_id");
@@ -296,9 +268,7 @@ fn finish(app: &App, f: InFlight, outcome: Result<Value, CallFailure>) {
     app.metrics.frame("in", f.action.as_str(), label);
     app.metrics
         .call_latency
-        .get_or_create(&crate::metrics::ActionLabels {
-            action: f.action.as_str(),
-        })
+        .get_or_create(&crate::metrics::ActionLabels { action: f.action.as_str() })
         .observe(f.started.elapsed().as_secs_f64());
     let _ = f.reply.send(outcome);
 }

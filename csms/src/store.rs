@@ -18,9 +18,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 /// Tenant id of platform-wide rows (the platform CSMS root, the server certificate).
 pub const PLATFORM: &str = "*";
@@ -67,9 +65,7 @@ impl FromStr for Registration {
             "accepted" => Ok(Registration::Accepted),
             "pending" => Ok(Registration::Pending),
             "rejected" => Ok(Registration::Rejected),
-            other => Err(format!(
-                "unknown registration '{other}' (accepted, pending, rejected)"
-            )),
+            other => Err(format!("unknown registration '{other}' (accepted, pending, rejected)")),
         }
     }
 }
@@ -239,16 +235,8 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections.max(1))
-                .connect_with(opts)
-                .await?;
-            migrator(
-                "sqlite",
-                include_str!("../../migrations/sqlite/0001_foundation.sql"),
-            )
-            .run(&pool)
-            .await?;
+            let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
+            migrator("sqlite", include_str!("../../migrations/sqlite/0001_foundation.sql")).run(&pool).await?;
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -256,12 +244,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
-            migrator(
-                "postgres",
-                include_str!("../../migrations/postgres/0001_foundation.sql"),
-            )
-            .run(&pool)
-            .await?;
+            migrator("postgres", include_str!("../../migrations/postgres/0001_foundation.sql")).run(&pool).await?;
             Backend::Postgres(pool)
         } else {
             return Err(StoreError::UnsupportedUrl);
@@ -295,12 +278,7 @@ impl Store {
 
     // ---- tenants -------------------------------------------------------
 
-    pub async fn create_tenant(
-        &self,
-        id: &str,
-        organization: &str,
-        now: i64,
-    ) -> Result<Tenant, StoreError> {
+    pub async fn create_tenant(&self, id: &str, organization: &str, now: i64) -> Result<Tenant, StoreError> {
         let res = with_pool!(self, |p| {
             sqlx::query("INSERT INTO tenants (id, organization, created_at) VALUES ($1, $2, $3)")
                 .bind(id)
@@ -311,15 +289,8 @@ impl Store {
                 .map(|_| ())
         });
         match res {
-            Ok(()) => Ok(Tenant {
-                id: id.to_owned(),
-                organization: organization.to_owned(),
-                created_at: now,
-            }),
-            Err(e) if unique_violation(&e) => Err(StoreError::AlreadyExists {
-                what: "tenant",
-                id: id.to_owned(),
-            }),
+            Ok(()) => Ok(Tenant { id: id.to_owned(), organization: organization.to_owned(), created_at: now }),
+            Err(e) if unique_violation(&e) => Err(StoreError::AlreadyExists { what: "tenant", id: id.to_owned() }),
             Err(e) => Err(e.into()),
         }
     }
@@ -411,47 +382,33 @@ impl Store {
         Ok(())
     }
 
-    pub async fn credential(
-        &self,
-        tenant_id: &str,
-        name: &str,
-    ) -> Result<Option<CredentialRecord>, StoreError> {
+    pub async fn credential(&self, tenant_id: &str, name: &str) -> Result<Option<CredentialRecord>, StoreError> {
         let row = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT cert_pem, sealed_key FROM credentials WHERE tenant_id = $1 AND name = $2",
-            )
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(p)
-            .await?
-            .map(|r| -> Result<CredentialRecord, sqlx::Error> {
-                Ok(CredentialRecord {
-                    cert_pem: r.try_get("cert_pem")?,
-                    sealed_key: r.try_get("sealed_key")?,
+            sqlx::query("SELECT cert_pem, sealed_key FROM credentials WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+                .map(|r| -> Result<CredentialRecord, sqlx::Error> {
+                    Ok(CredentialRecord { cert_pem: r.try_get("cert_pem")?, sealed_key: r.try_get("sealed_key")? })
                 })
-            })
-            .transpose()?
+                .transpose()?
         });
         Ok(row)
     }
 
     /// Certificates (PEM) of every credential with this name, one per tenant.
-    pub async fn credential_certs_named(
-        &self,
-        name: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn credential_certs_named(&self, name: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT tenant_id, cert_pem FROM credentials WHERE name = $1 ORDER BY tenant_id",
-            )
-            .bind(name)
-            .fetch_all(p)
-            .await?
-            .into_iter()
-            .map(|r| -> Result<(String, String), sqlx::Error> {
-                Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?))
-            })
-            .collect::<Result<Vec<_>, _>>()?
+            sqlx::query("SELECT tenant_id, cert_pem FROM credentials WHERE name = $1 ORDER BY tenant_id")
+                .bind(name)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| -> Result<(String, String), sqlx::Error> {
+                    Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?))
+                })
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
     }
@@ -479,47 +436,35 @@ impl Store {
         match res {
             Ok(()) => {}
             Err(e) if unique_violation(&e) => {
-                return Err(StoreError::AlreadyExists {
-                    what: "station",
-                    id: s.id.clone(),
-                });
+                return Err(StoreError::AlreadyExists { what: "station", id: s.id.clone() });
             }
             Err(e) => return Err(e.into()),
         }
-        self.station(&s.id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "station",
-                id: s.id.clone(),
-            })
+        self.station(&s.id).await?.ok_or_else(|| StoreError::NotFound { what: "station", id: s.id.clone() })
     }
 
     /// Looks a station up by id across tenants (the OCPP URL carries no tenant).
     pub async fn station(&self, id: &str) -> Result<Option<Station>, StoreError> {
         let row = with_pool!(self, |p| {
-            sqlx::query(&format!(
-                "SELECT {STATION_COLUMNS} FROM stations WHERE id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .map(|r| station_from_row(&r))
-            .transpose()?
+            sqlx::query(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+                .map(|r| station_from_row(&r))
+                .transpose()?
         });
         Ok(row)
     }
 
     pub async fn stations(&self, tenant_id: &str) -> Result<Vec<Station>, StoreError> {
         let rows = with_pool!(self, |p| {
-            sqlx::query(&format!(
-                "SELECT {STATION_COLUMNS} FROM stations WHERE tenant_id = $1 ORDER BY id"
-            ))
-            .bind(tenant_id)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(station_from_row)
-            .collect::<Result<Vec<_>, _>>()?
+            sqlx::query(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE tenant_id = $1 ORDER BY id"))
+                .bind(tenant_id)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(station_from_row)
+                .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
     }
@@ -554,15 +499,9 @@ impl Store {
             .rows_affected()
         });
         if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "station",
-                id: id.to_owned(),
-            });
+            return Err(StoreError::NotFound { what: "station", id: id.to_owned() });
         }
-        self.station(id).await?.ok_or_else(|| StoreError::NotFound {
-            what: "station",
-            id: id.to_owned(),
-        })
+        self.station(id).await?.ok_or_else(|| StoreError::NotFound { what: "station", id: id.to_owned() })
     }
 
     /// Persists a BootNotification and the answer given, in one transaction.
@@ -599,19 +538,16 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_heartbeat(
-        &self,
-        tenant_id: &str,
-        station_id: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn record_heartbeat(&self, tenant_id: &str, station_id: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, |p| {
-            sqlx::query("UPDATE stations SET last_heartbeat_at = $1, last_seen_at = $1 WHERE tenant_id = $2 AND id = $3")
-                .bind(now)
-                .bind(tenant_id)
-                .bind(station_id)
-                .execute(p)
-                .await?;
+            sqlx::query(
+                "UPDATE stations SET last_heartbeat_at = $1, last_seen_at = $1 WHERE tenant_id = $2 AND id = $3",
+            )
+            .bind(now)
+            .bind(tenant_id)
+            .bind(station_id)
+            .execute(p)
+            .await?;
         });
         Ok(())
     }
@@ -700,13 +636,15 @@ impl Store {
         action: &str,
     ) -> Result<i64, StoreError> {
         let n = with_pool!(self, |p| {
-            sqlx::query("SELECT COUNT(*) AS n FROM station_messages WHERE tenant_id = $1 AND station_id = $2 AND action = $3")
-                .bind(tenant_id)
-                .bind(station_id)
-                .bind(action)
-                .fetch_one(p)
-                .await?
-                .try_get::<i64, _>("n")?
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM station_messages WHERE tenant_id = $1 AND station_id = $2 AND action = $3",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(action)
+            .fetch_one(p)
+            .await?
+            .try_get::<i64, _>("n")?
         });
         Ok(n)
     }
@@ -822,12 +760,7 @@ impl Store {
     }
 
     /// Marks a certificate revoked; later connections presenting it are refused.
-    pub async fn revoke_certificate(
-        &self,
-        tenant_id: &str,
-        serial_hex: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn revoke_certificate(&self, tenant_id: &str, serial_hex: &str, now: i64) -> Result<(), StoreError> {
         let n = with_pool!(self, |p| {
             sqlx::query("UPDATE certificates SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND serial_hex = $3")
                 .bind(now)
@@ -838,10 +771,7 @@ impl Store {
                 .rows_affected()
         });
         if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "certificate",
-                id: serial_hex.to_owned(),
-            });
+            return Err(StoreError::NotFound { what: "certificate", id: serial_hex.to_owned() });
         }
         Ok(())
     }
@@ -865,9 +795,7 @@ where
         tenant_id: r.try_get("tenant_id")?,
         security_profile: u8::try_from(profile).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         password_hash: r.try_get("password_hash")?,
-        registration: registration
-            .parse()
-            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        registration: registration.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         enabled: r.try_get("enabled")?,
         description: r.try_get("description")?,
         boot_status: r.try_get("boot_status")?,

@@ -15,9 +15,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, TrustAnchor, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
 /// The one crypto provider of the process: ring, restricted to the suites OCPP names.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -67,13 +65,7 @@ pub enum TlsSetupError {
 impl StationTrust {
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
         let verifier = WebPkiClientVerifier::no_client_auth();
-        StationTrust {
-            provider,
-            state: RwLock::new(TrustState {
-                by_tenant: Arc::new(HashMap::new()),
-                verifier,
-            }),
-        }
+        StationTrust { provider, state: RwLock::new(TrustState { by_tenant: Arc::new(HashMap::new()), verifier }) }
     }
 
     /// Replaces the anchors with `roots`: (tenant, DER certificate) pairs.
@@ -83,10 +75,7 @@ impl StationTrust {
         for (tenant, der) in roots {
             let cert = CertificateDer::from(der.clone());
             let anchor = webpki::anchor_from_trusted_cert(&cert)
-                .map_err(|e| TlsSetupError::BadAnchor {
-                    tenant: tenant.clone(),
-                    reason: e.to_string(),
-                })?
+                .map_err(|e| TlsSetupError::BadAnchor { tenant: tenant.clone(), reason: e.to_string() })?
                 .to_owned();
             store.roots.push(anchor.clone());
             by_tenant.entry(tenant.clone()).or_default().push(anchor);
@@ -100,10 +89,7 @@ impl StationTrust {
                 .map_err(|e| TlsSetupError::Verifier(e.to_string()))?
         };
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        *state = TrustState {
-            by_tenant: Arc::new(by_tenant),
-            verifier,
-        };
+        *state = TrustState { by_tenant: Arc::new(by_tenant), verifier };
         Ok(())
     }
 
@@ -114,11 +100,7 @@ impl StationTrust {
     }
 
     fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .verifier
-            .clone()
+        self.state.read().unwrap_or_else(|p| p.into_inner()).verifier.clone()
     }
 }
 
@@ -148,9 +130,7 @@ impl ClientCertVerifier for ReloadingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
-            .current()
-            .verify_client_cert(end_entity, intermediates, now)
+        self.0.current().verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -159,12 +139,7 @@ impl ClientCertVerifier for ReloadingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -173,19 +148,11 @@ impl ClientCertVerifier for ReloadingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -211,20 +178,16 @@ pub fn server_config(
 pub fn classify_handshake_error(err: &std::io::Error) -> &'static str {
     use rustls::{CertificateError, Error, PeerIncompatible};
     match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
-        Some(Error::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        )) => "certificate_expired",
+        Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
+            "certificate_expired"
+        }
         Some(Error::InvalidCertificate(
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
         )) => "certificate_not_yet_valid",
-        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-            "certificate_unknown_issuer"
-        }
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "certificate_unknown_issuer",
         Some(Error::InvalidCertificate(CertificateError::Revoked)) => "certificate_revoked",
         Some(Error::InvalidCertificate(_)) => "certificate_invalid",
-        Some(Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired)) => {
-            "tls_version"
-        }
+        Some(Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired)) => "tls_version",
         Some(Error::PeerIncompatible(_)) => "tls_incompatible",
         Some(Error::NoCertificatesPresented) => "no_client_certificate",
         Some(Error::InvalidMessage(_)) => "tls_invalid_message",

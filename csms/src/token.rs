@@ -23,9 +23,7 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "operator" => Ok(Role::Operator),
             "viewer" => Ok(Role::Viewer),
-            other => Err(format!(
-                "unknown role '{other}' (platform-admin, admin, operator, viewer)"
-            )),
+            other => Err(format!("unknown role '{other}' (platform-admin, admin, operator, viewer)")),
         }
     }
 }
@@ -54,10 +52,7 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, jsonwebtoken::errors
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     v.set_issuer(&[ISSUER]);
     v.leeway = 30;
-    Ok(
-        jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(secret), &v)?
-            .claims,
-    )
+    Ok(jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(secret), &v)?.claims)
 }
 
 #[cfg(test)]
@@ -65,24 +60,14 @@ mod tests {
     use super::*;
 
     fn claims(exp: i64) -> Claims {
-        Claims {
-            iss: ISSUER.into(),
-            sub: "cli".into(),
-            tenant: "default".into(),
-            role: Role::Admin,
-            iat: 0,
-            exp,
-        }
+        Claims { iss: ISSUER.into(), sub: "cli".into(), tenant: "default".into(), role: Role::Admin, iat: 0, exp }
     }
 
     #[test]
     fn round_trip_and_tamper() {
         let far = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
         let t = mint(b"secret-secret-secret-secret-0123", &claims(far)).unwrap();
-        assert_eq!(
-            verify(b"secret-secret-secret-secret-0123", &t).unwrap(),
-            claims(far)
-        );
+        assert_eq!(verify(b"secret-secret-secret-secret-0123", &t).unwrap(), claims(far));
         assert!(verify(b"another-secret-another-secret-01", &t).is_err());
         let expired = mint(b"secret-secret-secret-secret-0123", &claims(1000)).unwrap();
         assert!(verify(b"secret-secret-secret-secret-0123", &expired).is_err());

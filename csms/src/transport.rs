@@ -64,15 +64,9 @@ pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConf
                     return;
                 }
             };
-            let client_chain = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-            let transport = Transport {
-                tls: true,
-                client_chain,
-            };
+            let client_chain =
+                tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+            let transport = Transport { tls: true, client_chain };
             upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, hs_permit).await;
         });
     }
@@ -89,19 +83,13 @@ pub async fn serve_plain(app: Arc<App>, listener: TcpListener) {
             let Ok(hs_permit) = app.handshake_permits.clone().acquire_owned().await else {
                 return;
             };
-            let transport = Transport {
-                tls: false,
-                client_chain: None,
-            };
+            let transport = Transport { tls: false, client_chain: None };
             upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, hs_permit).await;
         });
     }
 }
 
-async fn accept(
-    app: &App,
-    listener: &TcpListener,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+async fn accept(app: &App, listener: &TcpListener) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let (tcp, peer) = match listener.accept().await {
         Ok(x) => x,
         Err(e) => {
@@ -166,9 +154,7 @@ async fn upgrade_and_run<IO>(
     }
     drop(hs_permit);
     // The service (and its clone of the slot) is gone once the connection future ended.
-    let taken = Arc::try_unwrap(admitted)
-        .ok()
-        .and_then(OnceLock::into_inner);
+    let taken = Arc::try_unwrap(admitted).ok().and_then(OnceLock::into_inner);
     let Some(Admitted { on_upgrade, state }) = taken else {
         return;
     };
@@ -179,12 +165,7 @@ async fn upgrade_and_run<IO>(
             return;
         }
     };
-    let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(ws_config(&app)),
-    )
-    .await;
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&app))).await;
     session::run(app, ws, state).await;
     drop(conn_permit);
 }
@@ -203,10 +184,7 @@ fn ws_config(app: &App) -> WebSocketConfig {
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut res = Response::new(Body::from(text));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     res
 }
 
@@ -222,10 +200,7 @@ async fn upgrade_request(
         Some(id) => id,
         None => {
             app.metrics.handshake_failed("bad_path");
-            return plain(
-                StatusCode::NOT_FOUND,
-                "not found: connect to /ocpp/{stationId}\n",
-            );
+            return plain(StatusCode::NOT_FOUND, "not found: connect to /ocpp/{stationId}\n");
         }
     };
     if let Err((status, reason, text)) = check_websocket_request(&req) {
@@ -233,26 +208,12 @@ async fn upgrade_request(
         app.metrics.handshake_failed(reason);
         let mut res = plain(status, text);
         if status == StatusCode::UPGRADE_REQUIRED {
-            res.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
+            res.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         }
         return res;
     }
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let station = match identity::authenticate(
-        app,
-        &station_id,
-        transport,
-        authorization.as_deref(),
-    )
-    .await
-    {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let station = match identity::authenticate(app, &station_id, transport, authorization.as_deref()).await {
         Ok(s) => s,
         Err(refusal) => {
             tracing::info!(%peer, station = %station_id, reason = refusal.label(), "connection refused");
@@ -260,26 +221,13 @@ async fn upgrade_request(
             return refuse(refusal);
         }
     };
-    let Some(key) = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
     let registration = station.boot_status.as_deref().and_then(|s| s.parse().ok());
-    let state = SessionState {
-        station_id: station.id.clone(),
-        tenant_id: Arc::from(station.tenant_id.as_str()),
-        registration,
-    };
-    if slot
-        .set(Admitted {
-            on_upgrade: hyper::upgrade::on(&mut req),
-            state,
-        })
-        .is_err()
-    {
+    let state =
+        SessionState { station_id: station.id.clone(), tenant_id: Arc::from(station.tenant_id.as_str()), registration };
+    if slot.set(Admitted { on_upgrade: hyper::upgrade::on(&mut req), state }).is_err() {
         // keep_alive is off, so a connection carries one request; never reached.
         return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");
     }
@@ -288,10 +236,7 @@ async fn upgrade_request(
     let h = res.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
+    h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
     if let Ok(v) = HeaderValue::from_str(&key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -300,9 +245,7 @@ async fn upgrade_request(
 
 fn refuse(refusal: Refusal) -> Response<Body> {
     match refusal.status() {
-        StatusCode::SERVICE_UNAVAILABLE => {
-            plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n")
-        }
+        StatusCode::SERVICE_UNAVAILABLE => plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n"),
         _ => plain(StatusCode::UNAUTHORIZED, "unauthorized\n"),
     }
 }
@@ -320,43 +263,19 @@ fn check_websocket_request<B>(req: &Request<B>) -> Result<(), UpgradeError> {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
     if req.method() != http::Method::GET {
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            "bad_method",
-            "method not allowed\n",
-        ));
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "bad_method", "method not allowed\n"));
     }
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            "not_websocket",
-            "a WebSocket upgrade is required\n",
-        ));
+        return Err((StatusCode::UPGRADE_REQUIRED, "not_websocket", "a WebSocket upgrade is required\n"));
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket_version",
-            "WebSocket version 13 is required\n",
-        ));
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err((StatusCode::UPGRADE_REQUIRED, "websocket_version", "WebSocket version 13 is required\n"));
     }
     if headers.get(header::SEC_WEBSOCKET_KEY).is_none() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "no_websocket_key",
-            "missing Sec-WebSocket-Key\n",
-        ));
+        return Err((StatusCode::BAD_REQUEST, "no_websocket_key", "missing Sec-WebSocket-Key\n"));
     }
     if !has_token(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "subprotocol",
-            "subprotocol ocpp2.0.1 is required\n",
-        ));
+        return Err((StatusCode::BAD_REQUEST, "subprotocol", "subprotocol ocpp2.0.1 is required\n"));
     }
     Ok(())
 }
@@ -372,9 +291,7 @@ pub fn station_id_from_path(path: &str) -> Option<String> {
 pub fn valid_station_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_STATION_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -400,24 +317,15 @@ mod tests {
 
     #[test]
     fn station_ids_from_paths() {
-        assert_eq!(
-            station_id_from_path("/ocpp/CS001").as_deref(),
-            Some("CS001")
-        );
-        assert_eq!(
-            station_id_from_path("/ocpp/CS%2D01").as_deref(),
-            Some("CS-01")
-        );
+        assert_eq!(station_id_from_path("/ocpp/CS001").as_deref(), Some("CS001"));
+        assert_eq!(station_id_from_path("/ocpp/CS%2D01").as_deref(), Some("CS-01"));
         assert_eq!(station_id_from_path("/ocpp/"), None);
         assert_eq!(station_id_from_path("/ocpp/a/b"), None);
         assert_eq!(station_id_from_path("/ocpp/a%2Fb"), None);
         assert_eq!(station_id_from_path("/ocpp/a:b"), None);
         assert_eq!(station_id_from_path("/ocpp/%zz"), None);
         assert_eq!(station_id_from_path("/other/CS001"), None);
-        assert_eq!(
-            station_id_from_path(&format!("/ocpp/{}", "x".repeat(49))),
-            None
-        );
+        assert_eq!(station_id_from_path(&format!("/ocpp/{}", "x".repeat(49))), None);
         assert!(station_id_from_path(&format!("/ocpp/{}", "x".repeat(48))).is_some());
     }
 
@@ -437,15 +345,7 @@ mod tests {
     fn subprotocol_is_required() {
         assert!(check_websocket_request(&ws_request(Some("ocpp2.0.1"))).is_ok());
         assert!(check_websocket_request(&ws_request(Some("ocpp1.6, ocpp2.0.1"))).is_ok());
-        assert_eq!(
-            check_websocket_request(&ws_request(Some("ocpp1.6")))
-                .unwrap_err()
-                .1,
-            "subprotocol"
-        );
-        assert_eq!(
-            check_websocket_request(&ws_request(None)).unwrap_err().1,
-            "subprotocol"
-        );
+        assert_eq!(check_websocket_request(&ws_request(Some("ocpp1.6"))).unwrap_err().1, "subprotocol");
+        assert_eq!(check_websocket_request(&ws_request(None)).unwrap_err().1, "subprotocol");
     }
 }

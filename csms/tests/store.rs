@@ -1,39 +1,29 @@
 //! The same storage tests against SQLite and PostgreSQL.
 
 use csms::store::{
-    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration,
-    Store, StoreError,
+    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, Store, StoreError,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&Store::sqlite_url(dir.path()), 4)
-        .await
-        .unwrap();
+    let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.unwrap();
     (store, dir)
 }
 
 async fn postgres() -> Store {
-    let base = std::env::var("ANCHORPOINT_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let base =
+        std::env::var("ANCHORPOINT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let name = format!(
         "ap_store_{}_{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000_000
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000
     );
     {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&base)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
     }
     let (prefix, _) = base.rsplit_once('/').unwrap();
     Store::open(&format!("{prefix}/{name}"), 4).await.unwrap()
@@ -53,57 +43,30 @@ fn station(id: &str, tenant: &str) -> NewStation {
 async fn tenants_and_stations(s: &Store) {
     s.create_tenant("acme", "ACME Charging", 1).await.unwrap();
     s.create_tenant("other", "Other", 2).await.unwrap();
-    assert!(matches!(
-        s.create_tenant("acme", "dup", 3).await,
-        Err(StoreError::AlreadyExists { .. })
-    ));
+    assert!(matches!(s.create_tenant("acme", "dup", 3).await, Err(StoreError::AlreadyExists { .. })));
     assert_eq!(s.tenants().await.unwrap().len(), 2);
 
     let created = s.create_station(&station("CS1", "acme"), 10).await.unwrap();
     assert_eq!(created.security_profile, 3);
     assert_eq!(created.registration, Registration::Accepted);
     assert!(created.enabled);
-    assert!(matches!(
-        s.create_station(&station("CS1", "other"), 11).await,
-        Err(StoreError::AlreadyExists { .. })
-    ));
-    s.create_station(&station("CS2", "other"), 12)
-        .await
-        .unwrap();
+    assert!(matches!(s.create_station(&station("CS1", "other"), 11).await, Err(StoreError::AlreadyExists { .. })));
+    s.create_station(&station("CS2", "other"), 12).await.unwrap();
     // Tenants see only their own stations.
-    let acme: Vec<String> = s
-        .stations("acme")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let acme: Vec<String> = s.stations("acme").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(acme, vec!["CS1"]);
 
-    let updated = s
-        .update_station(
-            "acme",
-            "CS1",
-            Some(2),
-            Some("hash"),
-            Some(Registration::Pending),
-            Some(false),
-        )
-        .await
-        .unwrap();
+    let updated =
+        s.update_station("acme", "CS1", Some(2), Some("hash"), Some(Registration::Pending), Some(false)).await.unwrap();
     assert_eq!(updated.security_profile, 2);
     assert_eq!(updated.password_hash.as_deref(), Some("hash"));
     assert_eq!(updated.registration, Registration::Pending);
     assert!(!updated.enabled);
-    let unchanged = s
-        .update_station("acme", "CS1", None, None, None, None)
-        .await
-        .unwrap();
+    let unchanged = s.update_station("acme", "CS1", None, None, None, None).await.unwrap();
     assert_eq!(unchanged, updated);
     // Another tenant cannot touch it.
     assert!(matches!(
-        s.update_station("other", "CS1", Some(3), None, None, None)
-            .await,
+        s.update_station("other", "CS1", Some(3), None, None, None).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -132,62 +95,27 @@ async fn boot_status_and_events(s: &Store) {
     assert_eq!(st.last_boot_at, Some(1000));
 
     s.record_heartbeat("acme", "CS1", 2000).await.unwrap();
-    assert_eq!(
-        s.station("CS1").await.unwrap().unwrap().last_heartbeat_at,
-        Some(2000)
-    );
+    assert_eq!(s.station("CS1").await.unwrap().unwrap().last_heartbeat_at, Some(2000));
 
     for (status, at) in [("Available", 1), ("Occupied", 2)] {
-        let c = ConnectorStatus {
-            evse_id: 1,
-            connector_id: 1,
-            status: status.into(),
-            reported_at: at,
-            received_at: at,
-        };
+        let c =
+            ConnectorStatus { evse_id: 1, connector_id: 1, status: status.into(), reported_at: at, received_at: at };
         s.record_connector_status("acme", "CS1", &c).await.unwrap();
     }
-    let c2 = ConnectorStatus {
-        evse_id: 2,
-        connector_id: 1,
-        status: "Faulted".into(),
-        reported_at: 3,
-        received_at: 3,
-    };
+    let c2 = ConnectorStatus { evse_id: 2, connector_id: 1, status: "Faulted".into(), reported_at: 3, received_at: 3 };
     s.record_connector_status("acme", "CS1", &c2).await.unwrap();
     let statuses = s.connector_statuses("acme", "CS1").await.unwrap();
     assert_eq!(statuses.len(), 2);
     assert_eq!(statuses[0].status, "Occupied");
     assert_eq!(statuses[1].status, "Faulted");
-    assert!(
-        s.connector_statuses("other", "CS1")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.connector_statuses("other", "CS1").await.unwrap().is_empty());
 
-    s.record_station_message("acme", "CS1", "NotifyEvent", "{\"a\":1}", 5)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.station_message_count("acme", "CS1", "NotifyEvent")
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        s.station_message_count("other", "CS1", "NotifyEvent")
-            .await
-            .unwrap(),
-        0
-    );
+    s.record_station_message("acme", "CS1", "NotifyEvent", "{\"a\":1}", 5).await.unwrap();
+    assert_eq!(s.station_message_count("acme", "CS1", "NotifyEvent").await.unwrap(), 1);
+    assert_eq!(s.station_message_count("other", "CS1", "NotifyEvent").await.unwrap(), 0);
 
-    s.record_security_event("acme", "CS1", "FirmwareUpdated", 7, Some("v2"), 8)
-        .await
-        .unwrap();
-    s.record_security_event("acme", "CS1", "ResetOrReboot", 9, None, 10)
-        .await
-        .unwrap();
+    s.record_security_event("acme", "CS1", "FirmwareUpdated", 7, Some("v2"), 8).await.unwrap();
+    s.record_security_event("acme", "CS1", "ResetOrReboot", 9, None, 10).await.unwrap();
     let ev = s.security_events("acme", Some("CS1")).await.unwrap();
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0].kind, "FirmwareUpdated");
@@ -215,69 +143,26 @@ async fn certificates_and_credentials(s: &Store) {
     s.revoke_certificate("acme", "0a1b", 50).await.unwrap();
     s.revoke_certificate("acme", "0a1b", 60).await.unwrap();
     assert_eq!(
-        s.certificate("acme", "0a1b")
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked_at,
+        s.certificate("acme", "0a1b").await.unwrap().unwrap().revoked_at,
         Some(50),
         "first revocation time is kept"
     );
-    assert!(matches!(
-        s.revoke_certificate("other", "0a1b", 1).await,
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(s.revoke_certificate("other", "0a1b", 1).await, Err(StoreError::NotFound { .. })));
 
-    let cred = CredentialRecord {
-        cert_pem: "A".into(),
-        sealed_key: vec![1, 2, 3],
-    };
+    let cred = CredentialRecord { cert_pem: "A".into(), sealed_key: vec![1, 2, 3] };
+    assert!(s.insert_credential("acme", "station-ca", &cred, 1).await.unwrap());
     assert!(
-        s.insert_credential("acme", "station-ca", &cred, 1)
+        !s.insert_credential("acme", "station-ca", &CredentialRecord { cert_pem: "B".into(), sealed_key: vec![9] }, 2)
             .await
             .unwrap()
     );
-    assert!(
-        !s.insert_credential(
-            "acme",
-            "station-ca",
-            &CredentialRecord {
-                cert_pem: "B".into(),
-                sealed_key: vec![9]
-            },
-            2
-        )
+    assert_eq!(s.credential("acme", "station-ca").await.unwrap().unwrap().cert_pem, "A");
+    s.replace_credential("acme", "station-ca", &CredentialRecord { cert_pem: "C".into(), sealed_key: vec![7] }, 3)
         .await
-        .unwrap()
-    );
-    assert_eq!(
-        s.credential("acme", "station-ca")
-            .await
-            .unwrap()
-            .unwrap()
-            .cert_pem,
-        "A"
-    );
-    s.replace_credential(
-        "acme",
-        "station-ca",
-        &CredentialRecord {
-            cert_pem: "C".into(),
-            sealed_key: vec![7],
-        },
-        3,
-    )
-    .await
-    .unwrap();
+        .unwrap();
     let got = s.credential("acme", "station-ca").await.unwrap().unwrap();
-    assert_eq!(
-        (got.cert_pem.as_str(), got.sealed_key.as_slice()),
-        ("C", &[7u8][..])
-    );
-    assert_eq!(
-        s.credential_certs_named("station-ca").await.unwrap(),
-        vec![("acme".to_owned(), "C".to_owned())]
-    );
+    assert_eq!((got.cert_pem.as_str(), got.sealed_key.as_slice()), ("C", &[7u8][..]));
+    assert_eq!(s.credential_certs_named("station-ca").await.unwrap(), vec![("acme".to_owned(), "C".to_owned())]);
 }
 
 macro_rules! both {
@@ -303,8 +188,5 @@ both!(certificates_and_credentials);
 
 #[tokio::test]
 async fn unsupported_url() {
-    assert!(matches!(
-        Store::open("mysql://x", 1).await,
-        Err(StoreError::UnsupportedUrl)
-    ));
+    assert!(matches!(Store::open("mysql://x", 1).await, Err(StoreError::UnsupportedUrl)));
 }

@@ -7,16 +7,12 @@ fn accepted_boot_survives_kill9(db: Db) {
     let creds = env.add_station("CS-DUR", 3, None).unwrap();
     let server = env.serve(&[]);
     let args = tls_args(&server, &server.wss(), "CS-DUR", Some(&creds));
-    let (ok, lines) = py(
-        "charger.py",
-        &[strs(&args), vec!["--steps", "boot,status"]].concat(),
-    );
+    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot,status"]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[1]["status"], "Accepted");
     server.kill9();
 
-    let show: serde_json::Value =
-        serde_json::from_str(&env.cli(&["station", "show", "CS-DUR"])).unwrap();
+    let show: serde_json::Value = serde_json::from_str(&env.cli(&["station", "show", "CS-DUR"])).unwrap();
     assert_eq!(show["bootStatus"], "Accepted");
     assert_eq!(show["vendor"], "PyOCPP");
     assert!(show["lastBootAt"].as_i64().is_some());
@@ -24,10 +20,8 @@ fn accepted_boot_survives_kill9(db: Db) {
 
     // And the server comes back on the same data.
     let server = env.serve(&[]);
-    let (ok, lines) = py(
-        "charger.py",
-        &[strs(&args), vec!["--steps", "boot,heartbeat"]].concat(),
-    );
+    let args = tls_args(&server, &server.wss(), "CS-DUR", Some(&creds));
+    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot,heartbeat"]].concat());
     assert!(ok, "{lines:?}");
     drop(server);
 }

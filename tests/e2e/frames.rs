@@ -11,32 +11,17 @@ fn bad_frames_get_the_specified_callerror() {
     let creds = env.add_station("CS-F", 3, None).unwrap();
     let server = env.serve(&[]);
     let args = tls_args(&server, &server.wss(), "CS-F", Some(&creds));
-    let (ok, _) = py(
-        "charger.py",
-        &[strs(&args), vec!["--steps", "boot"]].concat(),
-    );
+    let (ok, _) = py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat());
     assert!(ok);
 
     let cases: &[(&str, &str, &str)] = &[
         ("this is not json", "-1", "RpcFrameworkError"),
         (r#"{"not":"an array"}"#, "-1", "RpcFrameworkError"),
-        (
-            r#"[9,"m1","Heartbeat",{}]"#,
-            "m1",
-            "MessageTypeNotSupported",
-        ),
+        (r#"[9,"m1","Heartbeat",{}]"#, "m1", "MessageTypeNotSupported"),
         (r#"[2,"m2","NoSuchAction",{}]"#, "m2", "NotImplemented"),
-        (
-            r#"[2,"m3","Reset",{"type":"Immediate"}]"#,
-            "m3",
-            "NotSupported",
-        ),
+        (r#"[2,"m3","Reset",{"type":"Immediate"}]"#, "m3", "NotSupported"),
         (r#"[2,"m4","Heartbeat",[]]"#, "m4", "FormatViolation"),
-        (
-            r#"[2,"m5","Heartbeat",{"unexpected":1}]"#,
-            "m5",
-            "ProtocolError",
-        ),
+        (r#"[2,"m5","Heartbeat",{"unexpected":1}]"#, "m5", "ProtocolError"),
         (
             r#"[2,"m6","StatusNotification",{"timestamp":"2026-01-01T00:00:00Z","connectorStatus":"Available","evseId":"one","connectorId":1}]"#,
             "m6",
@@ -57,11 +42,7 @@ fn bad_frames_get_the_specified_callerror() {
             "m9",
             "PropertyConstraintViolation",
         ),
-        (
-            r#"[2,"0123456789012345678901234567890123456","Heartbeat",{}]"#,
-            "-1",
-            "RpcFrameworkError",
-        ),
+        (r#"[2,"0123456789012345678901234567890123456","Heartbeat",{}]"#, "-1", "RpcFrameworkError"),
     ];
     let mut frames: Vec<&str> = Vec::new();
     for (frame, _, _) in cases {
@@ -76,12 +57,7 @@ fn bad_frames_get_the_specified_callerror() {
         assert_eq!(reply[0], 4, "{frame} -> {reply}");
         assert_eq!(reply[1], *id, "{frame} -> {reply}");
         assert_eq!(reply[2], *code, "{frame} -> {reply}");
-        assert!(
-            reply[3]
-                .as_str()
-                .is_some_and(|d| !d.is_empty() && d.chars().count() <= 255),
-            "{reply}"
-        );
+        assert!(reply[3].as_str().is_some_and(|d| !d.is_empty() && d.chars().count() <= 255), "{reply}");
         // The session is still up: the next Heartbeat is answered.
         let hb = &lines[2 * i + 1]["reply"];
         assert_eq!(hb[0], 3, "after {frame}: {hb}");
@@ -97,13 +73,7 @@ fn ten_megabyte_frame_closes_only_that_connection() {
     let mut server = env.serve(&[]);
     for (id, creds) in [("CS-BIG", &big), ("CS-OTHER", &other)] {
         let args = tls_args(&server, &server.wss(), id, Some(creds));
-        assert!(
-            py(
-                "charger.py",
-                &[strs(&args), vec!["--steps", "boot"]].concat()
-            )
-            .0
-        );
+        assert!(py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat()).0);
     }
     // The other station stays connected throughout, sending heartbeats from a
     // second process while the big frame is refused.
@@ -122,27 +92,19 @@ fn ten_megabyte_frame_closes_only_that_connection() {
         .unwrap();
 
     let big_args = tls_args(&server, &server.wss(), "CS-BIG", Some(&big));
-    let (ok, lines) = py(
-        "probe.py",
-        &[vec!["frames"], strs(&big_args), vec!["big:10485760"]].concat(),
-    );
+    let (ok, lines) = py("probe.py", &[vec!["frames"], strs(&big_args), vec!["big:10485760"]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[0]["closed"], 1009, "message too big: {lines:?}");
 
     let out = bystander.wait_with_output().unwrap();
-    let replies: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let replies: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(replies.len(), 20);
     assert!(replies.iter().all(|r| r["reply"][0] == 3), "{replies:?}");
 
     // The server is up and the station that sent the big frame can come back.
     assert!(server.is_running());
-    let (ok, lines) = py(
-        "probe.py",
-        &[vec!["frames"], strs(&big_args), vec![HEARTBEAT]].concat(),
-    );
+    let (ok, lines) = py("probe.py", &[vec!["frames"], strs(&big_args), vec![HEARTBEAT]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[0]["reply"][0], 3);
     assert!(server.metric("anchorpoint_ocpp_frames_total", &["result=\"too_large\""]) >= 1.0);
@@ -154,45 +116,24 @@ fn new_connection_replaces_the_old_one() {
     let creds = env.add_station("CS-R", 3, None).unwrap();
     let server = env.serve(&[]);
     let args = tls_args(&server, &server.wss(), "CS-R", Some(&creds));
-    assert!(
-        py(
-            "charger.py",
-            &[strs(&args), vec!["--steps", "boot"]].concat()
-        )
-        .0
-    );
+    assert!(py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat()).0);
     let python = crate::harness::python();
     let script = crate::harness::workspace().join("tests/interop/probe.py");
     // First connection: a heartbeat, then it waits for a reply to a frame that
     // has none (a CALLRESULT for an unknown id is dropped), and gets closed instead.
     let first = std::process::Command::new(&python)
         .arg(&script)
-        .args(
-            [
-                vec!["frames"],
-                strs(&args),
-                vec![HEARTBEAT, r#"[3,"nobody-asked",{}]"#],
-            ]
-            .concat(),
-        )
+        .args([vec!["frames"], strs(&args), vec![HEARTBEAT, r#"[3,"nobody-asked",{}]"#]].concat())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let (ok, lines) = py(
-        "probe.py",
-        &[vec!["frames"], strs(&args), vec![HEARTBEAT]].concat(),
-    );
+    let (ok, lines) = py("probe.py", &[vec!["frames"], strs(&args), vec![HEARTBEAT]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[0]["reply"][0], 3);
     let out = first.wait_with_output().unwrap();
-    let first_lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let first_lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(first_lines[0]["reply"][0], 3);
-    assert_eq!(
-        first_lines[1]["closed"], 1008,
-        "old session closed with policy violation: {first_lines:?}"
-    );
+    assert_eq!(first_lines[1]["closed"], 1008, "old session closed with policy violation: {first_lines:?}");
 }

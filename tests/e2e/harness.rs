@@ -12,10 +12,7 @@ use serde_json::Value;
 pub const CSMS: &str = env!("CARGO_BIN_EXE_csms");
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The Python that has the `ocpp` package: `ANCHORPOINT_PYTHON`, else the
@@ -25,10 +22,7 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = workspace().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the `ocpp` package: run .ci/run (creates .venv) or set ANCHORPOINT_PYTHON"
-    );
+    assert!(venv.exists(), "no Python with the `ocpp` package: run .ci/run (creates .venv) or set ANCHORPOINT_PYTHON");
     venv
 }
 
@@ -44,38 +38,23 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A fresh PostgreSQL database for one test (`ANCHORPOINT_TEST_PG_URL` names the
 /// server; the machine's PostgreSQL by default).
 pub fn fresh_pg_database() -> String {
-    let base = std::env::var("ANCHORPOINT_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!(
-        "ap_e2e_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst),
-        nanos()
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let base =
+        std::env::var("ANCHORPOINT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("ap_e2e_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), nanos());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&base)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
     });
     let (prefix, _) = base.rsplit_once('/').unwrap();
     format!("{prefix}/{name}")
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        % 1_000_000_000
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000
 }
 
 /// Data directory plus database URL: what every CLI call and server shares.
@@ -99,32 +78,18 @@ impl Env {
     }
 
     fn base_args(&self) -> Vec<String> {
-        vec![
-            "--data-dir".into(),
-            self.dir.path().display().to_string(),
-            "--database-url".into(),
-            self.db_url.clone(),
-        ]
+        vec!["--data-dir".into(), self.dir.path().display().to_string(), "--database-url".into(), self.db_url.clone()]
     }
 
     /// Runs a CLI command; panics with its stderr if it fails.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.cli_raw(args);
-        assert!(
-            out.status.success(),
-            "csms {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "csms {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        Command::new(CSMS)
-            .args(args)
-            .args(self.base_args())
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        Command::new(CSMS).args(args).args(self.base_args()).env("RUST_LOG", "warn").output().unwrap()
     }
 
     /// Starts `csms serve` on ephemeral loopback ports.
@@ -143,11 +108,7 @@ impl Env {
         let stderr = child.stderr.take().unwrap();
         let log_path = self.path("server.log");
         std::thread::spawn(move || {
-            let mut log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log_path)
-                .unwrap();
+            let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
             std::io::copy(&mut BufReader::new(stderr), &mut log).ok();
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -166,11 +127,7 @@ impl Env {
                 panic!("server did not start; log:\n{log}");
             }
         };
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                .map(str::to_owned)
-        };
+        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).map(str::to_owned);
         Server {
             child,
             ocpp: field("ocpp").unwrap(),
@@ -181,12 +138,7 @@ impl Env {
     }
 
     /// Adds a station and, for profile 3, enrolls an `openssl`-generated key.
-    pub fn add_station(
-        &self,
-        id: &str,
-        profile: u8,
-        password: Option<&str>,
-    ) -> Option<StationCreds> {
+    pub fn add_station(&self, id: &str, profile: u8, password: Option<&str>) -> Option<StationCreds> {
         let mut args = vec!["station", "add", id, "--profile"];
         let p = profile.to_string();
         args.push(&p);
@@ -230,15 +182,8 @@ pub struct StationCreds {
 }
 
 pub fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("openssl").args(args).output().expect("openssl must be installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -271,18 +216,11 @@ impl Server {
     pub fn api_get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.api).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).unwrap();
         let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (status, body)
     }
 
@@ -306,20 +244,13 @@ impl Drop for Server {
 /// Runs a Python interop script; returns its JSON lines and whether it succeeded.
 pub fn py(script: &str, args: &[&str]) -> (bool, Vec<Value>) {
     let path = workspace().join("tests/interop").join(script);
-    let out = Command::new(python())
-        .arg(path)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(python()).arg(path).args(args).output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect::<Vec<Value>>();
     if lines.is_empty() {
-        eprintln!(
-            "{script} printed nothing; stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("{script} printed nothing; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     }
     (out.status.success(), lines)
 }
@@ -340,12 +271,7 @@ pub fn tls_args<'a>(
         server.root_pem.display().to_string(),
     ];
     if let Some(c) = creds {
-        v.extend([
-            "--cert".into(),
-            c.cert.display().to_string(),
-            "--key".into(),
-            c.key.display().to_string(),
-        ]);
+        v.extend(["--cert".into(), c.cert.display().to_string(), "--key".into(), c.key.display().to_string()]);
     }
     v
 }

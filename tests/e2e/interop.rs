@@ -7,14 +7,7 @@ fn profile3_boot_heartbeat_status(db: Db) {
     let creds = env.add_station("CS-INTEROP-1", 3, None).unwrap();
     let server = env.serve(&[]);
     let args = tls_args(&server, &server.wss(), "CS-INTEROP-1", Some(&creds));
-    let (ok, lines) = py(
-        "charger.py",
-        &[
-            strs(&args),
-            vec!["--steps", "boot,heartbeat,status,security"],
-        ]
-        .concat(),
-    );
+    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot,heartbeat,status,security"]].concat());
     assert!(ok, "charger failed: {lines:?}");
     assert_eq!(lines[0]["step"], "connected");
     assert_eq!(lines[0]["subprotocol"], "ocpp2.0.1");
@@ -27,8 +20,7 @@ fn profile3_boot_heartbeat_status(db: Db) {
     assert_eq!(lines[4]["step"], "security");
 
     // What the station reported is in the database.
-    let show: serde_json::Value =
-        serde_json::from_str(&env.cli(&["station", "show", "CS-INTEROP-1"])).unwrap();
+    let show: serde_json::Value = serde_json::from_str(&env.cli(&["station", "show", "CS-INTEROP-1"])).unwrap();
     assert_eq!(show["bootStatus"], "Accepted");
     assert_eq!(show["vendor"], "PyOCPP");
     assert_eq!(show["model"], "Interop-1");
@@ -41,11 +33,7 @@ fn profile3_boot_heartbeat_status(db: Db) {
     assert!(
         server.metric(
             "anchorpoint_ocpp_frames_total",
-            &[
-                "direction=\"in\"",
-                "action=\"BootNotification\"",
-                "result=\"ok\""
-            ]
+            &["direction=\"in\"", "action=\"BootNotification\"", "result=\"ok\""]
         ) >= 1.0
     );
     assert!(server.metric("anchorpoint_ocpp_connections_accepted_total", &[]) >= 1.0);
@@ -79,17 +67,7 @@ fn python_ocpp_profile1_plain_listener() {
     env.add_station("CS-P1", 1, Some("a-long-basic-password-1"));
     let server = env.serve(&["--ocpp-plain-addr", "127.0.0.1:0"]);
     let url = format!("ws://{}", server.plain.as_ref().unwrap());
-    let (ok, lines) = py(
-        "charger.py",
-        &[
-            "--url",
-            &url,
-            "--station",
-            "CS-P1",
-            "--password",
-            "a-long-basic-password-1",
-        ],
-    );
+    let (ok, lines) = py("charger.py", &["--url", &url, "--station", "CS-P1", "--password", "a-long-basic-password-1"]);
     assert!(ok, "{lines:?}");
     assert_eq!(lines[1]["status"], "Accepted");
 }
@@ -101,30 +79,16 @@ fn boot_answer_follows_registration() {
     env.cli(&["station", "update", "CS-PEND", "--registration", "pending"]);
     let server = env.serve(&[]);
     let args = tls_args(&server, &server.wss(), "CS-PEND", Some(&creds));
-    let (ok, lines) = py(
-        "charger.py",
-        &[strs(&args), vec!["--steps", "boot"]].concat(),
-    );
+    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[1]["status"], "Pending");
     assert_eq!(lines[1]["interval"], 60);
     // B02.FR.09: while pending, other calls are refused with SecurityError.
-    let (ok, lines) = py(
-        "probe.py",
-        &[
-            vec!["frames"],
-            strs(&args),
-            vec![r#"[2,"h1","Heartbeat",{}]"#],
-        ]
-        .concat(),
-    );
+    let (ok, lines) = py("probe.py", &[vec!["frames"], strs(&args), vec![r#"[2,"h1","Heartbeat",{}]"#]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[0]["reply"][2], "SecurityError");
 
     env.cli(&["station", "update", "CS-PEND", "--registration", "rejected"]);
-    let (_, lines) = py(
-        "charger.py",
-        &[strs(&args), vec!["--steps", "boot"]].concat(),
-    );
+    let (_, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat());
     assert_eq!(lines[1]["status"], "Rejected");
 }

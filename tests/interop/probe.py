@@ -57,7 +57,24 @@ async def probe_connect(args):
     except (ConnectionResetError, BrokenPipeError, EOFError) as e:
         out(outcome="tls_error", error=f"{type(e).__name__}: {e}")
     except websockets.exceptions.InvalidHandshake as e:
-        out(outcome="handshake_error", error=f"{type(e).__name__}: {e}")
+        # With TLS 1.3 the server judges the client certificate after the client
+        # considers the handshake done; its alert then surfaces while reading the
+        # HTTP response, as the cause of the handshake error.
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        chain = []
+        c = e
+        while c is not None and len(chain) < 5:
+            chain.append(f"{type(c).__name__}: {c}")
+            c = c.__cause__ or c.__context__
+        if cause is not None:
+            out(outcome="tls_error", error=str(cause))
+        elif any(x.startswith("EOFError") for x in chain):
+            # The server ended the connection before any HTTP response: a TLS-level refusal.
+            out(outcome="tls_error", error=" <- ".join(chain))
+        else:
+            out(outcome="handshake_error", error=" <- ".join(chain))
     except OSError as e:
         out(outcome="tls_error", error=f"{type(e).__name__}: {e}")
 
@@ -102,7 +119,7 @@ if __name__ == "__main__":
     p.add_argument("--password")
     p.add_argument("--subprotocols", default="ocpp2.0.1", help="comma-separated; empty for none")
     p.add_argument("frames", nargs="*")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     try:
         asyncio.run(main(a))
     except Exception as e:

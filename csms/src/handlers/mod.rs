@@ -35,10 +35,7 @@ pub struct HandlerError {
 
 impl HandlerError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        HandlerError {
-            code,
-            description: description.into(),
-        }
+        HandlerError { code, description: description.into() }
     }
 }
 
@@ -46,10 +43,7 @@ impl From<StoreError> for HandlerError {
     fn from(e: StoreError) -> Self {
         // The cause is logged; the station learns only that we could not persist.
         tracing::error!(error = %e, "storage failure while handling a call");
-        HandlerError::new(
-            ErrorCode::InternalError,
-            "the CSMS could not store the message; retry later",
-        )
+        HandlerError::new(ErrorCode::InternalError, "the CSMS could not store the message; retry later")
     }
 }
 
@@ -76,10 +70,7 @@ pub async fn dispatch(app: &App, state: &mut SessionState, call: Call) -> Frame 
     match result {
         Ok(payload) => {
             app.metrics.frame("in", label, "ok");
-            Frame::CallResult(CallResult {
-                id: call.id,
-                payload,
-            })
+            Frame::CallResult(CallResult { id: call.id, payload })
         }
         Err(e) => {
             tracing::info!(station = %state.station_id, action = %call.action, code = e.code.as_str(), description = %e.description, "call refused");
@@ -89,12 +80,7 @@ pub async fn dispatch(app: &App, state: &mut SessionState, call: Call) -> Frame 
     }
 }
 
-async fn handle(
-    app: &App,
-    state: &mut SessionState,
-    action: Option<Action>,
-    call: &Call,
-) -> HandlerResult {
+async fn handle(app: &App, state: &mut SessionState, action: Option<Action>, call: &Call) -> HandlerResult {
     let Some(action) = action else {
         return Err(HandlerError::new(
             ErrorCode::NotImplemented,
@@ -104,10 +90,7 @@ async fn handle(
     if action.initiated_by() == Initiator::Csms {
         return Err(HandlerError::new(
             ErrorCode::NotSupported,
-            format!(
-                "{} is sent by the CSMS, not by a charging station",
-                action.as_str()
-            ),
+            format!("{} is sent by the CSMS, not by a charging station", action.as_str()),
         ));
     }
     ocpp::v201::validate(action, Direction::Request, &call.payload)?;
@@ -123,15 +106,9 @@ async fn handle(
     let response = match action {
         Action::BootNotification => provisioning::boot_notification(app, state, payload).await?,
         Action::Heartbeat => provisioning::heartbeat(app, state).await?,
-        Action::StatusNotification => {
-            provisioning::status_notification(app, state, payload).await?
-        }
-        Action::NotifyReport => {
-            provisioning::store_verbatim(app, state, action, &call.payload).await?
-        }
-        Action::NotifyEvent => {
-            provisioning::store_verbatim(app, state, action, &call.payload).await?
-        }
+        Action::StatusNotification => provisioning::status_notification(app, state, payload).await?,
+        Action::NotifyReport => provisioning::store_verbatim(app, state, action, &call.payload).await?,
+        Action::NotifyEvent => provisioning::store_verbatim(app, state, action, &call.payload).await?,
         Action::SecurityEventNotification => security::security_event(app, state, payload).await?,
         _ => {
             return Err(HandlerError::new(
@@ -143,10 +120,7 @@ async fn handle(
     // Our own answers must satisfy the schema too; a failure here is our bug.
     if let Err(v) = ocpp::v201::validate(action, Direction::Response, &response) {
         tracing::error!(action = action.as_str(), violation = %v, "response failed schema validation");
-        return Err(HandlerError::new(
-            ErrorCode::InternalError,
-            "the CSMS produced an invalid response",
-        ));
+        return Err(HandlerError::new(ErrorCode::InternalError, "the CSMS produced an invalid response"));
     }
     Ok(response)
 }

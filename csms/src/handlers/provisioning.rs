@@ -10,23 +10,14 @@ use crate::clock::unix_millis;
 use crate::store::{BootRecord, ConnectorStatus, Registration};
 
 fn now_rfc3339(app: &App) -> String {
-    app.clock
-        .now()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    app.clock.now().format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// B01-B03: the answer follows the registration the operator set for the station.
-pub(super) async fn boot_notification(
-    app: &App,
-    state: &mut SessionState,
-    payload: Value,
-) -> HandlerResult {
+pub(super) async fn boot_notification(app: &App, state: &mut SessionState, payload: Value) -> HandlerResult {
     let req: BootNotificationRequest = v201::decode_request(payload.clone())?;
     let station = app.store.station(&state.station_id).await?;
-    let status = station
-        .map(|s| s.registration)
-        .unwrap_or(Registration::Rejected);
+    let status = station.map(|s| s.registration).unwrap_or(Registration::Rejected);
     let now = app.clock.now_millis();
     let cs = &req.charging_station;
     app.store
@@ -52,17 +43,11 @@ pub(super) async fn boot_notification(
 }
 
 pub(super) async fn heartbeat(app: &App, state: &SessionState) -> HandlerResult {
-    app.store
-        .record_heartbeat(&state.tenant_id, &state.station_id, app.clock.now_millis())
-        .await?;
+    app.store.record_heartbeat(&state.tenant_id, &state.station_id, app.clock.now_millis()).await?;
     Ok(json!({ "currentTime": now_rfc3339(app) }))
 }
 
-pub(super) async fn status_notification(
-    app: &App,
-    state: &SessionState,
-    payload: Value,
-) -> HandlerResult {
+pub(super) async fn status_notification(app: &App, state: &SessionState, payload: Value) -> HandlerResult {
     let req: StatusNotificationRequest = v201::decode_request(payload)?;
     let status = ConnectorStatus {
         evse_id: req.evse_id,
@@ -71,20 +56,13 @@ pub(super) async fn status_notification(
         reported_at: unix_millis(req.timestamp.into_inner()),
         received_at: app.clock.now_millis(),
     };
-    app.store
-        .record_connector_status(&state.tenant_id, &state.station_id, &status)
-        .await?;
+    app.store.record_connector_status(&state.tenant_id, &state.station_id, &status).await?;
     Ok(json!({}))
 }
 
 /// NotifyReport, NotifyEvent: kept verbatim for the operator; their content
 /// drives later engines (device model, monitoring).
-pub(super) async fn store_verbatim(
-    app: &App,
-    state: &SessionState,
-    action: Action,
-    payload: &Value,
-) -> HandlerResult {
+pub(super) async fn store_verbatim(app: &App, state: &SessionState, action: Action, payload: &Value) -> HandlerResult {
     app.store
         .record_station_message(
             &state.tenant_id,

@@ -7,11 +7,7 @@ use super::{HandlerResult, SessionState};
 use crate::app::App;
 use crate::clock::unix_millis;
 
-pub(super) async fn security_event(
-    app: &App,
-    state: &SessionState,
-    payload: Value,
-) -> HandlerResult {
+pub(super) async fn security_event(app: &App, state: &SessionState, payload: Value) -> HandlerResult {
     let req: SecurityEventNotificationRequest = v201::decode_request(payload)?;
     tracing::info!(station = %state.station_id, kind = %req.r#type, "security event");
     app.store
