@@ -125,6 +125,8 @@ class Model:
     # canonical JSON of each definition, to check duplicates are identical
     canon: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the schemas' `$id`s, which must not leak into the output
+    ids: list[str] = field(default_factory=list)
 
 
 def strip_annotations(node):
@@ -148,6 +150,8 @@ def load_file(model: Model, path: Path) -> None:
     check_keys(schema, {"definitions", "type", "additionalProperties", "properties", "required"}, where)
     if schema.get("$schema") != "http://json-schema.org/draft-06/schema#":
         raise SchemaError(f"{where}: not a draft-06 schema")
+    if "$id" in schema:
+        model.ids.append(schema["$id"])
 
     # Map each local definition to a Rust name; identical definitions share one.
     local: dict[str, str] = {}
@@ -535,8 +539,9 @@ def emit(model: Model) -> str:
         out += f"    pub static {static_ident(name)}: &[&str] = &["
         out += ", ".join(rust_str(v) for v in e.values) + "];\n"
     out += "}\n"
-    if "urn:OCPP:Cp:2:2020" in out:
-        raise SchemaError("schema ids must not be copied into the generated code")
+    for schema_id in model.ids:
+        if schema_id in out:
+            raise SchemaError("schema ids must not be copied into the generated code")
     return out
 
 
@@ -561,9 +566,18 @@ def generate(directory: Path) -> str:
     return emit(model)
 
 
+def rustfmt_config() -> list[str]:
+    """`--config-path` for the nearest rustfmt.toml above the output, as `cargo fmt` finds it."""
+    for directory in OUT.parents:
+        for name in ("rustfmt.toml", ".rustfmt.toml"):
+            if (directory / name).is_file():
+                return ["--config-path", str(directory / name)]
+    return []
+
+
 def rustfmt(text: str) -> str:
     proc = subprocess.run(
-        ["rustfmt", "--edition", "2024", "--emit", "stdout"],
+        ["rustfmt", "--edition", "2024", "--emit", "stdout", *rustfmt_config()],
         input=text,
         capture_output=True,
         text=True,

@@ -102,9 +102,6 @@ mod tests {
         }
         assert_eq!(ErrorCode::ALL.len(), 12);
         assert_eq!(ErrorCode::from_name("formatviolation"), None);
-        assert_eq!(
-            ErrorCode::from_name("FormationViolation"),
-            Some(ErrorCode::FormatViolation)
-        );
+        assert_eq!(ErrorCode::from_name("FormationViolation"), Some(ErrorCode::FormatViolation));
     }
 }

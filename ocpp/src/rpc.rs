@@ -68,9 +68,7 @@ impl MessageId {
             Err(FrameError {
                 id: None,
                 code: ErrorCode::RpcFrameworkError,
-                description: format!(
-                    "message id must be 1 to {MAX_MESSAGE_ID_LEN} characters, got {len}"
-                ),
+                description: format!("message id must be 1 to {MAX_MESSAGE_ID_LEN} characters, got {len}"),
             })
         }
     }
@@ -203,11 +201,7 @@ impl Frame {
                 });
             }
         };
-        let fail = |id: &MessageId, code, description: String| FrameError {
-            id: Some(id.clone()),
-            code,
-            description,
-        };
+        let fail = |id: &MessageId, code, description: String| FrameError { id: Some(id.clone()), code, description };
 
         match kind.as_u64() {
             Some(CALL) => {
@@ -222,11 +216,7 @@ impl Frame {
                     }
                 };
                 let payload = object(rest.next(), &id, "payload")?;
-                Ok(Frame::Call(Call {
-                    id,
-                    action,
-                    payload,
-                }))
+                Ok(Frame::Call(Call { id, action, payload }))
             }
             Some(CALL_RESULT) => {
                 let payload = object(rest.next(), &id, "payload")?;
@@ -234,9 +224,7 @@ impl Frame {
             }
             _ => {
                 let code = match rest.next() {
-                    Some(Value::String(s)) => {
-                        ErrorCode::from_name(&s).unwrap_or(ErrorCode::GenericError)
-                    }
+                    Some(Value::String(s)) => ErrorCode::from_name(&s).unwrap_or(ErrorCode::GenericError),
                     other => {
                         return Err(fail(
                             &id,
@@ -251,20 +239,12 @@ impl Frame {
                         return Err(fail(
                             &id,
                             ErrorCode::RpcFrameworkError,
-                            format!(
-                                "error description must be a string, got {}",
-                                opt_type_name(&other)
-                            ),
+                            format!("error description must be a string, got {}", opt_type_name(&other)),
                         ));
                     }
                 };
                 let details = object(rest.next(), &id, "error details")?;
-                Ok(Frame::CallError(CallError {
-                    id,
-                    code,
-                    description,
-                    details,
-                }))
+                Ok(Frame::CallError(CallError { id, code, description, details }))
             }
         }
     }
@@ -280,11 +260,7 @@ impl Frame {
                 Value::String(c.action.clone()),
                 c.payload.clone(),
             ],
-            Frame::CallResult(r) => vec![
-                Value::from(CALL_RESULT),
-                Value::String(r.id.0.clone()),
-                r.payload.clone(),
-            ],
+            Frame::CallResult(r) => vec![Value::from(CALL_RESULT), Value::String(r.id.0.clone()), r.payload.clone()],
             Frame::CallError(e) => vec![
                 Value::from(CALL_ERROR),
                 Value::String(e.id.0.clone()),
@@ -308,11 +284,7 @@ impl Frame {
 
 impl Call {
     pub fn new(id: MessageId, action: impl Into<String>, payload: Value) -> Self {
-        Call {
-            id,
-            action: action.into(),
-            payload,
-        }
+        Call { id, action: action.into(), payload }
     }
 }
 
@@ -329,12 +301,7 @@ impl CallError {
         let mut description = description.into();
         let keep = truncate(&description, MAX_ERROR_DESCRIPTION_LEN).len();
         description.truncate(keep);
-        CallError {
-            id,
-            code,
-            description,
-            details: Value::Object(Map::new()),
-        }
+        CallError { id, code, description, details: Value::Object(Map::new()) }
     }
 
     /// Replaces the details object.
@@ -381,10 +348,7 @@ fn object(v: Option<Value>, id: &MessageId, what: &str) -> Result<Value, FrameEr
         other => Err(FrameError {
             id: Some(id.clone()),
             code: ErrorCode::FormatViolation,
-            description: format!(
-                "{what} must be a JSON object, got {}",
-                opt_type_name(&other)
-            ),
+            description: format!("{what} must be a JSON object, got {}", opt_type_name(&other)),
         }),
     }
 }
@@ -436,11 +400,7 @@ mod tests {
 
     #[test]
     fn call_round_trips() {
-        let f = Frame::Call(Call::new(
-            id("19223201"),
-            "BootNotification",
-            json!({"a": 1}),
-        ));
+        let f = Frame::Call(Call::new(id("19223201"), "BootNotification", json!({"a": 1})));
         let text = f.to_json();
         assert_eq!(text, r#"[2,"19223201","BootNotification",{"a":1}]"#);
         assert_eq!(Frame::parse(&text).unwrap(), f);
@@ -460,21 +420,14 @@ mod tests {
         let mut details = Map::new();
         details.insert("k".into(), json!("v"));
         let f = Frame::CallError(
-            CallError::new(id("abc"), ErrorCode::NotImplemented, "no such action")
-                .with_details(details),
+            CallError::new(id("abc"), ErrorCode::NotImplemented, "no such action").with_details(details),
         );
         let text = f.to_json();
-        assert_eq!(
-            text,
-            r#"[4,"abc","NotImplemented","no such action",{"k":"v"}]"#
-        );
+        assert_eq!(text, r#"[4,"abc","NotImplemented","no such action",{"k":"v"}]"#);
         assert_eq!(Frame::parse(&text).unwrap(), f);
         let plain = CallError::new(id("abc"), ErrorCode::InternalError, "");
         assert_eq!(plain.details, json!({}));
-        assert_eq!(
-            Frame::parse(&Frame::from(plain.clone()).to_json()).unwrap(),
-            Frame::CallError(plain)
-        );
+        assert_eq!(Frame::parse(&Frame::from(plain.clone()).to_json()).unwrap(), Frame::CallError(plain));
     }
 
     #[test]
@@ -526,12 +479,7 @@ mod tests {
         let e = err(r#"[9,"id","X",{}]"#);
         assert_eq!(e.code, ErrorCode::MessageTypeNotSupported);
         assert_eq!(e.id, Some(id("id")));
-        for text in [
-            r#"["2","id","X",{}]"#,
-            r#"[2.0,"id","X",{}]"#,
-            r#"[-2,"id","X",{}]"#,
-            "[null]",
-        ] {
+        for text in [r#"["2","id","X",{}]"#, r#"[2.0,"id","X",{}]"#, r#"[-2,"id","X",{}]"#, "[null]"] {
             assert_eq!(err(text).code, ErrorCode::MessageTypeNotSupported, "{text}");
         }
         assert_eq!(err("[5]").id, None);
@@ -583,11 +531,7 @@ mod tests {
         let depth = 10_000;
         let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         assert_eq!(err(&text).code, ErrorCode::RpcFrameworkError);
-        let text = format!(
-            r#"[2,"id","DataTransfer",{{"data":{}1{}}}]"#,
-            r#"{"a":"#.repeat(depth),
-            "}".repeat(depth)
-        );
+        let text = format!(r#"[2,"id","DataTransfer",{{"data":{}1{}}}]"#, r#"{"a":"#.repeat(depth), "}".repeat(depth));
         assert_eq!(err(&text).code, ErrorCode::RpcFrameworkError);
     }
 
@@ -598,16 +542,11 @@ mod tests {
         assert_eq!(e.description.chars().count(), 255);
         assert_eq!(e.description, "é".repeat(255));
         let short = "x".repeat(255);
-        assert_eq!(
-            CallError::new(id("a"), ErrorCode::GenericError, short.clone()).description,
-            short
-        );
+        assert_eq!(CallError::new(id("a"), ErrorCode::GenericError, short.clone()).description, short);
         // Even a hand-built CallError is truncated when sent.
         let mut raw = CallError::new(id("a"), ErrorCode::GenericError, "");
         raw.description = long;
-        let Frame::CallError(back) = Frame::parse(&Frame::CallError(raw).to_json()).unwrap() else {
-            panic!()
-        };
+        let Frame::CallError(back) = Frame::parse(&Frame::CallError(raw).to_json()).unwrap() else { panic!() };
         assert_eq!(back.description.chars().count(), 255);
     }
 

@@ -55,30 +55,17 @@ pub enum Node {
     /// `type: string, format: date-time`.
     DateTime,
     /// `type: string` with an `enum`.
-    Enum {
-        name: &'static str,
-        values: &'static [&'static str],
-    },
+    Enum { name: &'static str, values: &'static [&'static str] },
     /// `type: integer`.
-    Integer {
-        minimum: Option<f64>,
-        maximum: Option<f64>,
-    },
+    Integer { minimum: Option<f64>, maximum: Option<f64> },
     /// `type: number`.
-    Number {
-        minimum: Option<f64>,
-        maximum: Option<f64>,
-    },
+    Number { minimum: Option<f64>, maximum: Option<f64> },
     /// `type: boolean`.
     Boolean,
     /// `type: object`.
     Object(&'static ObjectSchema),
     /// `type: array`.
-    Array {
-        items: &'static Node,
-        min_items: Option<usize>,
-        max_items: Option<usize>,
-    },
+    Array { items: &'static Node, min_items: Option<usize>, max_items: Option<usize> },
     /// `{}`: any JSON value.
     Any,
 }
@@ -90,11 +77,7 @@ pub fn validate_payload(schema: &'static ObjectSchema, payload: &Value) -> Resul
         Value::Object(map) => check_object(schema, map, &mut path),
         other => Err(path.violation(
             ErrorCode::FormatViolation,
-            format!(
-                "payload of {} must be a JSON object, got {}",
-                schema.name,
-                json_type(other)
-            ),
+            format!("payload of {} must be a JSON object, got {}", schema.name, json_type(other)),
         )),
     }
 }
@@ -119,11 +102,7 @@ impl Path {
             pointer.push('/');
             pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
         }
-        Violation {
-            code,
-            path: pointer,
-            message,
-        }
+        Violation { code, path: pointer, message }
     }
 
     fn child_violation(&self, segment: &str, code: ErrorCode, message: String) -> Violation {
@@ -133,11 +112,7 @@ impl Path {
     }
 }
 
-fn check_object(
-    schema: &'static ObjectSchema,
-    map: &Map<String, Value>,
-    path: &mut Path,
-) -> Result<(), Violation> {
+fn check_object(schema: &'static ObjectSchema, map: &Map<String, Value>, path: &mut Path) -> Result<(), Violation> {
     for p in schema.properties {
         if p.required && !map.contains_key(p.name) {
             return Err(path.child_violation(
@@ -171,10 +146,7 @@ fn check_object(
 
 fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(), Violation> {
     let type_error = |path: &Path, expected: &str| {
-        path.violation(
-            ErrorCode::TypeConstraintViolation,
-            format!("expected {expected}, got {}", json_type(value)),
-        )
+        path.violation(ErrorCode::TypeConstraintViolation, format!("expected {expected}, got {}", json_type(value)))
     };
     match node {
         Node::Any => Ok(()),
@@ -211,10 +183,7 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
             if values.contains(&s.as_str()) {
                 Ok(())
             } else {
-                Err(path.violation(
-                    ErrorCode::PropertyConstraintViolation,
-                    format!("value is not one of {name}"),
-                ))
+                Err(path.violation(ErrorCode::PropertyConstraintViolation, format!("value is not one of {name}")))
             }
         }
         Node::Integer { minimum, maximum } => {
@@ -227,10 +196,8 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
                     #[allow(clippy::cast_precision_loss)]
                     check_range(i as f64, *minimum, *maximum, path)
                 }
-                Integer::OutOfRange => Err(path.violation(
-                    ErrorCode::PropertyConstraintViolation,
-                    "integer outside the 64-bit range".to_owned(),
-                )),
+                Integer::OutOfRange => Err(path
+                    .violation(ErrorCode::PropertyConstraintViolation, "integer outside the 64-bit range".to_owned())),
                 Integer::Fractional => Err(type_error(path, "an integer")),
             }
         }
@@ -250,11 +217,7 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
             Value::Object(map) => check_object(schema, map, path),
             _ => Err(type_error(path, "an object")),
         },
-        Node::Array {
-            items,
-            min_items,
-            max_items,
-        } => {
+        Node::Array { items, min_items, max_items } => {
             let Value::Array(list) = value else {
                 return Err(type_error(path, "an array"));
             };
@@ -285,26 +248,19 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
     }
 }
 
-fn check_range(
-    value: f64,
-    minimum: Option<f64>,
-    maximum: Option<f64>,
-    path: &Path,
-) -> Result<(), Violation> {
+fn check_range(value: f64, minimum: Option<f64>, maximum: Option<f64>, path: &Path) -> Result<(), Violation> {
     if let Some(min) = minimum {
         if value < min {
-            return Err(path.violation(
-                ErrorCode::PropertyConstraintViolation,
-                format!("{value} is below the minimum {min}"),
-            ));
+            return Err(
+                path.violation(ErrorCode::PropertyConstraintViolation, format!("{value} is below the minimum {min}"))
+            );
         }
     }
     if let Some(max) = maximum {
         if value > max {
-            return Err(path.violation(
-                ErrorCode::PropertyConstraintViolation,
-                format!("{value} is above the maximum {max}"),
-            ));
+            return Err(
+                path.violation(ErrorCode::PropertyConstraintViolation, format!("{value} is above the maximum {max}"))
+            );
         }
     }
     Ok(())

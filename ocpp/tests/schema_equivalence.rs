@@ -19,8 +19,7 @@ use std::process::Command;
 
 use ocpp::ErrorCode;
 use ocpp::v201::{
-    self, Action, DateTime, Direction, SCHEMA_NAMES, Violation, decode_request, decode_response,
-    encode, validate,
+    self, Action, DateTime, Direction, SCHEMA_NAMES, Violation, decode_request, decode_response, encode, validate,
 };
 use serde_json::Value;
 
@@ -38,16 +37,13 @@ fn python() -> PathBuf {
 fn corpus() -> String {
     let interpreter = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schema_corpus.py");
-    let output = Command::new(&interpreter)
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run the Python interpreter {}: {e}. Set ANCHORPOINT_PYTHON or create \
+    let output = Command::new(&interpreter).arg(&script).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run the Python interpreter {}: {e}. Set ANCHORPOINT_PYTHON or create \
                  the workspace venv (.venv with the packages ocpp, jsonschema, rfc3339-validator)",
-                interpreter.display()
-            )
-        });
+            interpreter.display()
+        )
+    });
     assert!(
         output.status.success(),
         "{} {} failed ({}); it needs the Python packages ocpp, jsonschema and \
@@ -61,11 +57,7 @@ fn corpus() -> String {
 }
 
 /// Decodes into the typed message and re-encodes it.
-fn typed_round_trip(
-    action: Action,
-    direction: Direction,
-    payload: Value,
-) -> Result<Value, Violation> {
+fn typed_round_trip(action: Action, direction: Direction, payload: Value) -> Result<Value, Violation> {
     macro_rules! dispatch {
         ($(($a:ident, $req:ident, $resp:ident)),* $(,)?) => {
             match (action, direction) {
@@ -99,9 +91,7 @@ fn expected_code(keyword: &str, path: &str) -> ErrorCode {
         "type" if path.is_empty() => ErrorCode::FormatViolation,
         "type" => ErrorCode::TypeConstraintViolation,
         "required" | "minItems" | "maxItems" => ErrorCode::OccurrenceConstraintViolation,
-        "enum" | "maxLength" | "minimum" | "maximum" | "format" => {
-            ErrorCode::PropertyConstraintViolation
-        }
+        "enum" | "maxLength" | "minimum" | "maximum" | "format" => ErrorCode::PropertyConstraintViolation,
         "additionalProperties" => ErrorCode::ProtocolError,
         other => panic!("corpus produced an unexpected keyword {other}"),
     }
@@ -115,13 +105,9 @@ fn equivalent(a: &Value, b: &Value) -> bool {
         (Value::String(x), Value::String(y)) => {
             x == y || matches!((DateTime::parse(x), DateTime::parse(y)), (Ok(p), Ok(q)) if p == q)
         }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equivalent(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equivalent(p, q)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w)))
         }
         _ => a == b,
     }
@@ -139,19 +125,11 @@ fn validator_agrees_with_jsonschema_on_the_corpus() {
     let text = corpus();
     let mut lines = text.lines();
     let header: Value = serde_json::from_str(lines.next().expect("header line")).unwrap();
-    let schema_files: BTreeSet<String> = header["schemas"]
-        .as_array()
-        .expect("schemas list")
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
+    let schema_files: BTreeSet<String> =
+        header["schemas"].as_array().expect("schemas list").iter().map(|v| v.as_str().unwrap().to_owned()).collect();
 
     // Every schema file has a generated struct, and vice versa.
-    assert_eq!(
-        schema_files.len(),
-        128,
-        "expected the 128 OCPP 2.0.1 schemas"
-    );
+    assert_eq!(schema_files.len(), 128, "expected the 128 OCPP 2.0.1 schemas");
     let generated: BTreeSet<String> = SCHEMA_NAMES.iter().map(|s| s.to_string()).collect();
     assert_eq!(schema_files, generated, "schema files vs SCHEMA_NAMES");
     assert_eq!(schema_files, typed_names(), "schema files vs typed structs");
@@ -168,19 +146,14 @@ fn validator_agrees_with_jsonschema_on_the_corpus() {
     for line in lines {
         let case: Value = serde_json::from_str(line).expect("corpus line is JSON");
         let action_name = case["action"].as_str().unwrap();
-        let action = Action::from_name(action_name)
-            .unwrap_or_else(|| panic!("unknown action {action_name}"));
+        let action = Action::from_name(action_name).unwrap_or_else(|| panic!("unknown action {action_name}"));
         let direction = match case["direction"].as_str().unwrap() {
             "Request" => Direction::Request,
             "Response" => Direction::Response,
             other => panic!("bad direction {other}"),
         };
         covered.insert((action_name.to_owned(), direction == Direction::Request));
-        let label = format!(
-            "{action_name}{:?} / {}",
-            direction,
-            case["case"].as_str().unwrap()
-        );
+        let label = format!("{action_name}{:?} / {}", direction, case["case"].as_str().unwrap());
         let payload = &case["payload"];
         let ours = validate(action, direction, payload);
 
@@ -209,15 +182,11 @@ fn validator_agrees_with_jsonschema_on_the_corpus() {
             let want = expected_code(keyword, path);
             *counts.by_code.entry(want.to_string()).or_default() += 1;
             let Err(v) = ours else {
-                failures.push(format!(
-                    "{label}: jsonschema rejects ({keyword} at {path}), we accept"
-                ));
+                failures.push(format!("{label}: jsonschema rejects ({keyword} at {path}), we accept"));
                 continue;
             };
             if v.code != want {
-                failures.push(format!(
-                    "{label}: jsonschema says {keyword} at {path:?} => {want}, we say {v}"
-                ));
+                failures.push(format!("{label}: jsonschema says {keyword} at {path:?} => {want}, we say {v}"));
             }
             // For required/additionalProperties jsonschema points at the object,
             // we point at the member.
@@ -230,37 +199,20 @@ fn validator_agrees_with_jsonschema_on_the_corpus() {
                 v.path == path
             };
             if !path_ok {
-                failures.push(format!(
-                    "{label}: jsonschema path {path:?} ({keyword}), ours {:?}",
-                    v.path
-                ));
+                failures.push(format!("{label}: jsonschema path {path:?} ({keyword}), ours {:?}", v.path));
             }
             // The typed entry points reject with the same violation.
             match typed_round_trip(action, direction, payload.clone()) {
-                Ok(_) => {
-                    failures.push(format!("{label}: typed decode accepted an invalid payload"))
-                }
-                Err(t) if t != v => {
-                    failures.push(format!("{label}: typed decode says {t}, validate says {v}"))
-                }
+                Ok(_) => failures.push(format!("{label}: typed decode accepted an invalid payload")),
+                Err(t) if t != v => failures.push(format!("{label}: typed decode says {t}, validate says {v}")),
                 Err(_) => {}
             }
         }
     }
 
-    let expected: BTreeSet<(String, bool)> = Action::ALL
-        .iter()
-        .flat_map(|a| {
-            [
-                (a.as_str().to_owned(), true),
-                (a.as_str().to_owned(), false),
-            ]
-        })
-        .collect();
-    assert_eq!(
-        covered, expected,
-        "corpus must cover 64 actions x 2 directions"
-    );
+    let expected: BTreeSet<(String, bool)> =
+        Action::ALL.iter().flat_map(|a| [(a.as_str().to_owned(), true), (a.as_str().to_owned(), false)]).collect();
+    assert_eq!(covered, expected, "corpus must cover 64 actions x 2 directions");
 
     eprintln!(
         "schema corpus: {} cases over {} schemas ({} valid, {} invalid); invalid by code: {:?}",
@@ -275,17 +227,9 @@ fn validator_agrees_with_jsonschema_on_the_corpus() {
         "{} of {} corpus cases disagree with jsonschema; first 30:\n{}",
         failures.len(),
         counts.valid + counts.invalid,
-        failures
-            .iter()
-            .take(30)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.iter().take(30).cloned().collect::<Vec<_>>().join("\n")
     );
-    assert!(
-        counts.valid > 1000 && counts.invalid > 5000,
-        "corpus unexpectedly small"
-    );
+    assert!(counts.valid > 1000 && counts.invalid > 5000, "corpus unexpectedly small");
 }
 
 #[test]

@@ -167,10 +167,7 @@ impl Cursor<'_> {
 fn parse(s: &str) -> Result<OffsetDateTime, DateTimeError> {
     // Python's `$` also matches just before a final newline.
     let s = s.strip_suffix('\n').unwrap_or(s);
-    let mut c = Cursor {
-        bytes: s.as_bytes(),
-        pos: 0,
-    };
+    let mut c = Cursor { bytes: s.as_bytes(), pos: 0 };
     let year = c.digits(4)?;
     c.expect(b"-")?;
     let month = c.digits(2)?;
@@ -222,19 +219,15 @@ fn parse(s: &str) -> Result<OffsetDateTime, DateTimeError> {
     if hour > 23 || minute > 59 || second > 59 {
         return Err(DateTimeError("time out of range"));
     }
-    let month = u8::try_from(month)
-        .ok()
-        .and_then(|m| Month::try_from(m).ok())
-        .ok_or(DateTimeError("month out of range"))?;
+    let month =
+        u8::try_from(month).ok().and_then(|m| Month::try_from(m).ok()).ok_or(DateTimeError("month out of range"))?;
     let year = i32::try_from(year).map_err(|_| DateTimeError("year"))?;
     let day = u8::try_from(day).map_err(|_| DateTimeError("day"))?;
-    let date =
-        Date::from_calendar_date(year, month, day).map_err(|_| DateTimeError("no such day"))?;
+    let date = Date::from_calendar_date(year, month, day).map_err(|_| DateTimeError("no such day"))?;
     let to_u8 = |v: u32| u8::try_from(v).map_err(|_| DateTimeError("time"));
     let time = Time::from_hms_nano(to_u8(hour)?, to_u8(minute)?, to_u8(second)?, nanos)
         .map_err(|_| DateTimeError("time out of range"))?;
-    let offset =
-        UtcOffset::from_whole_seconds(offset_seconds).map_err(|_| DateTimeError("offset"))?;
+    let offset = UtcOffset::from_whole_seconds(offset_seconds).map_err(|_| DateTimeError("offset"))?;
     Ok(PrimitiveDateTime::new(date, time).assume_offset(offset))
 }
 
@@ -287,10 +280,7 @@ mod tests {
         assert_eq!(t.to_string(), "2024-02-29T18:29:59.12Z");
         let t = DateTime::parse("2024-01-01T00:00:00-00:00").unwrap();
         assert_eq!(t.to_string(), "2024-01-01T00:00:00Z");
-        assert_eq!(
-            serde_json::to_value(t).unwrap(),
-            serde_json::json!("2024-01-01T00:00:00Z")
-        );
+        assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!("2024-01-01T00:00:00Z"));
         // UTC would be year 0: the original offset is kept.
         let t = DateTime::parse("0001-01-01T00:30:00+01:00").unwrap();
         assert_eq!(t.to_string(), "0001-01-01T00:30:00+01:00");

@@ -7,11 +7,7 @@
 //! Every definition repeated across schema files is identical there
 //! (apart from its description), so each is generated once.
 
-#![allow(
-    clippy::enum_variant_names,
-    clippy::upper_case_acronyms,
-    clippy::doc_markdown
-)]
+#![allow(clippy::enum_variant_names, clippy::upper_case_acronyms, clippy::doc_markdown)]
 
 use std::fmt;
 
@@ -413,9 +409,7 @@ impl Action {
             Action::NotifyMonitoringReport => &schemas::NOTIFY_MONITORING_REPORT_REQUEST,
             Action::NotifyReport => &schemas::NOTIFY_REPORT_REQUEST,
             Action::PublishFirmware => &schemas::PUBLISH_FIRMWARE_REQUEST,
-            Action::PublishFirmwareStatusNotification => {
-                &schemas::PUBLISH_FIRMWARE_STATUS_NOTIFICATION_REQUEST
-            }
+            Action::PublishFirmwareStatusNotification => &schemas::PUBLISH_FIRMWARE_STATUS_NOTIFICATION_REQUEST,
             Action::ReportChargingProfiles => &schemas::REPORT_CHARGING_PROFILES_REQUEST,
             Action::RequestStartTransaction => &schemas::REQUEST_START_TRANSACTION_REQUEST,
             Action::RequestStopTransaction => &schemas::REQUEST_STOP_TRANSACTION_REQUEST,
@@ -485,9 +479,7 @@ impl Action {
             Action::NotifyMonitoringReport => &schemas::NOTIFY_MONITORING_REPORT_RESPONSE,
             Action::NotifyReport => &schemas::NOTIFY_REPORT_RESPONSE,
             Action::PublishFirmware => &schemas::PUBLISH_FIRMWARE_RESPONSE,
-            Action::PublishFirmwareStatusNotification => {
-                &schemas::PUBLISH_FIRMWARE_STATUS_NOTIFICATION_RESPONSE
-            }
+            Action::PublishFirmwareStatusNotification => &schemas::PUBLISH_FIRMWARE_STATUS_NOTIFICATION_RESPONSE,
             Action::ReportChargingProfiles => &schemas::REPORT_CHARGING_PROFILES_RESPONSE,
             Action::RequestStartTransaction => &schemas::REQUEST_START_TRANSACTION_RESPONSE,
             Action::RequestStopTransaction => &schemas::REQUEST_STOP_TRANSACTION_RESPONSE,
@@ -1045,26 +1037,14 @@ macro_rules! for_each_v201_action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
     /// The X.509 certificated presented by EV and encoded in PEM format.
-    #[serde(
-        rename = "certificate",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "certificate", default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
-    #[serde(
-        rename = "iso15118CertificateHashData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "iso15118CertificateHashData", default, skip_serializing_if = "Option::is_none")]
     pub iso15118_certificate_hash_data: Option<Vec<OCSPRequestDataType>>,
 }
 
@@ -1072,19 +1052,11 @@ pub struct AuthorizeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "idTokenInfo")]
     pub id_token_info: IdTokenInfoType,
-    #[serde(
-        rename = "certificateStatus",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "certificateStatus", default, skip_serializing_if = "Option::is_none")]
     pub certificate_status: Option<AuthorizeCertificateStatusEnumType>,
 }
 
@@ -1092,11 +1064,7 @@ pub struct AuthorizeResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootNotificationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingStation")]
     pub charging_station: ChargingStationType,
@@ -1108,11 +1076,7 @@ pub struct BootNotificationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootNotificationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This contains the CSMS’s current time.
     #[serde(rename = "currentTime")]
@@ -1122,11 +1086,7 @@ pub struct BootNotificationResponse {
     pub interval: i64,
     #[serde(rename = "status")]
     pub status: RegistrationStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1134,11 +1094,7 @@ pub struct BootNotificationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelReservationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Id of the reservation to cancel.
     #[serde(rename = "reservationId")]
@@ -1149,19 +1105,11 @@ pub struct CancelReservationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelReservationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: CancelReservationStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1169,22 +1117,14 @@ pub struct CancelReservationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSignedRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The signed PEM encoded X.509 certificate. This can also contain the necessary sub CA certificates. In that case, the order of the bundle should follow the certificate chain, starting from the leaf certificate.
     ///
     /// The Configuration Variable &lt;&lt;configkey-max-certificate-chain-size,MaxCertificateChainSize&gt;&gt; can be used to limit the maximum size of this field.
     #[serde(rename = "certificateChain")]
     pub certificate_chain: String,
-    #[serde(
-        rename = "certificateType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "certificateType", default, skip_serializing_if = "Option::is_none")]
     pub certificate_type: Option<CertificateSigningUseEnumType>,
 }
 
@@ -1192,19 +1132,11 @@ pub struct CertificateSignedRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSignedResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: CertificateSignedStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1212,11 +1144,7 @@ pub struct CertificateSignedResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeAvailabilityRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
     pub evse: Option<EVSEType>,
@@ -1228,19 +1156,11 @@ pub struct ChangeAvailabilityRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeAvailabilityResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ChangeAvailabilityStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1248,11 +1168,7 @@ pub struct ChangeAvailabilityResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearCacheRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -1260,19 +1176,11 @@ pub struct ClearCacheRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearCacheResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearCacheStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1280,24 +1188,12 @@ pub struct ClearCacheResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearChargingProfileRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The Id of the charging profile to clear.
-    #[serde(
-        rename = "chargingProfileId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingProfileId", default, skip_serializing_if = "Option::is_none")]
     pub charging_profile_id: Option<i64>,
-    #[serde(
-        rename = "chargingProfileCriteria",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingProfileCriteria", default, skip_serializing_if = "Option::is_none")]
     pub charging_profile_criteria: Option<ClearChargingProfileType>,
 }
 
@@ -1305,19 +1201,11 @@ pub struct ClearChargingProfileRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearChargingProfileResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearChargingProfileStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1325,11 +1213,7 @@ pub struct ClearChargingProfileResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearDisplayMessageRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Id of the message that SHALL be removed from the Charging Station.
     #[serde(rename = "id")]
@@ -1340,19 +1224,11 @@ pub struct ClearDisplayMessageRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearDisplayMessageResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearMessageStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1360,11 +1236,7 @@ pub struct ClearDisplayMessageResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearVariableMonitoringRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// List of the monitors to be cleared, identified by there Id.
     #[serde(rename = "id")]
@@ -1375,11 +1247,7 @@ pub struct ClearVariableMonitoringRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearVariableMonitoringResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "clearMonitoringResult")]
     pub clear_monitoring_result: Vec<ClearMonitoringResultType>,
@@ -1389,11 +1257,7 @@ pub struct ClearVariableMonitoringResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearedChargingLimitRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingLimitSource")]
     pub charging_limit_source: ChargingLimitSourceEnumType,
@@ -1406,11 +1270,7 @@ pub struct ClearedChargingLimitRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearedChargingLimitResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -1418,11 +1278,7 @@ pub struct ClearedChargingLimitResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostUpdatedRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Current total cost, based on the information known by the CSMS, of the transaction including taxes. In the currency configured with the configuration Variable: \[&lt;&lt;configkey-currency, Currency&gt;&gt;\]
     #[serde(rename = "totalCost")]
@@ -1436,11 +1292,7 @@ pub struct CostUpdatedRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostUpdatedResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -1448,17 +1300,9 @@ pub struct CostUpdatedResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInformationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "customerCertificate",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customerCertificate", default, skip_serializing_if = "Option::is_none")]
     pub customer_certificate: Option<CertificateHashDataType>,
     #[serde(rename = "idToken", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<IdTokenType>,
@@ -1474,11 +1318,7 @@ pub struct CustomerInformationRequest {
     /// A (e.g. vendor specific) identifier of the customer this request refers to. This field contains a custom identifier other than IdToken and Certificate.
     ///
     /// One of the possible identifiers (customerIdentifier, customerIdToken or customerCertificate) should be in the request message.
-    #[serde(
-        rename = "customerIdentifier",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customerIdentifier", default, skip_serializing_if = "Option::is_none")]
     pub customer_identifier: Option<String>,
 }
 
@@ -1486,19 +1326,11 @@ pub struct CustomerInformationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInformationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: CustomerInformationStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1506,11 +1338,7 @@ pub struct CustomerInformationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataTransferRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// May be used to indicate a specific message or implementation.
     #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
@@ -1532,19 +1360,11 @@ pub struct DataTransferRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataTransferResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: DataTransferStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     /// Data without specified length or format, in response to request.
     #[serde(
@@ -1560,11 +1380,7 @@ pub struct DataTransferResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteCertificateRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "certificateHashData")]
     pub certificate_hash_data: CertificateHashDataType,
@@ -1574,19 +1390,11 @@ pub struct DeleteCertificateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteCertificateResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: DeleteCertificateStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1594,11 +1402,7 @@ pub struct DeleteCertificateResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareStatusNotificationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: FirmwareStatusEnumType,
@@ -1615,11 +1419,7 @@ pub struct FirmwareStatusNotificationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareStatusNotificationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -1627,11 +1427,7 @@ pub struct FirmwareStatusNotificationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Get15118EVCertificateRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Schema version currently used for the 15118 session between EV and Charging Station. Needed for parsing of the EXI stream by the CSMS.
     #[serde(rename = "iso15118SchemaVersion")]
@@ -1647,19 +1443,11 @@ pub struct Get15118EVCertificateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Get15118EVCertificateResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: Iso15118EVCertificateStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     /// Raw CertificateInstallationRes response for the EV, Base64 encoded.
     #[serde(rename = "exiResponse")]
@@ -1670,11 +1458,7 @@ pub struct Get15118EVCertificateResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetBaseReportRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
@@ -1687,19 +1471,11 @@ pub struct GetBaseReportRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetBaseReportResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1707,11 +1483,7 @@ pub struct GetBaseReportResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetCertificateStatusRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "ocspRequestData")]
     pub ocsp_request_data: OCSPRequestDataType,
@@ -1721,26 +1493,14 @@ pub struct GetCertificateStatusRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetCertificateStatusResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetCertificateStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     /// OCSPResponse class as defined in &lt;&lt;ref-ocpp_security_24, IETF RFC 6960&gt;&gt;. DER encoded (as defined in &lt;&lt;ref-ocpp_security_24, IETF RFC 6960&gt;&gt;), and then base64 encoded. MAY only be omitted when status is not Accepted.
-    #[serde(
-        rename = "ocspResult",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "ocspResult", default, skip_serializing_if = "Option::is_none")]
     pub ocsp_result: Option<String>,
 }
 
@@ -1748,11 +1508,7 @@ pub struct GetCertificateStatusResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetChargingProfilesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Reference identification that is to be used by the Charging Station in the &lt;&lt;reportchargingprofilesrequest, ReportChargingProfilesRequest&gt;&gt; when provided.
     #[serde(rename = "requestId")]
@@ -1768,19 +1524,11 @@ pub struct GetChargingProfilesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetChargingProfilesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetChargingProfileStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1788,20 +1536,12 @@ pub struct GetChargingProfilesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetCompositeScheduleRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Length of the requested schedule in seconds.
     #[serde(rename = "duration")]
     pub duration: i64,
-    #[serde(
-        rename = "chargingRateUnit",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingRateUnit", default, skip_serializing_if = "Option::is_none")]
     pub charging_rate_unit: Option<ChargingRateUnitEnumType>,
     /// The ID of the EVSE for which the schedule is requested. When evseid=0, the Charging Station will calculate the expected consumption for the grid connection.
     #[serde(rename = "evseId")]
@@ -1812,19 +1552,11 @@ pub struct GetCompositeScheduleRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetCompositeScheduleResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     #[serde(rename = "schedule", default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<CompositeScheduleType>,
@@ -1834,11 +1566,7 @@ pub struct GetCompositeScheduleResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetDisplayMessagesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// If provided the Charging Station shall return Display Messages of the given ids. This field SHALL NOT contain more ids than set in &lt;&lt;configkey-number-of-display-messages,NumberOfDisplayMessages.maxLimit&gt;&gt;
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
@@ -1856,19 +1584,11 @@ pub struct GetDisplayMessagesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetDisplayMessagesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetDisplayMessagesStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -1876,18 +1596,10 @@ pub struct GetDisplayMessagesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetInstalledCertificateIdsRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Indicates the type of certificates requested. When omitted, all certificate types are requested.
-    #[serde(
-        rename = "certificateType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "certificateType", default, skip_serializing_if = "Option::is_none")]
     pub certificate_type: Option<Vec<GetCertificateIdUseEnumType>>,
 }
 
@@ -1895,25 +1607,13 @@ pub struct GetInstalledCertificateIdsRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetInstalledCertificateIdsResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetInstalledCertificateStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
-    #[serde(
-        rename = "certificateHashDataChain",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "certificateHashDataChain", default, skip_serializing_if = "Option::is_none")]
     pub certificate_hash_data_chain: Option<Vec<CertificateHashDataChainType>>,
 }
 
@@ -1921,11 +1621,7 @@ pub struct GetInstalledCertificateIdsResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetLocalListVersionRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -1933,11 +1629,7 @@ pub struct GetLocalListVersionRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetLocalListVersionResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This contains the current version number of the local authorization list in the Charging Station.
     #[serde(rename = "versionNumber")]
@@ -1948,11 +1640,7 @@ pub struct GetLocalListVersionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetLogRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "log")]
     pub log: LogParametersType,
@@ -1965,11 +1653,7 @@ pub struct GetLogRequest {
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
     /// The interval in seconds after which a retry may be attempted. If this field is not present, it is left to Charging Station to decide how long to wait between attempts.
-    #[serde(
-        rename = "retryInterval",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "retryInterval", default, skip_serializing_if = "Option::is_none")]
     pub retry_interval: Option<i64>,
 }
 
@@ -1977,19 +1661,11 @@ pub struct GetLogRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetLogResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: LogStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     /// This contains the name of the log file that will be uploaded. This field is not present when no logging information is available.
     #[serde(rename = "filename", default, skip_serializing_if = "Option::is_none")]
@@ -2000,27 +1676,15 @@ pub struct GetLogResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetMonitoringReportRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "componentVariable",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "componentVariable", default, skip_serializing_if = "Option::is_none")]
     pub component_variable: Option<Vec<ComponentVariableType>>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// This field contains criteria for components for which a monitoring report is requested
-    #[serde(
-        rename = "monitoringCriteria",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "monitoringCriteria", default, skip_serializing_if = "Option::is_none")]
     pub monitoring_criteria: Option<Vec<MonitoringCriterionEnumType>>,
 }
 
@@ -2028,19 +1692,11 @@ pub struct GetMonitoringReportRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetMonitoringReportResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2048,27 +1704,15 @@ pub struct GetMonitoringReportResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetReportRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "componentVariable",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "componentVariable", default, skip_serializing_if = "Option::is_none")]
     pub component_variable: Option<Vec<ComponentVariableType>>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// This field contains criteria for components for which a report is requested
-    #[serde(
-        rename = "componentCriteria",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "componentCriteria", default, skip_serializing_if = "Option::is_none")]
     pub component_criteria: Option<Vec<ComponentCriterionEnumType>>,
 }
 
@@ -2076,19 +1720,11 @@ pub struct GetReportRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetReportResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2096,18 +1732,10 @@ pub struct GetReportResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetTransactionStatusRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The Id of the transaction for which the status is requested.
-    #[serde(
-        rename = "transactionId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
 }
 
@@ -2115,18 +1743,10 @@ pub struct GetTransactionStatusRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetTransactionStatusResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Whether the transaction is still ongoing.
-    #[serde(
-        rename = "ongoingIndicator",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "ongoingIndicator", default, skip_serializing_if = "Option::is_none")]
     pub ongoing_indicator: Option<bool>,
     /// Whether there are still message to be delivered.
     #[serde(rename = "messagesInQueue")]
@@ -2137,11 +1757,7 @@ pub struct GetTransactionStatusResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetVariablesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "getVariableData")]
     pub get_variable_data: Vec<GetVariableDataType>,
@@ -2151,11 +1767,7 @@ pub struct GetVariablesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetVariablesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "getVariableResult")]
     pub get_variable_result: Vec<GetVariableResultType>,
@@ -2165,11 +1777,7 @@ pub struct GetVariablesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2177,11 +1785,7 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Contains the current time of the CSMS.
     #[serde(rename = "currentTime")]
@@ -2192,11 +1796,7 @@ pub struct HeartbeatResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallCertificateRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "certificateType")]
     pub certificate_type: InstallCertificateUseEnumType,
@@ -2209,19 +1809,11 @@ pub struct InstallCertificateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallCertificateResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: InstallCertificateStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2229,11 +1821,7 @@ pub struct InstallCertificateResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogStatusNotificationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UploadLogStatusEnumType,
@@ -2248,11 +1836,7 @@ pub struct LogStatusNotificationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogStatusNotificationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2262,11 +1846,7 @@ pub struct LogStatusNotificationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeterValuesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Request_ Body. EVSEID. Numeric_ Identifier
     ///
@@ -2283,11 +1863,7 @@ pub struct MeterValuesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeterValuesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2295,17 +1871,9 @@ pub struct MeterValuesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyChargingLimitRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "chargingSchedule",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingSchedule", default, skip_serializing_if = "Option::is_none")]
     pub charging_schedule: Option<Vec<ChargingScheduleType>>,
     /// The charging schedule contained in this notification applies to an EVSE. evseId must be &gt; 0.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
@@ -2318,11 +1886,7 @@ pub struct NotifyChargingLimitRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyChargingLimitResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2330,11 +1894,7 @@ pub struct NotifyChargingLimitResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyCustomerInformationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// (Part of) the requested data. No format specified in which the data is returned. Should be human readable.
     #[serde(rename = "data")]
@@ -2357,11 +1917,7 @@ pub struct NotifyCustomerInformationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyCustomerInformationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2369,17 +1925,9 @@ pub struct NotifyCustomerInformationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyDisplayMessagesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "messageInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "messageInfo", default, skip_serializing_if = "Option::is_none")]
     pub message_info: Option<Vec<MessageInfoType>>,
     /// The id of the &lt;&lt;getdisplaymessagesrequest,GetDisplayMessagesRequest&gt;&gt; that requested this message.
     #[serde(rename = "requestId")]
@@ -2393,11 +1941,7 @@ pub struct NotifyDisplayMessagesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyDisplayMessagesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2405,18 +1949,10 @@ pub struct NotifyDisplayMessagesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingNeedsRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Contains the maximum schedule tuples the car supports per schedule.
-    #[serde(
-        rename = "maxScheduleTuples",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "maxScheduleTuples", default, skip_serializing_if = "Option::is_none")]
     pub max_schedule_tuples: Option<i64>,
     #[serde(rename = "chargingNeeds")]
     pub charging_needs: ChargingNeedsType,
@@ -2429,19 +1965,11 @@ pub struct NotifyEVChargingNeedsRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingNeedsResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: NotifyEVChargingNeedsStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2449,11 +1977,7 @@ pub struct NotifyEVChargingNeedsResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingScheduleRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Periods contained in the charging profile are relative to this point in time.
     #[serde(rename = "timeBase")]
@@ -2469,19 +1993,11 @@ pub struct NotifyEVChargingScheduleRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingScheduleResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2489,11 +2005,7 @@ pub struct NotifyEVChargingScheduleResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEventRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Timestamp of the moment this message was generated at the Charging Station.
     #[serde(rename = "generatedAt")]
@@ -2512,11 +2024,7 @@ pub struct NotifyEventRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEventResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2524,11 +2032,7 @@ pub struct NotifyEventResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyMonitoringReportRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "monitor", default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Vec<MonitoringDataType>>,
@@ -2550,11 +2054,7 @@ pub struct NotifyMonitoringReportRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyMonitoringReportResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2562,11 +2062,7 @@ pub struct NotifyMonitoringReportResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyReportRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The id of the GetReportRequest  or GetBaseReportRequest that requested this report
     #[serde(rename = "requestId")]
@@ -2574,11 +2070,7 @@ pub struct NotifyReportRequest {
     /// Timestamp of the moment this message was generated at the Charging Station.
     #[serde(rename = "generatedAt")]
     pub generated_at: DateTime,
-    #[serde(
-        rename = "reportData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "reportData", default, skip_serializing_if = "Option::is_none")]
     pub report_data: Option<Vec<ReportDataType>>,
     /// “to be continued” indicator. Indicates whether another part of the report follows in an upcoming notifyReportRequest message. Default value when omitted is false.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
@@ -2592,11 +2084,7 @@ pub struct NotifyReportRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyReportResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2604,11 +2092,7 @@ pub struct NotifyReportResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This contains a string containing a URI pointing to a
     ///
@@ -2639,11 +2123,7 @@ pub struct PublishFirmwareRequest {
     /// Station to decide how long to wait
     ///
     /// between attempts.
-    #[serde(
-        rename = "retryInterval",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "retryInterval", default, skip_serializing_if = "Option::is_none")]
     pub retry_interval: Option<i64>,
 }
 
@@ -2651,19 +2131,11 @@ pub struct PublishFirmwareRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2671,11 +2143,7 @@ pub struct PublishFirmwareResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareStatusNotificationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: PublishFirmwareStatusEnumType,
@@ -2697,11 +2165,7 @@ pub struct PublishFirmwareStatusNotificationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareStatusNotificationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2709,11 +2173,7 @@ pub struct PublishFirmwareStatusNotificationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportChargingProfilesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Id used to match the &lt;&lt;getchargingprofilesrequest, GetChargingProfilesRequest&gt;&gt; message with the resulting ReportChargingProfilesRequest messages. When the CSMS provided a requestId in the &lt;&lt;getchargingprofilesrequest, GetChargingProfilesRequest&gt;&gt;, this field SHALL contain the same value.
     #[serde(rename = "requestId")]
@@ -2734,11 +2194,7 @@ pub struct ReportChargingProfilesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportChargingProfilesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2746,31 +2202,19 @@ pub struct ReportChargingProfilesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestStartTransactionRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Number of the EVSE on which to start the transaction. EvseId SHALL be &gt; 0
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
     pub evse_id: Option<i64>,
-    #[serde(
-        rename = "groupIdToken",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "groupIdToken", default, skip_serializing_if = "Option::is_none")]
     pub group_id_token: Option<IdTokenType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
     /// Id given by the server to this start request. The Charging Station might return this in the &lt;&lt;transactioneventrequest, TransactionEventRequest&gt;&gt;, letting the server know which transaction was started for this request. Use to start a transaction.
     #[serde(rename = "remoteStartId")]
     pub remote_start_id: i64,
-    #[serde(
-        rename = "chargingProfile",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingProfile", default, skip_serializing_if = "Option::is_none")]
     pub charging_profile: Option<ChargingProfileType>,
 }
 
@@ -2778,26 +2222,14 @@ pub struct RequestStartTransactionRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestStartTransactionResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: RequestStartStopStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     /// When the transaction was already started by the Charging Station before the RequestStartTransactionRequest was received, for example: cable plugged in first. This contains the transactionId of the already started transaction.
-    #[serde(
-        rename = "transactionId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
 }
 
@@ -2805,11 +2237,7 @@ pub struct RequestStartTransactionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestStopTransactionRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The identifier of the transaction which the Charging Station is requested to stop.
     #[serde(rename = "transactionId")]
@@ -2820,19 +2248,11 @@ pub struct RequestStopTransactionRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestStopTransactionResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: RequestStartStopStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2840,11 +2260,7 @@ pub struct RequestStopTransactionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationStatusUpdateRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The ID of the reservation.
     #[serde(rename = "reservationId")]
@@ -2857,11 +2273,7 @@ pub struct ReservationStatusUpdateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationStatusUpdateResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2869,11 +2281,7 @@ pub struct ReservationStatusUpdateResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveNowRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Id of reservation.
     #[serde(rename = "id")]
@@ -2881,22 +2289,14 @@ pub struct ReserveNowRequest {
     /// Date and time at which the reservation expires.
     #[serde(rename = "expiryDateTime")]
     pub expiry_date_time: DateTime,
-    #[serde(
-        rename = "connectorType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "connectorType", default, skip_serializing_if = "Option::is_none")]
     pub connector_type: Option<ConnectorEnumType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
     /// This contains ID of the evse to be reserved.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
     pub evse_id: Option<i64>,
-    #[serde(
-        rename = "groupIdToken",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "groupIdToken", default, skip_serializing_if = "Option::is_none")]
     pub group_id_token: Option<IdTokenType>,
 }
 
@@ -2904,19 +2304,11 @@ pub struct ReserveNowRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveNowResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ReserveNowStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2924,11 +2316,7 @@ pub struct ReserveNowResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "type")]
     pub r#type: ResetEnumType,
@@ -2941,19 +2329,11 @@ pub struct ResetRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ResetStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2961,11 +2341,7 @@ pub struct ResetResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityEventNotificationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Type of the security event. This value should be taken from the Security events list.
     #[serde(rename = "type")]
@@ -2982,11 +2358,7 @@ pub struct SecurityEventNotificationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityEventNotificationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -2994,17 +2366,9 @@ pub struct SecurityEventNotificationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendLocalListRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "localAuthorizationList",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "localAuthorizationList", default, skip_serializing_if = "Option::is_none")]
     pub local_authorization_list: Option<Vec<AuthorizationData>>,
     /// In case of a full update this is the version number of the full list. In case of a differential update it is the version number of the list after the update has been applied.
     #[serde(rename = "versionNumber")]
@@ -3017,19 +2381,11 @@ pub struct SendLocalListRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendLocalListResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: SendLocalListStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3037,11 +2393,7 @@ pub struct SendLocalListResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetChargingProfileRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// For TxDefaultProfile an evseId=0 applies the profile to each individual evse. For ChargingStationMaxProfile and ChargingStationExternalConstraints an evseId=0 contains an overal limit for the whole Charging Station.
     #[serde(rename = "evseId")]
@@ -3054,19 +2406,11 @@ pub struct SetChargingProfileRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetChargingProfileResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ChargingProfileStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3074,11 +2418,7 @@ pub struct SetChargingProfileResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetDisplayMessageRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "message")]
     pub message: MessageInfoType,
@@ -3088,19 +2428,11 @@ pub struct SetDisplayMessageRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetDisplayMessageResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: DisplayMessageStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3108,11 +2440,7 @@ pub struct SetDisplayMessageResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringBaseRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "monitoringBase")]
     pub monitoring_base: MonitoringBaseEnumType,
@@ -3122,19 +2450,11 @@ pub struct SetMonitoringBaseRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringBaseResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3142,11 +2462,7 @@ pub struct SetMonitoringBaseResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringLevelRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The Charging Station SHALL only report events with a severity number lower than or equal to this severity.
     ///
@@ -3201,19 +2517,11 @@ pub struct SetMonitoringLevelRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringLevelResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3221,11 +2529,7 @@ pub struct SetMonitoringLevelResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetNetworkProfileRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Slot in which the configuration should be stored.
     #[serde(rename = "configurationSlot")]
@@ -3238,19 +2542,11 @@ pub struct SetNetworkProfileRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetNetworkProfileResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: SetNetworkProfileStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3258,11 +2554,7 @@ pub struct SetNetworkProfileResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableMonitoringRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setMonitoringData")]
     pub set_monitoring_data: Vec<SetMonitoringDataType>,
@@ -3272,11 +2564,7 @@ pub struct SetVariableMonitoringRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableMonitoringResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setMonitoringResult")]
     pub set_monitoring_result: Vec<SetMonitoringResultType>,
@@ -3286,11 +2574,7 @@ pub struct SetVariableMonitoringResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVariablesRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setVariableData")]
     pub set_variable_data: Vec<SetVariableDataType>,
@@ -3300,11 +2584,7 @@ pub struct SetVariablesRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVariablesResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setVariableResult")]
     pub set_variable_result: Vec<SetVariableResultType>,
@@ -3314,20 +2594,12 @@ pub struct SetVariablesResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignCertificateRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The Charging Station SHALL send the public key in form of a Certificate Signing Request (CSR) as described in RFC 2986 \[22\] and then PEM encoded, using the &lt;&lt;signcertificaterequest,SignCertificateRequest&gt;&gt; message.
     #[serde(rename = "csr")]
     pub csr: String,
-    #[serde(
-        rename = "certificateType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "certificateType", default, skip_serializing_if = "Option::is_none")]
     pub certificate_type: Option<CertificateSigningUseEnumType>,
 }
 
@@ -3335,19 +2607,11 @@ pub struct SignCertificateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignCertificateResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3355,11 +2619,7 @@ pub struct SignCertificateResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusNotificationRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The time for which the status is reported. If absent time of receipt of the message will be assumed.
     #[serde(rename = "timestamp")]
@@ -3378,11 +2638,7 @@ pub struct StatusNotificationRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusNotificationResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -3390,19 +2646,11 @@ pub struct StatusNotificationResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionEventRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "eventType")]
     pub event_type: TransactionEventEnumType,
-    #[serde(
-        rename = "meterValue",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "meterValue", default, skip_serializing_if = "Option::is_none")]
     pub meter_value: Option<Vec<MeterValueType>>,
     /// The date and time at which this transaction event occurred.
     #[serde(rename = "timestamp")]
@@ -3416,25 +2664,13 @@ pub struct TransactionEventRequest {
     #[serde(rename = "offline", default, skip_serializing_if = "Option::is_none")]
     pub offline: Option<bool>,
     /// If the Charging Station is able to report the number of phases used, then it SHALL provide it. When omitted the CSMS may be able to determine the number of phases used via device management.
-    #[serde(
-        rename = "numberOfPhasesUsed",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "numberOfPhasesUsed", default, skip_serializing_if = "Option::is_none")]
     pub number_of_phases_used: Option<i64>,
     /// The maximum current of the connected cable in Ampere (A).
-    #[serde(
-        rename = "cableMaxCurrent",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "cableMaxCurrent", default, skip_serializing_if = "Option::is_none")]
     pub cable_max_current: Option<i64>,
     /// This contains the Id of the reservation that terminates as a result of this transaction.
-    #[serde(
-        rename = "reservationId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "reservationId", default, skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<i64>,
     #[serde(rename = "transactionInfo")]
     pub transaction_info: TransactionType,
@@ -3448,33 +2684,17 @@ pub struct TransactionEventRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionEventResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// SHALL only be sent when charging has ended. Final total cost of this transaction, including taxes. In the currency configured with the Configuration Variable: &lt;&lt;configkey-currency,'Currency'&gt;&gt;. When omitted, the transaction was NOT free. To indicate a free transaction, the CSMS SHALL send 0.00.
     #[serde(rename = "totalCost", default, skip_serializing_if = "Option::is_none")]
     pub total_cost: Option<f64>,
     /// Priority from a business point of view. Default priority is 0, The range is from -9 to 9. Higher values indicate a higher priority. The chargingPriority in &lt;&lt;transactioneventresponse,TransactionEventResponse&gt;&gt; is temporarily, so it may not be set in the &lt;&lt;cmn_idtokeninfotype,IdTokenInfoType&gt;&gt; afterwards. Also the chargingPriority in &lt;&lt;transactioneventresponse,TransactionEventResponse&gt;&gt; overrules the one in &lt;&lt;cmn_idtokeninfotype,IdTokenInfoType&gt;&gt;.
-    #[serde(
-        rename = "chargingPriority",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingPriority", default, skip_serializing_if = "Option::is_none")]
     pub charging_priority: Option<i64>,
-    #[serde(
-        rename = "idTokenInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "idTokenInfo", default, skip_serializing_if = "Option::is_none")]
     pub id_token_info: Option<IdTokenInfoType>,
-    #[serde(
-        rename = "updatedPersonalMessage",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "updatedPersonalMessage", default, skip_serializing_if = "Option::is_none")]
     pub updated_personal_message: Option<MessageContentType>,
 }
 
@@ -3482,11 +2702,7 @@ pub struct TransactionEventResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerMessageRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
     pub evse: Option<EVSEType>,
@@ -3498,19 +2714,11 @@ pub struct TriggerMessageRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerMessageResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: TriggerMessageStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3518,11 +2726,7 @@ pub struct TriggerMessageResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnlockConnectorRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This contains the identifier of the EVSE for which a connector needs to be unlocked.
     #[serde(rename = "evseId")]
@@ -3536,19 +2740,11 @@ pub struct UnlockConnectorRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnlockConnectorResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UnlockStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3556,11 +2752,7 @@ pub struct UnlockConnectorResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnpublishFirmwareRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// The MD5 checksum over the entire firmware file as a hexadecimal string of length 32.
     #[serde(rename = "checksum")]
@@ -3571,11 +2763,7 @@ pub struct UnpublishFirmwareRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnpublishFirmwareResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UnpublishFirmwareStatusEnumType,
@@ -3585,21 +2773,13 @@ pub struct UnpublishFirmwareResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFirmwareRequest {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This specifies how many times Charging Station must try to download the firmware before giving up. If this field is not present, it is left to Charging Station to decide how many times it wants to retry.
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
     /// The interval in seconds after which a retry may be attempted. If this field is not present, it is left to Charging Station to decide how long to wait between attempts.
-    #[serde(
-        rename = "retryInterval",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "retryInterval", default, skip_serializing_if = "Option::is_none")]
     pub retry_interval: Option<i64>,
     /// The Id of this request
     #[serde(rename = "requestId")]
@@ -3612,19 +2792,11 @@ pub struct UpdateFirmwareRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFirmwareResponse {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UpdateFirmwareStatusEnumType,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -3636,11 +2808,7 @@ pub struct UpdateFirmwareResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ACChargingParametersType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// AC_ Charging_ Parameters. Energy_ Amount. Energy_ Amount
     ///
@@ -3682,11 +2850,7 @@ pub struct ACChargingParametersType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct APNType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// APN. APN. URI
     ///
@@ -3700,22 +2864,14 @@ pub struct APNType {
     /// urn:x-oca:ocpp:uid:1:568818
     ///
     /// APN username.
-    #[serde(
-        rename = "apnUserName",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "apnUserName", default, skip_serializing_if = "Option::is_none")]
     pub apn_user_name: Option<String>,
     /// APN. APN. Password
     ///
     /// urn:x-oca:ocpp:uid:1:568819
     ///
     /// APN Password.
-    #[serde(
-        rename = "apnPassword",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "apnPassword", default, skip_serializing_if = "Option::is_none")]
     pub apn_password: Option<String>,
     /// APN. SIMPIN. PIN_ Code
     ///
@@ -3729,11 +2885,7 @@ pub struct APNType {
     /// urn:x-oca:ocpp:uid:1:568822
     ///
     /// Preferred network, written as MCC and MNC concatenated. See note.
-    #[serde(
-        rename = "preferredNetwork",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "preferredNetwork", default, skip_serializing_if = "Option::is_none")]
     pub preferred_network: Option<String>,
     /// APN. Use_ Only_ Preferred_ Network. Indicator
     ///
@@ -3742,11 +2894,7 @@ pub struct APNType {
     /// Default: false. Use only the preferred Network, do
     ///
     /// not dial in when not available. See Note.
-    #[serde(
-        rename = "useOnlyPreferredNetwork",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "useOnlyPreferredNetwork", default, skip_serializing_if = "Option::is_none")]
     pub use_only_preferred_network: Option<bool>,
     #[serde(rename = "apnAuthentication")]
     pub apn_authentication: APNAuthenticationEnumType,
@@ -3756,11 +2904,7 @@ pub struct APNType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdditionalInfoType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This field specifies the additional IdToken.
     #[serde(rename = "additionalIdToken")]
@@ -3774,19 +2918,11 @@ pub struct AdditionalInfoType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationData {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
-    #[serde(
-        rename = "idTokenInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "idTokenInfo", default, skip_serializing_if = "Option::is_none")]
     pub id_token_info: Option<IdTokenInfoType>,
 }
 
@@ -3794,21 +2930,13 @@ pub struct AuthorizationData {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateHashDataChainType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "certificateHashData")]
     pub certificate_hash_data: CertificateHashDataType,
     #[serde(rename = "certificateType")]
     pub certificate_type: GetCertificateIdUseEnumType,
-    #[serde(
-        rename = "childCertificateHashData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "childCertificateHashData", default, skip_serializing_if = "Option::is_none")]
     pub child_certificate_hash_data: Option<Vec<CertificateHashDataType>>,
 }
 
@@ -3816,11 +2944,7 @@ pub struct CertificateHashDataChainType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateHashDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "hashAlgorithm")]
     pub hash_algorithm: HashAlgorithmEnumType,
@@ -3841,11 +2965,7 @@ pub struct CertificateHashDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingLimitType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingLimitSource")]
     pub charging_limit_source: ChargingLimitSourceEnumType,
@@ -3854,11 +2974,7 @@ pub struct ChargingLimitType {
     /// urn:x-enexis:ecdm:uid:1:570847
     ///
     /// Indicates whether the charging limit is critical for the grid.
-    #[serde(
-        rename = "isGridCritical",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "isGridCritical", default, skip_serializing_if = "Option::is_none")]
     pub is_grid_critical: Option<bool>,
 }
 
@@ -3868,23 +2984,11 @@ pub struct ChargingLimitType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingNeedsType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "acChargingParameters",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "acChargingParameters", default, skip_serializing_if = "Option::is_none")]
     pub ac_charging_parameters: Option<ACChargingParametersType>,
-    #[serde(
-        rename = "dcChargingParameters",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "dcChargingParameters", default, skip_serializing_if = "Option::is_none")]
     pub dc_charging_parameters: Option<DCChargingParametersType>,
     #[serde(rename = "requestedEnergyTransfer")]
     pub requested_energy_transfer: EnergyTransferModeEnumType,
@@ -3893,11 +2997,7 @@ pub struct ChargingNeedsType {
     /// urn:x-oca:ocpp:uid:1:569223
     ///
     /// Estimated departure time of the EV.
-    #[serde(
-        rename = "departureTime",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "departureTime", default, skip_serializing_if = "Option::is_none")]
     pub departure_time: Option<DateTime>,
 }
 
@@ -3909,42 +3009,22 @@ pub struct ChargingNeedsType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingProfileCriterionType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "chargingProfilePurpose",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingProfilePurpose", default, skip_serializing_if = "Option::is_none")]
     pub charging_profile_purpose: Option<ChargingProfilePurposeEnumType>,
     /// Charging_ Profile. Stack_ Level. Counter
     ///
     /// urn:x-oca:ocpp:uid:1:569230
     ///
     /// Value determining level in hierarchy stack of profiles. Higher values have precedence over lower values. Lowest level is 0.
-    #[serde(
-        rename = "stackLevel",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "stackLevel", default, skip_serializing_if = "Option::is_none")]
     pub stack_level: Option<i64>,
     /// List of all the chargingProfileIds requested. Any ChargingProfile that matches one of these profiles will be reported. If omitted, the Charging Station SHALL not filter on chargingProfileId. This field SHALL NOT contain more ids than set in &lt;&lt;configkey-charging-profile-entries,ChargingProfileEntries.maxLimit&gt;&gt;
-    #[serde(
-        rename = "chargingProfileId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingProfileId", default, skip_serializing_if = "Option::is_none")]
     pub charging_profile_id: Option<Vec<i64>>,
     /// For which charging limit sources, charging profiles SHALL be reported. If omitted, the Charging Station SHALL not filter on chargingLimitSource.
-    #[serde(
-        rename = "chargingLimitSource",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingLimitSource", default, skip_serializing_if = "Option::is_none")]
     pub charging_limit_source: Option<Vec<ChargingLimitSourceEnumType>>,
 }
 
@@ -3956,11 +3036,7 @@ pub struct ChargingProfileCriterionType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingProfileType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -3980,11 +3056,7 @@ pub struct ChargingProfileType {
     pub charging_profile_purpose: ChargingProfilePurposeEnumType,
     #[serde(rename = "chargingProfileKind")]
     pub charging_profile_kind: ChargingProfileKindEnumType,
-    #[serde(
-        rename = "recurrencyKind",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "recurrencyKind", default, skip_serializing_if = "Option::is_none")]
     pub recurrency_kind: Option<RecurrencyKindEnumType>,
     /// Charging_ Profile. Valid_ From. Date_ Time
     ///
@@ -4003,11 +3075,7 @@ pub struct ChargingProfileType {
     #[serde(rename = "chargingSchedule")]
     pub charging_schedule: Vec<ChargingScheduleType>,
     /// SHALL only be included if ChargingProfilePurpose is set to TxProfile. The transactionId is used to match the profile to a specific transaction.
-    #[serde(
-        rename = "transactionId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
 }
 
@@ -4019,11 +3087,7 @@ pub struct ChargingProfileType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingSchedulePeriodType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Charging_ Schedule_ Period. Start_ Period. Elapsed_ Time
     ///
@@ -4044,18 +3108,10 @@ pub struct ChargingSchedulePeriodType {
     /// urn:x-oca:ocpp:uid:1:569242
     ///
     /// The number of phases that can be used for charging. If a number of phases is needed, numberPhases=3 will be assumed unless another number is given.
-    #[serde(
-        rename = "numberPhases",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "numberPhases", default, skip_serializing_if = "Option::is_none")]
     pub number_phases: Option<i64>,
     /// Values: 1..3, Used if numberPhases=1 and if the EVSE is capable of switching the phase connected to the EV, i.e. ACPhaseSwitchingSupported is defined and true. It’s not allowed unless both conditions above are true. If both conditions are true, and phaseToUse is omitted, the Charging Station / EVSE will make the selection on its own.
-    #[serde(
-        rename = "phaseToUse",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "phaseToUse", default, skip_serializing_if = "Option::is_none")]
     pub phase_to_use: Option<i64>,
 }
 
@@ -4067,11 +3123,7 @@ pub struct ChargingSchedulePeriodType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingScheduleType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identifies the ChargingSchedule.
     #[serde(rename = "id")]
@@ -4081,11 +3133,7 @@ pub struct ChargingScheduleType {
     /// urn:x-oca:ocpp:uid:1:569237
     ///
     /// Starting point of an absolute schedule. If absent the schedule will be relative to start of charging.
-    #[serde(
-        rename = "startSchedule",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "startSchedule", default, skip_serializing_if = "Option::is_none")]
     pub start_schedule: Option<DateTime>,
     /// Charging_ Schedule. Duration. Elapsed_ Time
     ///
@@ -4103,17 +3151,9 @@ pub struct ChargingScheduleType {
     /// urn:x-oca:ocpp:uid:1:569239
     ///
     /// Minimum charging rate supported by the EV. The unit of measure is defined by the chargingRateUnit. This parameter is intended to be used by a local smart charging algorithm to optimize the power allocation for in the case a charging process is inefficient at lower charging rates. Accepts at most one digit fraction (e.g. 8.1)
-    #[serde(
-        rename = "minChargingRate",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "minChargingRate", default, skip_serializing_if = "Option::is_none")]
     pub min_charging_rate: Option<f64>,
-    #[serde(
-        rename = "salesTariff",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "salesTariff", default, skip_serializing_if = "Option::is_none")]
     pub sales_tariff: Option<SalesTariffType>,
 }
 
@@ -4125,22 +3165,14 @@ pub struct ChargingScheduleType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargingStationType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Device. Serial_ Number. Serial_ Number
     ///
     /// urn:x-oca:ocpp:uid:1:569324
     ///
     /// Vendor-specific device identifier.
-    #[serde(
-        rename = "serialNumber",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "serialNumber", default, skip_serializing_if = "Option::is_none")]
     pub serial_number: Option<String>,
     /// Device. Model. CI20_ Text
     ///
@@ -4155,11 +3187,7 @@ pub struct ChargingStationType {
     #[serde(rename = "vendorName")]
     pub vendor_name: String,
     /// This contains the firmware version of the Charging Station.
-    #[serde(
-        rename = "firmwareVersion",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "firmwareVersion", default, skip_serializing_if = "Option::is_none")]
     pub firmware_version: Option<String>,
 }
 
@@ -4171,11 +3199,7 @@ pub struct ChargingStationType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearChargingProfileType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -4184,22 +3208,14 @@ pub struct ClearChargingProfileType {
     /// Specifies the id of the EVSE for which to clear charging profiles. An evseId of zero (0) specifies the charging profile for the overall Charging Station. Absence of this parameter means the clearing applies to all charging profiles that match the other criteria in the request.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
     pub evse_id: Option<i64>,
-    #[serde(
-        rename = "chargingProfilePurpose",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingProfilePurpose", default, skip_serializing_if = "Option::is_none")]
     pub charging_profile_purpose: Option<ChargingProfilePurposeEnumType>,
     /// Charging_ Profile. Stack_ Level. Counter
     ///
     /// urn:x-oca:ocpp:uid:1:569230
     ///
     /// Specifies the stackLevel for which charging profiles will be cleared, if they meet the other criteria in the request.
-    #[serde(
-        rename = "stackLevel",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "stackLevel", default, skip_serializing_if = "Option::is_none")]
     pub stack_level: Option<i64>,
 }
 
@@ -4207,22 +3223,14 @@ pub struct ClearChargingProfileType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClearMonitoringResultType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearMonitoringStatusEnumType,
     /// Id of the monitor of which a clear was requested.
     #[serde(rename = "id")]
     pub id: i64,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -4230,11 +3238,7 @@ pub struct ClearMonitoringResultType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
     pub evse: Option<EVSEType>,
@@ -4250,11 +3254,7 @@ pub struct ComponentType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentVariableType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -4268,11 +3268,7 @@ pub struct ComponentVariableType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompositeScheduleType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingSchedulePeriod")]
     pub charging_schedule_period: Vec<ChargingSchedulePeriodType>,
@@ -4305,11 +3301,7 @@ pub struct CompositeScheduleType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumptionCostType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Consumption_ Cost. Start_ Value. Numeric
     ///
@@ -4328,11 +3320,7 @@ pub struct ConsumptionCostType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "costKind")]
     pub cost_kind: CostKindEnumType,
@@ -4348,11 +3336,7 @@ pub struct CostType {
     /// urn:x-oca:ocpp:uid:1:569245
     ///
     /// Values: -3..3, The amountMultiplier defines the exponent to base 10 (dec). The final value is determined by: amount * 10 ^ amountMultiplier
-    #[serde(
-        rename = "amountMultiplier",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "amountMultiplier", default, skip_serializing_if = "Option::is_none")]
     pub amount_multiplier: Option<i64>,
 }
 
@@ -4374,11 +3358,7 @@ pub struct CustomDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DCChargingParametersType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// DC_ Charging_ Parameters. EV_ Max. Current
     ///
@@ -4399,44 +3379,28 @@ pub struct DCChargingParametersType {
     /// urn:x-oca:ocpp:uid:1:569217
     ///
     /// Amount of energy requested (in Wh). This inludes energy required for preconditioning.
-    #[serde(
-        rename = "energyAmount",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "energyAmount", default, skip_serializing_if = "Option::is_none")]
     pub energy_amount: Option<i64>,
     /// DC_ Charging_ Parameters. EV_ Max. Power
     ///
     /// urn:x-oca:ocpp:uid:1:569218
     ///
     /// Maximum power (in W) supported by the electric vehicle. Required for DC charging.
-    #[serde(
-        rename = "evMaxPower",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "evMaxPower", default, skip_serializing_if = "Option::is_none")]
     pub ev_max_power: Option<i64>,
     /// DC_ Charging_ Parameters. State_ Of_ Charge. Numeric
     ///
     /// urn:x-oca:ocpp:uid:1:569219
     ///
     /// Energy available in the battery (in percent of the battery capacity)
-    #[serde(
-        rename = "stateOfCharge",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "stateOfCharge", default, skip_serializing_if = "Option::is_none")]
     pub state_of_charge: Option<i64>,
     /// DC_ Charging_ Parameters. EV_ Energy_ Capacity. Numeric
     ///
     /// urn:x-oca:ocpp:uid:1:569220
     ///
     /// Capacity of the electric vehicle battery (in Wh)
-    #[serde(
-        rename = "evEnergyCapacity",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "evEnergyCapacity", default, skip_serializing_if = "Option::is_none")]
     pub ev_energy_capacity: Option<i64>,
     /// DC_ Charging_ Parameters. Full_ SOC. Percentage
     ///
@@ -4462,11 +3426,7 @@ pub struct DCChargingParametersType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EVSEType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -4476,11 +3436,7 @@ pub struct EVSEType {
     #[serde(rename = "id")]
     pub id: i64,
     /// An id to designate a specific connector (on an EVSE) by connector index number.
-    #[serde(
-        rename = "connectorId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "connectorId", default, skip_serializing_if = "Option::is_none")]
     pub connector_id: Option<i64>,
 }
 
@@ -4488,11 +3444,7 @@ pub struct EVSEType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identifies the event. This field can be referred to as a cause by other events.
     #[serde(rename = "eventId")]
@@ -4520,20 +3472,12 @@ pub struct EventDataType {
     #[serde(rename = "cleared", default, skip_serializing_if = "Option::is_none")]
     pub cleared: Option<bool>,
     /// If an event notification is linked to a specific transaction, this field can be used to specify its transactionId.
-    #[serde(
-        rename = "transactionId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
     #[serde(rename = "component")]
     pub component: ComponentType,
     /// Identifies the VariableMonitoring which triggered the event.
-    #[serde(
-        rename = "variableMonitoringId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "variableMonitoringId", default, skip_serializing_if = "Option::is_none")]
     pub variable_monitoring_id: Option<i64>,
     #[serde(rename = "eventNotificationType")]
     pub event_notification_type: EventNotificationEnumType,
@@ -4549,11 +3493,7 @@ pub struct EventDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Firmware. Location. URI
     ///
@@ -4574,20 +3514,12 @@ pub struct FirmwareType {
     /// urn:x-enexis:ecdm:uid:1:569462
     ///
     /// Date and time at which the firmware shall be installed.
-    #[serde(
-        rename = "installDateTime",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "installDateTime", default, skip_serializing_if = "Option::is_none")]
     pub install_date_time: Option<DateTime>,
     /// Certificate with which the firmware was signed.
     ///
     /// PEM encoded X.509 certificate.
-    #[serde(
-        rename = "signingCertificate",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "signingCertificate", default, skip_serializing_if = "Option::is_none")]
     pub signing_certificate: Option<String>,
     /// Firmware. Signature. Signature
     ///
@@ -4602,17 +3534,9 @@ pub struct FirmwareType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetVariableDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "attributeType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
     pub attribute_type: Option<AttributeEnumType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -4624,34 +3548,18 @@ pub struct GetVariableDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetVariableResultType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "attributeStatusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeStatusInfo", default, skip_serializing_if = "Option::is_none")]
     pub attribute_status_info: Option<StatusInfoType>,
     #[serde(rename = "attributeStatus")]
     pub attribute_status: GetVariableStatusEnumType,
-    #[serde(
-        rename = "attributeType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
     pub attribute_type: Option<AttributeEnumType>,
     /// Value of requested attribute type of component-variable. This field can only be empty when the given status is NOT accepted.
     ///
     /// The Configuration Variable &lt;&lt;configkey-reporting-value-size,ReportingValueSize&gt;&gt; can be used to limit GetVariableResult.attributeValue, VariableAttribute.value and EventData.actualValue. The max size of these values will always remain equal.
-    #[serde(
-        rename = "attributeValue",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeValue", default, skip_serializing_if = "Option::is_none")]
     pub attribute_value: Option<String>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -4669,11 +3577,7 @@ pub struct GetVariableResultType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdTokenInfoType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: AuthorizationStatusEnumType,
@@ -4682,18 +3586,10 @@ pub struct IdTokenInfoType {
     /// urn:x-oca:ocpp:uid:1:569373
     ///
     /// Date and Time after which the token must be considered invalid.
-    #[serde(
-        rename = "cacheExpiryDateTime",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "cacheExpiryDateTime", default, skip_serializing_if = "Option::is_none")]
     pub cache_expiry_date_time: Option<DateTime>,
     /// Priority from a business point of view. Default priority is 0, The range is from -9 to 9. Higher values indicate a higher priority. The chargingPriority in &lt;&lt;transactioneventresponse,TransactionEventResponse&gt;&gt; overrules this one.
-    #[serde(
-        rename = "chargingPriority",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingPriority", default, skip_serializing_if = "Option::is_none")]
     pub charging_priority: Option<i64>,
     /// ID_ Token. Language1. Language_ Code
     ///
@@ -4705,11 +3601,7 @@ pub struct IdTokenInfoType {
     /// Only used when the IdToken is only valid for one or more specific EVSEs, not for the entire Charging Station.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
     pub evse_id: Option<Vec<i64>>,
-    #[serde(
-        rename = "groupIdToken",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "groupIdToken", default, skip_serializing_if = "Option::is_none")]
     pub group_id_token: Option<IdTokenType>,
     /// ID_ Token. Language2. Language_ Code
     ///
@@ -4718,11 +3610,7 @@ pub struct IdTokenInfoType {
     /// Second preferred user interface language of identifier user. Don’t use when language1 is omitted, has to be different from language1. Contains a language code as defined in &lt;&lt;ref-RFC5646,\[RFC5646\]&gt;&gt;.
     #[serde(rename = "language2", default, skip_serializing_if = "Option::is_none")]
     pub language2: Option<String>,
-    #[serde(
-        rename = "personalMessage",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "personalMessage", default, skip_serializing_if = "Option::is_none")]
     pub personal_message: Option<MessageContentType>,
 }
 
@@ -4730,17 +3618,9 @@ pub struct IdTokenInfoType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdTokenType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "additionalInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "additionalInfo", default, skip_serializing_if = "Option::is_none")]
     pub additional_info: Option<Vec<AdditionalInfoType>>,
     /// IdToken is case insensitive. Might hold the hidden id of an RFID tag, but can for example also contain a UUID.
     #[serde(rename = "idToken")]
@@ -4757,11 +3637,7 @@ pub struct IdTokenType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogParametersType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Log. Remote_ Location. URI
     ///
@@ -4775,22 +3651,14 @@ pub struct LogParametersType {
     /// urn:x-enexis:ecdm:uid:1:569477
     ///
     /// This contains the date and time of the oldest logging information to include in the diagnostics.
-    #[serde(
-        rename = "oldestTimestamp",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "oldestTimestamp", default, skip_serializing_if = "Option::is_none")]
     pub oldest_timestamp: Option<DateTime>,
     /// Log. Latest_ Timestamp. Date_ Time
     ///
     /// urn:x-enexis:ecdm:uid:1:569482
     ///
     /// This contains the date and time of the latest logging information to include in the diagnostics.
-    #[serde(
-        rename = "latestTimestamp",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "latestTimestamp", default, skip_serializing_if = "Option::is_none")]
     pub latest_timestamp: Option<DateTime>,
 }
 
@@ -4802,11 +3670,7 @@ pub struct LogParametersType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageContentType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "format")]
     pub format: MessageFormatEnumType,
@@ -4834,11 +3698,7 @@ pub struct MessageContentType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageInfoType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "display", default, skip_serializing_if = "Option::is_none")]
     pub display: Option<ComponentType>,
@@ -4858,33 +3718,21 @@ pub struct MessageInfoType {
     /// urn:x-enexis:ecdm:uid:1:569256
     ///
     /// From what date-time should this message be shown. If omitted: directly.
-    #[serde(
-        rename = "startDateTime",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "startDateTime", default, skip_serializing_if = "Option::is_none")]
     pub start_date_time: Option<DateTime>,
     /// Message_ Info. End. Date_ Time
     ///
     /// urn:x-enexis:ecdm:uid:1:569257
     ///
     /// Until what date-time should this message be shown, after this date/time this message SHALL be removed.
-    #[serde(
-        rename = "endDateTime",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "endDateTime", default, skip_serializing_if = "Option::is_none")]
     pub end_date_time: Option<DateTime>,
     /// During which transaction shall this message be shown.
     ///
     /// Message SHALL be removed by the Charging Station after transaction has
     ///
     /// ended.
-    #[serde(
-        rename = "transactionId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
     #[serde(rename = "message")]
     pub message: MessageContentType,
@@ -4898,11 +3746,7 @@ pub struct MessageInfoType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeterValueType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "sampledValue")]
     pub sampled_value: Vec<SampledValueType>,
@@ -4923,11 +3767,7 @@ pub struct MeterValueType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModemType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Wireless_ Communication_ Module. ICCID. CI20_ Text
     ///
@@ -4949,11 +3789,7 @@ pub struct ModemType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MonitoringDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -4971,11 +3807,7 @@ pub struct MonitoringDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConnectionProfileType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "apn", default, skip_serializing_if = "Option::is_none")]
     pub apn: Option<APNType>,
@@ -5010,11 +3842,7 @@ pub struct NetworkConnectionProfileType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OCSPRequestDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "hashAlgorithm")]
     pub hash_algorithm: HashAlgorithmEnumType,
@@ -5038,11 +3866,7 @@ pub struct OCSPRequestDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelativeTimeIntervalType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Relative_ Timer_ Interval. Start. Elapsed_ Time
     ///
@@ -5064,11 +3888,7 @@ pub struct RelativeTimeIntervalType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -5076,11 +3896,7 @@ pub struct ReportDataType {
     pub variable: VariableType,
     #[serde(rename = "variableAttribute")]
     pub variable_attribute: Vec<VariableAttributeType>,
-    #[serde(
-        rename = "variableCharacteristics",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "variableCharacteristics", default, skip_serializing_if = "Option::is_none")]
     pub variable_characteristics: Option<VariableCharacteristicsType>,
 }
 
@@ -5090,11 +3906,7 @@ pub struct ReportDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SalesTariffEntryType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "relativeTimeInterval")]
     pub relative_time_interval: RelativeTimeIntervalType,
@@ -5103,17 +3915,9 @@ pub struct SalesTariffEntryType {
     /// urn:x-oca:ocpp:uid:1:569281
     ///
     /// Defines the price level of this SalesTariffEntry (referring to NumEPriceLevels). Small values for the EPriceLevel represent a cheaper TariffEntry. Large values for the EPriceLevel represent a more expensive TariffEntry.
-    #[serde(
-        rename = "ePriceLevel",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "ePriceLevel", default, skip_serializing_if = "Option::is_none")]
     pub e_price_level: Option<i64>,
-    #[serde(
-        rename = "consumptionCost",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "consumptionCost", default, skip_serializing_if = "Option::is_none")]
     pub consumption_cost: Option<Vec<ConsumptionCostType>>,
 }
 
@@ -5125,11 +3929,7 @@ pub struct SalesTariffEntryType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SalesTariffType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -5143,22 +3943,14 @@ pub struct SalesTariffType {
     /// urn:x-oca:ocpp:uid:1:569283
     ///
     /// A human readable title/short description of the sales tariff e.g. for HMI display purposes.
-    #[serde(
-        rename = "salesTariffDescription",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "salesTariffDescription", default, skip_serializing_if = "Option::is_none")]
     pub sales_tariff_description: Option<String>,
     /// Sales_ Tariff. Num_ E_ Price_ Levels. Counter
     ///
     /// urn:x-oca:ocpp:uid:1:569284
     ///
     /// Defines the overall number of distinct price levels used across all provided SalesTariff elements.
-    #[serde(
-        rename = "numEPriceLevels",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "numEPriceLevels", default, skip_serializing_if = "Option::is_none")]
     pub num_e_price_levels: Option<i64>,
     #[serde(rename = "salesTariffEntry")]
     pub sales_tariff_entry: Vec<SalesTariffEntryType>,
@@ -5174,11 +3966,7 @@ pub struct SalesTariffType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampledValueType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Sampled_ Value. Value. Measure
     ///
@@ -5195,17 +3983,9 @@ pub struct SampledValueType {
     pub phase: Option<PhaseEnumType>,
     #[serde(rename = "location", default, skip_serializing_if = "Option::is_none")]
     pub location: Option<LocationEnumType>,
-    #[serde(
-        rename = "signedMeterValue",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "signedMeterValue", default, skip_serializing_if = "Option::is_none")]
     pub signed_meter_value: Option<SignedMeterValueType>,
-    #[serde(
-        rename = "unitOfMeasure",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "unitOfMeasure", default, skip_serializing_if = "Option::is_none")]
     pub unit_of_measure: Option<UnitOfMeasureType>,
 }
 
@@ -5213,21 +3993,13 @@ pub struct SampledValueType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// An id SHALL only be given to replace an existing monitor. The Charging Station handles the generation of id's for new monitors.
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
     /// Monitor only active when a transaction is ongoing on a component relevant to this transaction. Default = false.
-    #[serde(
-        rename = "transaction",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "transaction", default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<bool>,
     /// Value for threshold or delta monitoring.
     ///
@@ -5291,20 +4063,12 @@ pub struct SetMonitoringDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringResultType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Id given to the VariableMonitor by the Charging Station. The Id is only returned when status is accepted. Installed VariableMonitors should have unique id's but the id's of removed Installed monitors should have unique id's but the id's of removed monitors MAY be reused.
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
-    #[serde(
-        rename = "statusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
     pub status_info: Option<StatusInfoType>,
     #[serde(rename = "status")]
     pub status: SetMonitoringStatusEnumType,
@@ -5365,17 +4129,9 @@ pub struct SetMonitoringResultType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableDataType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "attributeType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
     pub attribute_type: Option<AttributeEnumType>,
     /// Value to be assigned to attribute of variable.
     ///
@@ -5392,25 +4148,13 @@ pub struct SetVariableDataType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableResultType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
-    #[serde(
-        rename = "attributeType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
     pub attribute_type: Option<AttributeEnumType>,
     #[serde(rename = "attributeStatus")]
     pub attribute_status: SetVariableStatusEnumType,
-    #[serde(
-        rename = "attributeStatusInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "attributeStatusInfo", default, skip_serializing_if = "Option::is_none")]
     pub attribute_status_info: Option<StatusInfoType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -5422,11 +4166,7 @@ pub struct SetVariableResultType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedMeterValueType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Base64 encoded, contains the signed data which might contain more then just the meter value. It can contain information like timestamps, reference to a customer etc.
     #[serde(rename = "signedMeterData")]
@@ -5446,21 +4186,13 @@ pub struct SignedMeterValueType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusInfoType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// A predefined code for the reason why the status is returned in this response. The string is case-insensitive.
     #[serde(rename = "reasonCode")]
     pub reason_code: String,
     /// Additional text to provide detailed information.
-    #[serde(
-        rename = "additionalInfo",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "additionalInfo", default, skip_serializing_if = "Option::is_none")]
     pub additional_info: Option<String>,
 }
 
@@ -5470,44 +4202,24 @@ pub struct StatusInfoType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// This contains the Id of the transaction.
     #[serde(rename = "transactionId")]
     pub transaction_id: String,
-    #[serde(
-        rename = "chargingState",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "chargingState", default, skip_serializing_if = "Option::is_none")]
     pub charging_state: Option<ChargingStateEnumType>,
     /// Transaction. Time_ Spent_ Charging. Elapsed_ Time
     ///
     /// urn:x-oca:ocpp:uid:1:569415
     ///
     /// Contains the total time that energy flowed from EVSE to EV during the transaction (in seconds). Note that timeSpentCharging is smaller or equal to the duration of the transaction.
-    #[serde(
-        rename = "timeSpentCharging",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "timeSpentCharging", default, skip_serializing_if = "Option::is_none")]
     pub time_spent_charging: Option<i64>,
-    #[serde(
-        rename = "stoppedReason",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "stoppedReason", default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<ReasonEnumType>,
     /// The ID given to remote start request (&lt;&lt;requeststarttransactionrequest, RequestStartTransactionRequest&gt;&gt;. This enables to CSMS to match the started transaction to the given start request.
-    #[serde(
-        rename = "remoteStartId",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "remoteStartId", default, skip_serializing_if = "Option::is_none")]
     pub remote_start_id: Option<i64>,
 }
 
@@ -5515,11 +4227,7 @@ pub struct TransactionType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnitOfMeasureType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Unit of the value. Default = "Wh" if the (default) measurand is an "Energy" type.
     ///
@@ -5529,11 +4237,7 @@ pub struct UnitOfMeasureType {
     #[serde(rename = "unit", default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
     /// Multiplier, this value represents the exponent to base 10. I.e. multiplier 3 means 10 raised to the 3rd power. Default is 0.
-    #[serde(
-        rename = "multiplier",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "multiplier", default, skip_serializing_if = "Option::is_none")]
     pub multiplier: Option<i64>,
 }
 
@@ -5545,11 +4249,7 @@ pub struct UnitOfMeasureType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VPNType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// VPN. Server. URI
     ///
@@ -5594,11 +4294,7 @@ pub struct VPNType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariableAttributeType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<AttributeEnumType>,
@@ -5607,18 +4303,10 @@ pub struct VariableAttributeType {
     /// The Configuration Variable &lt;&lt;configkey-reporting-value-size,ReportingValueSize&gt;&gt; can be used to limit GetVariableResult.attributeValue, VariableAttribute.value and EventData.actualValue. The max size of these values will always remain equal.
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(
-        rename = "mutability",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "mutability", default, skip_serializing_if = "Option::is_none")]
     pub mutability: Option<MutabilityEnumType>,
     /// If true, value will be persistent across system reboots or power down. Default when omitted is false.
-    #[serde(
-        rename = "persistent",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "persistent", default, skip_serializing_if = "Option::is_none")]
     pub persistent: Option<bool>,
     /// If true, value that will never be changed by the Charging Station at runtime. Default when omitted is false.
     #[serde(rename = "constant", default, skip_serializing_if = "Option::is_none")]
@@ -5629,11 +4317,7 @@ pub struct VariableAttributeType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariableCharacteristicsType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Unit of the variable. When the transmitted value has a unit, this field SHALL be included.
     #[serde(rename = "unit", default, skip_serializing_if = "Option::is_none")]
@@ -5657,11 +4341,7 @@ pub struct VariableCharacteristicsType {
     /// This is a comma separated list.
     ///
     /// The Configuration Variable &lt;&lt;configkey-configuration-value-size,ConfigurationValueSize&gt;&gt; can be used to limit SetVariableData.attributeValue and VariableCharacteristics.valueList. The max size of these values will always remain equal.
-    #[serde(
-        rename = "valuesList",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "valuesList", default, skip_serializing_if = "Option::is_none")]
     pub values_list: Option<String>,
     /// Flag indicating if this variable supports monitoring.
     #[serde(rename = "supportsMonitoring")]
@@ -5672,11 +4352,7 @@ pub struct VariableCharacteristicsType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariableMonitoringType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Identifies the monitor.
     #[serde(rename = "id")]
@@ -5742,11 +4418,7 @@ pub struct VariableMonitoringType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariableType {
-    #[serde(
-        rename = "customData",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<CustomDataType>,
     /// Name of the variable. Name should be taken from the list of standardized variable names whenever possible. Case Insensitive. strongly advised to use Camel Case.
     #[serde(rename = "name")]
@@ -6343,13 +5015,8 @@ pub enum ChargingStateEnumType {
 
 impl ChargingStateEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Charging,
-        Self::EVConnected,
-        Self::SuspendedEV,
-        Self::SuspendedEVSE,
-        Self::Idle,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::Charging, Self::EVConnected, Self::SuspendedEV, Self::SuspendedEVSE, Self::Idle];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -6646,13 +5313,8 @@ pub enum ConnectorStatusEnumType {
 
 impl ConnectorStatusEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Available,
-        Self::Occupied,
-        Self::Reserved,
-        Self::Unavailable,
-        Self::Faulted,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::Available, Self::Occupied, Self::Reserved, Self::Unavailable, Self::Faulted];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -6689,11 +5351,8 @@ pub enum CostKindEnumType {
 
 impl CostKindEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::CarbonDioxideEmission,
-        Self::RelativePricePercentage,
-        Self::RenewableGenerationPercentage,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::CarbonDioxideEmission, Self::RelativePricePercentage, Self::RenewableGenerationPercentage];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -6812,12 +5471,7 @@ pub enum DataTransferStatusEnumType {
 
 impl DataTransferStatusEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Accepted,
-        Self::Rejected,
-        Self::UnknownMessageId,
-        Self::UnknownVendorId,
-    ];
+    pub const ALL: &'static [Self] = &[Self::Accepted, Self::Rejected, Self::UnknownMessageId, Self::UnknownVendorId];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -6933,12 +5587,7 @@ pub enum EnergyTransferModeEnumType {
 
 impl EnergyTransferModeEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::DC,
-        Self::ACSinglePhase,
-        Self::ACTwoPhase,
-        Self::ACThreePhase,
-    ];
+    pub const ALL: &'static [Self] = &[Self::DC, Self::ACSinglePhase, Self::ACTwoPhase, Self::ACThreePhase];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -6972,12 +5621,8 @@ pub enum EventNotificationEnumType {
 
 impl EventNotificationEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::HardWiredNotification,
-        Self::HardWiredMonitor,
-        Self::PreconfiguredMonitor,
-        Self::CustomMonitor,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::HardWiredNotification, Self::HardWiredMonitor, Self::PreconfiguredMonitor, Self::CustomMonitor];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -7121,12 +5766,7 @@ pub enum GenericDeviceModelStatusEnumType {
 
 impl GenericDeviceModelStatusEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Accepted,
-        Self::Rejected,
-        Self::NotSupported,
-        Self::EmptyResultSet,
-    ];
+    pub const ALL: &'static [Self] = &[Self::Accepted, Self::Rejected, Self::NotSupported, Self::EmptyResultSet];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -7578,8 +6218,7 @@ pub enum LocationEnumType {
 
 impl LocationEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] =
-        &[Self::Body, Self::Cable, Self::EV, Self::Inlet, Self::Outlet];
+    pub const ALL: &'static [Self] = &[Self::Body, Self::Cable, Self::EV, Self::Inlet, Self::Outlet];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -7871,8 +6510,7 @@ pub enum MessageStateEnumType {
 
 impl MessageStateEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] =
-        &[Self::Charging, Self::Faulted, Self::Idle, Self::Unavailable];
+    pub const ALL: &'static [Self] = &[Self::Charging, Self::Faulted, Self::Idle, Self::Unavailable];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -7975,13 +6613,8 @@ pub enum MonitorEnumType {
 
 impl MonitorEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::UpperThreshold,
-        Self::LowerThreshold,
-        Self::Delta,
-        Self::Periodic,
-        Self::PeriodicClockAligned,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::UpperThreshold, Self::LowerThreshold, Self::Delta, Self::Periodic, Self::PeriodicClockAligned];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -8045,11 +6678,7 @@ pub enum MonitoringCriterionEnumType {
 
 impl MonitoringCriterionEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::ThresholdMonitoring,
-        Self::DeltaMonitoring,
-        Self::PeriodicMonitoring,
-    ];
+    pub const ALL: &'static [Self] = &[Self::ThresholdMonitoring, Self::DeltaMonitoring, Self::PeriodicMonitoring];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -8313,18 +6942,8 @@ pub enum PhaseEnumType {
 
 impl PhaseEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::L1,
-        Self::L2,
-        Self::L3,
-        Self::N,
-        Self::L1N,
-        Self::L2N,
-        Self::L3N,
-        Self::L1L2,
-        Self::L2L3,
-        Self::L3L1,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::L1, Self::L2, Self::L3, Self::N, Self::L1N, Self::L2N, Self::L3N, Self::L1L2, Self::L2L3, Self::L3L1];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -8654,11 +7273,7 @@ pub enum ReportBaseEnumType {
 
 impl ReportBaseEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::ConfigurationInventory,
-        Self::FullInventory,
-        Self::SummaryInventory,
-    ];
+    pub const ALL: &'static [Self] = &[Self::ConfigurationInventory, Self::FullInventory, Self::SummaryInventory];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -8749,13 +7364,8 @@ pub enum ReserveNowStatusEnumType {
 
 impl ReserveNowStatusEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Accepted,
-        Self::Faulted,
-        Self::Occupied,
-        Self::Rejected,
-        Self::Unavailable,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::Accepted, Self::Faulted, Self::Occupied, Self::Rejected, Self::Unavailable];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -9176,12 +7786,8 @@ pub enum UnlockStatusEnumType {
 
 impl UnlockStatusEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Unlocked,
-        Self::UnlockFailed,
-        Self::OngoingAuthorizedTransaction,
-        Self::UnknownConnector,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::Unlocked, Self::UnlockFailed, Self::OngoingAuthorizedTransaction, Self::UnknownConnector];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -9276,13 +7882,8 @@ pub enum UpdateFirmwareStatusEnumType {
 
 impl UpdateFirmwareStatusEnumType {
     /// Every value, in schema order.
-    pub const ALL: &'static [Self] = &[
-        Self::Accepted,
-        Self::Rejected,
-        Self::AcceptedCanceled,
-        Self::InvalidCertificate,
-        Self::RevokedCertificate,
-    ];
+    pub const ALL: &'static [Self] =
+        &[Self::Accepted, Self::Rejected, Self::AcceptedCanceled, Self::InvalidCertificate, Self::RevokedCertificate];
 
     /// The exact wire value.
     pub fn as_str(&self) -> &'static str {
@@ -9403,43 +8004,11 @@ pub mod schemas {
         name: "ACChargingParametersType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "energyAmount",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "evMinCurrent",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "evMaxCurrent",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "evMaxVoltage",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "energyAmount", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "evMinCurrent", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "evMaxCurrent", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "evMaxVoltage", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -9447,59 +8016,17 @@ pub mod schemas {
         name: "APNType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "apn",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "apnUserName",
-                required: false,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "apnPassword",
-                required: false,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "simPin",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "preferredNetwork",
-                required: false,
-                node: Node::String {
-                    max_length: Some(6),
-                },
-            },
-            Property {
-                name: "useOnlyPreferredNetwork",
-                required: false,
-                node: Node::Boolean,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "apn", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "apnUserName", required: false, node: Node::String { max_length: Some(20) } },
+            Property { name: "apnPassword", required: false, node: Node::String { max_length: Some(20) } },
+            Property { name: "simPin", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "preferredNetwork", required: false, node: Node::String { max_length: Some(6) } },
+            Property { name: "useOnlyPreferredNetwork", required: false, node: Node::Boolean },
             Property {
                 name: "apnAuthentication",
                 required: true,
-                node: Node::Enum {
-                    name: "APNAuthenticationEnumType",
-                    values: APN_AUTHENTICATION_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "APNAuthenticationEnumType", values: APN_AUTHENTICATION_ENUM_TYPE },
             },
         ],
     };
@@ -9508,25 +8035,9 @@ pub mod schemas {
         name: "AdditionalInfoType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "additionalIdToken",
-                required: true,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
-            Property {
-                name: "type",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "additionalIdToken", required: true, node: Node::String { max_length: Some(36) } },
+            Property { name: "type", required: true, node: Node::String { max_length: Some(50) } },
         ],
     };
 
@@ -9534,21 +8045,9 @@ pub mod schemas {
         name: "AuthorizationData",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "idToken",
-                required: true,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "idTokenInfo",
-                required: false,
-                node: Node::Object(&ID_TOKEN_INFO_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "idToken", required: true, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "idTokenInfo", required: false, node: Node::Object(&ID_TOKEN_INFO_TYPE) },
         ],
     };
 
@@ -9556,23 +8055,9 @@ pub mod schemas {
         name: "AuthorizeRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "idToken",
-                required: true,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "certificate",
-                required: false,
-                node: Node::String {
-                    max_length: Some(5500),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "idToken", required: true, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "certificate", required: false, node: Node::String { max_length: Some(5500) } },
             Property {
                 name: "iso15118CertificateHashData",
                 required: false,
@@ -9589,16 +8074,8 @@ pub mod schemas {
         name: "AuthorizeResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "idTokenInfo",
-                required: true,
-                node: Node::Object(&ID_TOKEN_INFO_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "idTokenInfo", required: true, node: Node::Object(&ID_TOKEN_INFO_TYPE) },
             Property {
                 name: "certificateStatus",
                 required: false,
@@ -9614,23 +8091,12 @@ pub mod schemas {
         name: "BootNotificationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "chargingStation",
-                required: true,
-                node: Node::Object(&CHARGING_STATION_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "chargingStation", required: true, node: Node::Object(&CHARGING_STATION_TYPE) },
             Property {
                 name: "reason",
                 required: true,
-                node: Node::Enum {
-                    name: "BootReasonEnumType",
-                    values: BOOT_REASON_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "BootReasonEnumType", values: BOOT_REASON_ENUM_TYPE },
             },
         ],
     };
@@ -9639,37 +8105,15 @@ pub mod schemas {
         name: "BootNotificationResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "currentTime",
-                required: true,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "interval",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "currentTime", required: true, node: Node::DateTime },
+            Property { name: "interval", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "RegistrationStatusEnumType",
-                    values: REGISTRATION_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "RegistrationStatusEnumType", values: REGISTRATION_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -9677,19 +8121,8 @@ pub mod schemas {
         name: "CancelReservationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "reservationId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "reservationId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -9697,11 +8130,7 @@ pub mod schemas {
         name: "CancelReservationResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -9710,11 +8139,7 @@ pub mod schemas {
                     values: CANCEL_RESERVATION_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -9722,23 +8147,12 @@ pub mod schemas {
         name: "CertificateHashDataChainType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "certificateHashData",
-                required: true,
-                node: Node::Object(&CERTIFICATE_HASH_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "certificateHashData", required: true, node: Node::Object(&CERTIFICATE_HASH_DATA_TYPE) },
             Property {
                 name: "certificateType",
                 required: true,
-                node: Node::Enum {
-                    name: "GetCertificateIdUseEnumType",
-                    values: GET_CERTIFICATE_ID_USE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GetCertificateIdUseEnumType", values: GET_CERTIFICATE_ID_USE_ENUM_TYPE },
             },
             Property {
                 name: "childCertificateHashData",
@@ -9756,40 +8170,15 @@ pub mod schemas {
         name: "CertificateHashDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "hashAlgorithm",
                 required: true,
-                node: Node::Enum {
-                    name: "HashAlgorithmEnumType",
-                    values: HASH_ALGORITHM_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "HashAlgorithmEnumType", values: HASH_ALGORITHM_ENUM_TYPE },
             },
-            Property {
-                name: "issuerNameHash",
-                required: true,
-                node: Node::String {
-                    max_length: Some(128),
-                },
-            },
-            Property {
-                name: "issuerKeyHash",
-                required: true,
-                node: Node::String {
-                    max_length: Some(128),
-                },
-            },
-            Property {
-                name: "serialNumber",
-                required: true,
-                node: Node::String {
-                    max_length: Some(40),
-                },
-            },
+            Property { name: "issuerNameHash", required: true, node: Node::String { max_length: Some(128) } },
+            Property { name: "issuerKeyHash", required: true, node: Node::String { max_length: Some(128) } },
+            Property { name: "serialNumber", required: true, node: Node::String { max_length: Some(40) } },
         ],
     };
 
@@ -9797,25 +8186,12 @@ pub mod schemas {
         name: "CertificateSignedRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "certificateChain",
-                required: true,
-                node: Node::String {
-                    max_length: Some(10000),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "certificateChain", required: true, node: Node::String { max_length: Some(10000) } },
             Property {
                 name: "certificateType",
                 required: false,
-                node: Node::Enum {
-                    name: "CertificateSigningUseEnumType",
-                    values: CERTIFICATE_SIGNING_USE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "CertificateSigningUseEnumType", values: CERTIFICATE_SIGNING_USE_ENUM_TYPE },
             },
         ],
     };
@@ -9824,11 +8200,7 @@ pub mod schemas {
         name: "CertificateSignedResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -9837,11 +8209,7 @@ pub mod schemas {
                     values: CERTIFICATE_SIGNED_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -9849,23 +8217,12 @@ pub mod schemas {
         name: "ChangeAvailabilityRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evse",
-                required: false,
-                node: Node::Object(&EVSE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evse", required: false, node: Node::Object(&EVSE_TYPE) },
             Property {
                 name: "operationalStatus",
                 required: true,
-                node: Node::Enum {
-                    name: "OperationalStatusEnumType",
-                    values: OPERATIONAL_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "OperationalStatusEnumType", values: OPERATIONAL_STATUS_ENUM_TYPE },
             },
         ],
     };
@@ -9874,11 +8231,7 @@ pub mod schemas {
         name: "ChangeAvailabilityResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -9887,11 +8240,7 @@ pub mod schemas {
                     values: CHANGE_AVAILABILITY_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -9899,24 +8248,13 @@ pub mod schemas {
         name: "ChargingLimitType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "chargingLimitSource",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingLimitSourceEnumType",
-                    values: CHARGING_LIMIT_SOURCE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingLimitSourceEnumType", values: CHARGING_LIMIT_SOURCE_ENUM_TYPE },
             },
-            Property {
-                name: "isGridCritical",
-                required: false,
-                node: Node::Boolean,
-            },
+            Property { name: "isGridCritical", required: false, node: Node::Boolean },
         ],
     };
 
@@ -9924,11 +8262,7 @@ pub mod schemas {
         name: "ChargingNeedsType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "acChargingParameters",
                 required: false,
@@ -9942,16 +8276,9 @@ pub mod schemas {
             Property {
                 name: "requestedEnergyTransfer",
                 required: true,
-                node: Node::Enum {
-                    name: "EnergyTransferModeEnumType",
-                    values: ENERGY_TRANSFER_MODE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "EnergyTransferModeEnumType", values: ENERGY_TRANSFER_MODE_ENUM_TYPE },
             },
-            Property {
-                name: "departureTime",
-                required: false,
-                node: Node::DateTime,
-            },
+            Property { name: "departureTime", required: false, node: Node::DateTime },
         ],
     };
 
@@ -9959,35 +8286,18 @@ pub mod schemas {
         name: "ChargingProfileCriterionType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "chargingProfilePurpose",
                 required: false,
-                node: Node::Enum {
-                    name: "ChargingProfilePurposeEnumType",
-                    values: CHARGING_PROFILE_PURPOSE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingProfilePurposeEnumType", values: CHARGING_PROFILE_PURPOSE_ENUM_TYPE },
             },
-            Property {
-                name: "stackLevel",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "stackLevel", required: false, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "chargingProfileId",
                 required: false,
                 node: Node::Array {
-                    items: &Node::Integer {
-                        minimum: None,
-                        maximum: None,
-                    },
+                    items: &Node::Integer { minimum: None, maximum: None },
                     min_items: Some(1),
                     max_items: None,
                 },
@@ -9996,10 +8306,7 @@ pub mod schemas {
                 name: "chargingLimitSource",
                 required: false,
                 node: Node::Array {
-                    items: &Node::Enum {
-                        name: "ChargingLimitSourceEnumType",
-                        values: CHARGING_LIMIT_SOURCE_ENUM_TYPE,
-                    },
+                    items: &Node::Enum { name: "ChargingLimitSourceEnumType", values: CHARGING_LIMIT_SOURCE_ENUM_TYPE },
                     min_items: Some(1),
                     max_items: Some(4),
                 },
@@ -10011,61 +8318,26 @@ pub mod schemas {
         name: "ChargingProfileType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "stackLevel",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "stackLevel", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "chargingProfilePurpose",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingProfilePurposeEnumType",
-                    values: CHARGING_PROFILE_PURPOSE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingProfilePurposeEnumType", values: CHARGING_PROFILE_PURPOSE_ENUM_TYPE },
             },
             Property {
                 name: "chargingProfileKind",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingProfileKindEnumType",
-                    values: CHARGING_PROFILE_KIND_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingProfileKindEnumType", values: CHARGING_PROFILE_KIND_ENUM_TYPE },
             },
             Property {
                 name: "recurrencyKind",
                 required: false,
-                node: Node::Enum {
-                    name: "RecurrencyKindEnumType",
-                    values: RECURRENCY_KIND_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "RecurrencyKindEnumType", values: RECURRENCY_KIND_ENUM_TYPE },
             },
-            Property {
-                name: "validFrom",
-                required: false,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "validTo",
-                required: false,
-                node: Node::DateTime,
-            },
+            Property { name: "validFrom", required: false, node: Node::DateTime },
+            Property { name: "validTo", required: false, node: Node::DateTime },
             Property {
                 name: "chargingSchedule",
                 required: true,
@@ -10075,13 +8347,7 @@ pub mod schemas {
                     max_items: Some(3),
                 },
             },
-            Property {
-                name: "transactionId",
-                required: false,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "transactionId", required: false, node: Node::String { max_length: Some(36) } },
         ],
     };
 
@@ -10089,43 +8355,11 @@ pub mod schemas {
         name: "ChargingSchedulePeriodType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "startPeriod",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "limit",
-                required: true,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "numberPhases",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "phaseToUse",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "startPeriod", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "limit", required: true, node: Node::Number { minimum: None, maximum: None } },
+            Property { name: "numberPhases", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "phaseToUse", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -10133,39 +8367,14 @@ pub mod schemas {
         name: "ChargingScheduleType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "startSchedule",
-                required: false,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "duration",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "startSchedule", required: false, node: Node::DateTime },
+            Property { name: "duration", required: false, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "chargingRateUnit",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingRateUnitEnumType",
-                    values: CHARGING_RATE_UNIT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingRateUnitEnumType", values: CHARGING_RATE_UNIT_ENUM_TYPE },
             },
             Property {
                 name: "chargingSchedulePeriod",
@@ -10176,19 +8385,8 @@ pub mod schemas {
                     max_items: Some(1024),
                 },
             },
-            Property {
-                name: "minChargingRate",
-                required: false,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "salesTariff",
-                required: false,
-                node: Node::Object(&SALES_TARIFF_TYPE),
-            },
+            Property { name: "minChargingRate", required: false, node: Node::Number { minimum: None, maximum: None } },
+            Property { name: "salesTariff", required: false, node: Node::Object(&SALES_TARIFF_TYPE) },
         ],
     };
 
@@ -10196,79 +8394,32 @@ pub mod schemas {
         name: "ChargingStationType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "serialNumber",
-                required: false,
-                node: Node::String {
-                    max_length: Some(25),
-                },
-            },
-            Property {
-                name: "model",
-                required: true,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "modem",
-                required: false,
-                node: Node::Object(&MODEM_TYPE),
-            },
-            Property {
-                name: "vendorName",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "firmwareVersion",
-                required: false,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "serialNumber", required: false, node: Node::String { max_length: Some(25) } },
+            Property { name: "model", required: true, node: Node::String { max_length: Some(20) } },
+            Property { name: "modem", required: false, node: Node::Object(&MODEM_TYPE) },
+            Property { name: "vendorName", required: true, node: Node::String { max_length: Some(50) } },
+            Property { name: "firmwareVersion", required: false, node: Node::String { max_length: Some(50) } },
         ],
     };
 
     pub static CLEAR_CACHE_REQUEST: ObjectSchema = ObjectSchema {
         name: "ClearCacheRequest",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static CLEAR_CACHE_RESPONSE: ObjectSchema = ObjectSchema {
         name: "ClearCacheResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "ClearCacheStatusEnumType",
-                    values: CLEAR_CACHE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ClearCacheStatusEnumType", values: CLEAR_CACHE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -10276,18 +8427,11 @@ pub mod schemas {
         name: "ClearChargingProfileRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "chargingProfileId",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
             Property {
                 name: "chargingProfileCriteria",
@@ -10301,11 +8445,7 @@ pub mod schemas {
         name: "ClearChargingProfileResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -10314,11 +8454,7 @@ pub mod schemas {
                     values: CLEAR_CHARGING_PROFILE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -10326,35 +8462,14 @@ pub mod schemas {
         name: "ClearChargingProfileType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "chargingProfilePurpose",
                 required: false,
-                node: Node::Enum {
-                    name: "ChargingProfilePurposeEnumType",
-                    values: CHARGING_PROFILE_PURPOSE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingProfilePurposeEnumType", values: CHARGING_PROFILE_PURPOSE_ENUM_TYPE },
             },
-            Property {
-                name: "stackLevel",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "stackLevel", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -10362,19 +8477,8 @@ pub mod schemas {
         name: "ClearDisplayMessageRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -10382,24 +8486,13 @@ pub mod schemas {
         name: "ClearDisplayMessageResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "ClearMessageStatusEnumType",
-                    values: CLEAR_MESSAGE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ClearMessageStatusEnumType", values: CLEAR_MESSAGE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -10407,32 +8500,14 @@ pub mod schemas {
         name: "ClearMonitoringResultType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "ClearMonitoringStatusEnumType",
-                    values: CLEAR_MONITORING_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ClearMonitoringStatusEnumType", values: CLEAR_MONITORING_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -10440,19 +8515,12 @@ pub mod schemas {
         name: "ClearVariableMonitoringRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "id",
                 required: true,
                 node: Node::Array {
-                    items: &Node::Integer {
-                        minimum: None,
-                        maximum: None,
-                    },
+                    items: &Node::Integer { minimum: None, maximum: None },
                     min_items: Some(1),
                     max_items: None,
                 },
@@ -10464,11 +8532,7 @@ pub mod schemas {
         name: "ClearVariableMonitoringResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "clearMonitoringResult",
                 required: true,
@@ -10485,68 +8549,30 @@ pub mod schemas {
         name: "ClearedChargingLimitRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "chargingLimitSource",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingLimitSourceEnumType",
-                    values: CHARGING_LIMIT_SOURCE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingLimitSourceEnumType", values: CHARGING_LIMIT_SOURCE_ENUM_TYPE },
             },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static CLEARED_CHARGING_LIMIT_RESPONSE: ObjectSchema = ObjectSchema {
         name: "ClearedChargingLimitResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static COMPONENT_TYPE: ObjectSchema = ObjectSchema {
         name: "ComponentType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evse",
-                required: false,
-                node: Node::Object(&EVSE_TYPE),
-            },
-            Property {
-                name: "name",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "instance",
-                required: false,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evse", required: false, node: Node::Object(&EVSE_TYPE) },
+            Property { name: "name", required: true, node: Node::String { max_length: Some(50) } },
+            Property { name: "instance", required: false, node: Node::String { max_length: Some(50) } },
         ],
     };
 
@@ -10554,21 +8580,9 @@ pub mod schemas {
         name: "ComponentVariableType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: false,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: false, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -10576,11 +8590,7 @@ pub mod schemas {
         name: "CompositeScheduleType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "chargingSchedulePeriod",
                 required: true,
@@ -10590,34 +8600,13 @@ pub mod schemas {
                     max_items: None,
                 },
             },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "duration",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "scheduleStart",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "duration", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "scheduleStart", required: true, node: Node::DateTime },
             Property {
                 name: "chargingRateUnit",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingRateUnitEnumType",
-                    values: CHARGING_RATE_UNIT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingRateUnitEnumType", values: CHARGING_RATE_UNIT_ENUM_TYPE },
             },
         ],
     };
@@ -10626,27 +8615,12 @@ pub mod schemas {
         name: "ConsumptionCostType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "startValue",
-                required: true,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "startValue", required: true, node: Node::Number { minimum: None, maximum: None } },
             Property {
                 name: "cost",
                 required: true,
-                node: Node::Array {
-                    items: &Node::Object(&COST_TYPE),
-                    min_items: Some(1),
-                    max_items: Some(3),
-                },
+                node: Node::Array { items: &Node::Object(&COST_TYPE), min_items: Some(1), max_items: Some(3) },
             },
         ],
     };
@@ -10655,34 +8629,17 @@ pub mod schemas {
         name: "CostType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "costKind",
                 required: true,
-                node: Node::Enum {
-                    name: "CostKindEnumType",
-                    values: COST_KIND_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "CostKindEnumType", values: COST_KIND_ENUM_TYPE },
             },
-            Property {
-                name: "amount",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "amount", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "amountMultiplier",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
         ],
     };
@@ -10691,95 +8648,35 @@ pub mod schemas {
         name: "CostUpdatedRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "totalCost",
-                required: true,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "transactionId",
-                required: true,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "totalCost", required: true, node: Node::Number { minimum: None, maximum: None } },
+            Property { name: "transactionId", required: true, node: Node::String { max_length: Some(36) } },
         ],
     };
 
     pub static COST_UPDATED_RESPONSE: ObjectSchema = ObjectSchema {
         name: "CostUpdatedResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static CUSTOM_DATA_TYPE: ObjectSchema = ObjectSchema {
         name: "CustomDataType",
         additional_properties: true,
-        properties: &[Property {
-            name: "vendorId",
-            required: true,
-            node: Node::String {
-                max_length: Some(255),
-            },
-        }],
+        properties: &[Property { name: "vendorId", required: true, node: Node::String { max_length: Some(255) } }],
     };
 
     pub static CUSTOMER_INFORMATION_REQUEST: ObjectSchema = ObjectSchema {
         name: "CustomerInformationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "customerCertificate",
-                required: false,
-                node: Node::Object(&CERTIFICATE_HASH_DATA_TYPE),
-            },
-            Property {
-                name: "idToken",
-                required: false,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "report",
-                required: true,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "clear",
-                required: true,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "customerIdentifier",
-                required: false,
-                node: Node::String {
-                    max_length: Some(64),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "customerCertificate", required: false, node: Node::Object(&CERTIFICATE_HASH_DATA_TYPE) },
+            Property { name: "idToken", required: false, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "report", required: true, node: Node::Boolean },
+            Property { name: "clear", required: true, node: Node::Boolean },
+            Property { name: "customerIdentifier", required: false, node: Node::String { max_length: Some(64) } },
         ],
     };
 
@@ -10787,11 +8684,7 @@ pub mod schemas {
         name: "CustomerInformationResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -10800,11 +8693,7 @@ pub mod schemas {
                     values: CUSTOMER_INFORMATION_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -10812,74 +8701,30 @@ pub mod schemas {
         name: "DCChargingParametersType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evMaxCurrent",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "evMaxVoltage",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "energyAmount",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "evMaxPower",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evMaxCurrent", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "evMaxVoltage", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "energyAmount", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "evMaxPower", required: false, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "stateOfCharge",
                 required: false,
-                node: Node::Integer {
-                    minimum: Some(0.0),
-                    maximum: Some(100.0),
-                },
+                node: Node::Integer { minimum: Some(0.0), maximum: Some(100.0) },
             },
             Property {
                 name: "evEnergyCapacity",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
             Property {
                 name: "fullSoC",
                 required: false,
-                node: Node::Integer {
-                    minimum: Some(0.0),
-                    maximum: Some(100.0),
-                },
+                node: Node::Integer { minimum: Some(0.0), maximum: Some(100.0) },
             },
             Property {
                 name: "bulkSoC",
                 required: false,
-                node: Node::Integer {
-                    minimum: Some(0.0),
-                    maximum: Some(100.0),
-                },
+                node: Node::Integer { minimum: Some(0.0), maximum: Some(100.0) },
             },
         ],
     };
@@ -10888,30 +8733,10 @@ pub mod schemas {
         name: "DataTransferRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "messageId",
-                required: false,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "data",
-                required: false,
-                node: Node::Any,
-            },
-            Property {
-                name: "vendorId",
-                required: true,
-                node: Node::String {
-                    max_length: Some(255),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "messageId", required: false, node: Node::String { max_length: Some(50) } },
+            Property { name: "data", required: false, node: Node::Any },
+            Property { name: "vendorId", required: true, node: Node::String { max_length: Some(255) } },
         ],
     };
 
@@ -10919,29 +8744,14 @@ pub mod schemas {
         name: "DataTransferResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "DataTransferStatusEnumType",
-                    values: DATA_TRANSFER_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "DataTransferStatusEnumType", values: DATA_TRANSFER_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "data",
-                required: false,
-                node: Node::Any,
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "data", required: false, node: Node::Any },
         ],
     };
 
@@ -10949,16 +8759,8 @@ pub mod schemas {
         name: "DeleteCertificateRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "certificateHashData",
-                required: true,
-                node: Node::Object(&CERTIFICATE_HASH_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "certificateHashData", required: true, node: Node::Object(&CERTIFICATE_HASH_DATA_TYPE) },
         ],
     };
 
@@ -10966,11 +8768,7 @@ pub mod schemas {
         name: "DeleteCertificateResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -10979,11 +8777,7 @@ pub mod schemas {
                     values: DELETE_CERTIFICATE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -10991,27 +8785,9 @@ pub mod schemas {
         name: "EVSEType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "connectorId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "connectorId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -11019,99 +8795,32 @@ pub mod schemas {
         name: "EventDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "eventId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "timestamp",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "eventId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "timestamp", required: true, node: Node::DateTime },
             Property {
                 name: "trigger",
                 required: true,
-                node: Node::Enum {
-                    name: "EventTriggerEnumType",
-                    values: EVENT_TRIGGER_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "EventTriggerEnumType", values: EVENT_TRIGGER_ENUM_TYPE },
             },
-            Property {
-                name: "cause",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "actualValue",
-                required: true,
-                node: Node::String {
-                    max_length: Some(2500),
-                },
-            },
-            Property {
-                name: "techCode",
-                required: false,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "techInfo",
-                required: false,
-                node: Node::String {
-                    max_length: Some(500),
-                },
-            },
-            Property {
-                name: "cleared",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "transactionId",
-                required: false,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
+            Property { name: "cause", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "actualValue", required: true, node: Node::String { max_length: Some(2500) } },
+            Property { name: "techCode", required: false, node: Node::String { max_length: Some(50) } },
+            Property { name: "techInfo", required: false, node: Node::String { max_length: Some(500) } },
+            Property { name: "cleared", required: false, node: Node::Boolean },
+            Property { name: "transactionId", required: false, node: Node::String { max_length: Some(36) } },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
             Property {
                 name: "variableMonitoringId",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
             Property {
                 name: "eventNotificationType",
                 required: true,
-                node: Node::Enum {
-                    name: "EventNotificationEnumType",
-                    values: EVENT_NOTIFICATION_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "EventNotificationEnumType", values: EVENT_NOTIFICATION_ENUM_TYPE },
             },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -11119,80 +8828,32 @@ pub mod schemas {
         name: "FirmwareStatusNotificationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "FirmwareStatusEnumType",
-                    values: FIRMWARE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "FirmwareStatusEnumType", values: FIRMWARE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "requestId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static FIRMWARE_STATUS_NOTIFICATION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "FirmwareStatusNotificationResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static FIRMWARE_TYPE: ObjectSchema = ObjectSchema {
         name: "FirmwareType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "location",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "retrieveDateTime",
-                required: true,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "installDateTime",
-                required: false,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "signingCertificate",
-                required: false,
-                node: Node::String {
-                    max_length: Some(5500),
-                },
-            },
-            Property {
-                name: "signature",
-                required: false,
-                node: Node::String {
-                    max_length: Some(800),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "location", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "retrieveDateTime", required: true, node: Node::DateTime },
+            Property { name: "installDateTime", required: false, node: Node::DateTime },
+            Property { name: "signingCertificate", required: false, node: Node::String { max_length: Some(5500) } },
+            Property { name: "signature", required: false, node: Node::String { max_length: Some(800) } },
         ],
     };
 
@@ -11200,33 +8861,14 @@ pub mod schemas {
         name: "Get15118EVCertificateRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "iso15118SchemaVersion",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "iso15118SchemaVersion", required: true, node: Node::String { max_length: Some(50) } },
             Property {
                 name: "action",
                 required: true,
-                node: Node::Enum {
-                    name: "CertificateActionEnumType",
-                    values: CERTIFICATE_ACTION_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "CertificateActionEnumType", values: CERTIFICATE_ACTION_ENUM_TYPE },
             },
-            Property {
-                name: "exiRequest",
-                required: true,
-                node: Node::String {
-                    max_length: Some(5600),
-                },
-            },
+            Property { name: "exiRequest", required: true, node: Node::String { max_length: Some(5600) } },
         ],
     };
 
@@ -11234,11 +8876,7 @@ pub mod schemas {
         name: "Get15118EVCertificateResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11247,18 +8885,8 @@ pub mod schemas {
                     values: ISO15118_EV_CERTIFICATE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "exiResponse",
-                required: true,
-                node: Node::String {
-                    max_length: Some(7500),
-                },
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "exiResponse", required: true, node: Node::String { max_length: Some(7500) } },
         ],
     };
 
@@ -11266,26 +8894,12 @@ pub mod schemas {
         name: "GetBaseReportRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "reportBase",
                 required: true,
-                node: Node::Enum {
-                    name: "ReportBaseEnumType",
-                    values: REPORT_BASE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ReportBaseEnumType", values: REPORT_BASE_ENUM_TYPE },
             },
         ],
     };
@@ -11294,11 +8908,7 @@ pub mod schemas {
         name: "GetBaseReportResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11307,11 +8917,7 @@ pub mod schemas {
                     values: GENERIC_DEVICE_MODEL_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -11319,16 +8925,8 @@ pub mod schemas {
         name: "GetCertificateStatusRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "ocspRequestData",
-                required: true,
-                node: Node::Object(&OCSP_REQUEST_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "ocspRequestData", required: true, node: Node::Object(&OCSP_REQUEST_DATA_TYPE) },
         ],
     };
 
@@ -11336,31 +8934,14 @@ pub mod schemas {
         name: "GetCertificateStatusResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "GetCertificateStatusEnumType",
-                    values: GET_CERTIFICATE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GetCertificateStatusEnumType", values: GET_CERTIFICATE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "ocspResult",
-                required: false,
-                node: Node::String {
-                    max_length: Some(5500),
-                },
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "ocspResult", required: false, node: Node::String { max_length: Some(5500) } },
         ],
     };
 
@@ -11368,32 +8949,10 @@ pub mod schemas {
         name: "GetChargingProfilesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "chargingProfile",
-                required: true,
-                node: Node::Object(&CHARGING_PROFILE_CRITERION_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "chargingProfile", required: true, node: Node::Object(&CHARGING_PROFILE_CRITERION_TYPE) },
         ],
     };
 
@@ -11401,11 +8960,7 @@ pub mod schemas {
         name: "GetChargingProfilesResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11414,11 +8969,7 @@ pub mod schemas {
                     values: GET_CHARGING_PROFILE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -11426,35 +8977,14 @@ pub mod schemas {
         name: "GetCompositeScheduleRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "duration",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "duration", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "chargingRateUnit",
                 required: false,
-                node: Node::Enum {
-                    name: "ChargingRateUnitEnumType",
-                    values: CHARGING_RATE_UNIT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingRateUnitEnumType", values: CHARGING_RATE_UNIT_ENUM_TYPE },
             },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -11462,29 +8992,14 @@ pub mod schemas {
         name: "GetCompositeScheduleResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "GenericStatusEnumType",
-                    values: GENERIC_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GenericStatusEnumType", values: GENERIC_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "schedule",
-                required: false,
-                node: Node::Object(&COMPOSITE_SCHEDULE_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "schedule", required: false, node: Node::Object(&COMPOSITE_SCHEDULE_TYPE) },
         ],
     };
 
@@ -11492,46 +9007,26 @@ pub mod schemas {
         name: "GetDisplayMessagesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "id",
                 required: false,
                 node: Node::Array {
-                    items: &Node::Integer {
-                        minimum: None,
-                        maximum: None,
-                    },
+                    items: &Node::Integer { minimum: None, maximum: None },
                     min_items: Some(1),
                     max_items: None,
                 },
             },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "priority",
                 required: false,
-                node: Node::Enum {
-                    name: "MessagePriorityEnumType",
-                    values: MESSAGE_PRIORITY_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MessagePriorityEnumType", values: MESSAGE_PRIORITY_ENUM_TYPE },
             },
             Property {
                 name: "state",
                 required: false,
-                node: Node::Enum {
-                    name: "MessageStateEnumType",
-                    values: MESSAGE_STATE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MessageStateEnumType", values: MESSAGE_STATE_ENUM_TYPE },
             },
         ],
     };
@@ -11540,11 +9035,7 @@ pub mod schemas {
         name: "GetDisplayMessagesResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11553,11 +9044,7 @@ pub mod schemas {
                     values: GET_DISPLAY_MESSAGES_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -11565,11 +9052,7 @@ pub mod schemas {
         name: "GetInstalledCertificateIdsRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "certificateType",
                 required: false,
@@ -11589,11 +9072,7 @@ pub mod schemas {
         name: "GetInstalledCertificateIdsResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11602,11 +9081,7 @@ pub mod schemas {
                     values: GET_INSTALLED_CERTIFICATE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
             Property {
                 name: "certificateHashDataChain",
                 required: false,
@@ -11622,30 +9097,15 @@ pub mod schemas {
     pub static GET_LOCAL_LIST_VERSION_REQUEST: ObjectSchema = ObjectSchema {
         name: "GetLocalListVersionRequest",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static GET_LOCAL_LIST_VERSION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "GetLocalListVersionResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "versionNumber",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "versionNumber", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -11653,48 +9113,16 @@ pub mod schemas {
         name: "GetLogRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "log",
-                required: true,
-                node: Node::Object(&LOG_PARAMETERS_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "log", required: true, node: Node::Object(&LOG_PARAMETERS_TYPE) },
             Property {
                 name: "logType",
                 required: true,
-                node: Node::Enum {
-                    name: "LogEnumType",
-                    values: LOG_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "LogEnumType", values: LOG_ENUM_TYPE },
             },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "retries",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "retryInterval",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "retries", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "retryInterval", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -11702,31 +9130,14 @@ pub mod schemas {
         name: "GetLogResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "LogStatusEnumType",
-                    values: LOG_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "LogStatusEnumType", values: LOG_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "filename",
-                required: false,
-                node: Node::String {
-                    max_length: Some(255),
-                },
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "filename", required: false, node: Node::String { max_length: Some(255) } },
         ],
     };
 
@@ -11734,11 +9145,7 @@ pub mod schemas {
         name: "GetMonitoringReportRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "componentVariable",
                 required: false,
@@ -11748,22 +9155,12 @@ pub mod schemas {
                     max_items: None,
                 },
             },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "monitoringCriteria",
                 required: false,
                 node: Node::Array {
-                    items: &Node::Enum {
-                        name: "MonitoringCriterionEnumType",
-                        values: MONITORING_CRITERION_ENUM_TYPE,
-                    },
+                    items: &Node::Enum { name: "MonitoringCriterionEnumType", values: MONITORING_CRITERION_ENUM_TYPE },
                     min_items: Some(1),
                     max_items: Some(3),
                 },
@@ -11775,11 +9172,7 @@ pub mod schemas {
         name: "GetMonitoringReportResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11788,11 +9181,7 @@ pub mod schemas {
                     values: GENERIC_DEVICE_MODEL_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -11800,11 +9189,7 @@ pub mod schemas {
         name: "GetReportRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "componentVariable",
                 required: false,
@@ -11814,22 +9199,12 @@ pub mod schemas {
                     max_items: None,
                 },
             },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "componentCriteria",
                 required: false,
                 node: Node::Array {
-                    items: &Node::Enum {
-                        name: "ComponentCriterionEnumType",
-                        values: COMPONENT_CRITERION_ENUM_TYPE,
-                    },
+                    items: &Node::Enum { name: "ComponentCriterionEnumType", values: COMPONENT_CRITERION_ENUM_TYPE },
                     min_items: Some(1),
                     max_items: Some(4),
                 },
@@ -11841,11 +9216,7 @@ pub mod schemas {
         name: "GetReportResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -11854,11 +9225,7 @@ pub mod schemas {
                     values: GENERIC_DEVICE_MODEL_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -11866,18 +9233,8 @@ pub mod schemas {
         name: "GetTransactionStatusRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "transactionId",
-                required: false,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "transactionId", required: false, node: Node::String { max_length: Some(36) } },
         ],
     };
 
@@ -11885,21 +9242,9 @@ pub mod schemas {
         name: "GetTransactionStatusResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "ongoingIndicator",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "messagesInQueue",
-                required: true,
-                node: Node::Boolean,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "ongoingIndicator", required: false, node: Node::Boolean },
+            Property { name: "messagesInQueue", required: true, node: Node::Boolean },
         ],
     };
 
@@ -11907,29 +9252,14 @@ pub mod schemas {
         name: "GetVariableDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "attributeType",
                 required: false,
-                node: Node::Enum {
-                    name: "AttributeEnumType",
-                    values: ATTRIBUTE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "AttributeEnumType", values: ATTRIBUTE_ENUM_TYPE },
             },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -11937,49 +9267,21 @@ pub mod schemas {
         name: "GetVariableResultType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "attributeStatusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "attributeStatusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
             Property {
                 name: "attributeStatus",
                 required: true,
-                node: Node::Enum {
-                    name: "GetVariableStatusEnumType",
-                    values: GET_VARIABLE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GetVariableStatusEnumType", values: GET_VARIABLE_STATUS_ENUM_TYPE },
             },
             Property {
                 name: "attributeType",
                 required: false,
-                node: Node::Enum {
-                    name: "AttributeEnumType",
-                    values: ATTRIBUTE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "AttributeEnumType", values: ATTRIBUTE_ENUM_TYPE },
             },
-            Property {
-                name: "attributeValue",
-                required: false,
-                node: Node::String {
-                    max_length: Some(2500),
-                },
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "attributeValue", required: false, node: Node::String { max_length: Some(2500) } },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -11987,11 +9289,7 @@ pub mod schemas {
         name: "GetVariablesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "getVariableData",
                 required: true,
@@ -12008,11 +9306,7 @@ pub mod schemas {
         name: "GetVariablesResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "getVariableResult",
                 required: true,
@@ -12028,27 +9322,15 @@ pub mod schemas {
     pub static HEARTBEAT_REQUEST: ObjectSchema = ObjectSchema {
         name: "HeartbeatRequest",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static HEARTBEAT_RESPONSE: ObjectSchema = ObjectSchema {
         name: "HeartbeatResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "currentTime",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "currentTime", required: true, node: Node::DateTime },
         ],
     };
 
@@ -12056,68 +9338,31 @@ pub mod schemas {
         name: "IdTokenInfoType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "AuthorizationStatusEnumType",
-                    values: AUTHORIZATION_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "AuthorizationStatusEnumType", values: AUTHORIZATION_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "cacheExpiryDateTime",
-                required: false,
-                node: Node::DateTime,
-            },
+            Property { name: "cacheExpiryDateTime", required: false, node: Node::DateTime },
             Property {
                 name: "chargingPriority",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
-            Property {
-                name: "language1",
-                required: false,
-                node: Node::String {
-                    max_length: Some(8),
-                },
-            },
+            Property { name: "language1", required: false, node: Node::String { max_length: Some(8) } },
             Property {
                 name: "evseId",
                 required: false,
                 node: Node::Array {
-                    items: &Node::Integer {
-                        minimum: None,
-                        maximum: None,
-                    },
+                    items: &Node::Integer { minimum: None, maximum: None },
                     min_items: Some(1),
                     max_items: None,
                 },
             },
-            Property {
-                name: "groupIdToken",
-                required: false,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "language2",
-                required: false,
-                node: Node::String {
-                    max_length: Some(8),
-                },
-            },
-            Property {
-                name: "personalMessage",
-                required: false,
-                node: Node::Object(&MESSAGE_CONTENT_TYPE),
-            },
+            Property { name: "groupIdToken", required: false, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "language2", required: false, node: Node::String { max_length: Some(8) } },
+            Property { name: "personalMessage", required: false, node: Node::Object(&MESSAGE_CONTENT_TYPE) },
         ],
     };
 
@@ -12125,34 +9370,17 @@ pub mod schemas {
         name: "IdTokenType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "additionalInfo",
                 required: false,
-                node: Node::Array {
-                    items: &Node::Object(&ADDITIONAL_INFO_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&ADDITIONAL_INFO_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "idToken",
-                required: true,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "idToken", required: true, node: Node::String { max_length: Some(36) } },
             Property {
                 name: "type",
                 required: true,
-                node: Node::Enum {
-                    name: "IdTokenEnumType",
-                    values: ID_TOKEN_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "IdTokenEnumType", values: ID_TOKEN_ENUM_TYPE },
             },
         ],
     };
@@ -12161,26 +9389,13 @@ pub mod schemas {
         name: "InstallCertificateRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "certificateType",
                 required: true,
-                node: Node::Enum {
-                    name: "InstallCertificateUseEnumType",
-                    values: INSTALL_CERTIFICATE_USE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "InstallCertificateUseEnumType", values: INSTALL_CERTIFICATE_USE_ENUM_TYPE },
             },
-            Property {
-                name: "certificate",
-                required: true,
-                node: Node::String {
-                    max_length: Some(5500),
-                },
-            },
+            Property { name: "certificate", required: true, node: Node::String { max_length: Some(5500) } },
         ],
     };
 
@@ -12188,11 +9403,7 @@ pub mod schemas {
         name: "InstallCertificateResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -12201,11 +9412,7 @@ pub mod schemas {
                     values: INSTALL_CERTIFICATE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -12213,28 +9420,10 @@ pub mod schemas {
         name: "LogParametersType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "remoteLocation",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "oldestTimestamp",
-                required: false,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "latestTimestamp",
-                required: false,
-                node: Node::DateTime,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "remoteLocation", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "oldestTimestamp", required: false, node: Node::DateTime },
+            Property { name: "latestTimestamp", required: false, node: Node::DateTime },
         ],
     };
 
@@ -12242,71 +9431,34 @@ pub mod schemas {
         name: "LogStatusNotificationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "UploadLogStatusEnumType",
-                    values: UPLOAD_LOG_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "UploadLogStatusEnumType", values: UPLOAD_LOG_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "requestId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static LOG_STATUS_NOTIFICATION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "LogStatusNotificationResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static MESSAGE_CONTENT_TYPE: ObjectSchema = ObjectSchema {
         name: "MessageContentType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "format",
                 required: true,
-                node: Node::Enum {
-                    name: "MessageFormatEnumType",
-                    values: MESSAGE_FORMAT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MessageFormatEnumType", values: MESSAGE_FORMAT_ENUM_TYPE },
             },
-            Property {
-                name: "language",
-                required: false,
-                node: Node::String {
-                    max_length: Some(8),
-                },
-            },
-            Property {
-                name: "content",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
+            Property { name: "language", required: false, node: Node::String { max_length: Some(8) } },
+            Property { name: "content", required: true, node: Node::String { max_length: Some(512) } },
         ],
     };
 
@@ -12314,62 +9466,23 @@ pub mod schemas {
         name: "MessageInfoType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "display",
-                required: false,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "display", required: false, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "priority",
                 required: true,
-                node: Node::Enum {
-                    name: "MessagePriorityEnumType",
-                    values: MESSAGE_PRIORITY_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MessagePriorityEnumType", values: MESSAGE_PRIORITY_ENUM_TYPE },
             },
             Property {
                 name: "state",
                 required: false,
-                node: Node::Enum {
-                    name: "MessageStateEnumType",
-                    values: MESSAGE_STATE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MessageStateEnumType", values: MESSAGE_STATE_ENUM_TYPE },
             },
-            Property {
-                name: "startDateTime",
-                required: false,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "endDateTime",
-                required: false,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "transactionId",
-                required: false,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
-            Property {
-                name: "message",
-                required: true,
-                node: Node::Object(&MESSAGE_CONTENT_TYPE),
-            },
+            Property { name: "startDateTime", required: false, node: Node::DateTime },
+            Property { name: "endDateTime", required: false, node: Node::DateTime },
+            Property { name: "transactionId", required: false, node: Node::String { max_length: Some(36) } },
+            Property { name: "message", required: true, node: Node::Object(&MESSAGE_CONTENT_TYPE) },
         ],
     };
 
@@ -12377,25 +9490,13 @@ pub mod schemas {
         name: "MeterValueType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "sampledValue",
                 required: true,
-                node: Node::Array {
-                    items: &Node::Object(&SAMPLED_VALUE_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&SAMPLED_VALUE_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "timestamp",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "timestamp", required: true, node: Node::DateTime },
         ],
     };
 
@@ -12403,27 +9504,12 @@ pub mod schemas {
         name: "MeterValuesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "meterValue",
                 required: true,
-                node: Node::Array {
-                    items: &Node::Object(&METER_VALUE_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&METER_VALUE_TYPE), min_items: Some(1), max_items: None },
             },
         ],
     };
@@ -12431,36 +9517,16 @@ pub mod schemas {
     pub static METER_VALUES_RESPONSE: ObjectSchema = ObjectSchema {
         name: "MeterValuesResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static MODEM_TYPE: ObjectSchema = ObjectSchema {
         name: "ModemType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "iccid",
-                required: false,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "imsi",
-                required: false,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "iccid", required: false, node: Node::String { max_length: Some(20) } },
+            Property { name: "imsi", required: false, node: Node::String { max_length: Some(20) } },
         ],
     };
 
@@ -12468,21 +9534,9 @@ pub mod schemas {
         name: "MonitoringDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
             Property {
                 name: "variableMonitoring",
                 required: true,
@@ -12499,68 +9553,27 @@ pub mod schemas {
         name: "NetworkConnectionProfileType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "apn",
-                required: false,
-                node: Node::Object(&APN_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "apn", required: false, node: Node::Object(&APN_TYPE) },
             Property {
                 name: "ocppVersion",
                 required: true,
-                node: Node::Enum {
-                    name: "OCPPVersionEnumType",
-                    values: OCPP_VERSION_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "OCPPVersionEnumType", values: OCPP_VERSION_ENUM_TYPE },
             },
             Property {
                 name: "ocppTransport",
                 required: true,
-                node: Node::Enum {
-                    name: "OCPPTransportEnumType",
-                    values: OCPP_TRANSPORT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "OCPPTransportEnumType", values: OCPP_TRANSPORT_ENUM_TYPE },
             },
-            Property {
-                name: "ocppCsmsUrl",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "messageTimeout",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "securityProfile",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "ocppCsmsUrl", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "messageTimeout", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "securityProfile", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "ocppInterface",
                 required: true,
-                node: Node::Enum {
-                    name: "OCPPInterfaceEnumType",
-                    values: OCPP_INTERFACE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "OCPPInterfaceEnumType", values: OCPP_INTERFACE_ENUM_TYPE },
             },
-            Property {
-                name: "vpn",
-                required: false,
-                node: Node::Object(&VPN_TYPE),
-            },
+            Property { name: "vpn", required: false, node: Node::Object(&VPN_TYPE) },
         ],
     };
 
@@ -12568,11 +9581,7 @@ pub mod schemas {
         name: "NotifyChargingLimitRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "chargingSchedule",
                 required: false,
@@ -12582,161 +9591,69 @@ pub mod schemas {
                     max_items: None,
                 },
             },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "chargingLimit",
-                required: true,
-                node: Node::Object(&CHARGING_LIMIT_TYPE),
-            },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "chargingLimit", required: true, node: Node::Object(&CHARGING_LIMIT_TYPE) },
         ],
     };
 
     pub static NOTIFY_CHARGING_LIMIT_RESPONSE: ObjectSchema = ObjectSchema {
         name: "NotifyChargingLimitResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static NOTIFY_CUSTOMER_INFORMATION_REQUEST: ObjectSchema = ObjectSchema {
         name: "NotifyCustomerInformationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "data",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "tbc",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "seqNo",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "generatedAt",
-                required: true,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "data", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "tbc", required: false, node: Node::Boolean },
+            Property { name: "seqNo", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "generatedAt", required: true, node: Node::DateTime },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static NOTIFY_CUSTOMER_INFORMATION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "NotifyCustomerInformationResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static NOTIFY_DISPLAY_MESSAGES_REQUEST: ObjectSchema = ObjectSchema {
         name: "NotifyDisplayMessagesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "messageInfo",
                 required: false,
-                node: Node::Array {
-                    items: &Node::Object(&MESSAGE_INFO_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&MESSAGE_INFO_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "tbc",
-                required: false,
-                node: Node::Boolean,
-            },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "tbc", required: false, node: Node::Boolean },
         ],
     };
 
     pub static NOTIFY_DISPLAY_MESSAGES_RESPONSE: ObjectSchema = ObjectSchema {
         name: "NotifyDisplayMessagesResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static NOTIFY_EV_CHARGING_NEEDS_REQUEST: ObjectSchema = ObjectSchema {
         name: "NotifyEVChargingNeedsRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "maxScheduleTuples",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
-            Property {
-                name: "chargingNeeds",
-                required: true,
-                node: Node::Object(&CHARGING_NEEDS_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "chargingNeeds", required: true, node: Node::Object(&CHARGING_NEEDS_TYPE) },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -12744,11 +9661,7 @@ pub mod schemas {
         name: "NotifyEVChargingNeedsResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -12757,11 +9670,7 @@ pub mod schemas {
                     values: NOTIFY_EV_CHARGING_NEEDS_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -12769,29 +9678,10 @@ pub mod schemas {
         name: "NotifyEVChargingScheduleRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "timeBase",
-                required: true,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "chargingSchedule",
-                required: true,
-                node: Node::Object(&CHARGING_SCHEDULE_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "timeBase", required: true, node: Node::DateTime },
+            Property { name: "chargingSchedule", required: true, node: Node::Object(&CHARGING_SCHEDULE_TYPE) },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -12799,24 +9689,13 @@ pub mod schemas {
         name: "NotifyEVChargingScheduleResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "GenericStatusEnumType",
-                    values: GENERIC_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GenericStatusEnumType", values: GENERIC_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -12824,37 +9703,14 @@ pub mod schemas {
         name: "NotifyEventRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "generatedAt",
-                required: true,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "tbc",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "seqNo",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "generatedAt", required: true, node: Node::DateTime },
+            Property { name: "tbc", required: false, node: Node::Boolean },
+            Property { name: "seqNo", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "eventData",
                 required: true,
-                node: Node::Array {
-                    items: &Node::Object(&EVENT_DATA_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&EVENT_DATA_TYPE), min_items: Some(1), max_items: None },
             },
         ],
     };
@@ -12862,172 +9718,69 @@ pub mod schemas {
     pub static NOTIFY_EVENT_RESPONSE: ObjectSchema = ObjectSchema {
         name: "NotifyEventResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static NOTIFY_MONITORING_REPORT_REQUEST: ObjectSchema = ObjectSchema {
         name: "NotifyMonitoringReportRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "monitor",
                 required: false,
-                node: Node::Array {
-                    items: &Node::Object(&MONITORING_DATA_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&MONITORING_DATA_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "tbc",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "seqNo",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "generatedAt",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "tbc", required: false, node: Node::Boolean },
+            Property { name: "seqNo", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "generatedAt", required: true, node: Node::DateTime },
         ],
     };
 
     pub static NOTIFY_MONITORING_REPORT_RESPONSE: ObjectSchema = ObjectSchema {
         name: "NotifyMonitoringReportResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static NOTIFY_REPORT_REQUEST: ObjectSchema = ObjectSchema {
         name: "NotifyReportRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "generatedAt",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "generatedAt", required: true, node: Node::DateTime },
             Property {
                 name: "reportData",
                 required: false,
-                node: Node::Array {
-                    items: &Node::Object(&REPORT_DATA_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&REPORT_DATA_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "tbc",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "seqNo",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "tbc", required: false, node: Node::Boolean },
+            Property { name: "seqNo", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static NOTIFY_REPORT_RESPONSE: ObjectSchema = ObjectSchema {
         name: "NotifyReportResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static OCSP_REQUEST_DATA_TYPE: ObjectSchema = ObjectSchema {
         name: "OCSPRequestDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "hashAlgorithm",
                 required: true,
-                node: Node::Enum {
-                    name: "HashAlgorithmEnumType",
-                    values: HASH_ALGORITHM_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "HashAlgorithmEnumType", values: HASH_ALGORITHM_ENUM_TYPE },
             },
-            Property {
-                name: "issuerNameHash",
-                required: true,
-                node: Node::String {
-                    max_length: Some(128),
-                },
-            },
-            Property {
-                name: "issuerKeyHash",
-                required: true,
-                node: Node::String {
-                    max_length: Some(128),
-                },
-            },
-            Property {
-                name: "serialNumber",
-                required: true,
-                node: Node::String {
-                    max_length: Some(40),
-                },
-            },
-            Property {
-                name: "responderURL",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
+            Property { name: "issuerNameHash", required: true, node: Node::String { max_length: Some(128) } },
+            Property { name: "issuerKeyHash", required: true, node: Node::String { max_length: Some(128) } },
+            Property { name: "serialNumber", required: true, node: Node::String { max_length: Some(40) } },
+            Property { name: "responderURL", required: true, node: Node::String { max_length: Some(512) } },
         ],
     };
 
@@ -13035,49 +9788,12 @@ pub mod schemas {
         name: "PublishFirmwareRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "location",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "retries",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "checksum",
-                required: true,
-                node: Node::String {
-                    max_length: Some(32),
-                },
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "retryInterval",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "location", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "retries", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "checksum", required: true, node: Node::String { max_length: Some(32) } },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "retryInterval", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -13085,24 +9801,13 @@ pub mod schemas {
         name: "PublishFirmwareResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "GenericStatusEnumType",
-                    values: GENERIC_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GenericStatusEnumType", values: GENERIC_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13110,76 +9815,38 @@ pub mod schemas {
         name: "PublishFirmwareStatusNotificationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "PublishFirmwareStatusEnumType",
-                    values: PUBLISH_FIRMWARE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "PublishFirmwareStatusEnumType", values: PUBLISH_FIRMWARE_STATUS_ENUM_TYPE },
             },
             Property {
                 name: "location",
                 required: false,
                 node: Node::Array {
-                    items: &Node::String {
-                        max_length: Some(512),
-                    },
+                    items: &Node::String { max_length: Some(512) },
                     min_items: Some(1),
                     max_items: None,
                 },
             },
-            Property {
-                name: "requestId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "requestId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static PUBLISH_FIRMWARE_STATUS_NOTIFICATION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "PublishFirmwareStatusNotificationResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static RELATIVE_TIME_INTERVAL_TYPE: ObjectSchema = ObjectSchema {
         name: "RelativeTimeIntervalType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "start",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "duration",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "start", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "duration", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -13187,81 +9854,36 @@ pub mod schemas {
         name: "ReportChargingProfilesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "chargingLimitSource",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingLimitSourceEnumType",
-                    values: CHARGING_LIMIT_SOURCE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingLimitSourceEnumType", values: CHARGING_LIMIT_SOURCE_ENUM_TYPE },
             },
             Property {
                 name: "chargingProfile",
                 required: true,
-                node: Node::Array {
-                    items: &Node::Object(&CHARGING_PROFILE_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&CHARGING_PROFILE_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "tbc",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "tbc", required: false, node: Node::Boolean },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static REPORT_CHARGING_PROFILES_RESPONSE: ObjectSchema = ObjectSchema {
         name: "ReportChargingProfilesResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static REPORT_DATA_TYPE: ObjectSchema = ObjectSchema {
         name: "ReportDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
             Property {
                 name: "variableAttribute",
                 required: true,
@@ -13283,42 +9905,12 @@ pub mod schemas {
         name: "RequestStartTransactionRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "groupIdToken",
-                required: false,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "idToken",
-                required: true,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "remoteStartId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "chargingProfile",
-                required: false,
-                node: Node::Object(&CHARGING_PROFILE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "groupIdToken", required: false, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "idToken", required: true, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "remoteStartId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "chargingProfile", required: false, node: Node::Object(&CHARGING_PROFILE_TYPE) },
         ],
     };
 
@@ -13326,11 +9918,7 @@ pub mod schemas {
         name: "RequestStartTransactionResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -13339,18 +9927,8 @@ pub mod schemas {
                     values: REQUEST_START_STOP_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "transactionId",
-                required: false,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "transactionId", required: false, node: Node::String { max_length: Some(36) } },
         ],
     };
 
@@ -13358,18 +9936,8 @@ pub mod schemas {
         name: "RequestStopTransactionRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "transactionId",
-                required: true,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "transactionId", required: true, node: Node::String { max_length: Some(36) } },
         ],
     };
 
@@ -13377,11 +9945,7 @@ pub mod schemas {
         name: "RequestStopTransactionResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -13390,11 +9954,7 @@ pub mod schemas {
                     values: REQUEST_START_STOP_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13402,19 +9962,8 @@ pub mod schemas {
         name: "ReservationStatusUpdateRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "reservationId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "reservationId", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "reservationUpdateStatus",
                 required: true,
@@ -13429,61 +9978,24 @@ pub mod schemas {
     pub static RESERVATION_STATUS_UPDATE_RESPONSE: ObjectSchema = ObjectSchema {
         name: "ReservationStatusUpdateResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static RESERVE_NOW_REQUEST: ObjectSchema = ObjectSchema {
         name: "ReserveNowRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "expiryDateTime",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "expiryDateTime", required: true, node: Node::DateTime },
             Property {
                 name: "connectorType",
                 required: false,
-                node: Node::Enum {
-                    name: "ConnectorEnumType",
-                    values: CONNECTOR_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ConnectorEnumType", values: CONNECTOR_ENUM_TYPE },
             },
-            Property {
-                name: "idToken",
-                required: true,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "groupIdToken",
-                required: false,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
+            Property { name: "idToken", required: true, node: Node::Object(&ID_TOKEN_TYPE) },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "groupIdToken", required: false, node: Node::Object(&ID_TOKEN_TYPE) },
         ],
     };
 
@@ -13491,24 +10003,13 @@ pub mod schemas {
         name: "ReserveNowResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "ReserveNowStatusEnumType",
-                    values: RESERVE_NOW_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ReserveNowStatusEnumType", values: RESERVE_NOW_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13516,27 +10017,13 @@ pub mod schemas {
         name: "ResetRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "type",
                 required: true,
-                node: Node::Enum {
-                    name: "ResetEnumType",
-                    values: RESET_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ResetEnumType", values: RESET_ENUM_TYPE },
             },
-            Property {
-                name: "evseId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "evseId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -13544,24 +10031,13 @@ pub mod schemas {
         name: "ResetResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "ResetStatusEnumType",
-                    values: RESET_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ResetStatusEnumType", values: RESET_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13569,23 +10045,12 @@ pub mod schemas {
         name: "SalesTariffEntryType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "relativeTimeInterval",
-                required: true,
-                node: Node::Object(&RELATIVE_TIME_INTERVAL_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "relativeTimeInterval", required: true, node: Node::Object(&RELATIVE_TIME_INTERVAL_TYPE) },
             Property {
                 name: "ePriceLevel",
                 required: false,
-                node: Node::Integer {
-                    minimum: Some(0.0),
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: Some(0.0), maximum: None },
             },
             Property {
                 name: "consumptionCost",
@@ -13603,34 +10068,10 @@ pub mod schemas {
         name: "SalesTariffType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "salesTariffDescription",
-                required: false,
-                node: Node::String {
-                    max_length: Some(32),
-                },
-            },
-            Property {
-                name: "numEPriceLevels",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "salesTariffDescription", required: false, node: Node::String { max_length: Some(32) } },
+            Property { name: "numEPriceLevels", required: false, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "salesTariffEntry",
                 required: true,
@@ -13647,61 +10088,30 @@ pub mod schemas {
         name: "SampledValueType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "value",
-                required: true,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "value", required: true, node: Node::Number { minimum: None, maximum: None } },
             Property {
                 name: "context",
                 required: false,
-                node: Node::Enum {
-                    name: "ReadingContextEnumType",
-                    values: READING_CONTEXT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ReadingContextEnumType", values: READING_CONTEXT_ENUM_TYPE },
             },
             Property {
                 name: "measurand",
                 required: false,
-                node: Node::Enum {
-                    name: "MeasurandEnumType",
-                    values: MEASURAND_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MeasurandEnumType", values: MEASURAND_ENUM_TYPE },
             },
             Property {
                 name: "phase",
                 required: false,
-                node: Node::Enum {
-                    name: "PhaseEnumType",
-                    values: PHASE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "PhaseEnumType", values: PHASE_ENUM_TYPE },
             },
             Property {
                 name: "location",
                 required: false,
-                node: Node::Enum {
-                    name: "LocationEnumType",
-                    values: LOCATION_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "LocationEnumType", values: LOCATION_ENUM_TYPE },
             },
-            Property {
-                name: "signedMeterValue",
-                required: false,
-                node: Node::Object(&SIGNED_METER_VALUE_TYPE),
-            },
-            Property {
-                name: "unitOfMeasure",
-                required: false,
-                node: Node::Object(&UNIT_OF_MEASURE_TYPE),
-            },
+            Property { name: "signedMeterValue", required: false, node: Node::Object(&SIGNED_METER_VALUE_TYPE) },
+            Property { name: "unitOfMeasure", required: false, node: Node::Object(&UNIT_OF_MEASURE_TYPE) },
         ],
     };
 
@@ -13709,76 +10119,34 @@ pub mod schemas {
         name: "SecurityEventNotificationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "type",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "timestamp",
-                required: true,
-                node: Node::DateTime,
-            },
-            Property {
-                name: "techInfo",
-                required: false,
-                node: Node::String {
-                    max_length: Some(255),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "type", required: true, node: Node::String { max_length: Some(50) } },
+            Property { name: "timestamp", required: true, node: Node::DateTime },
+            Property { name: "techInfo", required: false, node: Node::String { max_length: Some(255) } },
         ],
     };
 
     pub static SECURITY_EVENT_NOTIFICATION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "SecurityEventNotificationResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static SEND_LOCAL_LIST_REQUEST: ObjectSchema = ObjectSchema {
         name: "SendLocalListRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "localAuthorizationList",
                 required: false,
-                node: Node::Array {
-                    items: &Node::Object(&AUTHORIZATION_DATA),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&AUTHORIZATION_DATA), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "versionNumber",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "versionNumber", required: true, node: Node::Integer { minimum: None, maximum: None } },
             Property {
                 name: "updateType",
                 required: true,
-                node: Node::Enum {
-                    name: "UpdateEnumType",
-                    values: UPDATE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "UpdateEnumType", values: UPDATE_ENUM_TYPE },
             },
         ],
     };
@@ -13787,24 +10155,13 @@ pub mod schemas {
         name: "SendLocalListResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "SendLocalListStatusEnumType",
-                    values: SEND_LOCAL_LIST_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "SendLocalListStatusEnumType", values: SEND_LOCAL_LIST_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13812,24 +10169,9 @@ pub mod schemas {
         name: "SetChargingProfileRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "chargingProfile",
-                required: true,
-                node: Node::Object(&CHARGING_PROFILE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "chargingProfile", required: true, node: Node::Object(&CHARGING_PROFILE_TYPE) },
         ],
     };
 
@@ -13837,24 +10179,13 @@ pub mod schemas {
         name: "SetChargingProfileResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "ChargingProfileStatusEnumType",
-                    values: CHARGING_PROFILE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingProfileStatusEnumType", values: CHARGING_PROFILE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13862,16 +10193,8 @@ pub mod schemas {
         name: "SetDisplayMessageRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "message",
-                required: true,
-                node: Node::Object(&MESSAGE_INFO_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "message", required: true, node: Node::Object(&MESSAGE_INFO_TYPE) },
         ],
     };
 
@@ -13879,24 +10202,13 @@ pub mod schemas {
         name: "SetDisplayMessageResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "DisplayMessageStatusEnumType",
-                    values: DISPLAY_MESSAGE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "DisplayMessageStatusEnumType", values: DISPLAY_MESSAGE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13904,18 +10216,11 @@ pub mod schemas {
         name: "SetMonitoringBaseRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "monitoringBase",
                 required: true,
-                node: Node::Enum {
-                    name: "MonitoringBaseEnumType",
-                    values: MONITORING_BASE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MonitoringBaseEnumType", values: MONITORING_BASE_ENUM_TYPE },
             },
         ],
     };
@@ -13924,11 +10229,7 @@ pub mod schemas {
         name: "SetMonitoringBaseResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -13937,11 +10238,7 @@ pub mod schemas {
                     values: GENERIC_DEVICE_MODEL_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -13949,58 +10246,18 @@ pub mod schemas {
         name: "SetMonitoringDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "transaction",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "value",
-                required: true,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "transaction", required: false, node: Node::Boolean },
+            Property { name: "value", required: true, node: Node::Number { minimum: None, maximum: None } },
             Property {
                 name: "type",
                 required: true,
-                node: Node::Enum {
-                    name: "MonitorEnumType",
-                    values: MONITOR_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MonitorEnumType", values: MONITOR_ENUM_TYPE },
             },
-            Property {
-                name: "severity",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "severity", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -14008,19 +10265,8 @@ pub mod schemas {
         name: "SetMonitoringLevelRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "severity",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "severity", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -14028,24 +10274,13 @@ pub mod schemas {
         name: "SetMonitoringLevelResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "GenericStatusEnumType",
-                    values: GENERIC_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GenericStatusEnumType", values: GENERIC_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -14053,58 +10288,22 @@ pub mod schemas {
         name: "SetMonitoringResultType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "SetMonitoringStatusEnumType",
-                    values: SET_MONITORING_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "SetMonitoringStatusEnumType", values: SET_MONITORING_STATUS_ENUM_TYPE },
             },
             Property {
                 name: "type",
                 required: true,
-                node: Node::Enum {
-                    name: "MonitorEnumType",
-                    values: MONITOR_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MonitorEnumType", values: MONITOR_ENUM_TYPE },
             },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
-            Property {
-                name: "severity",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
+            Property { name: "severity", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -14112,24 +10311,13 @@ pub mod schemas {
         name: "SetNetworkProfileRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "configurationSlot",
                 required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
-            Property {
-                name: "connectionData",
-                required: true,
-                node: Node::Object(&NETWORK_CONNECTION_PROFILE_TYPE),
-            },
+            Property { name: "connectionData", required: true, node: Node::Object(&NETWORK_CONNECTION_PROFILE_TYPE) },
         ],
     };
 
@@ -14137,11 +10325,7 @@ pub mod schemas {
         name: "SetNetworkProfileResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -14150,11 +10334,7 @@ pub mod schemas {
                     values: SET_NETWORK_PROFILE_STATUS_ENUM_TYPE,
                 },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -14162,36 +10342,15 @@ pub mod schemas {
         name: "SetVariableDataType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "attributeType",
                 required: false,
-                node: Node::Enum {
-                    name: "AttributeEnumType",
-                    values: ATTRIBUTE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "AttributeEnumType", values: ATTRIBUTE_ENUM_TYPE },
             },
-            Property {
-                name: "attributeValue",
-                required: true,
-                node: Node::String {
-                    max_length: Some(1000),
-                },
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "attributeValue", required: true, node: Node::String { max_length: Some(1000) } },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -14199,11 +10358,7 @@ pub mod schemas {
         name: "SetVariableMonitoringRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "setMonitoringData",
                 required: true,
@@ -14220,11 +10375,7 @@ pub mod schemas {
         name: "SetVariableMonitoringResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "setMonitoringResult",
                 required: true,
@@ -14241,42 +10392,20 @@ pub mod schemas {
         name: "SetVariableResultType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "attributeType",
                 required: false,
-                node: Node::Enum {
-                    name: "AttributeEnumType",
-                    values: ATTRIBUTE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "AttributeEnumType", values: ATTRIBUTE_ENUM_TYPE },
             },
             Property {
                 name: "attributeStatus",
                 required: true,
-                node: Node::Enum {
-                    name: "SetVariableStatusEnumType",
-                    values: SET_VARIABLE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "SetVariableStatusEnumType", values: SET_VARIABLE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "attributeStatusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
-            Property {
-                name: "component",
-                required: true,
-                node: Node::Object(&COMPONENT_TYPE),
-            },
-            Property {
-                name: "variable",
-                required: true,
-                node: Node::Object(&VARIABLE_TYPE),
-            },
+            Property { name: "attributeStatusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
+            Property { name: "component", required: true, node: Node::Object(&COMPONENT_TYPE) },
+            Property { name: "variable", required: true, node: Node::Object(&VARIABLE_TYPE) },
         ],
     };
 
@@ -14284,11 +10413,7 @@ pub mod schemas {
         name: "SetVariablesRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "setVariableData",
                 required: true,
@@ -14305,11 +10430,7 @@ pub mod schemas {
         name: "SetVariablesResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "setVariableResult",
                 required: true,
@@ -14326,25 +10447,12 @@ pub mod schemas {
         name: "SignCertificateRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "csr",
-                required: true,
-                node: Node::String {
-                    max_length: Some(5500),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "csr", required: true, node: Node::String { max_length: Some(5500) } },
             Property {
                 name: "certificateType",
                 required: false,
-                node: Node::Enum {
-                    name: "CertificateSigningUseEnumType",
-                    values: CERTIFICATE_SIGNING_USE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "CertificateSigningUseEnumType", values: CERTIFICATE_SIGNING_USE_ENUM_TYPE },
             },
         ],
     };
@@ -14353,24 +10461,13 @@ pub mod schemas {
         name: "SignCertificateResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "GenericStatusEnumType",
-                    values: GENERIC_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "GenericStatusEnumType", values: GENERIC_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -14378,39 +10475,11 @@ pub mod schemas {
         name: "SignedMeterValueType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "signedMeterData",
-                required: true,
-                node: Node::String {
-                    max_length: Some(2500),
-                },
-            },
-            Property {
-                name: "signingMethod",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "encodingMethod",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "publicKey",
-                required: true,
-                node: Node::String {
-                    max_length: Some(2500),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "signedMeterData", required: true, node: Node::String { max_length: Some(2500) } },
+            Property { name: "signingMethod", required: true, node: Node::String { max_length: Some(50) } },
+            Property { name: "encodingMethod", required: true, node: Node::String { max_length: Some(50) } },
+            Property { name: "publicKey", required: true, node: Node::String { max_length: Some(2500) } },
         ],
     };
 
@@ -14418,25 +10487,9 @@ pub mod schemas {
         name: "StatusInfoType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "reasonCode",
-                required: true,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "additionalInfo",
-                required: false,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "reasonCode", required: true, node: Node::String { max_length: Some(20) } },
+            Property { name: "additionalInfo", required: false, node: Node::String { max_length: Some(512) } },
         ],
     };
 
@@ -14444,144 +10497,57 @@ pub mod schemas {
         name: "StatusNotificationRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "timestamp",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "timestamp", required: true, node: Node::DateTime },
             Property {
                 name: "connectorStatus",
                 required: true,
-                node: Node::Enum {
-                    name: "ConnectorStatusEnumType",
-                    values: CONNECTOR_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ConnectorStatusEnumType", values: CONNECTOR_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "connectorId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "connectorId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
     pub static STATUS_NOTIFICATION_RESPONSE: ObjectSchema = ObjectSchema {
         name: "StatusNotificationResponse",
         additional_properties: false,
-        properties: &[Property {
-            name: "customData",
-            required: false,
-            node: Node::Object(&CUSTOM_DATA_TYPE),
-        }],
+        properties: &[Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) }],
     };
 
     pub static TRANSACTION_EVENT_REQUEST: ObjectSchema = ObjectSchema {
         name: "TransactionEventRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "eventType",
                 required: true,
-                node: Node::Enum {
-                    name: "TransactionEventEnumType",
-                    values: TRANSACTION_EVENT_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "TransactionEventEnumType", values: TRANSACTION_EVENT_ENUM_TYPE },
             },
             Property {
                 name: "meterValue",
                 required: false,
-                node: Node::Array {
-                    items: &Node::Object(&METER_VALUE_TYPE),
-                    min_items: Some(1),
-                    max_items: None,
-                },
+                node: Node::Array { items: &Node::Object(&METER_VALUE_TYPE), min_items: Some(1), max_items: None },
             },
-            Property {
-                name: "timestamp",
-                required: true,
-                node: Node::DateTime,
-            },
+            Property { name: "timestamp", required: true, node: Node::DateTime },
             Property {
                 name: "triggerReason",
                 required: true,
-                node: Node::Enum {
-                    name: "TriggerReasonEnumType",
-                    values: TRIGGER_REASON_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "TriggerReasonEnumType", values: TRIGGER_REASON_ENUM_TYPE },
             },
-            Property {
-                name: "seqNo",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "offline",
-                required: false,
-                node: Node::Boolean,
-            },
+            Property { name: "seqNo", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "offline", required: false, node: Node::Boolean },
             Property {
                 name: "numberOfPhasesUsed",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
-            Property {
-                name: "cableMaxCurrent",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "reservationId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "transactionInfo",
-                required: true,
-                node: Node::Object(&TRANSACTION_TYPE),
-            },
-            Property {
-                name: "evse",
-                required: false,
-                node: Node::Object(&EVSE_TYPE),
-            },
-            Property {
-                name: "idToken",
-                required: false,
-                node: Node::Object(&ID_TOKEN_TYPE),
-            },
+            Property { name: "cableMaxCurrent", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "reservationId", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "transactionInfo", required: true, node: Node::Object(&TRANSACTION_TYPE) },
+            Property { name: "evse", required: false, node: Node::Object(&EVSE_TYPE) },
+            Property { name: "idToken", required: false, node: Node::Object(&ID_TOKEN_TYPE) },
         ],
     };
 
@@ -14589,37 +10555,15 @@ pub mod schemas {
         name: "TransactionEventResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "totalCost",
-                required: false,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "totalCost", required: false, node: Node::Number { minimum: None, maximum: None } },
             Property {
                 name: "chargingPriority",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
-            Property {
-                name: "idTokenInfo",
-                required: false,
-                node: Node::Object(&ID_TOKEN_INFO_TYPE),
-            },
-            Property {
-                name: "updatedPersonalMessage",
-                required: false,
-                node: Node::Object(&MESSAGE_CONTENT_TYPE),
-            },
+            Property { name: "idTokenInfo", required: false, node: Node::Object(&ID_TOKEN_INFO_TYPE) },
+            Property { name: "updatedPersonalMessage", required: false, node: Node::Object(&MESSAGE_CONTENT_TYPE) },
         ],
     };
 
@@ -14627,50 +10571,24 @@ pub mod schemas {
         name: "TransactionType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "transactionId",
-                required: true,
-                node: Node::String {
-                    max_length: Some(36),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "transactionId", required: true, node: Node::String { max_length: Some(36) } },
             Property {
                 name: "chargingState",
                 required: false,
-                node: Node::Enum {
-                    name: "ChargingStateEnumType",
-                    values: CHARGING_STATE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ChargingStateEnumType", values: CHARGING_STATE_ENUM_TYPE },
             },
             Property {
                 name: "timeSpentCharging",
                 required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
+                node: Node::Integer { minimum: None, maximum: None },
             },
             Property {
                 name: "stoppedReason",
                 required: false,
-                node: Node::Enum {
-                    name: "ReasonEnumType",
-                    values: REASON_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "ReasonEnumType", values: REASON_ENUM_TYPE },
             },
-            Property {
-                name: "remoteStartId",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "remoteStartId", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -14678,23 +10596,12 @@ pub mod schemas {
         name: "TriggerMessageRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evse",
-                required: false,
-                node: Node::Object(&EVSE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evse", required: false, node: Node::Object(&EVSE_TYPE) },
             Property {
                 name: "requestedMessage",
                 required: true,
-                node: Node::Enum {
-                    name: "MessageTriggerEnumType",
-                    values: MESSAGE_TRIGGER_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MessageTriggerEnumType", values: MESSAGE_TRIGGER_ENUM_TYPE },
             },
         ],
     };
@@ -14703,24 +10610,13 @@ pub mod schemas {
         name: "TriggerMessageResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "TriggerMessageStatusEnumType",
-                    values: TRIGGER_MESSAGE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "TriggerMessageStatusEnumType", values: TRIGGER_MESSAGE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -14728,26 +10624,9 @@ pub mod schemas {
         name: "UnitOfMeasureType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "unit",
-                required: false,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "multiplier",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "unit", required: false, node: Node::String { max_length: Some(20) } },
+            Property { name: "multiplier", required: false, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -14755,27 +10634,9 @@ pub mod schemas {
         name: "UnlockConnectorRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "evseId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "connectorId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "evseId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "connectorId", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -14783,24 +10644,13 @@ pub mod schemas {
         name: "UnlockConnectorResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "UnlockStatusEnumType",
-                    values: UNLOCK_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "UnlockStatusEnumType", values: UNLOCK_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -14808,18 +10658,8 @@ pub mod schemas {
         name: "UnpublishFirmwareRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "checksum",
-                required: true,
-                node: Node::String {
-                    max_length: Some(32),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "checksum", required: true, node: Node::String { max_length: Some(32) } },
         ],
     };
 
@@ -14827,11 +10667,7 @@ pub mod schemas {
         name: "UnpublishFirmwareResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
@@ -14847,40 +10683,11 @@ pub mod schemas {
         name: "UpdateFirmwareRequest",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "retries",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "retryInterval",
-                required: false,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "requestId",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "firmware",
-                required: true,
-                node: Node::Object(&FIRMWARE_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "retries", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "retryInterval", required: false, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "requestId", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "firmware", required: true, node: Node::Object(&FIRMWARE_TYPE) },
         ],
     };
 
@@ -14888,24 +10695,13 @@ pub mod schemas {
         name: "UpdateFirmwareResponse",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "status",
                 required: true,
-                node: Node::Enum {
-                    name: "UpdateFirmwareStatusEnumType",
-                    values: UPDATE_FIRMWARE_STATUS_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "UpdateFirmwareStatusEnumType", values: UPDATE_FIRMWARE_STATUS_ENUM_TYPE },
             },
-            Property {
-                name: "statusInfo",
-                required: false,
-                node: Node::Object(&STATUS_INFO_TYPE),
-            },
+            Property { name: "statusInfo", required: false, node: Node::Object(&STATUS_INFO_TYPE) },
         ],
     };
 
@@ -14913,54 +10709,13 @@ pub mod schemas {
         name: "VPNType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "server",
-                required: true,
-                node: Node::String {
-                    max_length: Some(512),
-                },
-            },
-            Property {
-                name: "user",
-                required: true,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "group",
-                required: false,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "password",
-                required: true,
-                node: Node::String {
-                    max_length: Some(20),
-                },
-            },
-            Property {
-                name: "key",
-                required: true,
-                node: Node::String {
-                    max_length: Some(255),
-                },
-            },
-            Property {
-                name: "type",
-                required: true,
-                node: Node::Enum {
-                    name: "VPNEnumType",
-                    values: VPN_ENUM_TYPE,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "server", required: true, node: Node::String { max_length: Some(512) } },
+            Property { name: "user", required: true, node: Node::String { max_length: Some(20) } },
+            Property { name: "group", required: false, node: Node::String { max_length: Some(20) } },
+            Property { name: "password", required: true, node: Node::String { max_length: Some(20) } },
+            Property { name: "key", required: true, node: Node::String { max_length: Some(255) } },
+            Property { name: "type", required: true, node: Node::Enum { name: "VPNEnumType", values: VPN_ENUM_TYPE } },
         ],
     };
 
@@ -14968,44 +10723,20 @@ pub mod schemas {
         name: "VariableAttributeType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
             Property {
                 name: "type",
                 required: false,
-                node: Node::Enum {
-                    name: "AttributeEnumType",
-                    values: ATTRIBUTE_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "AttributeEnumType", values: ATTRIBUTE_ENUM_TYPE },
             },
-            Property {
-                name: "value",
-                required: false,
-                node: Node::String {
-                    max_length: Some(2500),
-                },
-            },
+            Property { name: "value", required: false, node: Node::String { max_length: Some(2500) } },
             Property {
                 name: "mutability",
                 required: false,
-                node: Node::Enum {
-                    name: "MutabilityEnumType",
-                    values: MUTABILITY_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MutabilityEnumType", values: MUTABILITY_ENUM_TYPE },
             },
-            Property {
-                name: "persistent",
-                required: false,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "constant",
-                required: false,
-                node: Node::Boolean,
-            },
+            Property { name: "persistent", required: false, node: Node::Boolean },
+            Property { name: "constant", required: false, node: Node::Boolean },
         ],
     };
 
@@ -15013,54 +10744,17 @@ pub mod schemas {
         name: "VariableCharacteristicsType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "unit",
-                required: false,
-                node: Node::String {
-                    max_length: Some(16),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "unit", required: false, node: Node::String { max_length: Some(16) } },
             Property {
                 name: "dataType",
                 required: true,
-                node: Node::Enum {
-                    name: "DataEnumType",
-                    values: DATA_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "DataEnumType", values: DATA_ENUM_TYPE },
             },
-            Property {
-                name: "minLimit",
-                required: false,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "maxLimit",
-                required: false,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "valuesList",
-                required: false,
-                node: Node::String {
-                    max_length: Some(1000),
-                },
-            },
-            Property {
-                name: "supportsMonitoring",
-                required: true,
-                node: Node::Boolean,
-            },
+            Property { name: "minLimit", required: false, node: Node::Number { minimum: None, maximum: None } },
+            Property { name: "maxLimit", required: false, node: Node::Number { minimum: None, maximum: None } },
+            Property { name: "valuesList", required: false, node: Node::String { max_length: Some(1000) } },
+            Property { name: "supportsMonitoring", required: true, node: Node::Boolean },
         ],
     };
 
@@ -15068,48 +10762,16 @@ pub mod schemas {
         name: "VariableMonitoringType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "id",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
-            Property {
-                name: "transaction",
-                required: true,
-                node: Node::Boolean,
-            },
-            Property {
-                name: "value",
-                required: true,
-                node: Node::Number {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "id", required: true, node: Node::Integer { minimum: None, maximum: None } },
+            Property { name: "transaction", required: true, node: Node::Boolean },
+            Property { name: "value", required: true, node: Node::Number { minimum: None, maximum: None } },
             Property {
                 name: "type",
                 required: true,
-                node: Node::Enum {
-                    name: "MonitorEnumType",
-                    values: MONITOR_ENUM_TYPE,
-                },
+                node: Node::Enum { name: "MonitorEnumType", values: MONITOR_ENUM_TYPE },
             },
-            Property {
-                name: "severity",
-                required: true,
-                node: Node::Integer {
-                    minimum: None,
-                    maximum: None,
-                },
-            },
+            Property { name: "severity", required: true, node: Node::Integer { minimum: None, maximum: None } },
         ],
     };
 
@@ -15117,25 +10779,9 @@ pub mod schemas {
         name: "VariableType",
         additional_properties: false,
         properties: &[
-            Property {
-                name: "customData",
-                required: false,
-                node: Node::Object(&CUSTOM_DATA_TYPE),
-            },
-            Property {
-                name: "name",
-                required: true,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
-            Property {
-                name: "instance",
-                required: false,
-                node: Node::String {
-                    max_length: Some(50),
-                },
-            },
+            Property { name: "customData", required: false, node: Node::Object(&CUSTOM_DATA_TYPE) },
+            Property { name: "name", required: true, node: Node::String { max_length: Some(50) } },
+            Property { name: "instance", required: false, node: Node::String { max_length: Some(50) } },
         ],
     };
 
@@ -15176,33 +10822,20 @@ pub mod schemas {
     pub static CANCEL_RESERVATION_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected"];
     pub static CERTIFICATE_ACTION_ENUM_TYPE: &[&str] = &["Install", "Update"];
     pub static CERTIFICATE_SIGNED_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected"];
-    pub static CERTIFICATE_SIGNING_USE_ENUM_TYPE: &[&str] =
-        &["ChargingStationCertificate", "V2GCertificate"];
-    pub static CHANGE_AVAILABILITY_STATUS_ENUM_TYPE: &[&str] =
-        &["Accepted", "Rejected", "Scheduled"];
+    pub static CERTIFICATE_SIGNING_USE_ENUM_TYPE: &[&str] = &["ChargingStationCertificate", "V2GCertificate"];
+    pub static CHANGE_AVAILABILITY_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "Scheduled"];
     pub static CHARGING_LIMIT_SOURCE_ENUM_TYPE: &[&str] = &["EMS", "Other", "SO", "CSO"];
     pub static CHARGING_PROFILE_KIND_ENUM_TYPE: &[&str] = &["Absolute", "Recurring", "Relative"];
-    pub static CHARGING_PROFILE_PURPOSE_ENUM_TYPE: &[&str] = &[
-        "ChargingStationExternalConstraints",
-        "ChargingStationMaxProfile",
-        "TxDefaultProfile",
-        "TxProfile",
-    ];
+    pub static CHARGING_PROFILE_PURPOSE_ENUM_TYPE: &[&str] =
+        &["ChargingStationExternalConstraints", "ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile"];
     pub static CHARGING_PROFILE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected"];
     pub static CHARGING_RATE_UNIT_ENUM_TYPE: &[&str] = &["W", "A"];
-    pub static CHARGING_STATE_ENUM_TYPE: &[&str] = &[
-        "Charging",
-        "EVConnected",
-        "SuspendedEV",
-        "SuspendedEVSE",
-        "Idle",
-    ];
+    pub static CHARGING_STATE_ENUM_TYPE: &[&str] = &["Charging", "EVConnected", "SuspendedEV", "SuspendedEVSE", "Idle"];
     pub static CLEAR_CACHE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected"];
     pub static CLEAR_CHARGING_PROFILE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Unknown"];
     pub static CLEAR_MESSAGE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Unknown"];
     pub static CLEAR_MONITORING_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "NotFound"];
-    pub static COMPONENT_CRITERION_ENUM_TYPE: &[&str] =
-        &["Active", "Available", "Enabled", "Problem"];
+    pub static COMPONENT_CRITERION_ENUM_TYPE: &[&str] = &["Active", "Available", "Enabled", "Problem"];
     pub static CONNECTOR_ENUM_TYPE: &[&str] = &[
         "cCCS1",
         "cCCS2",
@@ -15227,36 +10860,14 @@ pub mod schemas {
         "Undetermined",
         "Unknown",
     ];
-    pub static CONNECTOR_STATUS_ENUM_TYPE: &[&str] = &[
-        "Available",
-        "Occupied",
-        "Reserved",
-        "Unavailable",
-        "Faulted",
-    ];
-    pub static COST_KIND_ENUM_TYPE: &[&str] = &[
-        "CarbonDioxideEmission",
-        "RelativePricePercentage",
-        "RenewableGenerationPercentage",
-    ];
-    pub static CUSTOMER_INFORMATION_STATUS_ENUM_TYPE: &[&str] =
-        &["Accepted", "Rejected", "Invalid"];
-    pub static DATA_ENUM_TYPE: &[&str] = &[
-        "string",
-        "decimal",
-        "integer",
-        "dateTime",
-        "boolean",
-        "OptionList",
-        "SequenceList",
-        "MemberList",
-    ];
-    pub static DATA_TRANSFER_STATUS_ENUM_TYPE: &[&str] = &[
-        "Accepted",
-        "Rejected",
-        "UnknownMessageId",
-        "UnknownVendorId",
-    ];
+    pub static CONNECTOR_STATUS_ENUM_TYPE: &[&str] = &["Available", "Occupied", "Reserved", "Unavailable", "Faulted"];
+    pub static COST_KIND_ENUM_TYPE: &[&str] =
+        &["CarbonDioxideEmission", "RelativePricePercentage", "RenewableGenerationPercentage"];
+    pub static CUSTOMER_INFORMATION_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "Invalid"];
+    pub static DATA_ENUM_TYPE: &[&str] =
+        &["string", "decimal", "integer", "dateTime", "boolean", "OptionList", "SequenceList", "MemberList"];
+    pub static DATA_TRANSFER_STATUS_ENUM_TYPE: &[&str] =
+        &["Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"];
     pub static DELETE_CERTIFICATE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Failed", "NotFound"];
     pub static DISPLAY_MESSAGE_STATUS_ENUM_TYPE: &[&str] = &[
         "Accepted",
@@ -15266,14 +10877,9 @@ pub mod schemas {
         "NotSupportedState",
         "UnknownTransaction",
     ];
-    pub static ENERGY_TRANSFER_MODE_ENUM_TYPE: &[&str] =
-        &["DC", "AC_single_phase", "AC_two_phase", "AC_three_phase"];
-    pub static EVENT_NOTIFICATION_ENUM_TYPE: &[&str] = &[
-        "HardWiredNotification",
-        "HardWiredMonitor",
-        "PreconfiguredMonitor",
-        "CustomMonitor",
-    ];
+    pub static ENERGY_TRANSFER_MODE_ENUM_TYPE: &[&str] = &["DC", "AC_single_phase", "AC_two_phase", "AC_three_phase"];
+    pub static EVENT_NOTIFICATION_ENUM_TYPE: &[&str] =
+        &["HardWiredNotification", "HardWiredMonitor", "PreconfiguredMonitor", "CustomMonitor"];
     pub static EVENT_TRIGGER_ENUM_TYPE: &[&str] = &["Alerting", "Delta", "Periodic"];
     pub static FIRMWARE_STATUS_ENUM_TYPE: &[&str] = &[
         "Downloaded",
@@ -15305,31 +10911,14 @@ pub mod schemas {
     pub static GET_CHARGING_PROFILE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "NoProfiles"];
     pub static GET_DISPLAY_MESSAGES_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Unknown"];
     pub static GET_INSTALLED_CERTIFICATE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "NotFound"];
-    pub static GET_VARIABLE_STATUS_ENUM_TYPE: &[&str] = &[
-        "Accepted",
-        "Rejected",
-        "UnknownComponent",
-        "UnknownVariable",
-        "NotSupportedAttributeType",
-    ];
+    pub static GET_VARIABLE_STATUS_ENUM_TYPE: &[&str] =
+        &["Accepted", "Rejected", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType"];
     pub static HASH_ALGORITHM_ENUM_TYPE: &[&str] = &["SHA256", "SHA384", "SHA512"];
-    pub static ID_TOKEN_ENUM_TYPE: &[&str] = &[
-        "Central",
-        "eMAID",
-        "ISO14443",
-        "ISO15693",
-        "KeyCode",
-        "Local",
-        "MacAddress",
-        "NoAuthorization",
-    ];
+    pub static ID_TOKEN_ENUM_TYPE: &[&str] =
+        &["Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"];
     pub static INSTALL_CERTIFICATE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "Failed"];
-    pub static INSTALL_CERTIFICATE_USE_ENUM_TYPE: &[&str] = &[
-        "V2GRootCertificate",
-        "MORootCertificate",
-        "CSMSRootCertificate",
-        "ManufacturerRootCertificate",
-    ];
+    pub static INSTALL_CERTIFICATE_USE_ENUM_TYPE: &[&str] =
+        &["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate", "ManufacturerRootCertificate"];
     pub static ISO15118_EV_CERTIFICATE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Failed"];
     pub static LOCATION_ENUM_TYPE: &[&str] = &["Body", "Cable", "EV", "Inlet", "Outlet"];
     pub static LOG_ENUM_TYPE: &[&str] = &["DiagnosticsLog", "SecurityLog"];
@@ -15377,38 +10966,19 @@ pub mod schemas {
         "SignCombinedCertificate",
         "PublishFirmwareStatusNotification",
     ];
-    pub static MONITOR_ENUM_TYPE: &[&str] = &[
-        "UpperThreshold",
-        "LowerThreshold",
-        "Delta",
-        "Periodic",
-        "PeriodicClockAligned",
-    ];
+    pub static MONITOR_ENUM_TYPE: &[&str] =
+        &["UpperThreshold", "LowerThreshold", "Delta", "Periodic", "PeriodicClockAligned"];
     pub static MONITORING_BASE_ENUM_TYPE: &[&str] = &["All", "FactoryDefault", "HardWiredOnly"];
-    pub static MONITORING_CRITERION_ENUM_TYPE: &[&str] = &[
-        "ThresholdMonitoring",
-        "DeltaMonitoring",
-        "PeriodicMonitoring",
-    ];
+    pub static MONITORING_CRITERION_ENUM_TYPE: &[&str] =
+        &["ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring"];
     pub static MUTABILITY_ENUM_TYPE: &[&str] = &["ReadOnly", "WriteOnly", "ReadWrite"];
-    pub static NOTIFY_EV_CHARGING_NEEDS_STATUS_ENUM_TYPE: &[&str] =
-        &["Accepted", "Rejected", "Processing"];
-    pub static OCPP_INTERFACE_ENUM_TYPE: &[&str] = &[
-        "Wired0",
-        "Wired1",
-        "Wired2",
-        "Wired3",
-        "Wireless0",
-        "Wireless1",
-        "Wireless2",
-        "Wireless3",
-    ];
+    pub static NOTIFY_EV_CHARGING_NEEDS_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "Processing"];
+    pub static OCPP_INTERFACE_ENUM_TYPE: &[&str] =
+        &["Wired0", "Wired1", "Wired2", "Wired3", "Wireless0", "Wireless1", "Wireless2", "Wireless3"];
     pub static OCPP_TRANSPORT_ENUM_TYPE: &[&str] = &["JSON", "SOAP"];
     pub static OCPP_VERSION_ENUM_TYPE: &[&str] = &["OCPP12", "OCPP15", "OCPP16", "OCPP20"];
     pub static OPERATIONAL_STATUS_ENUM_TYPE: &[&str] = &["Inoperative", "Operative"];
-    pub static PHASE_ENUM_TYPE: &[&str] = &[
-        "L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1",
-    ];
+    pub static PHASE_ENUM_TYPE: &[&str] = &["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"];
     pub static PUBLISH_FIRMWARE_STATUS_ENUM_TYPE: &[&str] = &[
         "Idle",
         "DownloadScheduled",
@@ -15454,39 +11024,20 @@ pub mod schemas {
     ];
     pub static RECURRENCY_KIND_ENUM_TYPE: &[&str] = &["Daily", "Weekly"];
     pub static REGISTRATION_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Pending", "Rejected"];
-    pub static REPORT_BASE_ENUM_TYPE: &[&str] = &[
-        "ConfigurationInventory",
-        "FullInventory",
-        "SummaryInventory",
-    ];
+    pub static REPORT_BASE_ENUM_TYPE: &[&str] = &["ConfigurationInventory", "FullInventory", "SummaryInventory"];
     pub static REQUEST_START_STOP_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected"];
     pub static RESERVATION_UPDATE_STATUS_ENUM_TYPE: &[&str] = &["Expired", "Removed"];
-    pub static RESERVE_NOW_STATUS_ENUM_TYPE: &[&str] =
-        &["Accepted", "Faulted", "Occupied", "Rejected", "Unavailable"];
+    pub static RESERVE_NOW_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Faulted", "Occupied", "Rejected", "Unavailable"];
     pub static RESET_ENUM_TYPE: &[&str] = &["Immediate", "OnIdle"];
     pub static RESET_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "Scheduled"];
-    pub static SEND_LOCAL_LIST_STATUS_ENUM_TYPE: &[&str] =
-        &["Accepted", "Failed", "VersionMismatch"];
-    pub static SET_MONITORING_STATUS_ENUM_TYPE: &[&str] = &[
-        "Accepted",
-        "UnknownComponent",
-        "UnknownVariable",
-        "UnsupportedMonitorType",
-        "Rejected",
-        "Duplicate",
-    ];
+    pub static SEND_LOCAL_LIST_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Failed", "VersionMismatch"];
+    pub static SET_MONITORING_STATUS_ENUM_TYPE: &[&str] =
+        &["Accepted", "UnknownComponent", "UnknownVariable", "UnsupportedMonitorType", "Rejected", "Duplicate"];
     pub static SET_NETWORK_PROFILE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "Failed"];
-    pub static SET_VARIABLE_STATUS_ENUM_TYPE: &[&str] = &[
-        "Accepted",
-        "Rejected",
-        "UnknownComponent",
-        "UnknownVariable",
-        "NotSupportedAttributeType",
-        "RebootRequired",
-    ];
+    pub static SET_VARIABLE_STATUS_ENUM_TYPE: &[&str] =
+        &["Accepted", "Rejected", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType", "RebootRequired"];
     pub static TRANSACTION_EVENT_ENUM_TYPE: &[&str] = &["Ended", "Started", "Updated"];
-    pub static TRIGGER_MESSAGE_STATUS_ENUM_TYPE: &[&str] =
-        &["Accepted", "Rejected", "NotImplemented"];
+    pub static TRIGGER_MESSAGE_STATUS_ENUM_TYPE: &[&str] = &["Accepted", "Rejected", "NotImplemented"];
     pub static TRIGGER_REASON_ENUM_TYPE: &[&str] = &[
         "Authorized",
         "CablePluggedIn",
@@ -15510,22 +11061,12 @@ pub mod schemas {
         "SignedDataReceived",
         "ResetCommand",
     ];
-    pub static UNLOCK_STATUS_ENUM_TYPE: &[&str] = &[
-        "Unlocked",
-        "UnlockFailed",
-        "OngoingAuthorizedTransaction",
-        "UnknownConnector",
-    ];
-    pub static UNPUBLISH_FIRMWARE_STATUS_ENUM_TYPE: &[&str] =
-        &["DownloadOngoing", "NoFirmware", "Unpublished"];
+    pub static UNLOCK_STATUS_ENUM_TYPE: &[&str] =
+        &["Unlocked", "UnlockFailed", "OngoingAuthorizedTransaction", "UnknownConnector"];
+    pub static UNPUBLISH_FIRMWARE_STATUS_ENUM_TYPE: &[&str] = &["DownloadOngoing", "NoFirmware", "Unpublished"];
     pub static UPDATE_ENUM_TYPE: &[&str] = &["Differential", "Full"];
-    pub static UPDATE_FIRMWARE_STATUS_ENUM_TYPE: &[&str] = &[
-        "Accepted",
-        "Rejected",
-        "AcceptedCanceled",
-        "InvalidCertificate",
-        "RevokedCertificate",
-    ];
+    pub static UPDATE_FIRMWARE_STATUS_ENUM_TYPE: &[&str] =
+        &["Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "RevokedCertificate"];
     pub static UPLOAD_LOG_STATUS_ENUM_TYPE: &[&str] = &[
         "BadMessage",
         "Idle",

@@ -106,10 +106,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Value {
     serde_json::to_value(msg).unwrap_or(Value::Null)
 }
 
-fn decode<T: DeserializeOwned>(
-    schema: &'static ObjectSchema,
-    mut payload: Value,
-) -> Result<T, Violation> {
+fn decode<T: DeserializeOwned>(schema: &'static ObjectSchema, mut payload: Value) -> Result<T, Violation> {
     validate_payload(schema, &payload)?;
     normalize_payload(schema, &mut payload);
     // Unreachable for payloads that passed validation; kept typed all the same.
@@ -122,9 +119,7 @@ fn decode<T: DeserializeOwned>(
 
 /// Deserialises an optional property whose schema is `{}` (any JSON value),
 /// keeping an explicit `null` as `Some(Value::Null)` so that it round-trips.
-pub(crate) fn any_present<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Value>, D::Error> {
+pub(crate) fn any_present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
     <Value as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
@@ -142,15 +137,7 @@ mod tests {
         });
         let req: BootNotificationRequest = decode_request(payload.clone()).unwrap();
         assert_eq!(req.reason, BootReasonEnumType::PowerUp);
-        assert_eq!(
-            req.charging_station
-                .modem
-                .as_ref()
-                .unwrap()
-                .iccid
-                .as_deref(),
-            Some("8931")
-        );
+        assert_eq!(req.charging_station.modem.as_ref().unwrap().iccid.as_deref(), Some("8931"));
         assert_eq!(encode(&req), payload);
 
         let now = DateTime::parse("2024-05-01T10:00:00+02:00").unwrap();
@@ -162,14 +149,8 @@ mod tests {
             status_info: None,
         };
         let out = encode(&resp);
-        assert_eq!(
-            out,
-            json!({"currentTime": "2024-05-01T08:00:00Z", "interval": 300, "status": "Accepted"})
-        );
-        assert_eq!(
-            validate(Action::BootNotification, Direction::Response, &out),
-            Ok(())
-        );
+        assert_eq!(out, json!({"currentTime": "2024-05-01T08:00:00Z", "interval": 300, "status": "Accepted"}));
+        assert_eq!(validate(Action::BootNotification, Direction::Response, &out), Ok(()));
         let back = decode_response::<BootNotificationRequest>(out).unwrap();
         assert_eq!(back, resp);
     }
@@ -183,19 +164,12 @@ mod tests {
         let bad = json!({"currentTime": "2024-05-01T08:00:00Z", "interval": 300.5,
                          "status": "Pending"});
         let v = decode_response::<BootNotificationRequest>(bad).unwrap_err();
-        assert_eq!(
-            (v.code, v.path.as_str()),
-            (ErrorCode::TypeConstraintViolation, "/interval")
-        );
+        assert_eq!((v.code, v.path.as_str()), (ErrorCode::TypeConstraintViolation, "/interval"));
     }
 
     #[test]
     fn integers_beyond_i64_are_a_property_violation() {
-        for interval in [
-            json!(18_446_744_073_709_551_615u64),
-            json!(1e19),
-            json!(-1e19),
-        ] {
+        for interval in [json!(18_446_744_073_709_551_615u64), json!(1e19), json!(-1e19)] {
             let payload = json!({"currentTime": "2024-05-01T08:00:00Z", "interval": interval,
                                  "status": "Pending"});
             let v = validate(Action::BootNotification, Direction::Response, &payload).unwrap_err();
@@ -208,10 +182,7 @@ mod tests {
         let v = validate(Action::Heartbeat, Direction::Request, &json!([])).unwrap_err();
         assert_eq!((v.code, v.path.as_str()), (ErrorCode::FormatViolation, ""));
         let v = validate(Action::Heartbeat, Direction::Request, &json!({"a/b~c": 1})).unwrap_err();
-        assert_eq!(
-            (v.code, v.path.as_str()),
-            (ErrorCode::ProtocolError, "/a~1b~0c")
-        );
+        assert_eq!((v.code, v.path.as_str()), (ErrorCode::ProtocolError, "/a~1b~0c"));
         let v = validate(
             Action::BootNotification,
             Direction::Request,
@@ -220,10 +191,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             (v.code, v.path.as_str()),
-            (
-                ErrorCode::OccurrenceConstraintViolation,
-                "/chargingStation/vendorName"
-            )
+            (ErrorCode::OccurrenceConstraintViolation, "/chargingStation/vendorName")
         );
         assert_eq!(
             v.to_string(),
@@ -261,22 +229,12 @@ mod tests {
         assert_eq!(count(Initiator::Both), 1);
         assert_eq!(Action::DataTransfer.initiated_by(), Initiator::Both);
         assert_eq!(Action::Reset.initiated_by(), Initiator::Csms);
-        assert!(
-            Action::TransactionEvent
-                .initiated_by()
-                .charging_station_may_send()
-        );
+        assert!(Action::TransactionEvent.initiated_by().charging_station_may_send());
         assert!(!Action::TransactionEvent.initiated_by().csms_may_send());
-        assert_eq!(
-            Action::from_name("Get15118EVCertificate"),
-            Some(Action::Get15118EVCertificate)
-        );
+        assert_eq!(Action::from_name("Get15118EVCertificate"), Some(Action::Get15118EVCertificate));
         assert_eq!(Action::from_name("heartbeat"), None);
         assert_eq!(<ResetRequest as Request>::ACTION, Action::Reset);
         assert_eq!(ConnectorEnumType::CCCS2.as_str(), "cCCS2");
-        assert_eq!(
-            MeasurandEnumType::EnergyActiveImportRegister.to_string(),
-            "Energy.Active.Import.Register"
-        );
+        assert_eq!(MeasurandEnumType::EnergyActiveImportRegister.to_string(), "Energy.Active.Import.Register");
     }
 }
