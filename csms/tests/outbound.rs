@@ -1,0 +1,151 @@
+//! CSMS-initiated calls through a session: one in flight, correlation by id on
+//! the connection, timeout, validation of the station's answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use csms::app::App;
+use csms::clock::SystemClock;
+use csms::config::Config;
+use csms::handlers::SessionState;
+use csms::session::CallFailure;
+use csms::store::{Registration, Store};
+use csms::tls::{StationTrust, provider};
+use futures_util::{SinkExt, StreamExt};
+use ocpp::v201::Action;
+use serde_json::{Value, json};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+type Client = WebSocketStream<tokio::io::DuplexStream>;
+
+async fn connected(call_timeout_secs: u64) -> (Arc<App>, Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::sqlite_url(dir.path()), 2).await.unwrap();
+    let config = Config { call_timeout_secs, ..Config::default() };
+    let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+    let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+    let state = SessionState {
+        station_id: "CS1".into(),
+        tenant_id: Arc::from("default"),
+        registration: Some(Registration::Accepted),
+    };
+    tokio::spawn(csms::session::run(app.clone(), server, state));
+    for _ in 0..100 {
+        if app.sessions.get("CS1").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (app, client, dir)
+}
+
+async fn next_frame(client: &mut Client) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap().unwrap().unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+async fn send(client: &mut Client, v: Value) {
+    client.send(Message::text(v.to_string())).await.unwrap();
+}
+
+#[tokio::test]
+async fn call_result_reaches_the_caller() {
+    let (app, mut client, _dir) = connected(5).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    let call = tokio::spawn(async move { handle.call(Action::Reset, json!({"type": "Immediate"})).await });
+    let frame = next_frame(&mut client).await;
+    assert_eq!(frame[0], 2);
+    assert_eq!(frame[2], "Reset");
+    assert_eq!(frame[3], json!({"type": "Immediate"}));
+    // A reply with another id is dropped, the call keeps waiting.
+    send(&mut client, json!([3, "someone-else", {"status": "Accepted"}])).await;
+    send(&mut client, json!([3, frame[1], {"status": "Scheduled"}])).await;
+    assert_eq!(call.await.unwrap(), Ok(json!({"status": "Scheduled"})));
+}
+
+#[tokio::test]
+async fn one_call_in_flight_at_a_time() {
+    let (app, mut client, _dir) = connected(5).await;
+    let h1 = app.sessions.get("CS1").unwrap();
+    let h2 = h1.clone();
+    let first = tokio::spawn(async move { h1.call(Action::Reset, json!({"type": "OnIdle"})).await });
+    let f1 = next_frame(&mut client).await;
+    let second = tokio::spawn(async move { h2.call(Action::ClearCache, json!({})).await });
+    // The second call is not sent while the first is unanswered.
+    let early = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(early.is_err(), "second call sent before the first was answered: {early:?}");
+    send(&mut client, json!([3, f1[1], {"status": "Accepted"}])).await;
+    let f2 = next_frame(&mut client).await;
+    assert_eq!(f2[2], "ClearCache");
+    assert_ne!(f1[1], f2[1], "message ids are unique per connection");
+    send(&mut client, json!([4, f2[1], "InternalError", "boom", {}])).await;
+    assert_eq!(first.await.unwrap(), Ok(json!({"status": "Accepted"})));
+    match second.await.unwrap() {
+        Err(CallFailure::Rejected { code, description }) => {
+            assert_eq!(code, ocpp::ErrorCode::InternalError);
+            assert_eq!(description, "boom");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn timeout_frees_the_slot() {
+    let (app, mut client, _dir) = connected(1).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    let h = handle.clone();
+    let first = tokio::spawn(async move { h.call(Action::ClearCache, json!({})).await });
+    let f1 = next_frame(&mut client).await;
+    assert_eq!(first.await.unwrap(), Err(CallFailure::Timeout(Duration::from_secs(1))));
+    // A late answer to the timed-out call is dropped; the next call goes out.
+    send(&mut client, json!([3, f1[1], {"status": "Accepted"}])).await;
+    let second = tokio::spawn(async move { handle.call(Action::ClearCache, json!({})).await });
+    let f2 = next_frame(&mut client).await;
+    send(&mut client, json!([3, f2[1], {"status": "Rejected"}])).await;
+    assert_eq!(second.await.unwrap(), Ok(json!({"status": "Rejected"})));
+}
+
+#[tokio::test]
+async fn invalid_payloads_in_both_directions() {
+    let (app, mut client, _dir) = connected(5).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    // Our own request is checked before it leaves.
+    match handle.call(Action::Reset, json!({"type": "Sometime"})).await {
+        Err(CallFailure::InvalidRequest(v)) => assert_eq!(v.code, ocpp::ErrorCode::PropertyConstraintViolation),
+        other => panic!("{other:?}"),
+    }
+    // The station's answer is checked against the response schema.
+    let call = tokio::spawn(async move { handle.call(Action::Reset, json!({"type": "Immediate"})).await });
+    let f = next_frame(&mut client).await;
+    send(&mut client, json!([3, f[1], {"status": "Maybe"}])).await;
+    match call.await.unwrap() {
+        Err(CallFailure::InvalidResponse(v)) => assert_eq!(v.path, "/status"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn disconnect_fails_pending_call() {
+    let (app, mut client, _dir) = connected(30).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    let call = tokio::spawn(async move { handle.call(Action::ClearCache, json!({})).await });
+    let _ = next_frame(&mut client).await;
+    client.close(None).await.unwrap();
+    assert_eq!(call.await.unwrap(), Err(CallFailure::Closed));
+    for _ in 0..100 {
+        if app.sessions.get("CS1").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("session still registered after disconnect");
+}
