@@ -539,7 +539,9 @@ def emit(model: Model) -> str:
         out += f"    pub static {static_ident(name)}: &[&str] = &["
         out += ", ".join(rust_str(v) for v in e.values) + "];\n"
     out += "}\n"
-    for schema_id in model.ids:
+    # The package ships the schemas without `$id`; the OCA originals carry a
+    # `urn:OCPP:...` id. Neither may be copied into the output.
+    for schema_id in model.ids + ["urn:OCPP:"]:
         if schema_id in out:
             raise SchemaError("schema ids must not be copied into the generated code")
     return out
