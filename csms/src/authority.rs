@@ -230,17 +230,16 @@ pub async fn enroll(
         .ok_or_else(|| EnrollError::Internal(anyhow::anyhow!("tenant of station missing")))?;
     let csr = pki::validate_csr(csr_pem, station_id)
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
-    issue_for(
-        store,
-        master,
-        &tenant,
-        station_id,
-        &csr,
-        now - Duration::minutes(5),
-        now + Duration::days(i64::from(validity_days)),
-        now,
-    )
-    .await
+    let validity =
+        Validity { not_before: now - Duration::minutes(5), not_after: now + Duration::days(i64::from(validity_days)) };
+    issue_for(store, master, &tenant, station_id, &csr, validity, now).await
+}
+
+/// Validity window of a certificate to issue.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
 }
 
 /// Issues and records a station certificate for an explicit validity window.
@@ -250,10 +249,10 @@ pub async fn issue_for(
     tenant: &Tenant,
     station_id: &str,
     csr: &pki::ValidatedCsr,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
+    validity: Validity,
     now: OffsetDateTime,
 ) -> Result<(String, CertificateRecord), EnrollError> {
+    let Validity { not_before, not_after } = validity;
     let ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
     let cert =
         ca.issue_station_certificate(csr, &tenant.organization, not_before, not_after).map_err(anyhow::Error::from)?;

@@ -1,6 +1,8 @@
 //! CSMS-initiated calls through a session: one in flight, correlation by id on
 //! the connection, timeout, validation of the station's answer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

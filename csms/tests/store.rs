@@ -1,5 +1,7 @@
 //! The same storage tests against SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use csms::store::{
     BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, Store, StoreError,
 };

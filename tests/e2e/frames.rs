@@ -80,10 +80,7 @@ fn ten_megabyte_frame_closes_only_that_connection() {
     let other_args = tls_args(&server, &server.wss(), "CS-OTHER", Some(&other));
     let python = crate::harness::python();
     let script = crate::harness::workspace().join("tests/interop/probe.py");
-    let mut hb_frames = Vec::new();
-    for _ in 0..20 {
-        hb_frames.push(HEARTBEAT);
-    }
+    let hb_frames = vec![HEARTBEAT; 20];
     let bystander = std::process::Command::new(&python)
         .arg(&script)
         .args([vec!["frames"], strs(&other_args), hb_frames].concat())

@@ -1,5 +1,7 @@
 //! End-to-end tests: real `csms` processes, real TLS, clients we did not write.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod harness;
 
 mod durability;

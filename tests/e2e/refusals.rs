@@ -207,9 +207,11 @@ fn expired_certificate() {
 fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut cfg = csms::config::Config::default();
-        cfg.data_dir = env.dir.path().to_path_buf();
-        cfg.database_url = Some(env.db_url.clone());
+        let cfg = csms::config::Config {
+            data_dir: env.dir.path().to_path_buf(),
+            database_url: Some(env.db_url.clone()),
+            ..Default::default()
+        };
         let clock = csms::clock::SystemClock;
         let opened = csms::server::open(cfg, &clock).await.unwrap();
         let tenant = opened.store.tenant("default").await.unwrap().unwrap();
@@ -221,8 +223,10 @@ fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
             &tenant,
             station,
             &csr,
-            now - time::Duration::days(30),
-            now - time::Duration::days(1),
+            csms::authority::Validity {
+                not_before: now - time::Duration::days(30),
+                not_after: now - time::Duration::days(1),
+            },
             now,
         )
         .await
