@@ -1,7 +1,7 @@
 //! The capabilities every part of the server reaches through one struct.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Semaphore;
 
@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::SessionRegistry;
 use crate::store::Store;
-use crate::tls::StationTrust;
+use crate::tls::{ServerCertificates, StationTrust};
 
 pub struct App {
     pub config: Config,
@@ -27,6 +27,8 @@ pub struct App {
     pub password_permits: Semaphore,
     /// Set once every listener is bound and the store answered.
     pub ready: AtomicBool,
+    /// Server certificates by SNI host (set by `serve`; absent in unit tests).
+    server_certs: OnceLock<Arc<ServerCertificates>>,
 }
 
 impl App {
@@ -43,6 +45,16 @@ impl App {
             sessions: SessionRegistry::default(),
             trust,
             ready: AtomicBool::new(false),
+            server_certs: OnceLock::new(),
         }
+    }
+
+    pub fn set_server_certificates(&self, certs: Arc<ServerCertificates>) {
+        let _ = self.server_certs.set(certs);
+    }
+
+    /// The tenant whose own host name `sni` is, if any.
+    pub fn tenant_of_host(&self, sni: &str) -> Option<String> {
+        self.server_certs.get()?.tenant_of_host(sni)
     }
 }

@@ -108,31 +108,50 @@ pub async fn load_ca(
 }
 
 /// Creates the tenant and its station CA hierarchy if they do not exist yet.
+/// A tenant with its own OCPP host name also gets its own CSMS root.
 pub async fn ensure_tenant(
     store: &Store,
     master: &MasterKey,
     clock: &dyn Clock,
     id: &str,
     organization: &str,
+    ocpp_hostname: Option<&str>,
 ) -> anyhow::Result<Tenant> {
     let tenant = match store.tenant(id).await? {
         Some(t) => t,
-        None => match store.create_tenant(id, organization, clock.now_millis()).await {
+        None => match store.create_tenant(id, organization, ocpp_hostname, clock.now_millis()).await {
             Ok(t) => t,
             // Another node created it meanwhile.
             Err(StoreError::AlreadyExists { .. }) => store.tenant(id).await?.context("tenant vanished")?,
             Err(e) => return Err(e.into()),
         },
     };
+    // CN is limited to 64 characters (RFC 5280).
+    let short: String = tenant.organization.chars().take(40).collect();
     if store.credential(id, STATION_CA).await?.is_none() {
-        // CN is limited to 64 characters (RFC 5280).
-        let short: String = tenant.organization.chars().take(40).collect();
         let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
         let now = clock.now_millis();
         store_ca(store, master, id, STATION_ROOT, &h.root, now).await?;
         store_ca(store, master, id, STATION_CA, &h.station_ca, now).await?;
     }
+    if tenant.ocpp_hostname.is_some() && store.credential(id, CSMS_ROOT).await?.is_none() {
+        let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
+        store_ca(store, master, id, CSMS_ROOT, &h.root, clock.now_millis()).await?;
+    }
     Ok(tenant)
+}
+
+/// A DNS host name: labels of letters, digits and '-', at most 253 characters.
+pub fn valid_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').count() >= 2
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Validates a tenant id: 1-63 of `[a-z0-9-]`, not starting with '-'.
@@ -168,13 +187,34 @@ pub async fn server_identity(
         let h = pki::generate_hierarchy("Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
         store_ca(store, master, PLATFORM, CSMS_ROOT, &h.root, clock.now_millis()).await?;
     }
-    let root = load_ca(store, master, PLATFORM, CSMS_ROOT).await?;
+    issue_server_identity(store, master, clock, PLATFORM, names).await
+}
+
+/// Issues a server certificate for a tenant's own host name under its own CSMS root.
+pub async fn tenant_server_identity(
+    store: &Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    tenant: &Tenant,
+) -> anyhow::Result<ServerIdentity> {
+    let host = tenant.ocpp_hostname.clone().context("tenant has no OCPP host name")?;
+    issue_server_identity(store, master, clock, &tenant.id, &[host]).await
+}
+
+async fn issue_server_identity(
+    store: &Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    tenant: &str,
+    names: &[String],
+) -> anyhow::Result<ServerIdentity> {
+    let root = load_ca(store, master, tenant, CSMS_ROOT).await?;
     let now = clock.now();
     let (cert, key) = root.issue_server_certificate(names, now - Duration::minutes(5), now + Duration::days(365))?;
-    let sealed = key.seal(master, &label(PLATFORM, SERVER))?;
+    let sealed = key.seal(master, &label(tenant, SERVER))?;
     store
         .replace_credential(
-            PLATFORM,
+            tenant,
             SERVER,
             &CredentialRecord { cert_pem: cert.pem.clone(), sealed_key: sealed },
             clock.now_millis(),
@@ -285,7 +325,7 @@ pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) ->
     for tenant in store.tenants().await? {
         let tdir = dir.join("tenants").join(&tenant.id);
         std::fs::create_dir_all(&tdir)?;
-        for name in [STATION_ROOT, STATION_CA] {
+        for name in [STATION_ROOT, STATION_CA, CSMS_ROOT] {
             if let Some(c) = store.credential(&tenant.id, name).await? {
                 std::fs::write(tdir.join(format!("{name}.pem")), c.cert_pem)?;
             }

@@ -86,6 +86,10 @@ pub enum TenantCommand {
         /// Organisation name, used as O in station certificates.
         #[arg(long)]
         org: String,
+        /// The tenant's own OCPP host name: it gets its own CSMS root, and the
+        /// server presents a certificate for this name to clients asking for it (SNI).
+        #[arg(long)]
+        hostname: Option<String>,
     },
     /// List tenants.
     List,
@@ -208,7 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => {
             let opened = server::open(config, &clock).await?;
             match cmd {
-                TenantCommand::Add { name, org } => {
+                TenantCommand::Add { name, org, hostname } => {
                     if !authority::valid_tenant_id(&name) {
                         bail!("tenant name must be 1-63 characters of a-z, 0-9 and '-'");
                     }
@@ -218,8 +222,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if opened.store.tenant(&name).await?.is_some() {
                         bail!("tenant '{name}' already exists");
                     }
-                    let t = authority::ensure_tenant(&opened.store, &opened.secrets.master, &clock, &name, org.trim())
-                        .await?;
+                    let hostname = hostname.map(|h| h.to_ascii_lowercase());
+                    if hostname.as_deref().is_some_and(|h| !authority::valid_hostname(h)) {
+                        bail!("--hostname must be a DNS name such as ocpp.example.com");
+                    }
+                    let t = authority::ensure_tenant(
+                        &opened.store,
+                        &opened.secrets.master,
+                        &clock,
+                        &name,
+                        org.trim(),
+                        hostname.as_deref(),
+                    )
+                    .await?;
                     println!("{}", serde_json::to_string(&t)?);
                 }
                 TenantCommand::List => {

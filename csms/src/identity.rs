@@ -18,6 +18,8 @@ pub struct Transport {
     /// Chain the client presented in the TLS handshake (already verified against
     /// the union of all tenants' anchors by rustls).
     pub client_chain: Option<Vec<CertificateDer<'static>>>,
+    /// Host name the client asked for (TLS SNI).
+    pub sni: Option<String>,
 }
 
 /// Why a connection was refused. The label is logged and counted; the client
@@ -33,6 +35,7 @@ pub enum Refusal {
     CertificateCnMismatch,
     CertificateRevoked,
     CertificateUnreadable,
+    TenantHostMismatch,
     MissingBasicAuth,
     BasicUserMismatch,
     NoPasswordSet,
@@ -52,6 +55,7 @@ impl Refusal {
             Refusal::CertificateCnMismatch => "certificate_cn_mismatch",
             Refusal::CertificateRevoked => "certificate_revoked",
             Refusal::CertificateUnreadable => "certificate_unreadable",
+            Refusal::TenantHostMismatch => "tenant_host_mismatch",
             Refusal::MissingBasicAuth => "missing_basic_auth",
             Refusal::BasicUserMismatch => "basic_user_mismatch",
             Refusal::NoPasswordSet => "no_password_set",
@@ -86,6 +90,12 @@ pub async fn authenticate(
     };
     if !station.enabled {
         return Err(Refusal::StationDisabled);
+    }
+    // A tenant's own host name serves that tenant's stations only.
+    if let Some(owner) = transport.sni.as_deref().and_then(|h| app.tenant_of_host(h)) {
+        if owner != station.tenant_id {
+            return Err(Refusal::TenantHostMismatch);
+        }
     }
     // A05: the transport must offer at least the configured profile.
     if !transport.tls && station.security_profile > 1 {

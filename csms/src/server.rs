@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -14,7 +13,7 @@ use crate::authority;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::Store;
-use crate::tls::{self, StationTrust};
+use crate::tls::{self, ServerCertificates, StationTrust};
 
 /// Tenant created on first start.
 pub const DEFAULT_TENANT: &str = "default";
@@ -36,7 +35,7 @@ pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
     let store = Store::open(&url, config.database_max_connections)
         .await
         .with_context(|| format!("opening database {}", redact_url(&url)))?;
-    authority::ensure_tenant(&store, &secrets.master, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION).await?;
+    authority::ensure_tenant(&store, &secrets.master, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION, None).await?;
     Ok(Opened { config, secrets, store })
 }
 
@@ -60,14 +59,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let identity = authority::server_identity(&store, &secrets.master, clock.as_ref(), &config.server_names).await?;
     let root_path = authority::write_public_pem(&store, &config.data_dir, &identity.root_pem).await?;
-    drop(secrets);
 
     let provider = tls::provider();
     let trust = Arc::new(StationTrust::new(provider.clone()));
     trust.reload(&authority::station_trust_roots(&store).await?)?;
-    let chain = identity.chain.iter().map(|d| CertificateDer::from(d.clone())).collect();
-    let tls_config = Arc::new(tls::server_config(provider, trust.clone(), chain, identity.key_pkcs8.clone())?);
+    let certs =
+        Arc::new(ServerCertificates::new(tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone())?));
     drop(identity);
+    add_tenant_hosts(&store, &secrets, clock.as_ref(), &provider, &certs).await?;
+    let tls_config = Arc::new(tls::server_config(provider.clone(), trust.clone(), certs.clone())?);
 
     let ocpp = TcpListener::bind(config.ocpp_addr)
         .await
@@ -85,7 +85,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let api_addr = api.local_addr()?;
     let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
 
-    let app = Arc::new(App::new(config.clone(), store.clone(), clock, trust.clone()));
+    let app = Arc::new(App::new(config.clone(), store.clone(), clock.clone(), trust.clone()));
+    app.set_server_certificates(certs.clone());
     tokio::spawn(crate::transport::serve_tls(app.clone(), ocpp, tls_config));
     if let Some(l) = plain {
         tokio::spawn(crate::transport::serve_plain(app.clone(), l));
@@ -96,7 +97,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::error!(error = %e, "API listener failed");
         }
     });
-    // Tenants created by other processes (CLI, other nodes) become trusted here.
+    // Tenants created by other processes (CLI, other nodes) become trusted here,
+    // and their own host names get a server certificate.
     let refresh_store = store.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
@@ -109,6 +111,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
+            }
+            if let Err(e) = add_tenant_hosts(&refresh_store, &secrets, clock.as_ref(), &provider, &certs).await {
+                tracing::warn!(error = %e, "issuing tenant server certificates");
             }
         }
     });
@@ -136,6 +141,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     app.ready.store(false, Ordering::Release);
     store.close().await;
+    Ok(())
+}
+
+/// Issues a server certificate for every tenant host name not served yet.
+async fn add_tenant_hosts(
+    store: &Store,
+    secrets: &authority::Secrets,
+    clock: &dyn Clock,
+    provider: &rustls::crypto::CryptoProvider,
+    certs: &ServerCertificates,
+) -> anyhow::Result<()> {
+    for tenant in store.tenants().await? {
+        let Some(host) = tenant.ocpp_hostname.as_deref() else { continue };
+        if certs.has_host(host) {
+            continue;
+        }
+        let id = authority::tenant_server_identity(store, &secrets.master, clock, &tenant).await?;
+        certs.insert(host, &tenant.id, tls::certified_key(provider, &id.chain, id.key_pkcs8.clone())?);
+        tracing::info!(tenant = %tenant.id, host, "serving the tenant's own server certificate");
+    }
     Ok(())
 }
 

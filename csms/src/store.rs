@@ -75,6 +75,8 @@ impl FromStr for Registration {
 pub struct Tenant {
     pub id: String,
     pub organization: String,
+    /// Host name (SNI) with the tenant's own CSMS root and server certificate.
+    pub ocpp_hostname: Option<String>,
     pub created_at: i64,
 }
 
@@ -278,18 +280,30 @@ impl Store {
 
     // ---- tenants -------------------------------------------------------
 
-    pub async fn create_tenant(&self, id: &str, organization: &str, now: i64) -> Result<Tenant, StoreError> {
+    pub async fn create_tenant(
+        &self,
+        id: &str,
+        organization: &str,
+        ocpp_hostname: Option<&str>,
+        now: i64,
+    ) -> Result<Tenant, StoreError> {
         let res = with_pool!(self, |p| {
-            sqlx::query("INSERT INTO tenants (id, organization, created_at) VALUES ($1, $2, $3)")
+            sqlx::query("INSERT INTO tenants (id, organization, ocpp_hostname, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(id)
                 .bind(organization)
+                .bind(ocpp_hostname)
                 .bind(now)
                 .execute(p)
                 .await
                 .map(|_| ())
         });
         match res {
-            Ok(()) => Ok(Tenant { id: id.to_owned(), organization: organization.to_owned(), created_at: now }),
+            Ok(()) => Ok(Tenant {
+                id: id.to_owned(),
+                organization: organization.to_owned(),
+                ocpp_hostname: ocpp_hostname.map(str::to_owned),
+                created_at: now,
+            }),
             Err(e) if unique_violation(&e) => Err(StoreError::AlreadyExists { what: "tenant", id: id.to_owned() }),
             Err(e) => Err(e.into()),
         }
@@ -297,7 +311,7 @@ impl Store {
 
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
         let row = with_pool!(self, |p| {
-            sqlx::query("SELECT id, organization, created_at FROM tenants WHERE id = $1")
+            sqlx::query("SELECT id, organization, ocpp_hostname, created_at FROM tenants WHERE id = $1")
                 .bind(id)
                 .fetch_optional(p)
                 .await?
@@ -305,6 +319,7 @@ impl Store {
                     Ok(Tenant {
                         id: r.try_get("id")?,
                         organization: r.try_get("organization")?,
+                        ocpp_hostname: r.try_get("ocpp_hostname")?,
                         created_at: r.try_get("created_at")?,
                     })
                 })
@@ -315,7 +330,7 @@ impl Store {
 
     pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let rows = with_pool!(self, |p| {
-            sqlx::query("SELECT id, organization, created_at FROM tenants ORDER BY id")
+            sqlx::query("SELECT id, organization, ocpp_hostname, created_at FROM tenants ORDER BY id")
                 .fetch_all(p)
                 .await?
                 .into_iter()
@@ -323,6 +338,7 @@ impl Store {
                     Ok(Tenant {
                         id: r.try_get("id")?,
                         organization: r.try_get("organization")?,
+                        ocpp_hostname: r.try_get("ocpp_hostname")?,
                         created_at: r.try_get("created_at")?,
                     })
                 })

@@ -13,8 +13,9 @@ use std::sync::{Arc, RwLock};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, TrustAnchor, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
 /// The one crypto provider of the process: ring, restricted to the suites OCPP names.
@@ -156,18 +157,74 @@ impl ClientCertVerifier for ReloadingVerifier {
     }
 }
 
-/// Server configuration with the CSMS certificate chain and key.
+/// The server certificates: the platform's, and those of tenants with their own
+/// CSMS root, chosen by the SNI host name the station connects to.
+#[derive(Debug)]
+pub struct ServerCertificates {
+    default: Arc<CertifiedKey>,
+    by_host: RwLock<Arc<HashMap<String, TenantHost>>>,
+}
+
+#[derive(Debug, Clone)]
+struct TenantHost {
+    tenant: String,
+    key: Arc<CertifiedKey>,
+}
+
+impl ServerCertificates {
+    pub fn new(default: Arc<CertifiedKey>) -> Self {
+        ServerCertificates { default, by_host: RwLock::new(Arc::new(HashMap::new())) }
+    }
+
+    /// Serves `key` to clients asking for `host`, which belongs to `tenant`.
+    pub fn insert(&self, host: &str, tenant: &str, key: Arc<CertifiedKey>) {
+        let mut guard = self.by_host.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&guard);
+        map.insert(host.to_ascii_lowercase(), TenantHost { tenant: tenant.to_owned(), key });
+        *guard = Arc::new(map);
+    }
+
+    pub fn has_host(&self, host: &str) -> bool {
+        self.by_host.read().unwrap_or_else(|p| p.into_inner()).contains_key(&host.to_ascii_lowercase())
+    }
+
+    /// The tenant that owns `host`, if any.
+    pub fn tenant_of_host(&self, host: &str) -> Option<String> {
+        self.by_host.read().unwrap_or_else(|p| p.into_inner()).get(&host.to_ascii_lowercase()).map(|t| t.tenant.clone())
+    }
+}
+
+impl ResolvesServerCert for ServerCertificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_host = self.by_host.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let chosen =
+            hello.server_name().and_then(|name| by_host.get(&name.to_ascii_lowercase())).map(|t| t.key.clone());
+        Some(chosen.unwrap_or_else(|| self.default.clone()))
+    }
+}
+
+/// A certificate chain (DER, leaf first) with its PKCS#8 key, ready to serve.
+pub fn certified_key(
+    provider: &CryptoProvider,
+    chain: &[Vec<u8>],
+    key_pkcs8: Vec<u8>,
+) -> Result<Arc<CertifiedKey>, TlsSetupError> {
+    let chain = chain.iter().map(|d| CertificateDer::from(d.clone())).collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, provider)?))
+}
+
+/// Server configuration: TLS 1.3 and 1.2, optional client certificates checked
+/// against the station trust anchors, server certificate chosen by SNI.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     trust: Arc<StationTrust>,
-    chain: Vec<CertificateDer<'static>>,
-    key_pkcs8: Vec<u8>,
+    certs: Arc<ServerCertificates>,
 ) -> Result<ServerConfig, TlsSetupError> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(Arc::new(ReloadingVerifier(trust)))
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Stations reconnect often; resumption saves them a full handshake.
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);

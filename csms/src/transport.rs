@@ -66,7 +66,8 @@ pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConf
             };
             let client_chain =
                 tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-            let transport = Transport { tls: true, client_chain };
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let transport = Transport { tls: true, client_chain, sni };
             upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, hs_permit).await;
         });
     }
@@ -83,7 +84,7 @@ pub async fn serve_plain(app: Arc<App>, listener: TcpListener) {
             let Ok(hs_permit) = app.handshake_permits.clone().acquire_owned().await else {
                 return;
             };
-            let transport = Transport { tls: false, client_chain: None };
+            let transport = Transport { tls: false, client_chain: None, sni: None };
             upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, hs_permit).await;
         });
     }

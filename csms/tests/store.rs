@@ -43,10 +43,19 @@ fn station(id: &str, tenant: &str) -> NewStation {
 }
 
 async fn tenants_and_stations(s: &Store) {
-    s.create_tenant("acme", "ACME Charging", 1).await.unwrap();
-    s.create_tenant("other", "Other", 2).await.unwrap();
-    assert!(matches!(s.create_tenant("acme", "dup", 3).await, Err(StoreError::AlreadyExists { .. })));
+    s.create_tenant("acme", "ACME Charging", Some("ocpp.acme.example"), 1).await.unwrap();
+    s.create_tenant("other", "Other", None, 2).await.unwrap();
+    assert!(matches!(s.create_tenant("acme", "dup", None, 3).await, Err(StoreError::AlreadyExists { .. })));
     assert_eq!(s.tenants().await.unwrap().len(), 2);
+    assert!(
+        matches!(
+            s.create_tenant("third", "T", Some("ocpp.acme.example"), 4).await,
+            Err(StoreError::AlreadyExists { .. })
+        ),
+        "a host name belongs to one tenant"
+    );
+    assert_eq!(s.tenant("acme").await.unwrap().unwrap().ocpp_hostname.as_deref(), Some("ocpp.acme.example"));
+    assert_eq!(s.tenant("other").await.unwrap().unwrap().ocpp_hostname, None);
 
     let created = s.create_station(&station("CS1", "acme"), 10).await.unwrap();
     assert_eq!(created.security_profile, 3);
@@ -74,7 +83,7 @@ async fn tenants_and_stations(s: &Store) {
 }
 
 async fn boot_status_and_events(s: &Store) {
-    s.create_tenant("acme", "ACME", 1).await.unwrap();
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
     s.create_station(&station("CS1", "acme"), 10).await.unwrap();
     s.record_boot(&BootRecord {
         tenant_id: "acme".into(),
@@ -127,7 +136,7 @@ async fn boot_status_and_events(s: &Store) {
 }
 
 async fn certificates_and_credentials(s: &Store) {
-    s.create_tenant("acme", "ACME", 1).await.unwrap();
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
     let rec = CertificateRecord {
         tenant_id: "acme".into(),
         serial_hex: "0a1b".into(),

@@ -4,6 +4,9 @@
 CREATE TABLE tenants (
     id            TEXT PRIMARY KEY NOT NULL,
     organization  TEXT NOT NULL,
+    -- Host name stations of this tenant use (SNI); the tenant then has its own
+    -- CSMS root and server certificate. NULL: the platform's.
+    ocpp_hostname TEXT UNIQUE,
     created_at    INTEGER NOT NULL
 );
 

@@ -8,3 +8,4 @@ mod durability;
 mod frames;
 mod interop;
 mod refusals;
+mod tenants;

@@ -39,6 +39,7 @@ async def main(args):
         ssl=ssl_context(args),
         additional_headers=headers,
         open_timeout=10,
+        **({"host": args.connect_host} if args.connect_host else {}),
     ) as ws:
         emit("connected", subprotocol=ws.subprotocol)
         cp = ChargePoint(args.station, ws, response_timeout=10)
@@ -79,6 +80,7 @@ if __name__ == "__main__":
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--password")
+    p.add_argument("--connect-host", help="connect here instead of the URL's host (which stays the TLS SNI name)")
     p.add_argument("--steps", default="boot,heartbeat,status")
     a = p.parse_args()
     try:

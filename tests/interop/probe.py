@@ -39,6 +39,7 @@ def connect(args):
         open_timeout=10,
         max_size=None,
         ping_interval=None,
+        **({"host": args.connect_host} if args.connect_host else {}),
     )
 
 
@@ -117,6 +118,7 @@ if __name__ == "__main__":
     p.add_argument("--key")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--connect-host", help="connect here instead of the URL's host (which stays the TLS SNI name)")
     p.add_argument("--subprotocols", default="ocpp2.0.1", help="comma-separated; empty for none")
     p.add_argument("frames", nargs="*")
     a = p.parse_intermixed_args()
