@@ -4,8 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::CertificateDer;
@@ -82,35 +82,21 @@ pub struct IssuedCertificate {
 /// Root: subject `O=organization, CN=root_cn`, valid [`ROOT_VALIDITY_YEARS`].
 /// Sub-CA: subject `O=organization, CN=<organization> Station CA`, valid
 /// [`STATION_CA_VALIDITY_YEARS`]. Both carry keyUsage keyCertSign+cRLSign, SKI and AKI.
-pub fn generate_hierarchy(
-    organization: &str,
-    root_cn: &str,
-    now: OffsetDateTime,
-) -> Result<Hierarchy, PkiError> {
+pub fn generate_hierarchy(organization: &str, root_cn: &str, now: OffsetDateTime) -> Result<Hierarchy, PkiError> {
     check_name("organization", organization, MAX_O_LEN)?;
     check_name("root common name", root_cn, MAX_CN_LEN)?;
     let not_before = certificate_time(now)?;
 
     let root_key = generate_key()?;
-    let root_params = ca_params(
-        organization,
-        root_cn,
-        1,
-        not_before,
-        certificate_time(add_years(now, ROOT_VALIDITY_YEARS)?)?,
-    )?;
+    let root_params =
+        ca_params(organization, root_cn, 1, not_before, certificate_time(add_years(now, ROOT_VALIDITY_YEARS)?)?)?;
     let root_cert = root_params.self_signed(&root_key)?;
     let root = CertificateAuthority::from_parts(root_cert.der().to_vec(), root_key)?;
 
     let sub_cn = station_ca_common_name(organization);
     let sub_key = generate_key()?;
-    let sub_params = ca_params(
-        organization,
-        &sub_cn,
-        0,
-        not_before,
-        certificate_time(add_years(now, STATION_CA_VALIDITY_YEARS)?)?,
-    )?;
+    let sub_params =
+        ca_params(organization, &sub_cn, 0, not_before, certificate_time(add_years(now, STATION_CA_VALIDITY_YEARS)?)?)?;
     let sub_cert = sub_params.signed_by(&sub_key, &root.issuer)?;
     let station_ca = CertificateAuthority::from_parts(sub_cert.der().to_vec(), sub_key)?;
 
@@ -142,10 +128,7 @@ impl CertificateAuthority {
     /// to `label` (e.g. `tenant:default/ca:station`).
     pub fn to_stored(&self, key: &MasterKey, label: &str) -> Result<StoredCa, PkiError> {
         let pkcs8 = Zeroizing::new(self.issuer.key().serialize_der());
-        Ok(StoredCa {
-            cert_pem: self.cert_pem.clone(),
-            sealed_key: key.seal(&pkcs8, label)?,
-        })
+        Ok(StoredCa { cert_pem: self.cert_pem.clone(), sealed_key: key.seal(&pkcs8, label)? })
     }
 
     /// Restore a CA saved by [`to_stored`](Self::to_stored). Checks that the certificate is a
@@ -153,9 +136,7 @@ impl CertificateAuthority {
     pub fn from_stored(stored: &StoredCa, key: &MasterKey, label: &str) -> Result<Self, PkiError> {
         let mut chain = crate::pem_to_der_chain(&stored.cert_pem)?;
         if chain.len() != 1 {
-            return Err(PkiError::InvalidCertificate(
-                "stored CA must hold exactly one certificate".to_owned(),
-            ));
+            return Err(PkiError::InvalidCertificate("stored CA must hold exactly one certificate".to_owned()));
         }
         let cert_der = chain.remove(0);
         let pkcs8 = key.open(&stored.sealed_key, label)?;
@@ -189,10 +170,7 @@ impl CertificateAuthority {
         params.serial_number = Some(random_serial()?);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = match csr.key() {
-            CsrKey::Rsa { .. } => vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ],
+            CsrKey::Rsa { .. } => vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment],
             CsrKey::EcdsaP256 | CsrKey::EcdsaP384 => vec![KeyUsagePurpose::DigitalSignature],
         };
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -213,22 +191,16 @@ impl CertificateAuthority {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<(IssuedCertificate, PrivateKey), PkiError> {
-        let first = dns_names
-            .first()
-            .ok_or_else(|| PkiError::InvalidName("at least one server name is required".into()))?;
+        let first =
+            dns_names.first().ok_or_else(|| PkiError::InvalidName("at least one server name is required".into()))?;
         check_name("server common name", first, MAX_CN_LEN)?;
-        let sans = dns_names
-            .iter()
-            .map(|name| san(name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sans = dns_names.iter().map(|name| san(name)).collect::<Result<Vec<_>, _>>()?;
         let (not_before, not_after) = self.validity(not_before, not_after)?;
 
         let key = generate_key()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, first.as_str());
+        params.distinguished_name.push(DnType::CommonName, first.as_str());
         params.subject_alt_names = sans;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -239,10 +211,7 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
 
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((
-            issued(cert.der().to_vec())?,
-            PrivateKey::from_key_pair(&key),
-        ))
+        Ok((issued(cert.der().to_vec())?, PrivateKey::from_key_pair(&key)))
     }
 
     fn from_parts(cert_der: Vec<u8>, key: KeyPair) -> Result<Self, PkiError> {
@@ -260,9 +229,7 @@ impl CertificateAuthority {
         // rcgen rebuilds the issuer name from this subject and only handles one attribute
         // per RDN; check here so a damaged stored certificate gives an error.
         if cert.subject().iter().any(|rdn| rdn.iter().count() != 1) {
-            return Err(PkiError::InvalidCertificate(
-                "CA subject must have exactly one attribute per RDN".to_owned(),
-            ));
+            return Err(PkiError::InvalidCertificate("CA subject must have exactly one attribute per RDN".to_owned()));
         }
         let subject_cn = cert
             .subject()
@@ -273,13 +240,7 @@ impl CertificateAuthority {
             .to_owned();
         let not_after = cert.validity().not_after.to_datetime();
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), key)?;
-        Ok(Self {
-            cert_pem: pem("CERTIFICATE", &cert_der),
-            cert_der,
-            subject_cn,
-            not_after,
-            issuer,
-        })
+        Ok(Self { cert_pem: pem("CERTIFICATE", &cert_der), cert_der, subject_cn, not_after, issuer })
     }
 
     fn validity(
@@ -299,9 +260,7 @@ impl CertificateAuthority {
 
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateAuthority")
-            .field("subject_cn", &self.subject_cn)
-            .finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority").field("subject_cn", &self.subject_cn).finish_non_exhaustive()
     }
 }
 
@@ -310,10 +269,7 @@ impl fmt::Debug for StoredCa {
         // The sealed key is ciphertext, but there is no reason to print it.
         f.debug_struct("StoredCa")
             .field("cert_pem", &self.cert_pem)
-            .field(
-                "sealed_key",
-                &format_args!("[{} bytes]", self.sealed_key.len()),
-            )
+            .field("sealed_key", &format_args!("[{} bytes]", self.sealed_key.len()))
             .finish()
     }
 }
@@ -359,18 +315,12 @@ fn san(name: &str) -> Result<SanType, PkiError> {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
         });
     if !valid_dns {
-        return Err(PkiError::InvalidName(format!(
-            "{name:?} is neither an IP address nor a DNS name"
-        )));
+        return Err(PkiError::InvalidName(format!("{name:?} is neither an IP address nor a DNS name")));
     }
-    let ia5 = name
-        .try_into()
-        .map_err(|_| PkiError::InvalidName(format!("{name:?} is not IA5")))?;
+    let ia5 = name.try_into().map_err(|_| PkiError::InvalidName(format!("{name:?} is not IA5")))?;
     Ok(SanType::DnsName(ia5))
 }
 
@@ -379,14 +329,10 @@ fn check_name(what: &str, value: &str, max: usize) -> Result<(), PkiError> {
         return Err(PkiError::InvalidName(format!("{what} is empty")));
     }
     if value.chars().count() > max {
-        return Err(PkiError::InvalidName(format!(
-            "{what} is longer than {max} characters"
-        )));
+        return Err(PkiError::InvalidName(format!("{what} is longer than {max} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(PkiError::InvalidName(format!(
-            "{what} contains control characters"
-        )));
+        return Err(PkiError::InvalidName(format!("{what} contains control characters")));
     }
     Ok(())
 }
@@ -397,9 +343,7 @@ fn generate_key() -> Result<KeyPair, PkiError> {
 
 fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; SERIAL_LEN];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| PkiError::Random)?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| PkiError::Random)?;
     // Positive, and exactly SERIAL_LEN bytes in DER: top bit clear, first byte non-zero.
     bytes[0] &= 0x7f;
     if bytes[0] == 0 {
@@ -410,10 +354,7 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
 
 /// The same instant `years` calendar years later (29 February becomes 28 February).
 fn add_years(t: OffsetDateTime, years: i32) -> Result<OffsetDateTime, PkiError> {
-    let year = t
-        .year()
-        .checked_add(years)
-        .ok_or(PkiError::InvalidValidity)?;
+    let year = t.year().checked_add(years).ok_or(PkiError::InvalidValidity)?;
     t.replace_year(year)
         .or_else(|_| t.replace_day(28).and_then(|t| t.replace_year(year)))
         .map_err(|_| PkiError::InvalidValidity)
@@ -421,10 +362,7 @@ fn add_years(t: OffsetDateTime, years: i32) -> Result<OffsetDateTime, PkiError> 
 
 /// UTC, whole seconds, and a year X.509 can encode.
 fn certificate_time(t: OffsetDateTime) -> Result<OffsetDateTime, PkiError> {
-    let t = t
-        .to_offset(UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .map_err(|_| PkiError::InvalidValidity)?;
+    let t = t.to_offset(UtcOffset::UTC).replace_nanosecond(0).map_err(|_| PkiError::InvalidValidity)?;
     if !(1950..=9999).contains(&t.year()) {
         return Err(PkiError::InvalidValidity);
     }
@@ -504,9 +442,7 @@ mod tests {
             c.extensions()
                 .iter()
                 .find_map(|e| match e.parsed_extension() {
-                    ParsedExtension::AuthorityKeyIdentifier(k) => {
-                        k.key_identifier.as_ref().map(|k| k.0.to_vec())
-                    }
+                    ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0.to_vec()),
                     _ => None,
                 })
                 .unwrap()
@@ -526,19 +462,11 @@ mod tests {
     fn station_certificate_profile_ignores_requested_extensions() {
         let h = generate_hierarchy("Acme Charging", "Acme Root", NOW).unwrap();
         let csr = station_csr("CS001");
-        let issued = h
-            .station_ca
-            .issue_station_certificate(&csr, "Acme Charging", NOW, NOW + Duration::days(365))
-            .unwrap();
+        let issued =
+            h.station_ca.issue_station_certificate(&csr, "Acme Charging", NOW, NOW + Duration::days(365)).unwrap();
         let cert = parse_certificate(&issued.der).unwrap();
         assert_eq!(cert.public_key().raw, csr.public_key_der());
-        assert_eq!(
-            cert.issuer().as_raw(),
-            parse_certificate(h.station_ca.cert_der())
-                .unwrap()
-                .subject()
-                .as_raw()
-        );
+        assert_eq!(cert.issuer().as_raw(), parse_certificate(h.station_ca.cert_der()).unwrap().subject().as_raw());
         let bc = cert.basic_constraints().unwrap().unwrap().value;
         assert!(!bc.ca);
         assert!(cert.subject_alternative_name().unwrap().is_none());
@@ -553,34 +481,20 @@ mod tests {
         assert_eq!(info.sha256_fingerprint_hex, issued.sha256_fingerprint_hex);
         assert_eq!(info.subject_cn.as_deref(), Some("CS001"));
         assert_eq!(info.subject_o.as_deref(), Some("Acme Charging"));
-        assert_eq!(
-            info.issuer_dn,
-            "O=Acme Charging, CN=Acme Charging Station CA"
-        );
+        assert_eq!(info.issuer_dn, "O=Acme Charging, CN=Acme Charging Station CA");
         assert!(!info.is_ca);
         assert_eq!(issued.not_before, datetime!(2025-03-01 12:00:00 UTC));
         assert_eq!(info.not_after, issued.not_after);
         assert_eq!(issued.serial_hex.len(), 2 * SERIAL_LEN);
-        assert!(
-            issued
-                .serial_hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
+        assert!(issued.serial_hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 
     #[test]
     fn serials_are_random() {
         let h = generate_hierarchy("Acme", "Root", NOW).unwrap();
         let csr = station_csr("CS001");
-        let a = h
-            .station_ca
-            .issue_station_certificate(&csr, "Acme", NOW, NOW + Duration::days(1))
-            .unwrap();
-        let b = h
-            .station_ca
-            .issue_station_certificate(&csr, "Acme", NOW, NOW + Duration::days(1))
-            .unwrap();
+        let a = h.station_ca.issue_station_certificate(&csr, "Acme", NOW, NOW + Duration::days(1)).unwrap();
+        let b = h.station_ca.issue_station_certificate(&csr, "Acme", NOW, NOW + Duration::days(1)).unwrap();
         assert_ne!(a.serial_hex, b.serial_hex);
     }
 
@@ -588,19 +502,14 @@ mod tests {
     fn validity_is_capped_and_checked() {
         let h = generate_hierarchy("Acme", "Root", NOW).unwrap();
         let csr = station_csr("CS001");
-        let issued = h
-            .station_ca
-            .issue_station_certificate(&csr, "Acme", NOW, NOW + Duration::days(365 * 50))
-            .unwrap();
+        let issued = h.station_ca.issue_station_certificate(&csr, "Acme", NOW, NOW + Duration::days(365 * 50)).unwrap();
         assert_eq!(issued.not_after, h.station_ca.not_after());
         assert!(matches!(
-            h.station_ca
-                .issue_station_certificate(&csr, "Acme", NOW, NOW),
+            h.station_ca.issue_station_certificate(&csr, "Acme", NOW, NOW),
             Err(PkiError::InvalidValidity)
         ));
         assert!(matches!(
-            h.station_ca
-                .issue_station_certificate(&csr, "", NOW, NOW + Duration::days(1)),
+            h.station_ca.issue_station_certificate(&csr, "", NOW, NOW + Duration::days(1)),
             Err(PkiError::InvalidName(_))
         ));
     }
@@ -608,15 +517,8 @@ mod tests {
     #[test]
     fn server_certificate_names() {
         let h = generate_hierarchy("Acme", "Root", NOW).unwrap();
-        let names = vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "::1".to_owned(),
-        ];
-        let (issued, key) = h
-            .root
-            .issue_server_certificate(&names, NOW, NOW + Duration::days(30))
-            .unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let (issued, key) = h.root.issue_server_certificate(&names, NOW, NOW + Duration::days(30)).unwrap();
         let cert = parse_certificate(&issued.der).unwrap();
         let info = inspect_certificate(&issued.der).unwrap();
         assert_eq!(info.subject_cn.as_deref(), Some("localhost"));
@@ -626,15 +528,11 @@ mod tests {
         assert!(eku.server_auth && !eku.client_auth);
         // The key is a usable PKCS#8 key matching the certificate.
         let kp = crate::key::key_pair_from_pkcs8(key.pkcs8_der()).unwrap();
-        assert_eq!(
-            cert.public_key().subject_public_key.data.as_ref(),
-            kp.public_key_raw()
-        );
+        assert_eq!(cert.public_key().subject_public_key.data.as_ref(), kp.public_key_raw());
 
         for bad in [vec![], vec!["".to_owned()], vec!["bad name".to_owned()]] {
             assert!(matches!(
-                h.root
-                    .issue_server_certificate(&bad, NOW, NOW + Duration::days(1)),
+                h.root.issue_server_certificate(&bad, NOW, NOW + Duration::days(1)),
                 Err(PkiError::InvalidName(_))
             ));
         }
@@ -644,12 +542,8 @@ mod tests {
     fn stored_round_trip_and_checks() {
         let h = generate_hierarchy("Acme", "Root", NOW).unwrap();
         let mk = MasterKey::generate().unwrap();
-        let stored = h
-            .station_ca
-            .to_stored(&mk, "tenant:default/ca:station")
-            .unwrap();
-        let restored =
-            CertificateAuthority::from_stored(&stored, &mk, "tenant:default/ca:station").unwrap();
+        let stored = h.station_ca.to_stored(&mk, "tenant:default/ca:station").unwrap();
+        let restored = CertificateAuthority::from_stored(&stored, &mk, "tenant:default/ca:station").unwrap();
         assert_eq!(restored.cert_der(), h.station_ca.cert_der());
         assert_eq!(restored.subject_cn(), h.station_ca.subject_cn());
 
@@ -658,23 +552,15 @@ mod tests {
             Err(PkiError::KeyDecryption)
         ));
         // Certificate swapped for another CA's: the key does not match it.
-        let swapped = StoredCa {
-            cert_pem: h.root.cert_pem().to_owned(),
-            sealed_key: stored.sealed_key.clone(),
-        };
+        let swapped = StoredCa { cert_pem: h.root.cert_pem().to_owned(), sealed_key: stored.sealed_key.clone() };
         assert!(matches!(
             CertificateAuthority::from_stored(&swapped, &mk, "tenant:default/ca:station"),
             Err(PkiError::KeyMismatch)
         ));
         // A leaf certificate is not a CA.
-        let leaf = h
-            .station_ca
-            .issue_station_certificate(&station_csr("CS1"), "Acme", NOW, NOW + Duration::days(1))
-            .unwrap();
-        let not_ca = StoredCa {
-            cert_pem: leaf.pem,
-            sealed_key: stored.sealed_key.clone(),
-        };
+        let leaf =
+            h.station_ca.issue_station_certificate(&station_csr("CS1"), "Acme", NOW, NOW + Duration::days(1)).unwrap();
+        let not_ca = StoredCa { cert_pem: leaf.pem, sealed_key: stored.sealed_key.clone() };
         assert!(matches!(
             CertificateAuthority::from_stored(&not_ca, &mk, "tenant:default/ca:station"),
             Err(PkiError::NotACa)
@@ -685,10 +571,8 @@ mod tests {
     fn debug_never_shows_keys() {
         let h = generate_hierarchy("Acme", "Root", NOW).unwrap();
         let pkcs8 = h.root.issuer.key().serialize_der();
-        let (_, server_key) = h
-            .root
-            .issue_server_certificate(&["localhost".to_owned()], NOW, NOW + Duration::days(1))
-            .unwrap();
+        let (_, server_key) =
+            h.root.issue_server_certificate(&["localhost".to_owned()], NOW, NOW + Duration::days(1)).unwrap();
         let mk = MasterKey::generate().unwrap();
         let stored = h.root.to_stored(&mk, "l").unwrap();
         let printed = [
@@ -718,14 +602,8 @@ mod tests {
 
     #[test]
     fn add_years_handles_leap_day() {
-        assert_eq!(
-            add_years(datetime!(2028-02-29 10:00 UTC), 10).unwrap(),
-            datetime!(2038-02-28 10:00 UTC)
-        );
-        assert_eq!(
-            add_years(datetime!(2025-03-01 10:00 UTC), 20).unwrap(),
-            datetime!(2045-03-01 10:00 UTC)
-        );
+        assert_eq!(add_years(datetime!(2028-02-29 10:00 UTC), 10).unwrap(), datetime!(2038-02-28 10:00 UTC));
+        assert_eq!(add_years(datetime!(2025-03-01 10:00 UTC), 20).unwrap(), datetime!(2045-03-01 10:00 UTC));
     }
 
     #[test]

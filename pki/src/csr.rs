@@ -16,9 +16,9 @@ use rustls_pki_types::pem::PemObject;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::error::X509Error;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
-    OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
-    OID_PKCS1_SHA512WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
@@ -147,10 +147,7 @@ impl std::fmt::Debug for ValidatedCsr {
 pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRejection> {
     // csr.length
     if pem.len() > MAX_CSR_PEM_LEN {
-        return Err(CsrRejection::TooLong {
-            len: pem.len(),
-            max: MAX_CSR_PEM_LEN,
-        });
+        return Err(CsrRejection::TooLong { len: pem.len(), max: MAX_CSR_PEM_LEN });
     }
 
     // csr.pem
@@ -159,9 +156,7 @@ pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRej
     // csr.der
     let csr = match X509CertificationRequest::from_der(&der) {
         Ok((rest, _)) if !rest.is_empty() => {
-            return Err(CsrRejection::Malformed(
-                "trailing bytes after the request".to_owned(),
-            ));
+            return Err(CsrRejection::Malformed("trailing bytes after the request".to_owned()));
         }
         Ok((_, csr)) => csr,
         Err(e) => return Err(CsrRejection::Malformed(e.to_string())),
@@ -176,9 +171,7 @@ pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRej
     match csr.verify_signature() {
         Ok(()) => {}
         Err(X509Error::SignatureUnsupportedAlgorithm) => {
-            return Err(CsrRejection::WeakKey(
-                "signature algorithm not supported for this key".to_owned(),
-            ));
+            return Err(CsrRejection::WeakKey("signature algorithm not supported for this key".to_owned()));
         }
         Err(_) => return Err(CsrRejection::BadSignature),
     }
@@ -187,34 +180,23 @@ pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRej
     let subject_cn = single_common_name(&info.subject, expected_cn)?;
 
     let spki_der = info.subject_pki.raw.to_vec();
-    let public_key = RcgenSpki::from_der(&spki_der)
-        .map_err(|e| CsrRejection::Malformed(format!("public key: {e}")))?;
+    let public_key = RcgenSpki::from_der(&spki_der).map_err(|e| CsrRejection::Malformed(format!("public key: {e}")))?;
 
-    Ok(ValidatedCsr {
-        der: der.to_vec(),
-        subject_cn,
-        spki_der,
-        public_key,
-        key,
-    })
+    Ok(ValidatedCsr { der: der.to_vec(), subject_cn, spki_der, public_key, key })
 }
 
 fn single_csr_block(pem: &str) -> Result<CertificateSigningRequestDer<'static>, CsrRejection> {
     let mut blocks = CertificateSigningRequestDer::pem_slice_iter(pem.as_bytes());
     let first = match blocks.next() {
         None => {
-            return Err(CsrRejection::NotPem(
-                "no CERTIFICATE REQUEST block found".to_owned(),
-            ));
+            return Err(CsrRejection::NotPem("no CERTIFICATE REQUEST block found".to_owned()));
         }
         Some(Err(e)) => return Err(CsrRejection::NotPem(pem_error(&e))),
         Some(Ok(der)) => der,
     };
     match blocks.next() {
         None => Ok(first),
-        Some(Ok(_)) => Err(CsrRejection::NotPem(
-            "more than one CERTIFICATE REQUEST block".to_owned(),
-        )),
+        Some(Ok(_)) => Err(CsrRejection::NotPem("more than one CERTIFICATE REQUEST block".to_owned())),
         Some(Err(e)) => Err(CsrRejection::NotPem(pem_error(&e))),
     }
 }
@@ -237,9 +219,7 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKey, CsrRejection>
             .parameters
             .as_ref()
             .and_then(|p| p.as_oid().ok())
-            .ok_or_else(|| {
-                CsrRejection::WeakKey("EC key without a named curve is not supported".to_owned())
-            })?;
+            .ok_or_else(|| CsrRejection::WeakKey("EC key without a named curve is not supported".to_owned()))?;
         if curve == OID_EC_P256 {
             Ok(CsrKey::EcdsaP256)
         } else if curve == OID_NIST_EC_P384 {
@@ -248,13 +228,10 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKey, CsrRejection>
             // ring 0.17, the workspace's only crypto provider, cannot verify P-521
             // signatures, so proof of possession cannot be checked.
             Err(CsrRejection::WeakKey(
-                "ECDSA P-521 is not supported (signature cannot be verified); use P-256 or P-384"
-                    .to_owned(),
+                "ECDSA P-521 is not supported (signature cannot be verified); use P-256 or P-384".to_owned(),
             ))
         } else {
-            Err(CsrRejection::WeakKey(format!(
-                "EC curve {curve} is not supported; use P-256 or P-384"
-            )))
+            Err(CsrRejection::WeakKey(format!("EC curve {curve} is not supported; use P-256 or P-384")))
         }
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
         let bits = match spki.parsed() {
@@ -262,9 +239,7 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKey, CsrRejection>
             _ => return Err(CsrRejection::Malformed("RSA public key".to_owned())),
         };
         if bits < MIN_RSA_BITS {
-            Err(CsrRejection::WeakKey(format!(
-                "RSA key of {bits} bits is below the {MIN_RSA_BITS}-bit minimum"
-            )))
+            Err(CsrRejection::WeakKey(format!("RSA key of {bits} bits is below the {MIN_RSA_BITS}-bit minimum")))
         } else if bits > MAX_RSA_BITS {
             Err(CsrRejection::WeakKey(format!(
                 "RSA key of {bits} bits is above the supported {MAX_RSA_BITS}-bit maximum"
@@ -287,15 +262,10 @@ fn rsa_modulus_bits(modulus: &[u8]) -> usize {
     }
 }
 
-fn check_signature_algorithm(
-    csr: &X509CertificationRequest<'_>,
-    key: CsrKey,
-) -> Result<(), CsrRejection> {
+fn check_signature_algorithm(csr: &X509CertificationRequest<'_>, key: CsrKey) -> Result<(), CsrRejection> {
     let sig = &csr.signature_algorithm.algorithm;
     let accepted = match key {
-        CsrKey::EcdsaP256 | CsrKey::EcdsaP384 => {
-            *sig == OID_SIG_ECDSA_WITH_SHA256 || *sig == OID_SIG_ECDSA_WITH_SHA384
-        }
+        CsrKey::EcdsaP256 | CsrKey::EcdsaP384 => *sig == OID_SIG_ECDSA_WITH_SHA256 || *sig == OID_SIG_ECDSA_WITH_SHA384,
         CsrKey::Rsa { .. } => {
             *sig == OID_PKCS1_SHA256WITHRSA
                 || *sig == OID_PKCS1_SHA384WITHRSA
@@ -308,17 +278,12 @@ fn check_signature_algorithm(
         Ok(())
     } else {
         // SHA-1, MD5 and mismatched algorithms end here.
-        Err(CsrRejection::WeakKey(format!(
-            "signature algorithm {sig} is not accepted for this key"
-        )))
+        Err(CsrRejection::WeakKey(format!("signature algorithm {sig} is not accepted for this key")))
     }
 }
 
 fn single_common_name(subject: &X509Name<'_>, expected: &str) -> Result<String, CsrRejection> {
-    let mismatch = |found: Option<String>| CsrRejection::CommonNameMismatch {
-        expected: expected.to_owned(),
-        found,
-    };
+    let mismatch = |found: Option<String>| CsrRejection::CommonNameMismatch { expected: expected.to_owned(), found };
     let cns: Vec<_> = subject.iter_common_name().collect();
     match cns.as_slice() {
         [] => Err(mismatch(None)),
@@ -328,11 +293,7 @@ fn single_common_name(subject: &X509Name<'_>, expected: &str) -> Result<String, 
             Err(_) => Err(mismatch(None)),
         },
         many => {
-            let found = many
-                .iter()
-                .map(|a| a.as_str().unwrap_or("?"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let found = many.iter().map(|a| a.as_str().unwrap_or("?")).collect::<Vec<_>>().join(",");
             Err(mismatch(Some(found)))
         }
     }
@@ -356,17 +317,7 @@ mod tests {
     }
 
     fn openssl_csr(newkey: &str, subj: &str) -> String {
-        let out = openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            newkey,
-            "-nodes",
-            "-subj",
-            subj,
-            "-keyout",
-            "/dev/null",
-        ]);
+        let out = openssl(&["req", "-new", "-newkey", newkey, "-nodes", "-subj", subj, "-keyout", "/dev/null"]);
         String::from_utf8(out).unwrap()
     }
 
@@ -399,37 +350,22 @@ mod tests {
     #[test]
     fn accepts_p384_from_rcgen() {
         let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P384_SHA384);
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap().key_description(),
-            "ECDSA P-384"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap().key_description(), "ECDSA P-384");
     }
 
     #[test]
     fn accepts_openssl_p256_and_rsa2048() {
         let pem = openssl_ec_csr("prime256v1", "/O=Org/CN=CS001");
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap().key_description(),
-            "ECDSA P-256"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap().key_description(), "ECDSA P-256");
         let pem = openssl_csr("rsa:2048", "/CN=CS001");
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap().key_description(),
-            "RSA 2048"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap().key_description(), "RSA 2048");
     }
 
     #[test]
     fn rule_length() {
         let pem = "A".repeat(MAX_CSR_PEM_LEN + 1);
         let err = validate_csr(&pem, "CS001").unwrap_err();
-        assert_eq!(
-            err,
-            CsrRejection::TooLong {
-                len: MAX_CSR_PEM_LEN + 1,
-                max: MAX_CSR_PEM_LEN
-            }
-        );
+        assert_eq!(err, CsrRejection::TooLong { len: MAX_CSR_PEM_LEN + 1, max: MAX_CSR_PEM_LEN });
         assert_eq!(err.rule(), "csr.length");
     }
 
@@ -461,10 +397,7 @@ mod tests {
     #[test]
     fn rule_der_trailing_bytes() {
         let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P256_SHA256);
-        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
+        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec();
         der.push(0);
         let pem = crate::test_support::pem("CERTIFICATE REQUEST", &der);
         assert_eq!(validate_csr(&pem, "CS001").unwrap_err().rule(), "csr.der");
@@ -472,10 +405,7 @@ mod tests {
 
     /// Flip one bit of the signature of an openssl-made CSR.
     fn tamper_signature(pem: &str) -> String {
-        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
+        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec();
         let last = der.len() - 1;
         der[last] ^= 0x01;
         crate::test_support::pem("CERTIFICATE REQUEST", &der)
@@ -483,10 +413,7 @@ mod tests {
 
     /// Change a byte of the subject so the signature no longer covers the content.
     fn tamper_subject(pem: &str, from: &[u8], to: &[u8]) -> String {
-        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
+        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec();
         let pos = der.windows(from.len()).position(|w| w == from).unwrap();
         der[pos..pos + to.len()].copy_from_slice(to);
         crate::test_support::pem("CERTIFICATE REQUEST", &der)
@@ -515,10 +442,7 @@ mod tests {
     fn rule_key_strength_rsa1024() {
         let pem = openssl_csr("rsa:1024", "/CN=CS001");
         let err = validate_csr(&pem, "CS001").unwrap_err();
-        assert!(
-            matches!(&err, CsrRejection::WeakKey(m) if m.contains("1024")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("1024")), "{err:?}");
         assert_eq!(err.rule(), "csr.key_strength");
     }
 
@@ -548,32 +472,20 @@ mod tests {
         ]);
         let pem = String::from_utf8(out).unwrap();
         let err = validate_csr(&pem, "CS001").unwrap_err();
-        assert!(
-            matches!(&err, CsrRejection::WeakKey(m) if m.contains("signature algorithm")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("signature algorithm")), "{err:?}");
     }
 
     #[test]
     fn rule_key_strength_ed25519() {
         let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ED25519);
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap_err().rule(),
-            "csr.key_strength"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap_err().rule(), "csr.key_strength");
     }
 
     #[test]
     fn rule_common_name_mismatch() {
         let pem = rcgen_csr(Some("CS002"), &rcgen::PKCS_ECDSA_P256_SHA256);
         let err = validate_csr(&pem, "CS001").unwrap_err();
-        assert_eq!(
-            err,
-            CsrRejection::CommonNameMismatch {
-                expected: "CS001".into(),
-                found: Some("CS002".into())
-            }
-        );
+        assert_eq!(err, CsrRejection::CommonNameMismatch { expected: "CS001".into(), found: Some("CS002".into()) });
         assert_eq!(err.rule(), "csr.common_name");
     }
 
@@ -581,36 +493,21 @@ mod tests {
     fn rule_common_name_missing() {
         let pem = rcgen_csr(None, &rcgen::PKCS_ECDSA_P256_SHA256);
         let err = validate_csr(&pem, "CS001").unwrap_err();
-        assert_eq!(
-            err,
-            CsrRejection::CommonNameMismatch {
-                expected: "CS001".into(),
-                found: None
-            }
-        );
+        assert_eq!(err, CsrRejection::CommonNameMismatch { expected: "CS001".into(), found: None });
         let pem = openssl_csr("rsa:2048", "/O=Org");
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap_err().rule(),
-            "csr.common_name"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap_err().rule(), "csr.common_name");
     }
 
     #[test]
     fn rule_common_name_repeated() {
         let pem = openssl_csr("rsa:2048", "/CN=CS001/CN=CS002");
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap_err().rule(),
-            "csr.common_name"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap_err().rule(), "csr.common_name");
     }
 
     #[test]
     fn rule_common_name_is_case_sensitive() {
         let pem = rcgen_csr(Some("cs001"), &rcgen::PKCS_ECDSA_P256_SHA256);
-        assert_eq!(
-            validate_csr(&pem, "CS001").unwrap_err().rule(),
-            "csr.common_name"
-        );
+        assert_eq!(validate_csr(&pem, "CS001").unwrap_err().rule(), "csr.common_name");
     }
 
     /// A cheap stand-in for fuzzing: every single-byte corruption and every truncation
@@ -619,10 +516,7 @@ mod tests {
     #[test]
     fn corrupted_requests_never_panic() {
         let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P256_SHA256);
-        let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
+        let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec();
         for i in 0..der.len() {
             for mask in [0x01u8, 0x80, 0xff] {
                 let mut bad = der.clone();

@@ -54,9 +54,9 @@ pub fn pem_to_der_chain(pem: &str) -> Result<Vec<Vec<u8>>, PkiError> {
 
 pub(crate) fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, _)) if !rest.is_empty() => Err(PkiError::InvalidCertificate(
-            "trailing bytes after the certificate".to_owned(),
-        )),
+        Ok((rest, _)) if !rest.is_empty() => {
+            Err(PkiError::InvalidCertificate("trailing bytes after the certificate".to_owned()))
+        }
         Ok((_, cert)) => Ok(cert),
         Err(e) => Err(PkiError::InvalidCertificate(e.to_string())),
     }
@@ -83,10 +83,7 @@ pub(crate) fn cert_info(cert: &X509Certificate<'_>, der: &[u8]) -> Result<CertIn
 fn first_str<'a, 'b: 'a>(
     mut attrs: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'b>>,
 ) -> Option<String> {
-    attrs
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .map(str::to_owned)
+    attrs.next().and_then(|a| a.as_str().ok()).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -109,10 +106,7 @@ mod tests {
         }
         let mut trailing = der.clone();
         trailing.push(0);
-        assert!(matches!(
-            inspect_certificate(&trailing),
-            Err(PkiError::InvalidCertificate(_))
-        ));
+        assert!(matches!(inspect_certificate(&trailing), Err(PkiError::InvalidCertificate(_))));
     }
 
     #[test]

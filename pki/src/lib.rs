@@ -20,8 +20,8 @@ mod key;
 mod sealing;
 
 pub use ca::{
-    CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS,
-    STATION_CA_VALIDITY_YEARS, StoredCa, generate_hierarchy,
+    CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS, STATION_CA_VALIDITY_YEARS, StoredCa,
+    generate_hierarchy,
 };
 pub use csr::{CsrRejection, MAX_CSR_PEM_LEN, ValidatedCsr, validate_csr};
 pub use error::PkiError;

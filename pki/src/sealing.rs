@@ -29,17 +29,13 @@ impl MasterKey {
     /// Generate a fresh master key from the system random number generator.
     pub fn generate() -> Result<Self, PkiError> {
         let mut bytes = [0u8; MASTER_KEY_LEN];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| PkiError::Random)?;
+        SystemRandom::new().fill(&mut bytes).map_err(|_| PkiError::Random)?;
         Ok(Self(bytes))
     }
 
     /// Load a master key from exactly 32 bytes (e.g. the content of the key file).
     pub fn from_bytes(b: &[u8]) -> Result<Self, PkiError> {
-        let bytes: [u8; MASTER_KEY_LEN] = b
-            .try_into()
-            .map_err(|_| PkiError::MasterKeyLength { len: b.len() })?;
+        let bytes: [u8; MASTER_KEY_LEN] = b.try_into().map_err(|_| PkiError::MasterKeyLength { len: b.len() })?;
         Ok(Self(bytes))
     }
 
@@ -53,9 +49,7 @@ impl MasterKey {
         let mut nonce = [0u8; NONCE_LEN];
         // A random 96-bit nonce per seal: keys are sealed rarely, far below the 2^32
         // messages per key at which random GCM nonces start to be a concern.
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| PkiError::Random)?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| PkiError::Random)?;
 
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.push(SEAL_VERSION);
@@ -91,11 +85,7 @@ impl MasterKey {
         let mut in_out = Zeroizing::new(ciphertext.to_vec());
         let plaintext_len = self
             .aead_key()?
-            .open_in_place(
-                nonce,
-                Aad::from(associated_data(version, label)),
-                &mut in_out[..],
-            )
+            .open_in_place(nonce, Aad::from(associated_data(version, label)), &mut in_out[..])
             .map_err(|_| PkiError::KeyDecryption)?
             .len();
         in_out.truncate(plaintext_len);
@@ -154,10 +144,7 @@ mod tests {
     fn wrong_label_fails() {
         let key = MasterKey::generate().unwrap();
         let sealed = key.seal(b"secret", "tenant:a/ca:root").unwrap();
-        assert!(matches!(
-            key.open(&sealed, "tenant:b/ca:root"),
-            Err(PkiError::KeyDecryption)
-        ));
+        assert!(matches!(key.open(&sealed, "tenant:b/ca:root"), Err(PkiError::KeyDecryption)));
     }
 
     #[test]
@@ -165,10 +152,7 @@ mod tests {
         let key = MasterKey::generate().unwrap();
         let other = MasterKey::generate().unwrap();
         let sealed = key.seal(b"secret", "l").unwrap();
-        assert!(matches!(
-            other.open(&sealed, "l"),
-            Err(PkiError::KeyDecryption)
-        ));
+        assert!(matches!(other.open(&sealed, "l"), Err(PkiError::KeyDecryption)));
     }
 
     #[test]
@@ -196,18 +180,12 @@ mod tests {
         let key = MasterKey::generate().unwrap();
         let mut sealed = key.seal(b"secret", "l").unwrap();
         sealed[0] = 9;
-        assert!(matches!(
-            key.open(&sealed, "l"),
-            Err(PkiError::UnsupportedSealVersion(9))
-        ));
+        assert!(matches!(key.open(&sealed, "l"), Err(PkiError::UnsupportedSealVersion(9))));
     }
 
     #[test]
     fn from_bytes_requires_32() {
-        assert!(matches!(
-            MasterKey::from_bytes(&[0u8; 31]),
-            Err(PkiError::MasterKeyLength { len: 31 })
-        ));
+        assert!(matches!(MasterKey::from_bytes(&[0u8; 31]), Err(PkiError::MasterKeyLength { len: 31 })));
         let key = MasterKey::from_bytes(&[7u8; 32]).unwrap();
         assert_eq!(key.to_bytes(), [7u8; 32]);
     }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pki::{
-    CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy,
-    inspect_certificate, pem_to_der_chain, validate_csr,
+    CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy, inspect_certificate,
+    pem_to_der_chain, validate_csr,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -112,11 +112,7 @@ fn verify(
     args.push(s(&leaf_pem).into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = openssl_raw(&args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success() && text.contains(": OK"), text)
 }
 
@@ -128,38 +124,19 @@ fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
     assert_eq!(csr.key_description(), expected_key);
     let leaf = h
         .station_ca
-        .issue_station_certificate(
-            &csr,
-            ORG,
-            now() - Duration::minutes(1),
-            now() + Duration::days(365),
-        )
+        .issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(365))
         .unwrap();
 
     let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &[]);
     assert!(ok, "openssl verify: {out}");
-    let (ok, out) = verify(
-        &dir,
-        &h.root,
-        Some(&h.station_ca),
-        &leaf,
-        &["-purpose", "sslclient"],
-    );
+    let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &["-purpose", "sslclient"]);
     assert!(ok, "openssl verify -purpose sslclient: {out}");
     // Without the sub-CA there is no path to the root.
     let (ok, _) = verify(&dir, &h.root, None, &leaf, &[]);
     assert!(!ok, "leaf verified without its sub-CA");
 
     let leaf_path = dir.path("leaf.pem");
-    let text = openssl(&[
-        "x509",
-        "-in",
-        s(&leaf_path),
-        "-noout",
-        "-subject",
-        "-ext",
-        "extendedKeyUsage",
-    ]);
+    let text = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-subject", "-ext", "extendedKeyUsage"]);
     assert!(text.contains("CN = CS001"), "{text}");
     assert!(text.contains(&format!("O = {ORG}")), "{text}");
     assert!(!text.contains("Someone Else"), "{text}");
@@ -180,27 +157,9 @@ fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
 
     // Serial and fingerprint agree with openssl's view and with inspect_certificate.
     let serial = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-serial"]);
-    assert_eq!(
-        serial.trim(),
-        format!("serial={}", leaf.serial_hex.to_uppercase())
-    );
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        s(&leaf_path),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ]);
-    assert_eq!(
-        fp.trim()
-            .rsplit('=')
-            .next()
-            .unwrap()
-            .replace(':', "")
-            .to_lowercase(),
-        leaf.sha256_fingerprint_hex
-    );
+    assert_eq!(serial.trim(), format!("serial={}", leaf.serial_hex.to_uppercase()));
+    let fp = openssl(&["x509", "-in", s(&leaf_path), "-noout", "-fingerprint", "-sha256"]);
+    assert_eq!(fp.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase(), leaf.sha256_fingerprint_hex);
     let info = inspect_certificate(&leaf.der).unwrap();
     assert_eq!(info.serial_hex, leaf.serial_hex);
     assert_eq!(info.subject_cn.as_deref(), Some("CS001"));
@@ -209,11 +168,7 @@ fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
 
 #[test]
 fn station_certificate_from_openssl_p256_csr_verifies() {
-    issue_and_check_station(
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-        "ECDSA P-256",
-        "p256",
-    );
+    issue_and_check_station(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "ECDSA P-256", "p256");
 }
 
 #[test]
@@ -223,11 +178,7 @@ fn station_certificate_from_openssl_rsa2048_csr_verifies() {
 
 #[test]
 fn station_certificate_from_openssl_p384_csr_verifies() {
-    issue_and_check_station(
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"],
-        "ECDSA P-384",
-        "p384",
-    );
+    issue_and_check_station(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"], "ECDSA P-384", "p384");
 }
 
 #[test]
@@ -235,14 +186,8 @@ fn server_certificate_verifies_for_name_and_ip() {
     let dir = TempDir::new("server");
     let h = hierarchy();
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let (leaf, key) = h
-        .root
-        .issue_server_certificate(
-            &names,
-            now() - Duration::minutes(1),
-            now() + Duration::days(90),
-        )
-        .unwrap();
+    let (leaf, key) =
+        h.root.issue_server_certificate(&names, now() - Duration::minutes(1), now() + Duration::days(90)).unwrap();
     for extra in [
         &["-purpose", "sslserver"][..],
         &["-purpose", "sslserver", "-verify_hostname", "localhost"],
@@ -251,13 +196,7 @@ fn server_certificate_verifies_for_name_and_ip() {
         let (ok, out) = verify(&dir, &h.root, None, &leaf, extra);
         assert!(ok, "openssl verify {extra:?}: {out}");
     }
-    let (ok, _) = verify(
-        &dir,
-        &h.root,
-        None,
-        &leaf,
-        &["-purpose", "sslserver", "-verify_hostname", "example.com"],
-    );
+    let (ok, _) = verify(&dir, &h.root, None, &leaf, &["-purpose", "sslserver", "-verify_hostname", "example.com"]);
     assert!(!ok, "accepted for a name it does not carry");
     let (ok, _) = verify(&dir, &h.root, None, &leaf, &["-purpose", "sslclient"]);
     assert!(!ok, "server certificate accepted for client auth");
@@ -280,21 +219,12 @@ fn server_certificate_verifies_for_name_and_ip() {
 fn expired_certificate_is_rejected_by_openssl() {
     let dir = TempDir::new("expired");
     let h = generate_hierarchy(ORG, "Acme CSMS Root", now() - Duration::days(60)).unwrap();
-    let (csr_pem, _) = openssl_csr(
-        &dir,
-        "expired",
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-        "CS002",
-    );
+    let (csr_pem, _) =
+        openssl_csr(&dir, "expired", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "CS002");
     let csr = validate_csr(&csr_pem, "CS002").unwrap();
     let leaf = h
         .station_ca
-        .issue_station_certificate(
-            &csr,
-            ORG,
-            now() - Duration::days(30),
-            now() - Duration::days(1),
-        )
+        .issue_station_certificate(&csr, ORG, now() - Duration::days(30), now() - Duration::days(1))
         .unwrap();
     assert!(leaf.not_after < now());
     let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &[]);
@@ -312,39 +242,22 @@ fn restored_ca_issues_certificates_that_verify() {
     // Through the key file and back, as a restart would.
     let mk = MasterKey::from_bytes(&mk.to_bytes()).unwrap();
     let restored = CertificateAuthority::from_stored(&stored, &mk, label).unwrap();
-    assert_eq!(
-        pem_to_der_chain(restored.cert_pem()).unwrap(),
-        vec![h.station_ca.cert_der().to_vec()]
-    );
+    assert_eq!(pem_to_der_chain(restored.cert_pem()).unwrap(), vec![h.station_ca.cert_der().to_vec()]);
 
-    let (csr_pem, _) = openssl_csr(
-        &dir,
-        "restored",
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-        "CS003",
-    );
+    let (csr_pem, _) =
+        openssl_csr(&dir, "restored", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "CS003");
     let csr = validate_csr(&csr_pem, "CS003").unwrap();
     let leaf = restored
-        .issue_station_certificate(
-            &csr,
-            ORG,
-            now() - Duration::minutes(1),
-            now() + Duration::days(30),
-        )
+        .issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30))
         .unwrap();
     let (ok, out) = verify(&dir, &h.root, Some(&h.station_ca), &leaf, &[]);
     assert!(ok, "openssl verify: {out}");
 
     // The root restores too and its certificates still chain.
     let root_stored = h.root.to_stored(&mk, "tenant:default/ca:root").unwrap();
-    let root =
-        CertificateAuthority::from_stored(&root_stored, &mk, "tenant:default/ca:root").unwrap();
+    let root = CertificateAuthority::from_stored(&root_stored, &mk, "tenant:default/ca:root").unwrap();
     let (server, _) = root
-        .issue_server_certificate(
-            &["csms.example".to_owned()],
-            now() - Duration::minutes(1),
-            now() + Duration::days(1),
-        )
+        .issue_server_certificate(&["csms.example".to_owned()], now() - Duration::minutes(1), now() + Duration::days(1))
         .unwrap();
     let (ok, out) = verify(&dir, &h.root, None, &server, &["-purpose", "sslserver"]);
     assert!(ok, "openssl verify: {out}");

@@ -7,7 +7,8 @@ fn profile3_boot_heartbeat_status(db: Db) {
     let creds = env.add_station("CS-INTEROP-1", 3, None).unwrap();
     let server = env.serve(&[]);
     let args = tls_args(&server, &server.wss(), "CS-INTEROP-1", Some(&creds));
-    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot,heartbeat,status,security"]].concat());
+    let (ok, lines) =
+        py("charger.py", &[strs(&args), vec!["--steps", "boot,heartbeat,status,security,meter,datatransfer"]].concat());
     assert!(ok, "charger failed: {lines:?}");
     assert_eq!(lines[0]["step"], "connected");
     assert_eq!(lines[0]["subprotocol"], "ocpp2.0.1");
@@ -18,6 +19,8 @@ fn profile3_boot_heartbeat_status(db: Db) {
     assert!(lines[2]["current_time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(lines[3]["step"], "status");
     assert_eq!(lines[4]["step"], "security");
+    assert_eq!(lines[5]["step"], "meter");
+    assert_eq!(lines[6]["status"], "UnknownVendorId");
 
     // What the station reported is in the database.
     let show: serde_json::Value = serde_json::from_str(&env.cli(&["station", "show", "CS-INTEROP-1"])).unwrap();

@@ -60,10 +60,7 @@ fn tenant_host_name_selects_its_own_certificate() {
     let (ok, lines) = py("probe.py", &[vec!["connect"], strs(&station_args("CS-DEF", &default_station))].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[0]["status"], 401, "{lines:?}");
-    assert_eq!(
-        server.metric("anchorpoint_ocpp_handshake_failures_total", &["reason=\"tenant_host_mismatch\""]),
-        1.0
-    );
+    assert_eq!(server.metric("anchorpoint_ocpp_handshake_failures_total", &["reason=\"tenant_host_mismatch\""]), 1.0);
     // The station certificate is issued by the tenant's station CA with O = its organisation.
     let subject = openssl(&["x509", "-in", acme.cert.to_str().unwrap(), "-noout", "-subject", "-issuer"]);
     assert!(subject.contains("O = ACME Charging") || subject.contains("O=ACME Charging"), "{subject}");

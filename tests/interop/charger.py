@@ -69,6 +69,15 @@ async def main(args):
             now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
             await cp.call(call.SecurityEventNotification(type="StartupOfTheDevice", timestamp=now, tech_info="interop"))
             emit("security", ok=True)
+        if "meter" in args.steps:
+            now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+            await cp.call(
+                call.MeterValues(evse_id=1, meter_value=[{"timestamp": now, "sampled_value": [{"value": 1234.5}]}])
+            )
+            emit("meter", ok=True)
+        if "datatransfer" in args.steps:
+            dt = await cp.call(call.DataTransfer(vendor_id="com.example.interop", message_id="ping", data="hello"))
+            emit("datatransfer", status=dt.status)
         runner.cancel()
 
 

@@ -55,6 +55,24 @@ impl From<ocpp::v201::Violation> for HandlerError {
 
 pub type HandlerResult = Result<Value, HandlerError>;
 
+/// Reports whose answer carries nothing: they are validated, stored verbatim
+/// and acknowledged; the engines of their functional blocks read them later.
+pub const RECORDED_NOTIFICATIONS: &[Action] = &[
+    Action::NotifyReport,
+    Action::NotifyEvent,
+    Action::NotifyMonitoringReport,
+    Action::MeterValues,
+    Action::FirmwareStatusNotification,
+    Action::PublishFirmwareStatusNotification,
+    Action::LogStatusNotification,
+    Action::NotifyCustomerInformation,
+    Action::NotifyDisplayMessages,
+    Action::ReservationStatusUpdate,
+    Action::NotifyChargingLimit,
+    Action::ClearedChargingLimit,
+    Action::ReportChargingProfiles,
+];
+
 /// Answers one CALL from a station with a CALLRESULT or CALLERROR.
 pub async fn dispatch(app: &App, state: &mut SessionState, call: Call) -> Frame {
     let started = Instant::now();
@@ -107,8 +125,14 @@ async fn handle(app: &App, state: &mut SessionState, action: Option<Action>, cal
         Action::BootNotification => provisioning::boot_notification(app, state, payload).await?,
         Action::Heartbeat => provisioning::heartbeat(app, state).await?,
         Action::StatusNotification => provisioning::status_notification(app, state, payload).await?,
-        Action::NotifyReport => provisioning::store_verbatim(app, state, action, &call.payload).await?,
-        Action::NotifyEvent => provisioning::store_verbatim(app, state, action, &call.payload).await?,
+        a if RECORDED_NOTIFICATIONS.contains(&a) => {
+            provisioning::store_verbatim(app, state, action, &call.payload).await?
+        }
+        Action::DataTransfer => {
+            // P01: no vendor extensions are registered yet; the message is kept.
+            provisioning::store_verbatim(app, state, action, &call.payload).await?;
+            serde_json::json!({ "status": "UnknownVendorId" })
+        }
         Action::SecurityEventNotification => security::security_event(app, state, payload).await?,
         _ => {
             return Err(HandlerError::new(
@@ -138,5 +162,20 @@ fn enum_text<T: serde::Serialize>(v: &T) -> String {
         Ok(Value::String(s)) => s,
         Ok(other) => other.to_string(),
         Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_notifications_are_answered_with_a_valid_empty_response() {
+        for a in RECORDED_NOTIFICATIONS {
+            assert!(a.initiated_by() == Initiator::ChargingStation, "{a}");
+            assert_eq!(ocpp::v201::validate(*a, Direction::Response, &serde_json::json!({})), Ok(()), "{a}");
+        }
+        let dt = serde_json::json!({ "status": "UnknownVendorId" });
+        assert_eq!(ocpp::v201::validate(Action::DataTransfer, Direction::Response, &dt), Ok(()));
     }
 }
