@@ -315,14 +315,7 @@ impl Store {
                 .bind(id)
                 .fetch_optional(p)
                 .await?
-                .map(|r| -> Result<Tenant, sqlx::Error> {
-                    Ok(Tenant {
-                        id: r.try_get("id")?,
-                        organization: r.try_get("organization")?,
-                        ocpp_hostname: r.try_get("ocpp_hostname")?,
-                        created_at: r.try_get("created_at")?,
-                    })
-                })
+                .map(|r| tenant_from_row(&r))
                 .transpose()?
         });
         Ok(row)
@@ -334,14 +327,7 @@ impl Store {
                 .fetch_all(p)
                 .await?
                 .into_iter()
-                .map(|r| -> Result<Tenant, sqlx::Error> {
-                    Ok(Tenant {
-                        id: r.try_get("id")?,
-                        organization: r.try_get("organization")?,
-                        ocpp_hostname: r.try_get("ocpp_hostname")?,
-                        created_at: r.try_get("created_at")?,
-                    })
-                })
+                .map(|r| tenant_from_row(&r))
                 .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
@@ -795,6 +781,21 @@ impl Store {
 
 const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, registration, enabled, description, boot_status, \
     vendor, model, serial_number, firmware_version, last_boot_at, last_heartbeat_at, last_seen_at, created_at";
+
+fn tenant_from_row<R>(r: &R) -> Result<Tenant, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Tenant {
+        id: r.try_get("id")?,
+        organization: r.try_get("organization")?,
+        ocpp_hostname: r.try_get("ocpp_hostname")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
 
 fn station_from_row<R>(r: &R) -> Result<Station, sqlx::Error>
 where

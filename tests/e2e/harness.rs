@@ -149,12 +149,12 @@ impl Env {
         (profile == 3).then(|| self.enroll(id, id))
     }
 
-    /// Generates a P-256 key and a CSR with CN = `cn` using openssl, and has the
-    /// CSMS sign it for station `id`.
-    pub fn enroll(&self, id: &str, cn: &str) -> StationCreds {
-        let key = self.path(&format!("{id}-{cn}.key"));
-        let csr = self.path(&format!("{id}-{cn}.csr"));
-        let cert = self.path(&format!("{id}-{cn}.pem"));
+    /// Generates a P-256 key and a CSR with CN = `cn` using openssl (an
+    /// implementation we did not write); returns their paths.
+    pub fn new_csr(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        let key = self.path(&format!("{name}.key"));
+        let csr = self.path(&format!("{name}.csr"));
+        let subj = format!("/CN={cn}/O=Default Organization");
         openssl(&[
             "req",
             "-new",
@@ -164,12 +164,19 @@ impl Env {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-subj",
-            &format!("/CN={cn}/O=Default Organization"),
+            &subj,
             "-keyout",
             key.to_str().unwrap(),
             "-out",
             csr.to_str().unwrap(),
         ]);
+        (key, csr)
+    }
+
+    /// A fresh openssl key and CSR with CN = `cn`, signed by the CSMS for station `id`.
+    pub fn enroll(&self, id: &str, cn: &str) -> StationCreds {
+        let (key, csr) = self.new_csr(&format!("{id}-{cn}"), cn);
+        let cert = self.path(&format!("{id}-{cn}.pem"));
         let chain = self.cli(&["station", "enroll", id, "--csr", csr.to_str().unwrap()]);
         std::fs::write(&cert, chain).unwrap();
         StationCreds { cert, key }

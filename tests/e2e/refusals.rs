@@ -55,22 +55,8 @@ fn certificate_from_another_ca() {
         "-out",
         ca_pem.to_str().unwrap(),
     ]);
-    let (key, csr, cert) = (env.path("rogue.key"), env.path("rogue.csr"), env.path("rogue.pem"));
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=CS-A",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
+    let (key, csr) = env.new_csr("rogue", "CS-A");
+    let cert = env.path("rogue.pem");
     // A proper client certificate in every respect but its issuer.
     let ext = env.path("rogue.ext");
     std::fs::write(&ext, "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
@@ -104,23 +90,7 @@ fn certificate_from_another_tenants_ca() {
     env.add_station("CS-A", 3, None);
     // A station of the other tenant enrolls a key whose CN says CS-A.
     env.cli(&["station", "add", "CS-OTHER", "--profile", "3", "--tenant", "other"]);
-    let key = env.path("o.key");
-    let csr = env.path("o.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=CS-OTHER",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
+    let (key, csr) = env.new_csr("o", "CS-OTHER");
     let chain = env.cli(&["station", "enroll", "CS-OTHER", "--csr", csr.to_str().unwrap()]);
     let cert = env.path("o.pem");
     std::fs::write(&cert, chain).unwrap();
@@ -149,23 +119,7 @@ fn common_name_must_equal_station_id() {
 fn csr_with_wrong_common_name_is_not_signed() {
     let env = Env::new(Db::Sqlite);
     env.add_station("CS-A", 3, None);
-    let key = env.path("x.key");
-    let csr = env.path("x.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=CS-B",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
+    let (key, csr) = env.new_csr("x", "CS-B");
     let out = env.cli_raw(&["station", "enroll", "CS-A", "--csr", csr.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -177,23 +131,7 @@ fn csr_with_wrong_common_name_is_not_signed() {
 fn expired_certificate() {
     let env = Env::new(Db::Sqlite);
     env.add_station("CS-EXP", 3, None);
-    let key = env.path("exp.key");
-    let csr = env.path("exp.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=CS-EXP",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
+    let (key, csr) = env.new_csr("exp", "CS-EXP");
     // Issue with the CSMS's own CA, but for a validity window that ended yesterday.
     let chain = issue_in_past(&env, "CS-EXP", &std::fs::read_to_string(&csr).unwrap());
     let cert = env.path("exp.pem");
