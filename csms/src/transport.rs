@@ -139,7 +139,6 @@ async fn upgrade_and_run<IO>(
         .timer(TokioTimer::new())
         .header_read_timeout(deadline)
         .max_buf_size(16 * 1024)
-        .keep_alive(false)
         .serve_connection(io, service)
         .with_upgrades();
     match tokio::time::timeout(deadline, conn).await {
@@ -186,6 +185,8 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut res = Response::new(Body::from(text));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    // A refused connection is closed: one attempt per TLS handshake.
+    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
 
@@ -229,7 +230,7 @@ async fn upgrade_request(
     let state =
         SessionState { station_id: station.id.clone(), tenant_id: Arc::from(station.tenant_id.as_str()), registration };
     if slot.set(Admitted { on_upgrade: hyper::upgrade::on(&mut req), state }).is_err() {
-        // keep_alive is off, so a connection carries one request; never reached.
+        // Refusals close the connection and a 101 ends HTTP on it: never reached.
         return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");
     }
     let mut res = Response::new(Body::default());

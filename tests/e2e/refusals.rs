@@ -18,7 +18,10 @@ fn valid_certificate_connects() {
     let env = Env::new(Db::Sqlite);
     let creds = env.add_station("CS-OK", 3, None).unwrap();
     let server = env.serve(&[]);
-    assert_eq!(outcome(&server, "CS-OK", Some(&creds), &[])["outcome"], "connected");
+    let o = outcome(&server, "CS-OK", Some(&creds), &[]);
+    assert_eq!(o["outcome"], "connected");
+    // RFC 6455 4.2.2: exactly an upgrade, nothing that tells the client to close.
+    assert_eq!(o["connection"], "Upgrade", "{o}");
 }
 
 #[test]

@@ -50,7 +50,7 @@ def out(**fields):
 async def probe_connect(args):
     try:
         async with connect(args) as ws:
-            out(outcome="connected", subprotocol=ws.subprotocol)
+            out(outcome="connected", subprotocol=ws.subprotocol, connection=ws.response.headers.get("Connection"))
     except websockets.exceptions.InvalidStatus as e:
         out(outcome="http_status", status=e.response.status_code)
     except ssl.SSLError as e:
