@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::group_commit::GroupCommit;
 use crate::metrics::Metrics;
 use crate::session::SessionRegistry;
 use crate::store::Store;
@@ -15,6 +16,8 @@ use crate::tls::{ServerCertificates, StationTrust};
 pub struct App {
     pub config: Config,
     pub store: Store,
+    /// Where station reports are persisted (group commit over `store`).
+    pub writes: GroupCommit,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub sessions: SessionRegistry,
@@ -38,6 +41,7 @@ impl App {
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),
             handshake_permits: Arc::new(Semaphore::new(config.max_concurrent_handshakes.max(1))),
             password_permits: Semaphore::new(cores),
+            writes: GroupCommit::start(store.clone(), 512),
             config,
             store,
             clock,

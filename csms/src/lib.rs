@@ -8,6 +8,7 @@ pub mod authority;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod group_commit;
 pub mod handlers;
 pub mod http;
 pub mod identity;

@@ -38,6 +38,8 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error("the storage writer has stopped")]
+    Unavailable,
 }
 
 /// Whether the station is accepted when it boots (B01-B03). Set by the operator.
@@ -129,6 +131,38 @@ pub struct BootRecord {
     pub serial_number: Option<String>,
     pub firmware_version: Option<String>,
     pub payload: String,
+}
+
+/// A station report to persist; see [`Store::apply_writes`].
+#[derive(Debug, Clone)]
+pub enum StationWrite {
+    Boot(BootRecord),
+    Heartbeat {
+        tenant_id: String,
+        station_id: String,
+        at: i64,
+    },
+    ConnectorStatus {
+        tenant_id: String,
+        station_id: String,
+        status: ConnectorStatus,
+    },
+    /// A validated report kept verbatim (NotifyEvent, NotifyReport, MeterValues, ...).
+    Message {
+        tenant_id: String,
+        station_id: String,
+        action: &'static str,
+        payload: String,
+        at: i64,
+    },
+    SecurityEvent {
+        tenant_id: String,
+        station_id: String,
+        kind: String,
+        occurred_at: i64,
+        tech_info: Option<String>,
+        at: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -506,76 +540,99 @@ impl Store {
         self.station(id).await?.ok_or_else(|| StoreError::NotFound { what: "station", id: id.to_owned() })
     }
 
-    /// Persists a BootNotification and the answer given, in one transaction.
-    pub async fn record_boot(&self, b: &BootRecord) -> Result<(), StoreError> {
+    /// Applies station reports in one transaction: one commit (one fsync) for
+    /// the whole group. Used through [`crate::group_commit::GroupCommit`].
+    pub async fn apply_writes(&self, writes: &[StationWrite]) -> Result<(), StoreError> {
         with_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query(
-                "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&b.tenant_id)
-            .bind(&b.station_id)
-            .bind(b.received_at)
-            .bind(&b.reason)
-            .bind(b.status.as_str())
-            .bind(&b.payload)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, firmware_version = $5, \
-                 last_boot_at = $6, last_seen_at = $6 WHERE tenant_id = $7 AND id = $8",
-            )
-            .bind(b.status.as_str())
-            .bind(&b.vendor)
-            .bind(&b.model)
-            .bind(&b.serial_number)
-            .bind(&b.firmware_version)
-            .bind(b.received_at)
-            .bind(&b.tenant_id)
-            .bind(&b.station_id)
-            .execute(&mut *tx)
-            .await?;
+            for w in writes {
+                match w {
+                    StationWrite::Boot(b) => {
+                        sqlx::query(
+                            "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(&b.tenant_id)
+                        .bind(&b.station_id)
+                        .bind(b.received_at)
+                        .bind(&b.reason)
+                        .bind(b.status.as_str())
+                        .bind(&b.payload)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, \
+                             firmware_version = $5, last_boot_at = $6, last_seen_at = $6 WHERE tenant_id = $7 AND id = $8",
+                        )
+                        .bind(b.status.as_str())
+                        .bind(&b.vendor)
+                        .bind(&b.model)
+                        .bind(&b.serial_number)
+                        .bind(&b.firmware_version)
+                        .bind(b.received_at)
+                        .bind(&b.tenant_id)
+                        .bind(&b.station_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    StationWrite::Heartbeat { tenant_id, station_id, at } => {
+                        sqlx::query(
+                            "UPDATE stations SET last_heartbeat_at = $1, last_seen_at = $1 WHERE tenant_id = $2 AND id = $3",
+                        )
+                        .bind(at)
+                        .bind(tenant_id)
+                        .bind(station_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    StationWrite::ConnectorStatus { tenant_id, station_id, status } => {
+                        sqlx::query(
+                            "INSERT INTO connector_statuses \
+                             (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                             ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
+                             reported_at = excluded.reported_at, received_at = excluded.received_at, tenant_id = excluded.tenant_id",
+                        )
+                        .bind(tenant_id)
+                        .bind(station_id)
+                        .bind(status.evse_id)
+                        .bind(status.connector_id)
+                        .bind(&status.status)
+                        .bind(status.reported_at)
+                        .bind(status.received_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    StationWrite::Message { tenant_id, station_id, action, payload, at } => {
+                        sqlx::query(
+                            "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(tenant_id)
+                        .bind(station_id)
+                        .bind(*action)
+                        .bind(at)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    StationWrite::SecurityEvent { tenant_id, station_id, kind, occurred_at, tech_info, at } => {
+                        sqlx::query(
+                            "INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(tenant_id)
+                        .bind(station_id)
+                        .bind(kind)
+                        .bind(occurred_at)
+                        .bind(tech_info)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
             tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    pub async fn record_heartbeat(&self, tenant_id: &str, station_id: &str, now: i64) -> Result<(), StoreError> {
-        with_pool!(self, |p| {
-            sqlx::query(
-                "UPDATE stations SET last_heartbeat_at = $1, last_seen_at = $1 WHERE tenant_id = $2 AND id = $3",
-            )
-            .bind(now)
-            .bind(tenant_id)
-            .bind(station_id)
-            .execute(p)
-            .await?;
-        });
-        Ok(())
-    }
-
-    pub async fn record_connector_status(
-        &self,
-        tenant_id: &str,
-        station_id: &str,
-        status: &ConnectorStatus,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, |p| {
-            sqlx::query(
-                "INSERT INTO connector_statuses (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
-                 reported_at = excluded.reported_at, received_at = excluded.received_at, tenant_id = excluded.tenant_id",
-            )
-            .bind(tenant_id)
-            .bind(station_id)
-            .bind(status.evse_id)
-            .bind(status.connector_id)
-            .bind(&status.status)
-            .bind(status.reported_at)
-            .bind(status.received_at)
-            .execute(p)
-            .await?;
         });
         Ok(())
     }
@@ -609,28 +666,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Keeps a validated report (NotifyEvent, NotifyReport, ...) verbatim.
-    pub async fn record_station_message(
-        &self,
-        tenant_id: &str,
-        station_id: &str,
-        action: &str,
-        payload: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, |p| {
-            sqlx::query("INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload) VALUES ($1, $2, $3, $4, $5)")
-                .bind(tenant_id)
-                .bind(station_id)
-                .bind(action)
-                .bind(now)
-                .bind(payload)
-                .execute(p)
-                .await?;
-        });
-        Ok(())
-    }
-
     pub async fn station_message_count(
         &self,
         tenant_id: &str,
@@ -649,31 +684,6 @@ impl Store {
             .try_get::<i64, _>("n")?
         });
         Ok(n)
-    }
-
-    pub async fn record_security_event(
-        &self,
-        tenant_id: &str,
-        station_id: &str,
-        kind: &str,
-        occurred_at: i64,
-        tech_info: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, |p| {
-            sqlx::query(
-                "INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant_id)
-            .bind(station_id)
-            .bind(kind)
-            .bind(occurred_at)
-            .bind(tech_info)
-            .bind(now)
-            .execute(p)
-            .await?;
-        });
-        Ok(())
     }
 
     pub async fn security_events(

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use csms::store::{
-    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, Store, StoreError,
+    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, StationWrite, Store,
+    StoreError,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -29,6 +30,21 @@ async fn postgres() -> Store {
     }
     let (prefix, _) = base.rsplit_once('/').unwrap();
     Store::open(&format!("{prefix}/{name}"), 4).await.unwrap()
+}
+
+fn cs(status: ConnectorStatus) -> StationWrite {
+    StationWrite::ConnectorStatus { tenant_id: "acme".into(), station_id: "CS1".into(), status }
+}
+
+fn sev(kind: &str, occurred_at: i64, tech_info: Option<&str>) -> StationWrite {
+    StationWrite::SecurityEvent {
+        tenant_id: "acme".into(),
+        station_id: "CS1".into(),
+        kind: kind.into(),
+        occurred_at,
+        tech_info: tech_info.map(str::to_owned),
+        at: occurred_at + 1,
+    }
 }
 
 fn station(id: &str, tenant: &str) -> NewStation {
@@ -85,7 +101,7 @@ async fn tenants_and_stations(s: &Store) {
 async fn boot_status_and_events(s: &Store) {
     s.create_tenant("acme", "ACME", None, 1).await.unwrap();
     s.create_station(&station("CS1", "acme"), 10).await.unwrap();
-    s.record_boot(&BootRecord {
+    s.apply_writes(&[StationWrite::Boot(BootRecord {
         tenant_id: "acme".into(),
         station_id: "CS1".into(),
         received_at: 1000,
@@ -96,7 +112,7 @@ async fn boot_status_and_events(s: &Store) {
         serial_number: Some("SN".into()),
         firmware_version: None,
         payload: "{}".into(),
-    })
+    })])
     .await
     .unwrap();
     let st = s.station("CS1").await.unwrap().unwrap();
@@ -105,28 +121,38 @@ async fn boot_status_and_events(s: &Store) {
     assert_eq!(st.serial_number.as_deref(), Some("SN"));
     assert_eq!(st.last_boot_at, Some(1000));
 
-    s.record_heartbeat("acme", "CS1", 2000).await.unwrap();
+    s.apply_writes(&[StationWrite::Heartbeat { tenant_id: "acme".into(), station_id: "CS1".into(), at: 2000 }])
+        .await
+        .unwrap();
     assert_eq!(s.station("CS1").await.unwrap().unwrap().last_heartbeat_at, Some(2000));
 
     for (status, at) in [("Available", 1), ("Occupied", 2)] {
         let c =
             ConnectorStatus { evse_id: 1, connector_id: 1, status: status.into(), reported_at: at, received_at: at };
-        s.record_connector_status("acme", "CS1", &c).await.unwrap();
+        s.apply_writes(&[cs(c)]).await.unwrap();
     }
     let c2 = ConnectorStatus { evse_id: 2, connector_id: 1, status: "Faulted".into(), reported_at: 3, received_at: 3 };
-    s.record_connector_status("acme", "CS1", &c2).await.unwrap();
+    s.apply_writes(&[cs(c2)]).await.unwrap();
     let statuses = s.connector_statuses("acme", "CS1").await.unwrap();
     assert_eq!(statuses.len(), 2);
     assert_eq!(statuses[0].status, "Occupied");
     assert_eq!(statuses[1].status, "Faulted");
     assert!(s.connector_statuses("other", "CS1").await.unwrap().is_empty());
 
-    s.record_station_message("acme", "CS1", "NotifyEvent", "{\"a\":1}", 5).await.unwrap();
+    s.apply_writes(&[StationWrite::Message {
+        tenant_id: "acme".into(),
+        station_id: "CS1".into(),
+        action: "NotifyEvent",
+        payload: "{\"a\":1}".into(),
+        at: 5,
+    }])
+    .await
+    .unwrap();
     assert_eq!(s.station_message_count("acme", "CS1", "NotifyEvent").await.unwrap(), 1);
     assert_eq!(s.station_message_count("other", "CS1", "NotifyEvent").await.unwrap(), 0);
 
-    s.record_security_event("acme", "CS1", "FirmwareUpdated", 7, Some("v2"), 8).await.unwrap();
-    s.record_security_event("acme", "CS1", "ResetOrReboot", 9, None, 10).await.unwrap();
+    // Two in one group: both land, in order.
+    s.apply_writes(&[sev("FirmwareUpdated", 7, Some("v2")), sev("ResetOrReboot", 9, None)]).await.unwrap();
     let ev = s.security_events("acme", Some("CS1")).await.unwrap();
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0].kind, "FirmwareUpdated");
@@ -176,6 +202,35 @@ async fn certificates_and_credentials(s: &Store) {
     assert_eq!(s.credential_certs_named("station-ca").await.unwrap(), vec![("acme".to_owned(), "C".to_owned())]);
 }
 
+/// Concurrent reports through the group-commit writer all land; a report the
+/// database refuses fails alone, the reports grouped with it still commit.
+async fn group_commit_isolates_failures(s: &Store) {
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    let writes = csms::group_commit::GroupCommit::start(s.clone(), 64);
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        let w = writes.clone();
+        tasks.push(tokio::spawn(async move { w.write(sev("Burst", i, None)).await }));
+        if i == 100 {
+            // Violates the CHECK on connector ids.
+            let w = writes.clone();
+            let bad = cs(ConnectorStatus {
+                evse_id: -1,
+                connector_id: 1,
+                status: "x".into(),
+                reported_at: 1,
+                received_at: 1,
+            });
+            tasks.push(tokio::spawn(async move { w.write(bad).await }));
+        }
+    }
+    let results: Vec<_> = futures_util::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1, "only the bad report fails");
+    assert_eq!(s.security_events("acme", Some("CS1")).await.unwrap().len(), 200);
+    assert!(s.connector_statuses("acme", "CS1").await.unwrap().is_empty());
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -196,6 +251,7 @@ macro_rules! both {
 both!(tenants_and_stations);
 both!(boot_status_and_events);
 both!(certificates_and_credentials);
+both!(group_commit_isolates_failures);
 
 #[tokio::test]
 async fn unsupported_url() {

@@ -60,7 +60,8 @@ CREATE TABLE connector_statuses (
     status        TEXT NOT NULL,
     reported_at   INTEGER NOT NULL,
     received_at   INTEGER NOT NULL,
-    PRIMARY KEY (station_id, evse_id, connector_id)
+    PRIMARY KEY (station_id, evse_id, connector_id),
+    CHECK (evse_id >= 0 AND connector_id >= 0)
 );
 CREATE INDEX connector_statuses_tenant ON connector_statuses (tenant_id, station_id);
 

@@ -4,10 +4,12 @@ use ocpp::v201::{self, Action, BootNotificationRequest, StatusNotificationReques
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
-use super::{HandlerResult, SessionState, enum_text};
+use ocpp::ErrorCode;
+
+use super::{HandlerError, HandlerResult, SessionState, enum_text};
 use crate::app::App;
 use crate::clock::unix_millis;
-use crate::store::{BootRecord, ConnectorStatus, Registration};
+use crate::store::{BootRecord, ConnectorStatus, Registration, StationWrite};
 
 fn now_rfc3339(app: &App) -> String {
     app.clock.now().format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
@@ -20,8 +22,8 @@ pub(super) async fn boot_notification(app: &App, state: &mut SessionState, paylo
     let status = station.map(|s| s.registration).unwrap_or(Registration::Rejected);
     let now = app.clock.now_millis();
     let cs = &req.charging_station;
-    app.store
-        .record_boot(&BootRecord {
+    app.writes
+        .write(StationWrite::Boot(BootRecord {
             tenant_id: state.tenant_id.to_string(),
             station_id: state.station_id.clone(),
             received_at: now,
@@ -32,7 +34,7 @@ pub(super) async fn boot_notification(app: &App, state: &mut SessionState, paylo
             serial_number: cs.serial_number.clone(),
             firmware_version: cs.firmware_version.clone(),
             payload: payload.to_string(),
-        })
+        }))
         .await?;
     state.registration = Some(status);
     let interval = match status {
@@ -43,12 +45,24 @@ pub(super) async fn boot_notification(app: &App, state: &mut SessionState, paylo
 }
 
 pub(super) async fn heartbeat(app: &App, state: &SessionState) -> HandlerResult {
-    app.store.record_heartbeat(&state.tenant_id, &state.station_id, app.clock.now_millis()).await?;
+    app.writes
+        .write(StationWrite::Heartbeat {
+            tenant_id: state.tenant_id.to_string(),
+            station_id: state.station_id.clone(),
+            at: app.clock.now_millis(),
+        })
+        .await?;
     Ok(json!({ "currentTime": now_rfc3339(app) }))
 }
 
 pub(super) async fn status_notification(app: &App, state: &SessionState, payload: Value) -> HandlerResult {
     let req: StatusNotificationRequest = v201::decode_request(payload)?;
+    if req.evse_id < 0 || req.connector_id < 0 {
+        return Err(HandlerError::new(
+            ErrorCode::PropertyConstraintViolation,
+            "evseId and connectorId must not be negative",
+        ));
+    }
     let status = ConnectorStatus {
         evse_id: req.evse_id,
         connector_id: req.connector_id,
@@ -56,21 +70,27 @@ pub(super) async fn status_notification(app: &App, state: &SessionState, payload
         reported_at: unix_millis(req.timestamp.into_inner()),
         received_at: app.clock.now_millis(),
     };
-    app.store.record_connector_status(&state.tenant_id, &state.station_id, &status).await?;
+    app.writes
+        .write(StationWrite::ConnectorStatus {
+            tenant_id: state.tenant_id.to_string(),
+            station_id: state.station_id.clone(),
+            status,
+        })
+        .await?;
     Ok(json!({}))
 }
 
 /// NotifyReport, NotifyEvent: kept verbatim for the operator; their content
 /// drives later engines (device model, monitoring).
 pub(super) async fn store_verbatim(app: &App, state: &SessionState, action: Action, payload: &Value) -> HandlerResult {
-    app.store
-        .record_station_message(
-            &state.tenant_id,
-            &state.station_id,
-            action.as_str(),
-            &payload.to_string(),
-            app.clock.now_millis(),
-        )
+    app.writes
+        .write(StationWrite::Message {
+            tenant_id: state.tenant_id.to_string(),
+            station_id: state.station_id.clone(),
+            action: action.as_str(),
+            payload: payload.to_string(),
+            at: app.clock.now_millis(),
+        })
         .await?;
     Ok(json!({}))
 }
