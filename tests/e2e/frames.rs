@@ -38,6 +38,11 @@ fn bad_frames_get_the_specified_callerror() {
             "PropertyConstraintViolation",
         ),
         (
+            r#"[2,"m8b","StatusNotification",{"timestamp":"2026-01-01T00:00:00Z","connectorStatus":"Available","evseId":-1,"connectorId":1}]"#,
+            "m8b",
+            "PropertyConstraintViolation",
+        ),
+        (
             r#"[2,"m9","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"M","vendorName":"VVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVV"}}]"#,
             "m9",
             "PropertyConstraintViolation",
