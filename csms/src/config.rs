@@ -29,6 +29,9 @@ pub struct Config {
     pub boot_retry_interval_secs: u32,
     /// How long a CSMS-initiated call waits for the station's answer.
     pub call_timeout_secs: u64,
+    /// A session that receives nothing (not even a WebSocket ping) for this many
+    /// seconds is closed: the station is gone or the network half-open.
+    pub idle_timeout_secs: u64,
     /// Largest accepted WebSocket message (and frame), bytes.
     pub max_message_bytes: usize,
     /// Open connections beyond this are refused.
@@ -56,6 +59,8 @@ impl Default for Config {
             heartbeat_interval_secs: 300,
             boot_retry_interval_secs: 60,
             call_timeout_secs: 30,
+            // Two missed heartbeats at the default interval, plus slack.
+            idle_timeout_secs: 660,
             max_message_bytes: 64 * 1024,
             max_connections: 100_000,
             handshake_timeout_secs: 10,
@@ -113,8 +118,11 @@ impl Config {
         if self.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");
         }
-        if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 {
-            bail!("intervals must be positive");
+        if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
+            bail!("intervals and timeouts must be positive");
+        }
+        if self.idle_timeout_secs <= u64::from(self.heartbeat_interval_secs) {
+            bail!("idle_timeout_secs must exceed heartbeat_interval_secs, or healthy stations get disconnected");
         }
         Ok(())
     }
@@ -136,6 +144,13 @@ mod tests {
         cfg.apply_env(|k| (k == "ANCHORPOINT_OCPP_ADDR").then(|| "127.0.0.1:9100".to_owned())).unwrap();
         assert_eq!(cfg.ocpp_addr.port(), 9100);
         assert_eq!(cfg.api_addr, Config::default().api_addr);
+    }
+
+    #[test]
+    fn idle_timeout_must_exceed_heartbeat_interval() {
+        let cfg = Config { heartbeat_interval_secs: 300, idle_timeout_secs: 300, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("idle_timeout_secs"));
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

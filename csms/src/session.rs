@@ -131,6 +131,8 @@ where
     tracing::info!(station = %station_id, tenant = %state.tenant_id, conn = conn_id, "session opened");
 
     let call_timeout = Duration::from_secs(app.config.call_timeout_secs);
+    let idle_timeout = Duration::from_secs(app.config.idle_timeout_secs);
+    let mut idle_deadline = tokio::time::Instant::now() + idle_timeout;
     let mut in_flight: Option<InFlight> = None;
     let mut next_call: u64 = 0;
     let close_reason: &str = loop {
@@ -140,7 +142,13 @@ where
                 let _ = ws.close(Some(CloseFrame { code: CloseCode::Policy, reason: "replaced by a newer connection".into() })).await;
                 break "replaced";
             }
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                tracing::info!(station = %station_id, "no traffic within the idle timeout; closing");
+                let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "idle timeout".into() })).await;
+                break "idle timeout";
+            }
             msg = ws.next() => {
+                idle_deadline = tokio::time::Instant::now() + idle_timeout;
                 let msg = match msg {
                     None => break "closed by station",
                     Some(Ok(m)) => m,

@@ -23,9 +23,12 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 type Client = WebSocketStream<tokio::io::DuplexStream>;
 
 async fn connected(call_timeout_secs: u64) -> (Arc<App>, Client, tempfile::TempDir) {
+    connected_with(Config { call_timeout_secs, ..Config::default() }).await
+}
+
+async fn connected_with(config: Config) -> (Arc<App>, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::sqlite_url(dir.path()), 2).await.unwrap();
-    let config = Config { call_timeout_secs, ..Config::default() };
     let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
@@ -150,4 +153,35 @@ async fn disconnect_fails_pending_call() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("session still registered after disconnect");
+}
+
+#[tokio::test]
+async fn silent_station_is_disconnected_after_the_idle_timeout() {
+    let (app, mut client, _dir) = connected_with(Config { idle_timeout_secs: 1, ..Config::default() }).await;
+    // Traffic keeps it open ...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send(&mut client, json!([2, "hb", "Heartbeat", {}])).await;
+        assert_eq!(next_frame(&mut client).await[0], 3);
+    }
+    // ... silence closes it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1001));
+    for _ in 0..100 {
+        if app.sessions.get("CS1").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("session still registered after the idle timeout");
 }
