@@ -7,5 +7,6 @@ mod harness;
 mod durability;
 mod frames;
 mod interop;
+mod ops;
 mod refusals;
 mod tenants;
