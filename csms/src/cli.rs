@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::password;
 use crate::server::{self, DEFAULT_TENANT};
 use crate::store::{NewStation, Registration};
-use crate::token::{self, Claims, Role};
 use crate::transport::valid_station_id;
+use api::auth::{self as token, Claims, Role};
 
 #[derive(Debug, Parser)]
 #[command(name = "csms", version, about = "Anchorpoint: OCPP 2.0.1 CSMS with its own PKI")]

@@ -18,5 +18,4 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
-pub mod token;
 pub mod transport;

@@ -104,3 +104,26 @@ fn health_readiness_and_metrics() {
     }
     assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
 }
+
+#[test]
+fn token_command_mints_a_verifiable_jwt() {
+    use base64::Engine;
+    let env = Env::new(Db::Sqlite);
+    let out = env.cli(&["token", "--tenant", "default", "--role", "operator"]);
+    let token = out.lines().last().unwrap();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let secret = std::fs::read_to_string(env.dir.path().join("jwt.secret")).unwrap();
+    let secret = base64::engine::general_purpose::STANDARD.decode(secret.trim()).unwrap();
+    let claims = api::auth::verify(&secret, token).unwrap();
+    assert_eq!(claims.tenant, "default");
+    assert_eq!(claims.role, api::auth::Role::Operator);
+    assert!(claims.exp > claims.iat);
+    assert!(api::auth::verify(b"some-other-secret-some-other-secret", token).is_err());
+    // Unknown tenants and roles are refused with a clear message.
+    let out = env.cli_raw(&["token", "--tenant", "nobody", "--role", "admin"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown tenant 'nobody'"));
+    let out = env.cli_raw(&["token", "--tenant", "default", "--role", "root"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}

@@ -122,7 +122,7 @@ fn common_name_must_equal_station_id() {
 fn csr_with_wrong_common_name_is_not_signed() {
     let env = Env::new(Db::Sqlite);
     env.add_station("CS-A", 3, None);
-    let (key, csr) = env.new_csr("x", "CS-B");
+    let (_key, csr) = env.new_csr("x", "CS-B");
     let out = env.cli_raw(&["station", "enroll", "CS-A", "--csr", csr.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,4 +1,4 @@
-//! Bearer tokens for the REST API (HS256 JWT).
+//! Bearer tokens for the REST API: HS256 JWTs carrying tenant, role and expiry.
 
 use serde::{Deserialize, Serialize};
 
