@@ -46,15 +46,27 @@ fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {
     if let Ok(v) = std::env::var(env) {
         return B64.decode(v.trim()).with_context(|| format!("{env} is not base64"));
     }
+    let read = |path: &Path| -> anyhow::Result<Vec<u8>> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        B64.decode(text.trim()).with_context(|| format!("{} is not base64", path.display()))
+    };
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        return B64.decode(text.trim()).with_context(|| format!("{} is not base64", path.display()));
+        return read(&path);
     }
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
-    write_private(&path, &format!("{}\n", B64.encode(bytes)))?;
-    Ok(bytes.to_vec())
+    // Written aside, then linked into place: a concurrent reader never sees a
+    // partial file, and of two processes creating it at once one wins cleanly.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    write_private(&tmp, &format!("{}\n", B64.encode(bytes)))?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(bytes.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// Writes a file readable by its owner only.
@@ -76,23 +88,21 @@ fn label(tenant: &str, name: &str) -> String {
     format!("tenant:{tenant}/credential:{name}")
 }
 
-async fn store_ca(
+/// Stores CAs that belong together, unless another process already stored them.
+async fn store_cas(
     store: &Store,
     master: &MasterKey,
     tenant: &str,
-    name: &str,
-    ca: &CertificateAuthority,
+    cas: &[(&str, &CertificateAuthority)],
     now: i64,
 ) -> anyhow::Result<bool> {
-    let stored = ca.to_stored(master, &label(tenant, name))?;
-    Ok(store
-        .insert_credential(
-            tenant,
-            name,
-            &CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key },
-            now,
-        )
-        .await?)
+    let mut records = Vec::with_capacity(cas.len());
+    for (name, ca) in cas {
+        let stored = ca.to_stored(master, &label(tenant, name))?;
+        records.push((*name, CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }));
+    }
+    let refs: Vec<(&str, &CredentialRecord)> = records.iter().map(|(n, c)| (*n, c)).collect();
+    Ok(store.insert_credentials(tenant, &refs, now).await?)
 }
 
 pub async fn load_ca(
@@ -131,12 +141,11 @@ pub async fn ensure_tenant(
     if store.credential(id, STATION_CA).await?.is_none() {
         let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
         let now = clock.now_millis();
-        store_ca(store, master, id, STATION_ROOT, &h.root, now).await?;
-        store_ca(store, master, id, STATION_CA, &h.station_ca, now).await?;
+        store_cas(store, master, id, &[(STATION_ROOT, &h.root), (STATION_CA, &h.station_ca)], now).await?;
     }
     if tenant.ocpp_hostname.is_some() && store.credential(id, CSMS_ROOT).await?.is_none() {
         let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
-        store_ca(store, master, id, CSMS_ROOT, &h.root, clock.now_millis()).await?;
+        store_cas(store, master, id, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     Ok(tenant)
 }
@@ -185,7 +194,7 @@ pub async fn server_identity(
 ) -> anyhow::Result<ServerIdentity> {
     if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
         let h = pki::generate_hierarchy("Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
-        store_ca(store, master, PLATFORM, CSMS_ROOT, &h.root, clock.now_millis()).await?;
+        store_cas(store, master, PLATFORM, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     issue_server_identity(store, master, clock, PLATFORM, names).await
 }

@@ -272,7 +272,18 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
-            migrator("sqlite", include_str!("../../migrations/sqlite/0001_foundation.sql")).run(&pool).await?;
+            let migrations = migrator("sqlite", include_str!("../../migrations/sqlite/0001_foundation.sql"));
+            // SQLite has no migration lock: when two processes open a new database at
+            // once, the loser fails on tables the winner created; on retry it finds
+            // the migration applied.
+            let mut attempt = 0;
+            while let Err(e) = migrations.run(&pool).await {
+                attempt += 1;
+                if attempt >= 5 {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
             Backend::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -369,29 +380,44 @@ impl Store {
 
     // ---- credentials (CA material) --------------------------------------
 
-    /// Stores a credential unless one of that name exists; returns whether it was stored.
-    pub async fn insert_credential(
+    /// Stores a set of credentials that belong together (a root and the sub-CA it
+    /// signed) only if none of them exists yet: all are stored, or none. Returns
+    /// whether they were stored; `false` means another process got there first.
+    pub async fn insert_credentials(
         &self,
         tenant_id: &str,
-        name: &str,
-        cred: &CredentialRecord,
+        creds: &[(&str, &CredentialRecord)],
         now: i64,
     ) -> Result<bool, StoreError> {
-        let done = with_pool!(self, |p| {
-            sqlx::query(
-                "INSERT INTO credentials (tenant_id, name, cert_pem, sealed_key, created_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (tenant_id, name) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(name)
-            .bind(&cred.cert_pem)
-            .bind(&cred.sealed_key)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected()
+        let stored = with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let mut all = true;
+            for (name, cred) in creds {
+                let n = sqlx::query(
+                    "INSERT INTO credentials (tenant_id, name, cert_pem, sealed_key, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, name) DO NOTHING",
+                )
+                .bind(tenant_id)
+                .bind(*name)
+                .bind(&cred.cert_pem)
+                .bind(&cred.sealed_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            all
         });
-        Ok(done == 1)
+        Ok(stored)
     }
 
     /// Replaces a credential (server certificate renewal).

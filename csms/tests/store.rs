@@ -187,12 +187,11 @@ async fn certificates_and_credentials(s: &Store) {
     assert!(matches!(s.revoke_certificate("other", "0a1b", 1).await, Err(StoreError::NotFound { .. })));
 
     let cred = CredentialRecord { cert_pem: "A".into(), sealed_key: vec![1, 2, 3] };
-    assert!(s.insert_credential("acme", "station-ca", &cred, 1).await.unwrap());
-    assert!(
-        !s.insert_credential("acme", "station-ca", &CredentialRecord { cert_pem: "B".into(), sealed_key: vec![9] }, 2)
-            .await
-            .unwrap()
-    );
+    assert!(s.insert_credentials("acme", &[("station-ca", &cred)], 1).await.unwrap());
+    // A set that overlaps what exists is stored not at all.
+    let b = CredentialRecord { cert_pem: "B".into(), sealed_key: vec![9] };
+    assert!(!s.insert_credentials("acme", &[("station-root", &b), ("station-ca", &b)], 2).await.unwrap());
+    assert!(s.credential("acme", "station-root").await.unwrap().is_none(), "all or nothing");
     assert_eq!(s.credential("acme", "station-ca").await.unwrap().unwrap().cert_pem, "A");
     s.replace_credential("acme", "station-ca", &CredentialRecord { cert_pem: "C".into(), sealed_key: vec![7] }, 3)
         .await

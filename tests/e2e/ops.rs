@@ -127,3 +127,49 @@ fn token_command_mints_a_verifiable_jwt() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
 }
+
+/// Several commands opening a fresh data directory at once agree on one set of
+/// secrets, one schema and one CA hierarchy.
+fn concurrent_first_use(db: Db) {
+    let env = Env::new(db);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(CSMS)
+                .args(["station", "add", &format!("CS-C{i}"), "--profile", "3"])
+                .args(["--data-dir", env.dir.path().to_str().unwrap(), "--database-url", &env.db_url])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(env.cli(&["station", "list"]).lines().count(), 4);
+    let creds = env.enroll("CS-C0", "CS-C0");
+    let server = env.serve(&[]);
+    let verify = openssl(&[
+        "verify",
+        "-CAfile",
+        env.dir.path().join("pki/tenants/default/station-root.pem").to_str().unwrap(),
+        "-untrusted",
+        env.dir.path().join("pki/tenants/default/station-ca.pem").to_str().unwrap(),
+        creds.cert.to_str().unwrap(),
+    ]);
+    assert!(verify.contains("OK"), "{verify}");
+    let args = tls_args(&server, &server.wss(), "CS-C0", Some(&creds));
+    assert!(py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat()).0);
+}
+
+#[test]
+fn concurrent_first_use_sqlite() {
+    concurrent_first_use(Db::Sqlite);
+}
+
+#[test]
+fn concurrent_first_use_postgres() {
+    concurrent_first_use(Db::Postgres);
+}
