@@ -124,6 +124,11 @@ impl Config {
         if self.idle_timeout_secs <= u64::from(self.heartbeat_interval_secs) {
             bail!("idle_timeout_secs must exceed heartbeat_interval_secs, or healthy stations get disconnected");
         }
+        // B02.FR.06: a Pending station waits boot_retry_interval_secs between
+        // BootNotifications and must not be cut off meanwhile.
+        if self.idle_timeout_secs <= u64::from(self.boot_retry_interval_secs) {
+            bail!("idle_timeout_secs must exceed boot_retry_interval_secs, or Pending stations get disconnected");
+        }
         Ok(())
     }
 
@@ -149,7 +154,9 @@ mod tests {
     #[test]
     fn idle_timeout_must_exceed_heartbeat_interval() {
         let cfg = Config { heartbeat_interval_secs: 300, idle_timeout_secs: 300, ..Config::default() };
-        assert!(cfg.validate().unwrap_err().to_string().contains("idle_timeout_secs"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("heartbeat_interval_secs"));
+        let cfg = Config { boot_retry_interval_secs: 900, idle_timeout_secs: 800, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("boot_retry_interval_secs"));
         assert!(Config::default().validate().is_ok());
     }
 

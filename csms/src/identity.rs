@@ -82,14 +82,14 @@ pub async fn authenticate(
 ) -> Result<Station, Refusal> {
     let station = match app.store.station(station_id).await {
         Ok(Some(s)) => s,
-        Ok(None) => return Err(Refusal::UnknownStation),
+        Ok(None) => return Err(equal_time(app, authorization, Refusal::UnknownStation).await),
         Err(e) => {
             tracing::error!(error = %e, "station lookup failed");
             return Err(Refusal::Internal);
         }
     };
     if !station.enabled {
-        return Err(Refusal::StationDisabled);
+        return Err(equal_time(app, authorization, Refusal::StationDisabled).await);
     }
     // A tenant's own host name serves that tenant's stations only.
     if let Some(owner) = transport.sni.as_deref().and_then(|h| app.tenant_of_host(h)) {
@@ -112,8 +112,47 @@ pub async fn authenticate(
         verify_certificate(app, &station, chain).await?;
         return Ok(station);
     }
+    // A05: a profile-2 station being moved up connects with its new certificate
+    // and no password. It is admitted on the certificate, under the same checks
+    // as profile 3, and is profile 3 from then on: Basic no longer opens it.
+    if station.security_profile == 2
+        && authorization.is_none()
+        && let Some(chain) = transport.client_chain.as_deref().filter(|c| !c.is_empty())
+    {
+        verify_certificate(app, &station, chain).await?;
+        return match app.store.update_station(&station.tenant_id, &station.id, Some(3), None, None, None).await {
+            Ok(raised) => {
+                tracing::info!(station = %station.id, tenant = %station.tenant_id, "security profile raised from 2 to 3 (A05)");
+                Ok(raised)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "raising the security profile failed");
+                Err(Refusal::Internal)
+            }
+        };
+    }
     verify_basic(app, &station, authorization).await?;
     Ok(station)
+}
+
+/// A refusal that must not be told apart by its timing: when the client sent a
+/// password, one PBKDF2 verification is spent as for a known station, so an
+/// unknown or disabled id is not answered measurably faster than a wrong password.
+async fn equal_time(app: &App, authorization: Option<&str>, refusal: Refusal) -> Refusal {
+    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some((_, pass)) = authorization.and_then(parse_basic) else {
+        return refusal;
+    };
+    let iterations = app.config.password_hash_iterations;
+    let Some(stored) = DUMMY.get_or_init(|| password::hash("equal-time-dummy-password", iterations).ok()).clone()
+    else {
+        return refusal;
+    };
+    if let Ok(_permit) = app.password_permits.acquire().await {
+        app.metrics.password_checks.inc();
+        let _ = tokio::task::spawn_blocking(move || password::verify(&pass, &stored)).await;
+    }
+    refusal
 }
 
 async fn verify_certificate(app: &App, station: &Station, chain: &[CertificateDer<'static>]) -> Result<(), Refusal> {
@@ -146,9 +185,12 @@ async fn verify_basic(app: &App, station: &Station, authorization: Option<&str>)
     if user != station.id {
         return Err(Refusal::BasicUserMismatch);
     }
-    let stored = station.password_hash.clone().ok_or(Refusal::NoPasswordSet)?;
+    let Some(stored) = station.password_hash.clone() else {
+        return Err(equal_time(app, authorization, Refusal::NoPasswordSet).await);
+    };
     // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
     let _permit = app.password_permits.acquire().await.map_err(|_| Refusal::Internal)?;
+    app.metrics.password_checks.inc();
     let ok = tokio::task::spawn_blocking(move || password::verify(&pass, &stored))
         .await
         .map_err(|_| Refusal::Internal)?

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub handshake_failures: Family<ReasonLabels, Counter>,
     pub call_latency: Family<ActionLabels, Histogram, fn() -> Histogram>,
     pub handler_latency: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    /// PBKDF2 verifications run for Basic auth, including the equal-time ones
+    /// spent on unknown stations.
+    pub password_checks: Counter,
 }
 
 impl Metrics {
@@ -54,6 +57,12 @@ impl Metrics {
         );
         let handler_latency = Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
+        );
+        let password_checks = Counter::default();
+        registry.register(
+            "ocpp_password_checks",
+            "PBKDF2 password verifications (Basic auth, including equal-time checks for unknown stations)",
+            password_checks.clone(),
         );
         registry.register("ocpp_connections", "Open OCPP WebSocket sessions", connections.clone());
         registry.register("ocpp_connections_accepted", "OCPP sessions established", connections_accepted.clone());
@@ -77,6 +86,7 @@ impl Metrics {
             handshake_failures,
             call_latency,
             handler_latency,
+            password_checks,
         }
     }
 

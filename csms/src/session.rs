@@ -41,6 +41,10 @@ pub enum CallFailure {
     InvalidRequest(ocpp::v201::Violation),
     #[error("station's answer violates the schema: {0}")]
     InvalidResponse(ocpp::v201::Violation),
+    #[error("station's answer is not a valid OCPP-J reply: {0}")]
+    MalformedResponse(String),
+    #[error("the station's registration was rejected; the CSMS sends it nothing")]
+    StationRejected,
     #[error("connection closed before the answer arrived")]
     Closed,
 }
@@ -108,6 +112,8 @@ impl SessionRegistry {
 struct InFlight {
     id: MessageId,
     action: Action,
+    /// What the call asks the station to send back (B02.FR.09).
+    solicits: Option<Action>,
     started: Instant,
     deadline: tokio::time::Instant,
     reply: oneshot::Sender<Result<Value, CallFailure>>,
@@ -174,7 +180,7 @@ where
                     Message::Binary(_) => {
                         // OCPP-J frames are text; binary is refused but the session stays.
                         app.metrics.frame("in", "-", "binary");
-                        let err = ocpp::FrameError { id: None, code: ErrorCode::RpcFrameworkError, description: "OCPP-J frames must be sent as text".into() };
+                        let err = ocpp::FrameError { is_reply: false, id: None, code: ErrorCode::RpcFrameworkError, description: "OCPP-J frames must be sent as text".into() };
                         if ws.send(Message::text(Frame::CallError(err.to_call_error()).to_json())).await.is_err() {
                             break "write failed";
                         }
@@ -184,11 +190,17 @@ where
                 }
             }
             Some(call) = rx.recv(), if in_flight.is_none() => {
+                // B03: the CSMS sends nothing to a station it rejected.
+                if state.registration == Some(crate::store::Registration::Rejected) {
+                    let _ = call.reply.send(Err(CallFailure::StationRejected));
+                    continue;
+                }
                 next_call += 1;
                 let id = match MessageId::new(format!("{conn_id:x}-{next_call:x}")) {
                     Ok(id) => id,
                     Err(_) => { let _ = call.reply.send(Err(CallFailure::Closed)); continue; }
                 };
+                let solicits = handlers::solicited_by(call.action, &call.payload);
                 let frame = Frame::Call(ocpp::Call::new(id.clone(), call.action.as_str(), call.payload));
                 if ws.send(Message::text(frame.to_json())).await.is_err() {
                     let _ = call.reply.send(Err(CallFailure::Closed));
@@ -198,6 +210,7 @@ where
                 in_flight = Some(InFlight {
                     id,
                     action: call.action,
+                    solicits,
                     started: Instant::now(),
                     deadline: tokio::time::Instant::now() + call_timeout,
                     reply: call.reply,
@@ -230,6 +243,17 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 /// Handles one text frame; returns the frame to send back, if any.
 async fn on_text(app: &App, state: &mut SessionState, in_flight: &mut Option<InFlight>, text: &str) -> Option<String> {
     match Frame::parse(text) {
+        Err(e) if e.is_reply => {
+            // OCPP-J never answers a CALLRESULT or CALLERROR, not even a broken one.
+            // When it names the call in flight, that call fails now rather than at
+            // its timeout.
+            tracing::info!(station = %state.station_id, code = e.code.as_str(), description = %e.description, "malformed reply dropped");
+            match in_flight.take_if(|f| e.id.as_ref() == Some(&f.id)) {
+                Some(f) => finish(app, f, Err(CallFailure::MalformedResponse(e.description))),
+                None => app.metrics.frame("in", "-", "malformed_reply"),
+            }
+            None
+        }
         Err(e) => {
             tracing::info!(station = %state.station_id, code = e.code.as_str(), description = %e.description, "unreadable frame");
             app.metrics.frame("in", "-", e.code.as_str());
@@ -245,6 +269,11 @@ async fn on_text(app: &App, state: &mut SessionState, in_flight: &mut Option<InF
                     let outcome = ocpp::v201::validate(f.action, Direction::Response, &res.payload)
                         .map(|()| res.payload)
                         .map_err(CallFailure::InvalidResponse);
+                    if let Ok(answer) = &outcome
+                        && answer.get("status").and_then(Value::as_str) == Some("Accepted")
+                    {
+                        state.station_accepted(f.solicits);
+                    }
                     finish(app, f, outcome);
                 }
                 None => {

@@ -47,11 +47,13 @@ pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConf
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let deadline = Duration::from_secs(app.config.handshake_timeout_secs);
-            let Ok(hs_permit) = app.handshake_permits.clone().acquire_owned().await else {
+            // One deadline, from accept, covers the wait for a handshake slot,
+            // TLS and the upgrade request.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs);
+            let Some(hs_permit) = handshake_permit(&app, deadline).await else {
                 return;
             };
-            let tls = match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let reason = crate::tls::classify_handshake_error(&e);
@@ -68,8 +70,20 @@ pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConf
                 tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
             let sni = tls.get_ref().1.server_name().map(str::to_owned);
             let transport = Transport { tls: true, client_chain, sni };
-            upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, hs_permit).await;
+            upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, hs_permit, deadline).await;
         });
+    }
+}
+
+/// Waits for one of the bounded handshake slots, at most until `deadline`.
+async fn handshake_permit(app: &App, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
+    match tokio::time::timeout_at(deadline, app.handshake_permits.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            app.metrics.handshake_failed("handshake_queue_timeout");
+            None
+        }
     }
 }
 
@@ -81,11 +95,12 @@ pub async fn serve_plain(app: Arc<App>, listener: TcpListener) {
         };
         let app = app.clone();
         tokio::spawn(async move {
-            let Ok(hs_permit) = app.handshake_permits.clone().acquire_owned().await else {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs);
+            let Some(hs_permit) = handshake_permit(&app, deadline).await else {
                 return;
             };
             let transport = Transport { tls: false, client_chain: None, sni: None };
-            upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, hs_permit).await;
+            upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, hs_permit, deadline).await;
         });
     }
 }
@@ -121,6 +136,7 @@ async fn upgrade_and_run<IO>(
     transport: Transport,
     conn_permit: OwnedSemaphorePermit,
     hs_permit: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -134,14 +150,13 @@ async fn upgrade_and_run<IO>(
         let transport = transport.clone();
         async move { Ok::<_, Infallible>(upgrade_request(&app, peer, &transport, req, &slot).await) }
     });
-    let deadline = Duration::from_secs(app.config.handshake_timeout_secs);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(deadline)
+        .header_read_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .max_buf_size(16 * 1024)
         .serve_connection(io, service)
         .with_upgrades();
-    match tokio::time::timeout(deadline, conn).await {
+    match tokio::time::timeout_at(deadline, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "HTTP connection error before upgrade");
@@ -227,8 +242,7 @@ async fn upgrade_request(
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
     let registration = station.boot_status.as_deref().and_then(|s| s.parse().ok());
-    let state =
-        SessionState { station_id: station.id.clone(), tenant_id: Arc::from(station.tenant_id.as_str()), registration };
+    let state = SessionState::new(station.id.clone(), Arc::from(station.tenant_id.as_str()), registration);
     if slot.set(Admitted { on_upgrade: hyper::upgrade::on(&mut req), state }).is_err() {
         // Refusals close the connection and a 101 ends HTTP on it: never reached.
         return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");

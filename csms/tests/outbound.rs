@@ -27,17 +27,17 @@ async fn connected(call_timeout_secs: u64) -> (Arc<App>, Client, tempfile::TempD
 }
 
 async fn connected_with(config: Config) -> (Arc<App>, Client, tempfile::TempDir) {
+    connected_as(config, Some(Registration::Accepted)).await
+}
+
+async fn connected_as(config: Config, registration: Option<Registration>) -> (Arc<App>, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::sqlite_url(dir.path()), 2).await.unwrap();
     let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
     let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let state = SessionState {
-        station_id: "CS1".into(),
-        tenant_id: Arc::from("default"),
-        registration: Some(Registration::Accepted),
-    };
+    let state = SessionState::new("CS1".into(), Arc::from("default"), registration);
     tokio::spawn(csms::session::run(app.clone(), server, state));
     for _ in 0..100 {
         if app.sessions.get("CS1").is_some() {
@@ -184,4 +184,83 @@ async fn silent_station_is_disconnected_after_the_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("session still registered after the idle timeout");
+}
+
+#[tokio::test]
+async fn malformed_reply_is_not_answered_and_fails_the_call_at_once() {
+    let (app, mut client, _dir) = connected(30).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    let h = handle.clone();
+    let call = tokio::spawn(async move { h.call(Action::ClearCache, json!({})).await });
+    let f = next_frame(&mut client).await;
+    // A broken CALLRESULT for another id: dropped silently, the call keeps waiting.
+    send(&mut client, json!([3, "not-ours", "not an object"])).await;
+    // A broken CALLERROR for the call in flight: it fails now, not after 30 s.
+    send(&mut client, json!([4, f[1], 17, "x", {}])).await;
+    match tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap() {
+        Err(CallFailure::MalformedResponse(why)) => assert!(why.contains("error code"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Neither frame was answered: the next thing the station receives is our next call.
+    let next = tokio::spawn(async move { handle.call(Action::ClearCache, json!({})).await });
+    let f2 = next_frame(&mut client).await;
+    assert_eq!(f2[0], 2, "a reply was answered: {f2}");
+    send(&mut client, json!([3, f2[1], {"status": "Accepted"}])).await;
+    assert_eq!(next.await.unwrap(), Ok(json!({"status": "Accepted"})));
+}
+
+#[tokio::test]
+async fn pending_station_may_send_what_the_csms_asked_for() {
+    let (app, mut client, _dir) = connected_as(Config::default(), Some(Registration::Pending)).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    let report = json!({"generatedAt": "2026-11-26T00:00:00Z", "requestId": 7, "seqNo": 0, "tbc": false});
+    // B02.FR.09: unsolicited while Pending.
+    send(&mut client, json!([2, "r1", "NotifyReport", report])).await;
+    let refused = next_frame(&mut client).await;
+    assert_eq!((refused[0].clone(), refused[2].clone()), (json!(4), json!("SecurityError")));
+    // Asked for by GetBaseReport, accepted by the station: now answered.
+    let h = handle.clone();
+    let call = tokio::spawn(async move {
+        h.call(Action::GetBaseReport, json!({"requestId": 7, "reportBase": "FullInventory"})).await
+    });
+    let f = next_frame(&mut client).await;
+    send(&mut client, json!([3, f[1], {"status": "Accepted"}])).await;
+    assert_eq!(call.await.unwrap(), Ok(json!({"status": "Accepted"})));
+    send(&mut client, json!([2, "r2", "NotifyReport", report])).await;
+    assert_eq!(next_frame(&mut client).await, json!([3, "r2", {}]));
+    // Anything else stays refused.
+    send(&mut client, json!([2, "h1", "Heartbeat", {}])).await;
+    assert_eq!(next_frame(&mut client).await[2], "SecurityError");
+    // A trigger the station rejects grants nothing.
+    let h = handle.clone();
+    let call =
+        tokio::spawn(async move { h.call(Action::TriggerMessage, json!({"requestedMessage": "Heartbeat"})).await });
+    let f = next_frame(&mut client).await;
+    send(&mut client, json!([3, f[1], {"status": "Rejected"}])).await;
+    call.await.unwrap().unwrap();
+    send(&mut client, json!([2, "h2", "Heartbeat", {}])).await;
+    assert_eq!(next_frame(&mut client).await[2], "SecurityError");
+}
+
+#[tokio::test]
+async fn nothing_is_sent_to_a_rejected_station() {
+    let (app, mut client, _dir) = connected_as(Config::default(), Some(Registration::Rejected)).await;
+    let handle = app.sessions.get("CS1").unwrap();
+    assert_eq!(handle.call(Action::ClearCache, json!({})).await, Err(CallFailure::StationRejected));
+    let sent = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(sent.is_err(), "a call reached a rejected station: {sent:?}");
+}
+
+#[tokio::test]
+async fn current_time_is_utc_with_at_most_millisecond_precision() {
+    let (_app, mut client, _dir) = connected(5).await;
+    for i in 0..20 {
+        send(&mut client, json!([2, format!("hb{i}"), "Heartbeat", {}])).await;
+        let reply = next_frame(&mut client).await;
+        let t = reply[2]["currentTime"].as_str().unwrap().to_owned();
+        assert!(t.ends_with('Z'), "{t}");
+        let fraction = t.split_once('.').map(|(_, f)| f.trim_end_matches('Z').len()).unwrap_or(0);
+        assert!(fraction <= 3, "{t}");
+        assert!(ocpp::v201::DateTime::parse(&t).is_ok(), "{t}");
+    }
 }

@@ -66,6 +66,7 @@ impl MessageId {
             Ok(MessageId(s))
         } else {
             Err(FrameError {
+                is_reply: false,
                 id: None,
                 code: ErrorCode::RpcFrameworkError,
                 description: format!("message id must be 1 to {MAX_MESSAGE_ID_LEN} characters, got {len}"),
@@ -133,6 +134,9 @@ pub struct CallError {
 pub struct FrameError {
     /// The message id, when it could be read.
     pub id: Option<MessageId>,
+    /// The frame declared itself a CALLRESULT or CALLERROR. OCPP-J never
+    /// answers a reply, so such an error is logged, not sent back.
+    pub is_reply: bool,
     pub code: ErrorCode,
     pub description: String,
 }
@@ -143,12 +147,14 @@ impl Frame {
         // serde_json's default recursion limit (128) stays on: it bounds the
         // stack used for hostile, deeply nested input.
         let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+            is_reply: false,
             id: None,
             code: ErrorCode::RpcFrameworkError,
             description: format!("frame is not valid JSON: {e}"),
         })?;
         let Value::Array(items) = value else {
             return Err(FrameError {
+                is_reply: false,
                 id: None,
                 code: ErrorCode::RpcFrameworkError,
                 description: "frame is not a JSON array".to_owned(),
@@ -157,33 +163,44 @@ impl Frame {
         let mut items = items.into_iter();
         let Some(kind) = items.next() else {
             return Err(FrameError {
+                is_reply: false,
                 id: None,
                 code: ErrorCode::RpcFrameworkError,
                 description: "frame is an empty array".to_owned(),
             });
         };
         let rest: Vec<Value> = items.collect();
-        let readable_id = rest.first().and_then(read_id);
+        let is_reply = matches!(kind.as_u64(), Some(CALL_RESULT | CALL_ERROR));
+        Self::parse_body(&kind, rest).map_err(|mut e| {
+            e.is_reply = is_reply;
+            e
+        })
+    }
 
+    /// Everything after the message type: arity, id, and the type's own elements.
+    fn parse_body(kind: &Value, rest: Vec<Value>) -> Result<Frame, FrameError> {
+        let readable_id = rest.first().and_then(read_id);
         let expected_len = match kind.as_u64() {
             Some(CALL) => 3,
             Some(CALL_RESULT) => 2,
             Some(CALL_ERROR) => 4,
             _ => {
                 return Err(FrameError {
+                    is_reply: false,
                     id: readable_id,
                     code: ErrorCode::MessageTypeNotSupported,
-                    description: format!("message type {} is not supported", short(&kind)),
+                    description: format!("message type {} is not supported", short(kind)),
                 });
             }
         };
         if rest.len() != expected_len {
             return Err(FrameError {
+                is_reply: false,
                 id: readable_id,
                 code: ErrorCode::RpcFrameworkError,
                 description: format!(
                     "message type {} needs {} elements, got {}",
-                    short(&kind),
+                    short(kind),
                     expected_len + 1,
                     rest.len() + 1
                 ),
@@ -195,13 +212,19 @@ impl Frame {
             Value::String(s) => MessageId::new(s)?,
             other => {
                 return Err(FrameError {
+                    is_reply: false,
                     id: None,
                     code: ErrorCode::RpcFrameworkError,
                     description: format!("message id must be a string, got {}", type_name(&other)),
                 });
             }
         };
-        let fail = |id: &MessageId, code, description: String| FrameError { id: Some(id.clone()), code, description };
+        let fail = |id: &MessageId, code, description: String| FrameError {
+            is_reply: false,
+            id: Some(id.clone()),
+            code,
+            description,
+        };
 
         match kind.as_u64() {
             Some(CALL) => {
@@ -346,6 +369,7 @@ fn object(v: Option<Value>, id: &MessageId, what: &str) -> Result<Value, FrameEr
     match v {
         Some(v @ Value::Object(_)) => Ok(v),
         other => Err(FrameError {
+            is_reply: false,
             id: Some(id.clone()),
             code: ErrorCode::FormatViolation,
             description: format!("{what} must be a JSON object, got {}", opt_type_name(&other)),
@@ -561,6 +585,19 @@ mod tests {
         assert_eq!(ce.id.as_str(), "id");
         assert_eq!(ce.code, ErrorCode::FormatViolation);
         assert_eq!(ce.details, json!({}));
+    }
+
+    #[test]
+    fn malformed_replies_are_marked_as_replies() {
+        for text in
+            [r#"[3,"a"]"#, r#"[3,"a",[]]"#, r#"[4,"a",1,"d",{}]"#, r#"[4,"a","GenericError","d"]"#, r#"[3,7,{}]"#]
+        {
+            assert!(err(text).is_reply, "{text}");
+        }
+        for text in ["garbage", "[]", r#"[2,"a","Heartbeat",[]]"#, r#"[5,"a",{}]"#, r#"["3","a",{}]"#] {
+            assert!(!err(text).is_reply, "{text}");
+        }
+        assert_eq!(err(r#"[4,"a",1,"d",{}]"#).id, Some(id("a")));
     }
 
     #[test]

@@ -237,6 +237,51 @@ fn unknown_station() {
 }
 
 #[test]
+fn unknown_station_with_a_password_costs_a_password_check() {
+    let env = Env::new(Db::Sqlite);
+    env.add_station("CS-P2", 2, Some("a-long-basic-password-1"));
+    let server = env.serve(&[]);
+    let checks = |s: &Server| s.metric("anchorpoint_ocpp_password_checks_total", &[]);
+    assert_eq!(checks(&server), 0.0);
+    // A known station with a wrong password and an unknown one both cost one
+    // PBKDF2 verification, so their refusals take the same time.
+    let o = outcome(&server, "CS-P2", None, &["--password", "a-long-basic-password-2"]);
+    assert_eq!(o["status"], 401, "{o}");
+    assert_eq!(checks(&server), 1.0);
+    let o = outcome(&server, "CS-NOBODY", None, &["--password", "a-long-basic-password-2"]);
+    assert_eq!(o["status"], 401, "{o}");
+    assert_eq!(refused_reason(&server, "unknown_station"), 1.0);
+    assert_eq!(checks(&server), 2.0);
+}
+
+#[test]
+fn profile2_station_moves_up_to_profile3_with_its_certificate() {
+    let env = Env::new(Db::Sqlite);
+    env.add_station("CS-UP", 2, Some("a-long-basic-password-1"));
+    let creds = env.enroll("CS-UP", "CS-UP");
+    let stranger = env.add_station("CS-NEIGHBOUR", 3, None).unwrap();
+    let server = env.serve(&[]);
+    let profile = || -> u64 {
+        let shown: serde_json::Value = serde_json::from_str(&env.cli(&["station", "show", "CS-UP"])).unwrap();
+        shown["securityProfile"].as_u64().unwrap()
+    };
+    // Still profile 2: Basic works.
+    assert_eq!(outcome(&server, "CS-UP", None, &["--password", "a-long-basic-password-1"])["outcome"], "connected");
+    // A05: a valid certificate of another station does not lift it.
+    let o = outcome(&server, "CS-UP", Some(&stranger), &[]);
+    assert_eq!(o["status"], 401, "{o}");
+    assert_eq!(refused_reason(&server, "certificate_cn_mismatch"), 1.0);
+    assert_eq!(profile(), 2);
+    // Its own certificate without a password: admitted, and profile 3 from now on.
+    assert_eq!(outcome(&server, "CS-UP", Some(&creds), &[])["outcome"], "connected");
+    assert_eq!(profile(), 3);
+    // The password no longer opens it.
+    let o = outcome(&server, "CS-UP", None, &["--password", "a-long-basic-password-1"]);
+    assert_eq!(o["status"], 401, "{o}");
+    assert_eq!(refused_reason(&server, "basic_auth_for_profile3"), 1.0);
+}
+
+#[test]
 fn missing_or_wrong_subprotocol() {
     let env = Env::new(Db::Sqlite);
     let creds = env.add_station("CS-A", 3, None).unwrap();

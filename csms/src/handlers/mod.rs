@@ -24,6 +24,52 @@ pub struct SessionState {
     pub tenant_id: Arc<str>,
     /// How the station's last BootNotification was answered; `None` if it never booted.
     pub registration: Option<Registration>,
+    /// B02.FR.09: what a Pending station may send besides BootNotification,
+    /// because this CSMS asked for it (TriggerMessage, GetBaseReport, GetReport
+    /// answered Accepted on this connection).
+    pub requested_while_pending: Vec<Action>,
+}
+
+impl SessionState {
+    pub fn new(station_id: String, tenant_id: Arc<str>, registration: Option<Registration>) -> Self {
+        SessionState { station_id, tenant_id, registration, requested_while_pending: Vec::new() }
+    }
+
+    /// May the station send `action` now (B02.FR.09, B03.FR.07)?
+    fn may_send(&self, action: Action) -> bool {
+        action == Action::BootNotification
+            || match self.registration {
+                Some(Registration::Accepted) => true,
+                Some(Registration::Pending) => self.requested_while_pending.contains(&action),
+                Some(Registration::Rejected) | None => false,
+            }
+    }
+
+    /// Called when the station accepted a CSMS call; `solicited` is what the
+    /// call asks the station to send (see [`solicited_by`]).
+    pub fn station_accepted(&mut self, solicited: Option<Action>) {
+        if let Some(a) = solicited
+            && self.registration == Some(Registration::Pending)
+            && !self.requested_while_pending.contains(&a)
+        {
+            self.requested_while_pending.push(a);
+        }
+    }
+}
+
+/// The message a CSMS-initiated call asks the station to send in return
+/// (TriggerMessage's requestedMessage; NotifyReport for the report requests).
+pub fn solicited_by(action: Action, payload: &Value) -> Option<Action> {
+    match action {
+        Action::GetBaseReport | Action::GetReport => Some(Action::NotifyReport),
+        Action::TriggerMessage => match payload.get("requestedMessage")?.as_str()? {
+            "SignChargingStationCertificate" | "SignV2GCertificate" | "SignCombinedCertificate" => {
+                Some(Action::SignCertificate)
+            }
+            other => Action::from_name(other),
+        },
+        _ => None,
+    }
 }
 
 /// A handler's refusal, turned into a CALLERROR.
@@ -113,8 +159,8 @@ async fn handle(app: &App, state: &mut SessionState, action: Option<Action>, cal
     }
     ocpp::v201::validate(action, Direction::Request, &call.payload)?;
     // B02.FR.09, B03.FR.07: until a BootNotification was accepted, only
-    // BootNotification is answered.
-    if action != Action::BootNotification && state.registration != Some(Registration::Accepted) {
+    // BootNotification, and what the CSMS asked a Pending station for, is answered.
+    if !state.may_send(action) {
         return Err(HandlerError::new(
             ErrorCode::SecurityError,
             "the charging station is not accepted: send BootNotification first",
@@ -168,6 +214,47 @@ fn enum_text<T: serde::Serialize>(v: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state(registration: Option<Registration>) -> SessionState {
+        SessionState::new("CS1".into(), Arc::from("t"), registration)
+    }
+
+    #[test]
+    fn pending_station_may_send_only_what_was_requested() {
+        let mut s = state(Some(Registration::Pending));
+        assert!(s.may_send(Action::BootNotification));
+        assert!(!s.may_send(Action::NotifyReport));
+        assert!(!s.may_send(Action::Heartbeat));
+        s.station_accepted(solicited_by(
+            Action::GetBaseReport,
+            &serde_json::json!({"requestId": 1, "reportBase": "FullInventory"}),
+        ));
+        assert!(s.may_send(Action::NotifyReport));
+        s.station_accepted(solicited_by(
+            Action::TriggerMessage,
+            &serde_json::json!({"requestedMessage": "SignChargingStationCertificate"}),
+        ));
+        assert!(s.may_send(Action::SignCertificate));
+        s.station_accepted(solicited_by(
+            Action::TriggerMessage,
+            &serde_json::json!({"requestedMessage": "StatusNotification"}),
+        ));
+        assert!(s.may_send(Action::StatusNotification));
+        assert!(!s.may_send(Action::Heartbeat));
+        assert!(!s.may_send(Action::TransactionEvent));
+    }
+
+    #[test]
+    fn rejected_or_unbooted_station_may_send_only_boot_notification() {
+        for reg in [Some(Registration::Rejected), None] {
+            let mut s = state(reg);
+            s.station_accepted(Some(Action::NotifyReport));
+            assert!(s.may_send(Action::BootNotification));
+            assert!(!s.may_send(Action::NotifyReport), "{reg:?}");
+        }
+        let s = state(Some(Registration::Accepted));
+        assert!(s.may_send(Action::TransactionEvent));
+    }
 
     #[test]
     fn recorded_notifications_are_answered_with_a_valid_empty_response() {

@@ -2,7 +2,6 @@
 
 use ocpp::v201::{self, Action, BootNotificationRequest, StatusNotificationRequest};
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
 
 use ocpp::ErrorCode;
 
@@ -11,8 +10,9 @@ use crate::app::App;
 use crate::clock::unix_millis;
 use crate::store::{BootRecord, ConnectorStatus, Registration, StationWrite};
 
+/// The CSMS time for `currentTime`: UTC, at most millisecond precision.
 fn now_rfc3339(app: &App) -> String {
-    app.clock.now().format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    v201::DateTime::from(app.clock.now()).to_string()
 }
 
 /// B01-B03: the answer follows the registration the operator set for the station.

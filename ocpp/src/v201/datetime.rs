@@ -13,8 +13,9 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 /// in either case, and (a quirk of Python's `$`) one optional trailing `\n`.
 /// Fractions beyond nanoseconds are truncated.
 ///
-/// Serialisation is always in UTC with a `Z` suffix and only as many
-/// fraction digits as needed. Equality compares instants.
+/// Serialisation is always in UTC with a `Z` suffix and at most three
+/// fraction digits (milliseconds, truncated; OCPP-J asks that peers not be sent
+/// finer precision), only as many as needed. Equality compares instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DateTime(OffsetDateTime);
 
@@ -77,7 +78,7 @@ impl fmt::Display for DateTime {
             Some(u) if (1..=9999).contains(&u.year()) => write_rfc3339(f, u),
             _ if (1..=9999).contains(&self.0.year()) => write_rfc3339(f, self.0),
             _ if self.0.year() < 1 => f.write_str("0001-01-01T00:00:00Z"),
-            _ => f.write_str("9999-12-31T23:59:59.999999999Z"),
+            _ => f.write_str("9999-12-31T23:59:59.999Z"),
         }
     }
 }
@@ -115,9 +116,9 @@ fn write_rfc3339(f: &mut fmt::Formatter<'_>, t: OffsetDateTime) -> fmt::Result {
         t.minute(),
         t.second()
     )?;
-    let nanos = t.nanosecond();
-    if nanos != 0 {
-        let digits = format!("{nanos:09}");
+    let millis = t.millisecond();
+    if millis != 0 {
+        let digits = format!("{millis:03}");
         write!(f, ".{}", digits.trim_end_matches('0'))?;
     }
     let (h, m, _) = t.offset().as_hms();
@@ -278,6 +279,10 @@ mod tests {
     fn serialises_in_utc() {
         let t = DateTime::parse("2024-02-29T23:59:59.120+05:30").unwrap();
         assert_eq!(t.to_string(), "2024-02-29T18:29:59.12Z");
+        let fine = DateTime::parse("2024-02-29T18:29:59.123999999Z").unwrap();
+        assert_eq!(fine.to_string(), "2024-02-29T18:29:59.123Z", "truncated to milliseconds");
+        let sub_milli = DateTime::parse("2024-02-29T18:29:59.000999Z").unwrap();
+        assert_eq!(sub_milli.to_string(), "2024-02-29T18:29:59Z");
         let t = DateTime::parse("2024-01-01T00:00:00-00:00").unwrap();
         assert_eq!(t.to_string(), "2024-01-01T00:00:00Z");
         assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!("2024-01-01T00:00:00Z"));
