@@ -1,9 +1,136 @@
 //! Anchorpoint's REST surface. It knows nothing of DER or OCPP framing: the
-//! `csms` binary implements the services it needs and mounts it.
+//! `csms` binary implements [`service::Service`] and mounts [`router`].
 //!
-//! So far: bearer-token authentication ([`auth`]), which `csms token` uses to
-//! mint tokens.
+//! - routes under `/api/v1`, each described with utoipa ([`routes`]);
+//! - the OpenAPI 3.1 document at `/api/openapi.json`;
+//! - bearer JWTs ([`auth`]), errors as RFC 9457 problem documents ([`problem`]);
+//! - every mutating call recorded in the audit log.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod extract;
+pub mod model;
+pub mod problem;
+pub mod routes;
+pub mod service;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, header};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Authenticator;
+use crate::model::AuditEntry;
+use crate::routes::ApiState;
+use crate::service::Service;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Anchorpoint CSMS API",
+        description = "Manage charging stations, their certificates and security events. \
+            Authenticate with `Authorization: Bearer <JWT>` (`csms token`). Errors are RFC 9457 \
+            problem documents. Lists are paginated with `cursor`/`nextCursor`. \
+            A resource of another tenant answers 404.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "tenants", description = "Tenants (platform-admin)"),
+        (name = "stations", description = "Charging stations"),
+        (name = "certificates", description = "Station certificates"),
+        (name = "pki", description = "Trust anchors"),
+        (name = "security", description = "Security events (A04)"),
+        (name = "audit", description = "Audit log of mutating calls"),
+        (name = "meta", description = "This API's description"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::create_tenant, routes::list_tenants))
+        .routes(routes!(routes::show_tenant))
+        .routes(routes!(routes::create_station, routes::list_stations))
+        .routes(routes!(routes::show_station, routes::update_station, routes::delete_station))
+        .routes(routes!(routes::enroll))
+        .routes(routes!(routes::csms_root))
+        .routes(routes!(routes::security_events))
+        .routes(routes!(routes::audit_log))
+        .routes(routes!(openapi_json))
+        .split_for_parts()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi().to_json().unwrap_or_default());
+    let mut res = doc.clone().into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// The OpenAPI document of [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    parts().1
+}
+
+/// The whole API: `/api/v1/...` and `/api/openapi.json`. Unknown paths and
+/// methods answer problem documents too.
+pub fn router(service: Arc<dyn Service>, auth: Arc<Authenticator>) -> Router {
+    let (api, _) = parts();
+    let state = ApiState { service, auth };
+    api.fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), audit))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Records every mutating call by an authenticated caller, with its outcome.
+async fn audit(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !mutating {
+        return next.run(req).await;
+    }
+    let who = st.auth.principal(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).ok();
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    if let Some(who) = who {
+        let entry = AuditEntry {
+            tenant: who.tenant,
+            actor: who.subject,
+            role: who.role.as_str().to_owned(),
+            method,
+            path,
+            status: res.status().as_u16(),
+        };
+        if st.service.audit(entry).await.is_err() {
+            tracing::error!("audit record could not be written");
+        }
+    }
+    res
+}

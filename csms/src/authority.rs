@@ -23,7 +23,7 @@ pub const STATION_CA: &str = "station-ca";
 
 /// Secrets the process needs before it can read its own keys.
 pub struct Secrets {
-    pub master: MasterKey,
+    pub master: std::sync::Arc<MasterKey>,
     pub jwt_secret: Vec<u8>,
 }
 
@@ -39,7 +39,7 @@ pub fn load_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
     let master = secret_bytes(data_dir.join("master.key"), "ANCHORPOINT_MASTER_KEY")?;
     let master = MasterKey::from_bytes(&master).context("master key must be 32 bytes")?;
     let jwt_secret = secret_bytes(data_dir.join("jwt.secret"), "ANCHORPOINT_JWT_SECRET")?;
-    Ok(Secrets { master, jwt_secret })
+    Ok(Secrets { master: std::sync::Arc::new(master), jwt_secret })
 }
 
 fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {

@@ -1,4 +1,4 @@
-//! The API listener: health, readiness and metrics (the REST API mounts here too).
+//! The API listener: health, readiness, metrics, and the REST API (`api` crate).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,12 +11,15 @@ use axum::routing::get;
 
 use crate::app::App;
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>, jwt_secret: &[u8]) -> Router {
+    let service = Arc::new(crate::rest::RestService::new(app.clone(), master));
+    let auth = Arc::new(api::auth::Authenticator::hs256(jwt_secret));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(app)
+        .merge(api::router(service, auth))
 }
 
 /// Liveness: the process answers.

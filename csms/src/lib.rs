@@ -14,6 +14,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod password;
+pub mod rest;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -91,7 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(l) = plain {
         tokio::spawn(crate::transport::serve_plain(app.clone(), l));
     }
-    let router = crate::http::router(app.clone());
+    let router = crate::http::router(app.clone(), secrets.master.clone(), &secrets.jwt_secret);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, router).await {
             tracing::error!(error = %e, "API listener failed");
@@ -131,7 +131,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(a) => writeln!(out, "  OCPP plain   ws://{a}/ocpp/{{stationId}}  (profile 1)")?,
         None => writeln!(out, "  OCPP plain   off (profile 1 disabled)")?,
     }
-    writeln!(out, "  API          http://{api_addr}  (/healthz /readyz /metrics)")?;
+    writeln!(out, "  API          http://{api_addr}/api/v1  (OpenAPI: /api/openapi.json; /healthz /readyz /metrics)")?;
     let plain_text = plain_addr.map(|a| format!(" plain={a}")).unwrap_or_default();
     writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
     out.flush()?;

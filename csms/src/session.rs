@@ -104,6 +104,18 @@ impl SessionRegistry {
         }
     }
 
+    /// Closes the station's session, if any (settings changed, station deleted).
+    /// Returns whether there was one.
+    pub fn disconnect(&self, station_id: &str) -> bool {
+        match self.sessions.get(station_id) {
+            Some(h) => {
+                h.shutdown.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
     fn unregister(&self, station_id: &str, conn_id: u64) {
         self.sessions.remove_if(station_id, |_, h| h.conn_id == conn_id);
     }
@@ -145,8 +157,8 @@ where
         let deadline = in_flight.as_ref().map(|f| f.deadline);
         tokio::select! {
             _ = shutdown.notified() => {
-                let _ = ws.close(Some(CloseFrame { code: CloseCode::Policy, reason: "replaced by a newer connection".into() })).await;
-                break "replaced";
+                let _ = ws.close(Some(CloseFrame { code: CloseCode::Policy, reason: "closed by the CSMS: replaced or reconfigured".into() })).await;
+                break "replaced or reconfigured";
             }
             _ = tokio::time::sleep_until(idle_deadline) => {
                 tracing::info!(station = %station_id, "no traffic within the idle timeout; closing");

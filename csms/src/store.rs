@@ -105,6 +105,32 @@ pub struct Station {
     pub last_heartbeat_at: Option<i64>,
     pub last_seen_at: Option<i64>,
     pub created_at: i64,
+    pub tags: Vec<String>,
+}
+
+/// Filters for [`Store::stations_page`] that the database evaluates.
+#[derive(Debug, Clone, Default)]
+pub struct StationQuery {
+    pub security_profile: Option<u8>,
+    pub tag: Option<String>,
+    /// Last seen at or after (Unix ms).
+    pub seen_since: Option<i64>,
+    /// Not seen since (Unix ms), or never.
+    pub not_seen_since: Option<i64>,
+}
+
+/// One recorded API call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRow {
+    pub id: i64,
+    pub tenant_id: String,
+    pub at: i64,
+    pub actor: String,
+    pub role: String,
+    pub method: String,
+    pub path: String,
+    pub status: i64,
 }
 
 /// What a station must have to be created.
@@ -239,19 +265,17 @@ macro_rules! with_pool {
     };
 }
 
-fn migrator(dir: &'static str, sql: &'static str) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed(dir),
-            MigrationType::Simple,
-            Cow::Borrowed(sql),
-            false,
-        )]),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    }
+/// Migrations embedded in the binary; version 1 keeps the description it was
+/// first applied with.
+fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
+    let migrations = sqls
+        .iter()
+        .map(|&(version, sql)| {
+            let description = if version == 1 { dir } else { "api" };
+            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+        })
+        .collect();
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -272,7 +296,13 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
-            let migrations = migrator("sqlite", include_str!("../../migrations/sqlite/0001_foundation.sql"));
+            let migrations = migrator(
+                "sqlite",
+                &[
+                    (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
+                    (2, include_str!("../../migrations/sqlite/0002_api.sql")),
+                ],
+            );
             // SQLite has no migration lock: when two processes open a new database at
             // once, the loser fails on tables the winner created; on retry it finds
             // the migration applied.
@@ -291,7 +321,15 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
-            migrator("postgres", include_str!("../../migrations/postgres/0001_foundation.sql")).run(&pool).await?;
+            migrator(
+                "postgres",
+                &[
+                    (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
+                    (2, include_str!("../../migrations/postgres/0002_api.sql")),
+                ],
+            )
+            .run(&pool)
+            .await?;
             Backend::Postgres(pool)
         } else {
             return Err(StoreError::UnsupportedUrl);
@@ -813,10 +851,245 @@ impl Store {
         }
         Ok(())
     }
+
+    // ---- API pages -------------------------------------------------------------
+
+    /// Tenants by id, after `after`, at most `limit`.
+    pub async fn tenants_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Tenant>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT id, organization, ocpp_hostname, created_at FROM tenants \
+                 WHERE id <> $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+            )
+            .bind(PLATFORM)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| tenant_from_row(&r))
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// A tenant's stations by id, after `after`, at most `limit`, filtered by `q`.
+    pub async fn stations_page(
+        &self,
+        tenant_id: &str,
+        q: &StationQuery,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Station>, StoreError> {
+        let sql = format!(
+            "SELECT {STATION_COLUMNS} FROM stations s WHERE tenant_id = $1 \
+               AND ($2 IS NULL OR id > $2) \
+               AND ($3 IS NULL OR security_profile = $3) \
+               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM station_tags t WHERE t.station_id = s.id AND t.tag = $4)) \
+               AND ($5 IS NULL OR last_seen_at >= $5) \
+               AND ($6 IS NULL OR last_seen_at IS NULL OR last_seen_at < $6) \
+             ORDER BY id LIMIT $7"
+        );
+        let rows = with_pool!(self, |p| {
+            sqlx::query(&sql)
+                .bind(tenant_id)
+                .bind(after)
+                .bind(q.security_profile.map(i64::from))
+                .bind(q.tag.as_deref())
+                .bind(q.seen_since)
+                .bind(q.not_seen_since)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(station_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Sets description (`Some("")` clears it) and tags; `None` leaves a field.
+    pub async fn set_station_details(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        description: Option<&str>,
+        tags: Option<&[String]>,
+    ) -> Result<(), StoreError> {
+        let tags_json = tags.map(|t| serde_json::Value::from(t.to_vec()).to_string());
+        let description = description.map(|d| if d.is_empty() { None } else { Some(d) });
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "UPDATE stations SET \
+                   description = CASE WHEN $1 THEN $2 ELSE description END, \
+                   tags = COALESCE($3, tags) \
+                 WHERE tenant_id = $4 AND id = $5",
+            )
+            .bind(description.is_some())
+            .bind(description.flatten())
+            .bind(tags_json.as_deref())
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "station", id: id.to_owned() });
+            }
+            if let Some(tags) = tags {
+                sqlx::query("DELETE FROM station_tags WHERE tenant_id = $1 AND station_id = $2")
+                    .bind(tenant_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                for tag in tags {
+                    sqlx::query(
+                        "INSERT INTO station_tags (tenant_id, station_id, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(tenant_id)
+                    .bind(id)
+                    .bind(tag)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes a station and revokes every certificate issued to it, in one
+    /// transaction, so a station later created with the same id cannot be
+    /// impersonated with the old certificates. History (boots, events) stays.
+    pub async fn delete_station(&self, tenant_id: &str, id: &str, now: i64) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM station_tags WHERE tenant_id = $1 AND station_id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM connector_statuses WHERE tenant_id = $1 AND station_id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE certificates SET revoked_at = $1 WHERE tenant_id = $2 AND station_id = $3 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query("DELETE FROM stations WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound { what: "station", id: id.to_owned() });
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Security events by id, after `after_id`, at most `limit`.
+    pub async fn security_events_page(
+        &self,
+        tenant_id: &str,
+        station_id: Option<&str>,
+        kind: Option<&str>,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT id, station_id, kind, occurred_at, tech_info, received_at FROM security_events \
+                 WHERE tenant_id = $1 AND ($2 IS NULL OR station_id = $2) AND ($3 IS NULL OR kind = $3) \
+                   AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(kind)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<SecurityEvent, sqlx::Error> {
+                Ok(SecurityEvent {
+                    id: r.try_get("id")?,
+                    station_id: r.try_get("station_id")?,
+                    kind: r.try_get("kind")?,
+                    occurred_at: r.try_get("occurred_at")?,
+                    tech_info: r.try_get("tech_info")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    // ---- audit -------------------------------------------------------------------
+
+    pub async fn insert_audit(&self, row: &AuditRow) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO audit_log (tenant_id, at, actor, role, method, path, status) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&row.tenant_id)
+            .bind(row.at)
+            .bind(&row.actor)
+            .bind(&row.role)
+            .bind(&row.method)
+            .bind(&row.path)
+            .bind(row.status)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn audit_page(
+        &self,
+        tenant_id: &str,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT id, tenant_id, at, actor, role, method, path, status FROM audit_log \
+                 WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+            )
+            .bind(tenant_id)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<AuditRow, sqlx::Error> {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    role: r.try_get("role")?,
+                    method: r.try_get("method")?,
+                    path: r.try_get("path")?,
+                    status: r.try_get::<i64, _>("status").or_else(|_| r.try_get::<i32, _>("status").map(i64::from))?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
 }
 
 const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, registration, enabled, description, boot_status, \
-    vendor, model, serial_number, firmware_version, last_boot_at, last_heartbeat_at, last_seen_at, created_at";
+    vendor, model, serial_number, firmware_version, last_boot_at, last_heartbeat_at, last_seen_at, created_at, tags";
 
 fn tenant_from_row<R>(r: &R) -> Result<Tenant, sqlx::Error>
 where
@@ -860,5 +1133,6 @@ where
         last_heartbeat_at: r.try_get("last_heartbeat_at")?,
         last_seen_at: r.try_get("last_seen_at")?,
         created_at: r.try_get("created_at")?,
+        tags: serde_json::from_str(&r.try_get::<String, _>("tags")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
     })
 }

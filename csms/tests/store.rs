@@ -230,6 +230,72 @@ async fn group_commit_isolates_failures(s: &Store) {
     assert!(s.connector_statuses("acme", "CS1").await.unwrap().is_empty());
 }
 
+async fn api_pages_tags_deletion_and_audit(s: &Store) {
+    use csms::store::{AuditRow, StationQuery};
+    s.create_tenant("acme", "Acme", None, 1).await.unwrap();
+    s.create_tenant("other", "Other", None, 1).await.unwrap();
+    for i in 0..5 {
+        s.create_station(&station(&format!("S{i}"), "acme"), 10).await.unwrap();
+    }
+    s.create_station(&station("X0", "other"), 10).await.unwrap();
+    let tags = vec!["north".to_owned(), "dc".to_owned()];
+    s.set_station_details("acme", "S1", Some(""), Some(&tags)).await.unwrap();
+    s.set_station_details("acme", "S3", None, Some(&["north".to_owned()])).await.unwrap();
+    let ids = |v: Vec<csms::store::Station>| v.into_iter().map(|x| x.id).collect::<Vec<_>>();
+    let all = StationQuery::default();
+    assert_eq!(ids(s.stations_page("acme", &all, None, 3).await.unwrap()), ["S0", "S1", "S2"]);
+    assert_eq!(ids(s.stations_page("acme", &all, Some("S2"), 3).await.unwrap()), ["S3", "S4"]);
+    let north = StationQuery { tag: Some("north".into()), ..StationQuery::default() };
+    assert_eq!(ids(s.stations_page("acme", &north, None, 10).await.unwrap()), ["S1", "S3"]);
+    assert!(s.stations_page("other", &north, None, 10).await.unwrap().is_empty());
+    let s1 = s.station("S1").await.unwrap().unwrap();
+    assert_eq!((s1.tags, s1.description), (tags, None), "\"\" clears the description");
+    let profile2 = StationQuery { security_profile: Some(2), ..StationQuery::default() };
+    assert!(s.stations_page("acme", &profile2, None, 10).await.unwrap().is_empty());
+    assert!(matches!(s.set_station_details("acme", "X0", Some("mine"), None).await, Err(StoreError::NotFound { .. })));
+
+    // Deleting revokes the station's certificates and forgets its tags.
+    let cert = CertificateRecord {
+        tenant_id: "acme".into(),
+        serial_hex: "0abc".into(),
+        station_id: "S1".into(),
+        fingerprint: "f".into(),
+        not_before: 0,
+        not_after: 10,
+        cert_pem: "pem".into(),
+        issued_at: 0,
+        revoked_at: None,
+    };
+    s.record_certificate(&cert).await.unwrap();
+    s.delete_station("acme", "S1", 99).await.unwrap();
+    assert!(s.station("S1").await.unwrap().is_none());
+    assert_eq!(s.certificate("acme", "0abc").await.unwrap().unwrap().revoked_at, Some(99));
+    assert_eq!(ids(s.stations_page("acme", &north, None, 10).await.unwrap()), ["S3"]);
+    assert!(matches!(s.delete_station("acme", "X0", 100).await, Err(StoreError::NotFound { .. })));
+    assert!(s.station("X0").await.unwrap().is_some(), "another tenant's station is not deleted");
+
+    for (i, status) in [201, 403].into_iter().enumerate() {
+        let row = AuditRow {
+            id: 0,
+            tenant_id: "acme".into(),
+            at: i as i64,
+            actor: "op".into(),
+            role: "operator".into(),
+            method: "POST".into(),
+            path: "/api/v1/stations".into(),
+            status,
+        };
+        s.insert_audit(&row).await.unwrap();
+    }
+    let rows = s.audit_page("acme", None, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.status).collect::<Vec<_>>(), [201, 403]);
+    assert_eq!(s.audit_page("acme", Some(rows[0].id), 10).await.unwrap().len(), 1);
+    assert!(s.audit_page("other", None, 10).await.unwrap().is_empty());
+    let tenants = s.tenants_page(None, 10).await.unwrap();
+    assert_eq!(tenants.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["acme", "other"]);
+    assert_eq!(s.tenants_page(Some("acme"), 10).await.unwrap().len(), 1);
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -251,6 +317,7 @@ both!(tenants_and_stations);
 both!(boot_status_and_events);
 both!(certificates_and_credentials);
 both!(group_commit_isolates_failures);
+both!(api_pages_tags_deletion_and_audit);
 
 #[tokio::test]
 async fn unsupported_url() {

@@ -1,0 +1,274 @@
+//! What the API sends and receives. JSON in camelCase, like OCPP; times are
+//! RFC 3339 in UTC. Request bodies reject unknown fields.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Page size when the client does not ask for one, and the largest it may ask for.
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Cursor pagination: pass `nextCursor` of one page as `cursor` to get the next.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Opaque cursor from a previous page's `nextCursor`.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+// ---- tenants ----------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    /// The tenant's name: its id in tokens and URLs (`[a-z0-9-]`, 1-63).
+    pub name: String,
+    /// Organisation name, the O of its station certificates.
+    pub organization_name: String,
+    /// Host name stations of this tenant connect to, with the tenant's own CSMS
+    /// root; absent when the tenant uses the platform's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocpp_hostname: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTenant {
+    /// 1-63 characters of `a-z`, `0-9` and `-`, not starting with `-`.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+    pub name: String,
+    /// 1-64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    pub organization_name: String,
+    /// A DNS name; the tenant then gets its own CSMS root and server certificate.
+    #[schema(max_length = 253)]
+    pub ocpp_hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPage {
+    pub items: Vec<Tenant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+// ---- stations ---------------------------------------------------------------
+
+/// B01-B03: how the station's BootNotification is answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum Registration {
+    Accepted,
+    Pending,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewStation {
+    /// The charging station identity: 1-48 of `A-Z a-z 0-9 - . _ ~`.
+    #[schema(min_length = 1, max_length = 48, pattern = "^[A-Za-z0-9._~-]{1,48}$")]
+    pub id: String,
+    /// 1 (Basic, plain WebSocket), 2 (Basic over TLS), 3 (mutual TLS).
+    #[schema(minimum = 1, maximum = 3)]
+    pub security_profile: u8,
+    /// Basic-auth password for profiles 1 and 2 (16-40 characters). Write-only.
+    #[schema(min_length = 16, max_length = 40, write_only)]
+    pub password: Option<String>,
+    /// Default Accepted.
+    pub registration: Option<Registration>,
+    #[schema(max_length = 255)]
+    pub description: Option<String>,
+    /// Up to 16 tags of 1-64 characters.
+    #[schema(max_items = 16)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Fields to change; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StationPatch {
+    #[schema(minimum = 1, maximum = 3)]
+    pub security_profile: Option<u8>,
+    #[schema(min_length = 16, max_length = 40, write_only)]
+    pub password: Option<String>,
+    pub registration: Option<Registration>,
+    pub enabled: Option<bool>,
+    #[schema(max_length = 255)]
+    pub description: Option<String>,
+    #[schema(max_items = 16)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// What the station said about itself in its last BootNotification.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootInfo {
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+    /// How that BootNotification was answered.
+    pub status: Option<String>,
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorStatus {
+    pub evse_id: i64,
+    pub connector_id: i64,
+    /// OCPP ConnectorStatusEnumType: Available, Occupied, Reserved, Unavailable, Faulted.
+    pub status: String,
+    pub reported_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Station {
+    pub id: String,
+    pub security_profile: u8,
+    pub registration: Registration,
+    pub enabled: bool,
+    /// Whether a password is set (the password itself is never returned).
+    pub has_password: bool,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Connected to this CSMS now.
+    pub connected: bool,
+    pub boot: BootInfo,
+    pub last_heartbeat_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub created_at: String,
+    /// Latest status per connector (only when showing one station).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connectors: Option<Vec<ConnectorStatus>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StationPage {
+    pub items: Vec<Station>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for listing stations.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct StationFilter {
+    /// Only stations connected now (true) or not connected (false).
+    pub connected: Option<bool>,
+    /// Only stations with this security profile.
+    #[param(minimum = 1, maximum = 3)]
+    pub security_profile: Option<u8>,
+    /// Only stations carrying this tag.
+    pub tag: Option<String>,
+    /// Only stations last seen at or after this time (RFC 3339).
+    pub seen_since: Option<String>,
+    /// Only stations not seen since this time, or never (RFC 3339).
+    pub not_seen_since: Option<String>,
+}
+
+// ---- certificates -------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// PEM PKCS#10 CSR; subject CN must be the station id.
+    #[schema(max_length = 5500)]
+    pub csr: String,
+    /// Validity of the certificate in days (default from the server's configuration).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub validity_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollResponse {
+    /// PEM: the station certificate, then the issuing sub-CA.
+    pub certificate_chain: String,
+    /// Serial number, lower-case hex.
+    pub serial_number: String,
+    /// SHA-256 fingerprint of the certificate (DER), lower-case hex.
+    pub fingerprint: String,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+// ---- security events ----------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityEvent {
+    pub id: i64,
+    pub station_id: String,
+    /// OCPP security event type (e.g. `FirmwareUpdated`, `InvalidCentralSystemCertificate`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: String,
+    pub tech_info: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityEventPage {
+    pub items: Vec<SecurityEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SecurityEventFilter {
+    /// Only events of this station.
+    pub station_id: Option<String>,
+    /// Only events of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+}
+
+// ---- audit ----------------------------------------------------------------------
+
+/// One mutating API call: who, what, when, and how it ended.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: String,
+    /// Token subject.
+    pub actor: String,
+    pub role: String,
+    pub method: String,
+    pub path: String,
+    /// HTTP status of the answer.
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub items: Vec<AuditRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// An audit entry to record.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub tenant: String,
+    pub actor: String,
+    pub role: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}

@@ -1,0 +1,97 @@
+//! What the API needs from the server, as one trait the `csms` binary
+//! implements. Every tenant-scoped call takes the tenant from the caller's
+//! token: an implementation never returns another tenant's data, and answers
+//! [`ServiceError::NotFound`] for it as for a resource that does not exist.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::model::{
+    AuditEntry, AuditRecord, EnrollRequest, EnrollResponse, NewStation, NewTenant, SecurityEvent, SecurityEventFilter,
+    Station, StationFilter, StationPatch, Tenant,
+};
+use crate::problem::{Kind, Problem};
+
+pub type ServiceFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send + 'a>>;
+
+/// Keyset pagination: items after `after` (exclusive), at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// One page and the key to continue after, if there is more.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceError {
+    NotFound {
+        what: &'static str,
+        id: String,
+    },
+    Conflict(String),
+    /// A request field is invalid: `field` is a JSON pointer into the body.
+    Invalid {
+        field: String,
+        detail: String,
+    },
+    NotConnected(String),
+    Timeout(String),
+    Unavailable(String),
+    /// Logged by the implementation; the client learns nothing more.
+    Internal,
+}
+
+impl From<ServiceError> for Problem {
+    fn from(e: ServiceError) -> Problem {
+        match e {
+            ServiceError::NotFound { what, id } => Problem::not_found(what, &id),
+            ServiceError::Conflict(d) => Problem::new(Kind::Conflict, d),
+            // A JSON pointer names a body field; anything else a parameter.
+            ServiceError::Invalid { field, detail } if field.starts_with('/') => Problem::invalid(&field, detail),
+            ServiceError::Invalid { field, detail } => Problem::new(Kind::InvalidParameter, detail).field(field),
+            ServiceError::NotConnected(id) => {
+                Problem::new(Kind::StationNotConnected, format!("station '{id}' is not connected"))
+            }
+            ServiceError::Timeout(d) => Problem::new(Kind::StationTimeout, d),
+            ServiceError::Unavailable(d) => Problem::new(Kind::Unavailable, d),
+            ServiceError::Internal => Problem::internal(),
+        }
+    }
+}
+
+pub trait Service: Send + Sync + 'static {
+    fn create_tenant(&self, tenant: NewTenant) -> ServiceFuture<'_, Tenant>;
+    fn tenants(&self, page: PageRequest) -> ServiceFuture<'_, Paged<Tenant>>;
+    fn tenant(&self, name: String) -> ServiceFuture<'_, Tenant>;
+
+    fn create_station(&self, tenant: String, station: NewStation) -> ServiceFuture<'_, Station>;
+    fn stations(&self, tenant: String, filter: StationFilter, page: PageRequest) -> ServiceFuture<'_, Paged<Station>>;
+    /// One station with its connector statuses.
+    fn station(&self, tenant: String, id: String) -> ServiceFuture<'_, Station>;
+    fn update_station(&self, tenant: String, id: String, patch: StationPatch) -> ServiceFuture<'_, Station>;
+    /// Removes the station and disconnects it if connected.
+    fn delete_station(&self, tenant: String, id: String) -> ServiceFuture<'_, ()>;
+
+    /// Manufacturing-time enrollment: signs the station's CSR.
+    fn enroll(&self, tenant: String, station: String, req: EnrollRequest) -> ServiceFuture<'_, EnrollResponse>;
+    /// PEM of the CSMS root certificate the tenant's stations must trust.
+    fn csms_root(&self, tenant: String) -> ServiceFuture<'_, String>;
+
+    fn security_events(
+        &self,
+        tenant: String,
+        filter: SecurityEventFilter,
+        page: PageRequest,
+    ) -> ServiceFuture<'_, Paged<SecurityEvent>>;
+
+    /// Records a mutating call. Must not fail the call it records: errors are
+    /// the implementation's to log.
+    fn audit(&self, entry: AuditEntry) -> ServiceFuture<'_, ()>;
+    fn audit_log(&self, tenant: String, page: PageRequest) -> ServiceFuture<'_, Paged<AuditRecord>>;
+}

@@ -1,0 +1,514 @@
+//! The REST API's [`api::service::Service`], implemented over the store, the
+//! session registry and the PKI. Every tenant-scoped call checks that the
+//! resource belongs to the caller's tenant and answers NotFound otherwise.
+
+use std::sync::Arc;
+
+use api::model::{
+    self as m, AuditEntry, AuditRecord, EnrollRequest, EnrollResponse, NewStation, NewTenant, SecurityEvent,
+    SecurityEventFilter, StationFilter, StationPatch,
+};
+use api::service::{PageRequest, Paged, Service, ServiceError, ServiceFuture};
+use pki::MasterKey;
+
+use crate::app::App;
+use crate::authority::{self, EnrollError};
+use crate::password;
+use crate::store::{self, AuditRow, NewStation as StoreNewStation, PLATFORM, Registration, StationQuery, StoreError};
+
+/// Longest description, most tags, longest tag.
+const MAX_DESCRIPTION: usize = 255;
+const MAX_TAGS: usize = 16;
+const MAX_TAG_LEN: usize = 64;
+
+pub struct RestService {
+    app: Arc<App>,
+    master: Arc<MasterKey>,
+}
+
+impl RestService {
+    pub fn new(app: Arc<App>, master: Arc<MasterKey>) -> RestService {
+        RestService { app, master }
+    }
+
+    fn now(&self) -> i64 {
+        self.app.clock.now_millis()
+    }
+
+    /// The station if it belongs to `tenant`; NotFound otherwise (also for
+    /// another tenant's station: its existence is not revealed).
+    async fn own_station(&self, tenant: &str, id: &str) -> Result<store::Station, ServiceError> {
+        match self.app.store.station(id).await.map_err(internal)? {
+            Some(s) if s.tenant_id == tenant => Ok(s),
+            _ => Err(ServiceError::NotFound { what: "station", id: id.to_owned() }),
+        }
+    }
+
+    fn connected(&self, s: &store::Station) -> bool {
+        self.app.sessions.get(&s.id).is_some_and(|h| *h.tenant_id == *s.tenant_id)
+    }
+
+    fn station_out(&self, s: store::Station, connectors: Option<Vec<store::ConnectorStatus>>) -> m::Station {
+        let connected = self.connected(&s);
+        m::Station {
+            connected,
+            security_profile: s.security_profile,
+            registration: match s.registration {
+                Registration::Accepted => m::Registration::Accepted,
+                Registration::Pending => m::Registration::Pending,
+                Registration::Rejected => m::Registration::Rejected,
+            },
+            enabled: s.enabled,
+            has_password: s.password_hash.is_some(),
+            description: s.description,
+            tags: s.tags,
+            boot: m::BootInfo {
+                vendor: s.vendor,
+                model: s.model,
+                serial_number: s.serial_number,
+                firmware_version: s.firmware_version,
+                status: s.boot_status,
+                at: s.last_boot_at.map(rfc3339),
+            },
+            last_heartbeat_at: s.last_heartbeat_at.map(rfc3339),
+            last_seen_at: s.last_seen_at.map(rfc3339),
+            created_at: rfc3339(s.created_at),
+            connectors: connectors.map(|cs| {
+                cs.into_iter()
+                    .map(|c| m::ConnectorStatus {
+                        evse_id: c.evse_id,
+                        connector_id: c.connector_id,
+                        status: c.status,
+                        reported_at: rfc3339(c.reported_at),
+                    })
+                    .collect()
+            }),
+            id: s.id,
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    ocpp::v201::DateTime::from(t).to_string()
+}
+
+fn parse_time(field: &str, value: &str) -> Result<i64, ServiceError> {
+    let t = ocpp::v201::DateTime::parse(value).map_err(|_| ServiceError::Invalid {
+        field: field.to_owned(),
+        detail: format!("'{value}' is not an RFC 3339 date-time"),
+    })?;
+    Ok(crate::clock::unix_millis(t.into_inner()))
+}
+
+fn internal(e: StoreError) -> ServiceError {
+    tracing::error!(error = %e, "API request failed in the store");
+    match e {
+        StoreError::Unavailable => ServiceError::Unavailable("the storage writer has stopped".into()),
+        _ => ServiceError::Internal,
+    }
+}
+
+fn invalid(field: &str, detail: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid { field: field.to_owned(), detail: detail.into() }
+}
+
+fn check_profile(field: &str, p: u8) -> Result<(), ServiceError> {
+    if (1..=3).contains(&p) { Ok(()) } else { Err(invalid(field, "security profile must be 1, 2 or 3")) }
+}
+
+fn check_description(d: &str) -> Result<(), ServiceError> {
+    if d.chars().count() > MAX_DESCRIPTION {
+        return Err(invalid("/description", format!("at most {MAX_DESCRIPTION} characters")));
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &[String]) -> Result<Vec<String>, ServiceError> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid("/tags", format!("at most {MAX_TAGS} tags")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for (i, t) in tags.iter().enumerate() {
+        let ok = !t.is_empty()
+            && t.len() <= MAX_TAG_LEN
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !ok {
+            return Err(invalid(
+                &format!("/tags/{i}"),
+                format!("a tag is 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 - _ . :"),
+            ));
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn hash_password(app: &App, p: &str) -> Result<String, ServiceError> {
+    password::hash(p, app.config.password_hash_iterations).map_err(|e| match e {
+        password::PasswordError::Length => invalid("/password", e.to_string()),
+        _ => ServiceError::Internal,
+    })
+}
+
+fn registration(r: m::Registration) -> Registration {
+    match r {
+        m::Registration::Accepted => Registration::Accepted,
+        m::Registration::Pending => Registration::Pending,
+        m::Registration::Rejected => Registration::Rejected,
+    }
+}
+
+fn tenant_out(t: store::Tenant) -> m::Tenant {
+    m::Tenant {
+        name: t.id,
+        organization_name: t.organization,
+        ocpp_hostname: t.ocpp_hostname,
+        created_at: rfc3339(t.created_at),
+    }
+}
+
+fn numeric_key(after: Option<String>) -> Result<Option<i64>, ServiceError> {
+    after.map(|k| k.parse::<i64>().map_err(|_| invalid("cursor", "cursor does not belong to this list"))).transpose()
+}
+
+/// Keeps at most `limit` items and says where the next page starts.
+fn paged<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Paged<T> {
+    let limit = limit as usize;
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(&key)
+    } else {
+        None
+    };
+    Paged { items, next }
+}
+
+impl Service for RestService {
+    fn create_tenant(&self, t: NewTenant) -> ServiceFuture<'_, m::Tenant> {
+        Box::pin(async move {
+            if !authority::valid_tenant_id(&t.name) {
+                return Err(invalid("/name", "1-63 characters of a-z, 0-9 and '-', not starting with '-'"));
+            }
+            let org = t.organization_name.trim();
+            if org.is_empty() || org.chars().count() > 64 {
+                return Err(invalid("/organizationName", "1-64 characters"));
+            }
+            if let Some(h) = t.ocpp_hostname.as_deref()
+                && !authority::valid_hostname(h)
+            {
+                return Err(invalid("/ocppHostname", "not a DNS host name"));
+            }
+            let store = &self.app.store;
+            if store.tenant(&t.name).await.map_err(internal)?.is_some() {
+                return Err(ServiceError::Conflict(format!("tenant '{}' already exists", t.name)));
+            }
+            if let Some(h) = t.ocpp_hostname.as_deref()
+                && store.tenants().await.map_err(internal)?.iter().any(|x| x.ocpp_hostname.as_deref() == Some(h))
+            {
+                return Err(ServiceError::Conflict(format!("host name '{h}' belongs to another tenant")));
+            }
+            let created = authority::ensure_tenant(
+                store,
+                &self.master,
+                self.app.clock.as_ref(),
+                &t.name,
+                org,
+                t.ocpp_hostname.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "creating tenant");
+                ServiceError::Internal
+            })?;
+            // Its stations can connect at once, not only after the next refresh.
+            match authority::station_trust_roots(store).await {
+                Ok(roots) => {
+                    if let Err(e) = self.app.trust.reload(&roots) {
+                        tracing::error!(error = %e, "reloading station trust anchors");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
+            }
+            Ok(tenant_out(created))
+        })
+    }
+
+    fn tenants(&self, page: PageRequest) -> ServiceFuture<'_, Paged<m::Tenant>> {
+        Box::pin(async move {
+            let rows = self.app.store.tenants_page(page.after.as_deref(), page.limit + 1).await.map_err(internal)?;
+            Ok(paged(rows.into_iter().map(tenant_out).collect(), page.limit, |t| t.name.clone()))
+        })
+    }
+
+    fn tenant(&self, name: String) -> ServiceFuture<'_, m::Tenant> {
+        Box::pin(async move {
+            match self.app.store.tenant(&name).await.map_err(internal)? {
+                Some(t) if t.id != PLATFORM => Ok(tenant_out(t)),
+                _ => Err(ServiceError::NotFound { what: "tenant", id: name }),
+            }
+        })
+    }
+
+    fn create_station(&self, tenant: String, s: NewStation) -> ServiceFuture<'_, m::Station> {
+        Box::pin(async move {
+            if !crate::transport::valid_station_id(&s.id) {
+                return Err(invalid("/id", "1-48 characters of A-Z a-z 0-9 - . _ ~"));
+            }
+            check_profile("/securityProfile", s.security_profile)?;
+            if s.security_profile < 3 && s.password.is_none() {
+                return Err(invalid(
+                    "/password",
+                    format!(
+                        "security profile {} authenticates with HTTP Basic: a password is required",
+                        s.security_profile
+                    ),
+                ));
+            }
+            if let Some(d) = &s.description {
+                check_description(d)?;
+            }
+            let tags = s.tags.as_deref().map(check_tags).transpose()?;
+            let password_hash = s.password.as_deref().map(|p| hash_password(&self.app, p)).transpose()?;
+            let new = StoreNewStation {
+                id: s.id.clone(),
+                tenant_id: tenant.clone(),
+                security_profile: s.security_profile,
+                password_hash,
+                registration: registration(s.registration.unwrap_or(m::Registration::Accepted)),
+                description: s.description.filter(|d| !d.is_empty()),
+            };
+            match self.app.store.create_station(&new, self.now()).await {
+                Ok(_) => {}
+                // Station ids are unique across tenants (the OCPP URL has no tenant).
+                Err(StoreError::AlreadyExists { .. }) => {
+                    return Err(ServiceError::Conflict(format!("station id '{}' is not available", s.id)));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+            if let Some(tags) = &tags {
+                self.app.store.set_station_details(&tenant, &s.id, None, Some(tags)).await.map_err(internal)?;
+            }
+            let created = self.own_station(&tenant, &s.id).await?;
+            Ok(self.station_out(created, None))
+        })
+    }
+
+    fn stations(&self, tenant: String, f: StationFilter, page: PageRequest) -> ServiceFuture<'_, Paged<m::Station>> {
+        Box::pin(async move {
+            if let Some(p) = f.security_profile {
+                check_profile("securityProfile", p)?;
+            }
+            let q = StationQuery {
+                security_profile: f.security_profile,
+                tag: f.tag.clone(),
+                seen_since: f.seen_since.as_deref().map(|v| parse_time("seenSince", v)).transpose()?,
+                not_seen_since: f.not_seen_since.as_deref().map(|v| parse_time("notSeenSince", v)).transpose()?,
+            };
+            // Connection state lives in memory: read on in batches until the
+            // page is full or the tenant's stations are exhausted.
+            let want = page.limit as usize + 1;
+            let batch = (page.limit * 2).clamp(64, 1000);
+            let mut after = page.after.clone();
+            let mut out: Vec<m::Station> = Vec::with_capacity(want.min(1024));
+            loop {
+                let rows =
+                    self.app.store.stations_page(&tenant, &q, after.as_deref(), batch).await.map_err(internal)?;
+                let exhausted = rows.len() < batch as usize;
+                after = rows.last().map(|s| s.id.clone());
+                for s in rows {
+                    if f.connected.is_none_or(|c| c == self.connected(&s)) {
+                        out.push(self.station_out(s, None));
+                        if out.len() == want {
+                            break;
+                        }
+                    }
+                }
+                if out.len() == want || exhausted {
+                    break;
+                }
+            }
+            Ok(paged(out, page.limit, |s| s.id.clone()))
+        })
+    }
+
+    fn station(&self, tenant: String, id: String) -> ServiceFuture<'_, m::Station> {
+        Box::pin(async move {
+            let s = self.own_station(&tenant, &id).await?;
+            let connectors = self.app.store.connector_statuses(&tenant, &id).await.map_err(internal)?;
+            Ok(self.station_out(s, Some(connectors)))
+        })
+    }
+
+    fn update_station(&self, tenant: String, id: String, p: StationPatch) -> ServiceFuture<'_, m::Station> {
+        Box::pin(async move {
+            let before = self.own_station(&tenant, &id).await?;
+            if let Some(v) = p.security_profile {
+                check_profile("/securityProfile", v)?;
+            }
+            if let Some(d) = &p.description {
+                check_description(d)?;
+            }
+            let tags = p.tags.as_deref().map(check_tags).transpose()?;
+            let new_profile = p.security_profile.unwrap_or(before.security_profile);
+            if new_profile < 3 && before.password_hash.is_none() && p.password.is_none() {
+                return Err(invalid(
+                    "/password",
+                    format!("security profile {new_profile} authenticates with HTTP Basic: set a password too"),
+                ));
+            }
+            let hash = p.password.as_deref().map(|pw| hash_password(&self.app, pw)).transpose()?;
+            let store = &self.app.store;
+            store
+                .update_station(
+                    &tenant,
+                    &id,
+                    p.security_profile,
+                    hash.as_deref(),
+                    p.registration.map(registration),
+                    p.enabled,
+                )
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound { .. } => ServiceError::NotFound { what: "station", id: id.clone() },
+                    e => internal(e),
+                })?;
+            if p.description.is_some() || tags.is_some() {
+                store
+                    .set_station_details(&tenant, &id, p.description.as_deref(), tags.as_deref())
+                    .await
+                    .map_err(internal)?;
+            }
+            // A live session opened under the old settings does not outlive them.
+            let reauthenticate = p.enabled == Some(false)
+                || p.security_profile.is_some_and(|v| v != before.security_profile)
+                || hash.is_some();
+            if reauthenticate && self.app.sessions.disconnect(&id) {
+                tracing::info!(station = %id, "session closed: the station's settings changed");
+            }
+            let after = self.own_station(&tenant, &id).await?;
+            Ok(self.station_out(after, None))
+        })
+    }
+
+    fn delete_station(&self, tenant: String, id: String) -> ServiceFuture<'_, ()> {
+        Box::pin(async move {
+            self.own_station(&tenant, &id).await?;
+            self.app.store.delete_station(&tenant, &id, self.now()).await.map_err(|e| match e {
+                StoreError::NotFound { .. } => ServiceError::NotFound { what: "station", id: id.clone() },
+                e => internal(e),
+            })?;
+            self.app.sessions.disconnect(&id);
+            Ok(())
+        })
+    }
+
+    fn enroll(&self, tenant: String, station: String, req: EnrollRequest) -> ServiceFuture<'_, EnrollResponse> {
+        Box::pin(async move {
+            self.own_station(&tenant, &station).await?;
+            let days = req.validity_days.unwrap_or(self.app.config.station_certificate_days);
+            if !(1..=3650).contains(&days) {
+                return Err(invalid("/validityDays", "1 to 3650 days"));
+            }
+            let now = self.app.clock.now();
+            match authority::enroll(&self.app.store, &self.master, now, &station, &req.csr, days).await {
+                Ok((chain, rec)) => Ok(EnrollResponse {
+                    certificate_chain: chain,
+                    serial_number: rec.serial_hex,
+                    fingerprint: rec.fingerprint,
+                    not_before: rfc3339(rec.not_before),
+                    not_after: rfc3339(rec.not_after),
+                }),
+                Err(EnrollError::Csr { rule, detail }) => {
+                    Err(invalid("/csr", format!("CSR rejected by rule {rule}: {detail}")))
+                }
+                Err(EnrollError::UnknownStation(id)) => Err(ServiceError::NotFound { what: "station", id }),
+                Err(EnrollError::Internal(e)) => {
+                    tracing::error!(error = %e, "enrollment failed");
+                    Err(ServiceError::Internal)
+                }
+            }
+        })
+    }
+
+    fn csms_root(&self, tenant: String) -> ServiceFuture<'_, String> {
+        Box::pin(async move {
+            let store = &self.app.store;
+            let own_host = store.tenant(&tenant).await.map_err(internal)?.and_then(|t| t.ocpp_hostname).is_some();
+            let owner = if own_host { tenant.as_str() } else { PLATFORM };
+            match store.credential(owner, authority::CSMS_ROOT).await.map_err(internal)? {
+                Some(c) => Ok(c.cert_pem),
+                None => Err(ServiceError::Unavailable("the CSMS root has not been created yet".into())),
+            }
+        })
+    }
+
+    fn security_events(
+        &self,
+        tenant: String,
+        f: SecurityEventFilter,
+        page: PageRequest,
+    ) -> ServiceFuture<'_, Paged<SecurityEvent>> {
+        Box::pin(async move {
+            let after = numeric_key(page.after)?;
+            let rows = self
+                .app
+                .store
+                .security_events_page(&tenant, f.station_id.as_deref(), f.kind.as_deref(), after, page.limit + 1)
+                .await
+                .map_err(internal)?;
+            let items = rows
+                .into_iter()
+                .map(|e| SecurityEvent {
+                    id: e.id,
+                    station_id: e.station_id,
+                    kind: e.kind,
+                    occurred_at: rfc3339(e.occurred_at),
+                    tech_info: e.tech_info,
+                    received_at: rfc3339(e.received_at),
+                })
+                .collect();
+            Ok(paged(items, page.limit, |e| e.id.to_string()))
+        })
+    }
+
+    fn audit(&self, e: AuditEntry) -> ServiceFuture<'_, ()> {
+        Box::pin(async move {
+            let row = AuditRow {
+                id: 0,
+                tenant_id: e.tenant,
+                at: self.now(),
+                actor: e.actor,
+                role: e.role,
+                method: e.method,
+                path: e.path,
+                status: i64::from(e.status),
+            };
+            self.app.store.insert_audit(&row).await.map_err(internal)
+        })
+    }
+
+    fn audit_log(&self, tenant: String, page: PageRequest) -> ServiceFuture<'_, Paged<AuditRecord>> {
+        Box::pin(async move {
+            let after = numeric_key(page.after)?;
+            let rows = self.app.store.audit_page(&tenant, after, page.limit + 1).await.map_err(internal)?;
+            let items = rows
+                .into_iter()
+                .map(|r| AuditRecord {
+                    id: r.id,
+                    at: rfc3339(r.at),
+                    actor: r.actor,
+                    role: r.role,
+                    method: r.method,
+                    path: r.path,
+                    status: u16::try_from(r.status).unwrap_or(0),
+                })
+                .collect();
+            Ok(paged(items, page.limit, |r| r.id.to_string()))
+        })
+    }
+}

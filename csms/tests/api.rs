@@ -1,0 +1,453 @@
+//! The REST API in process, over the real store (SQLite) and PKI: the OpenAPI
+//! document against the router, authentication, roles, tenant isolation on
+//! every route, validation errors, pagination, enrollment, the audit log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use api::auth::{Claims, ISSUER, Role, mint};
+use axum::Router;
+use axum::body::Body;
+use csms::app::App;
+use csms::clock::SystemClock;
+use csms::config::Config;
+use csms::store::Store;
+use csms::tls::{StationTrust, provider};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"api-test-secret-api-test-secret!";
+
+struct Api {
+    router: Router,
+    app: Arc<App>,
+    _dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+    text: String,
+}
+
+fn token(tenant: &str, role: Role, exp_offset: i64) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = Claims {
+        iss: ISSUER.into(),
+        sub: format!("{tenant}-{}", role.as_str()),
+        tenant: tenant.into(),
+        role,
+        iat: now,
+        exp: now + exp_offset,
+    };
+    mint(SECRET, &claims).unwrap()
+}
+
+fn tok(tenant: &str, role: Role) -> String {
+    token(tenant, role, 3600)
+}
+
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.unwrap();
+    let master = Arc::new(pki::MasterKey::generate().unwrap());
+    let clock = SystemClock;
+    for (t, org) in [("alpha", "Alpha Charging"), ("beta", "Beta Power")] {
+        csms::authority::ensure_tenant(&store, &master, &clock, t, org, None).await.unwrap();
+    }
+    csms::authority::server_identity(&store, &master, &clock, &["localhost".to_owned()]).await.unwrap();
+    let config = Config { password_hash_iterations: 1000, ..Config::default() };
+    let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
+    let router = csms::http::router(app.clone(), master, SECRET);
+    Api { router, app, _dir: dir }
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let content_type =
+            res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, content_type, body, text }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+}
+
+fn assert_problem(r: &Reply, status: u16, kind: &str) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.text);
+    assert_eq!(r.content_type, "application/problem+json", "{}", r.text);
+    assert_eq!(r.body["type"], format!("urn:anchorpoint:problem:{kind}"), "{}", r.text);
+    assert_eq!(r.body["status"], status);
+    assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}", r.text);
+}
+
+fn csr(cn: &str) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// Every documented operation: (method, path with `{params}`).
+fn operations(doc: &Value) -> Vec<(Method, String)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            ops.push((Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap(), path.clone()));
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn openapi_document_and_router_agree() {
+    let api = api().await;
+    let r = api.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type, "application/json");
+    let doc = r.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let ops = operations(&doc);
+    assert!(ops.len() >= 13, "{ops:?}");
+    let all = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let concrete = path.replace("{id}", "CS-X").replace("{name}", "alpha");
+        for m in &all {
+            let documented = ops.iter().any(|(om, op)| om == m && op == path);
+            let r = api.call(m.clone(), &concrete, None, None).await;
+            if documented {
+                // Routed: the handler ran and asked for a token (or served the document).
+                assert!(
+                    r.status == StatusCode::UNAUTHORIZED || path == "/api/openapi.json",
+                    "{m} {path}: documented but answered {}",
+                    r.status
+                );
+                let security = &doc["paths"][path][m.as_str().to_ascii_lowercase()]["security"];
+                assert_eq!(security.is_array(), path != "/api/openapi.json", "{m} {path} security");
+            } else {
+                // Not documented: not routed either.
+                assert_problem(&r, 405, "method-not-allowed");
+            }
+        }
+    }
+    // A path the document lacks is not routed.
+    for path in ["/api/v1/nothing", "/api/v2/stations", "/api/v1/stations/CS-X/secrets"] {
+        assert_problem(&api.call(Method::GET, path, None, None).await, 404, "not-found");
+    }
+}
+
+#[tokio::test]
+async fn authentication_failures_are_401_problems() {
+    let api = api().await;
+    let r = api.call(Method::GET, "/api/v1/stations", None, None).await;
+    assert_problem(&r, 401, "unauthorized");
+    let expired = token("alpha", Role::Admin, -3600);
+    assert_problem(&api.get("/api/v1/stations", &expired).await, 401, "unauthorized");
+    let good = tok("alpha", Role::Admin);
+    let mut tampered = good.clone();
+    let n = tampered.len();
+    tampered.replace_range(n - 4.., if good.ends_with("AAAA") { "BBBB" } else { "AAAA" });
+    assert_problem(&api.get("/api/v1/stations", &tampered).await, 401, "unauthorized");
+    // A token signed with another secret.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let foreign = mint(
+        b"some-other-secret-some-other-sec",
+        &Claims {
+            iss: ISSUER.into(),
+            sub: "x".into(),
+            tenant: "alpha".into(),
+            role: Role::Admin,
+            iat: now,
+            exp: now + 60,
+        },
+    )
+    .unwrap();
+    assert_problem(&api.get("/api/v1/stations", &foreign).await, 401, "unauthorized");
+    assert_eq!(api.get("/api/v1/stations", &good).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn station_lifecycle_with_validation() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    let r = api
+        .post(
+            "/api/v1/stations",
+            &op,
+            json!({"id": "CS-1", "securityProfile": 2, "password": "a-long-basic-password-1", "tags": ["north", "dc"], "description": "Lot 4"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["id"], "CS-1");
+    assert_eq!(r.body["securityProfile"], 2);
+    assert_eq!(r.body["hasPassword"], true);
+    assert_eq!(r.body["connected"], false);
+    assert_eq!(r.body["tags"], json!(["north", "dc"]));
+    assert!(!r.text.contains("a-long-basic-password-1") && !r.text.contains("pbkdf2"), "{}", r.text);
+
+    // Each bad body names its field.
+    let cases = [
+        (json!({"id": "CS-2", "securityProfile": 4}), "/securityProfile"),
+        (json!({"id": "CS 2", "securityProfile": 3}), "/id"),
+        (json!({"securityProfile": 3}), "/id"),
+        (json!({"id": "CS-2", "securityProfile": "three"}), "/securityProfile"),
+        (json!({"id": "CS-2", "securityProfile": 2}), "/password"),
+        (json!({"id": "CS-2", "securityProfile": 2, "password": "short"}), "/password"),
+        (json!({"id": "CS-2", "securityProfile": 3, "tags": ["ok", "not ok"]}), "/tags/1"),
+        (json!({"id": "CS-2", "securityProfile": 3, "colour": "red"}), "/colour"),
+    ];
+    for (body, field) in cases {
+        let r = api.post("/api/v1/stations", &op, body.clone()).await;
+        assert_problem(&r, 422, "invalid-body");
+        assert_eq!(r.body["field"], field, "{body}: {}", r.text);
+    }
+    let raw = api
+        .router
+        .clone()
+        .oneshot(
+            Request::post("/api/v1/stations")
+                .header("authorization", format!("Bearer {op}"))
+                .header("content-type", "text/plain")
+                .body(Body::from("id=CS-2"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Duplicate id.
+    let r = api.post("/api/v1/stations", &op, json!({"id": "CS-1", "securityProfile": 3})).await;
+    assert_problem(&r, 409, "conflict");
+
+    // Update, show, delete.
+    let r = api.patch("/api/v1/stations/CS-1", &op, json!({"registration": "Pending", "tags": ["south"]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!((r.body["registration"].clone(), r.body["tags"].clone()), (json!("Pending"), json!(["south"])));
+    let r = api.patch("/api/v1/stations/CS-1", &op, json!({"securityProfile": 0})).await;
+    assert_eq!(r.body["field"], "/securityProfile");
+    let r = api.get("/api/v1/stations/CS-1", &op).await;
+    assert_eq!(r.body["connectors"], json!([]));
+    assert_eq!(r.body["description"], "Lot 4");
+    assert_eq!(api.delete("/api/v1/stations/CS-1", &op).await.status, StatusCode::NO_CONTENT);
+    assert_problem(&api.get("/api/v1/stations/CS-1", &op).await, 404, "not-found");
+    assert_problem(&api.delete("/api/v1/stations/CS-1", &op).await, 404, "not-found");
+}
+
+#[tokio::test]
+async fn lists_are_paginated_and_filtered() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    for i in 0..7 {
+        let tags = if i % 2 == 0 { json!(["even"]) } else { json!(["odd"]) };
+        let r = api
+            .post("/api/v1/stations", &op, json!({"id": format!("P-{i}"), "securityProfile": 3, "tags": tags}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/stations?limit=3".to_owned();
+    loop {
+        let r = api.get(&path, &op).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let items = r.body["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        seen.extend(items.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
+        match r.body["nextCursor"].as_str() {
+            Some(c) => path = format!("/api/v1/stations?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("P-{i}")).collect::<Vec<_>>());
+    let r = api.get("/api/v1/stations?tag=odd", &op).await;
+    let ids: Vec<&str> = r.body["items"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["P-1", "P-3", "P-5"]);
+    let r = api.get("/api/v1/stations?connected=true", &op).await;
+    assert_eq!(r.body["items"], json!([]));
+    let r = api.get("/api/v1/stations?connected=false&limit=2", &op).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    assert!(r.body["nextCursor"].is_string());
+    let r = api.get("/api/v1/stations?notSeenSince=2020-01-01T00:00:00Z", &op).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 7, "never seen counts as not seen");
+    // Bad parameters name themselves.
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=forged", "cursor"),
+        ("seenSince=yesterday", "seenSince"),
+    ] {
+        let r = api.get(&format!("/api/v1/stations?{q}"), &op).await;
+        assert_problem(&r, 422, "invalid-parameter");
+        assert_eq!(r.body["field"], field, "{q}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_other() {
+    let api = api().await;
+    let a = tok("alpha", Role::Admin);
+    let b = tok("beta", Role::Admin);
+    let r = api.post("/api/v1/stations", &b, json!({"id": "B-1", "securityProfile": 3})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Every route that names a resource of beta answers 404 to alpha.
+    assert_problem(&api.get("/api/v1/stations/B-1", &a).await, 404, "not-found");
+    assert_problem(&api.patch("/api/v1/stations/B-1", &a, json!({"enabled": false})).await, 404, "not-found");
+    assert_problem(&api.delete("/api/v1/stations/B-1", &a).await, 404, "not-found");
+    let r = api.post("/api/v1/stations/B-1/certificates", &a, json!({"csr": csr("B-1")})).await;
+    assert_problem(&r, 404, "not-found");
+    assert_problem(&api.get("/api/v1/tenants/beta", &a).await, 404, "not-found");
+    // Lists hold only the caller's.
+    assert_eq!(api.get("/api/v1/stations", &a).await.body["items"], json!([]));
+    assert_eq!(api.get("/api/v1/security-events?stationId=B-1", &a).await.body["items"], json!([]));
+    let audit_a = api.get("/api/v1/audit-log", &a).await;
+    assert!(audit_a.body["items"].as_array().unwrap().iter().all(|r| r["actor"] == "alpha-admin"), "{}", audit_a.text);
+    // Beta's station is untouched and its own tenant sees it.
+    let r = api.get("/api/v1/stations/B-1", &b).await;
+    assert_eq!(r.body["enabled"], true);
+    assert_eq!(api.get("/api/v1/tenants/beta", &b).await.body["organizationName"], "Beta Power");
+    // The CSMS root is the platform's for both (no own host names).
+    let ra = api.get("/api/v1/pki/csms-root", &a).await;
+    assert_eq!(ra.status, StatusCode::OK);
+    assert_eq!(ra.content_type, "application/x-pem-file");
+    assert!(ra.text.starts_with("-----BEGIN CERTIFICATE-----"), "{}", ra.text);
+}
+
+#[tokio::test]
+async fn roles_limit_what_a_token_may_do() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    assert_eq!(
+        api.post("/api/v1/stations", &op, json!({"id": "R-1", "securityProfile": 3})).await.status,
+        StatusCode::CREATED
+    );
+    let viewer = tok("alpha", Role::Viewer);
+    assert_eq!(api.get("/api/v1/stations/R-1", &viewer).await.status, StatusCode::OK);
+    let mutations = [
+        api.post("/api/v1/stations", &viewer, json!({"id": "R-2", "securityProfile": 3})).await,
+        api.patch("/api/v1/stations/R-1", &viewer, json!({"enabled": false})).await,
+        api.delete("/api/v1/stations/R-1", &viewer).await,
+        api.post("/api/v1/stations/R-1/certificates", &viewer, json!({"csr": csr("R-1")})).await,
+        api.post("/api/v1/tenants", &viewer, json!({"name": "x", "organizationName": "X"})).await,
+    ];
+    for r in &mutations {
+        assert_problem(r, 403, "forbidden");
+    }
+    assert_eq!(api.get("/api/v1/stations/R-1", &viewer).await.body["enabled"], true);
+    // Only an admin reads the audit log; only a platform admin manages tenants.
+    assert_problem(&api.get("/api/v1/audit-log", &op).await, 403, "forbidden");
+    assert_problem(&api.get("/api/v1/tenants", &tok("alpha", Role::Admin)).await, 403, "forbidden");
+    let platform = tok("*", Role::PlatformAdmin);
+    assert_problem(&api.get("/api/v1/stations", &platform).await, 403, "forbidden");
+    let r = api.post("/api/v1/tenants", &platform, json!({"name": "gamma", "organizationName": "Gamma Grid"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_problem(
+        &api.post("/api/v1/tenants", &platform, json!({"name": "gamma", "organizationName": "G"})).await,
+        409,
+        "conflict",
+    );
+    let r = api.post("/api/v1/tenants", &platform, json!({"name": "Bad_Name", "organizationName": "G"})).await;
+    assert_eq!(r.body["field"], "/name");
+    let names: Vec<String> = api.get("/api/v1/tenants", &platform).await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    // The new tenant works at once.
+    let g = tok("gamma", Role::Operator);
+    assert_eq!(
+        api.post("/api/v1/stations", &g, json!({"id": "G-1", "securityProfile": 3})).await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn enrollment_signs_a_valid_csr_and_names_the_failed_rule() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "E-1", "securityProfile": 3})).await;
+    let r = api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": csr("E-1"), "validityDays": 30})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let chain = r.body["certificateChain"].as_str().unwrap();
+    assert_eq!(chain.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+    assert!(!chain.contains("PRIVATE KEY"));
+    let info = pki::inspect_certificate(&pki::pem_to_der_chain(chain).unwrap()[0]).unwrap();
+    assert_eq!(info.subject_cn.as_deref(), Some("E-1"));
+    assert_eq!(r.body["serialNumber"], info.serial_hex);
+    // The CN is somebody else's: rejected, with the rule.
+    let r = api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": csr("E-2")})).await;
+    assert_problem(&r, 422, "invalid-body");
+    assert_eq!(r.body["field"], "/csr");
+    assert!(r.body["detail"].as_str().unwrap().contains("common_name"), "{}", r.text);
+    let r = api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": "not a csr"})).await;
+    assert_eq!(r.body["field"], "/csr");
+    assert!(r.body["detail"].as_str().unwrap().contains("csr.pem"), "{}", r.text);
+    let r = api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": csr("E-1"), "validityDays": 0})).await;
+    assert_eq!(r.body["field"], "/validityDays");
+}
+
+#[tokio::test]
+async fn mutating_calls_are_audited_with_their_outcome() {
+    let api = api().await;
+    let admin = tok("alpha", Role::Admin);
+    let viewer = tok("alpha", Role::Viewer);
+    api.post("/api/v1/stations", &admin, json!({"id": "A-1", "securityProfile": 3})).await;
+    api.patch("/api/v1/stations/A-1", &admin, json!({"description": "x"})).await;
+    api.delete("/api/v1/stations/A-1", &viewer).await;
+    api.get("/api/v1/stations", &admin).await;
+    let r = api.get("/api/v1/audit-log", &admin).await;
+    let rows: Vec<(String, String, String, u64)> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["actor"].as_str().unwrap().to_owned(),
+                x["method"].as_str().unwrap().to_owned(),
+                x["path"].as_str().unwrap().to_owned(),
+                x["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("alpha-admin".into(), "POST".into(), "/api/v1/stations".into(), 201),
+            ("alpha-admin".into(), "PATCH".into(), "/api/v1/stations/A-1".into(), 200),
+            ("alpha-viewer".into(), "DELETE".into(), "/api/v1/stations/A-1".into(), 403),
+        ]
+    );
+    // Durable: the rows are in the database, not in memory.
+    assert_eq!(api.app.store.audit_page("alpha", None, 10).await.unwrap().len(), 3);
+}
