@@ -50,6 +50,7 @@ use crate::service::Service;
         (name = "pki", description = "Trust anchors"),
         (name = "security", description = "Security events (A04)"),
         (name = "audit", description = "Audit log of mutating calls"),
+        (name = "commands", description = "Remote commands to connected stations"),
         (name = "meta", description = "This API's description"),
     )
 )]
@@ -77,6 +78,15 @@ fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::csms_root))
         .routes(routes!(routes::security_events))
         .routes(routes!(routes::audit_log))
+        .routes(routes!(routes::ocpp_command))
+        .routes(routes!(routes::reset))
+        .routes(routes!(routes::trigger_message))
+        .routes(routes!(routes::get_variables))
+        .routes(routes!(routes::set_variables))
+        .routes(routes!(routes::change_availability))
+        .routes(routes!(routes::request_start_transaction))
+        .routes(routes!(routes::request_stop_transaction))
+        .routes(routes!(routes::unlock_connector))
         .routes(routes!(openapi_json))
         .split_for_parts()
 }

@@ -23,6 +23,7 @@ pub enum Kind {
     PayloadTooLarge,
     StationNotConnected,
     StationTimeout,
+    StationError,
     Unavailable,
     Internal,
 }
@@ -41,6 +42,7 @@ impl Kind {
             Kind::PayloadTooLarge => "payload-too-large",
             Kind::StationNotConnected => "station-not-connected",
             Kind::StationTimeout => "station-timeout",
+            Kind::StationError => "station-error",
             Kind::Unavailable => "unavailable",
             Kind::Internal => "internal",
         }
@@ -57,6 +59,7 @@ impl Kind {
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::StationTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Kind::StationError => StatusCode::BAD_GATEWAY,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +78,7 @@ impl Kind {
             Kind::PayloadTooLarge => "The request body is too large",
             Kind::StationNotConnected => "The station is not connected",
             Kind::StationTimeout => "The station did not answer in time",
+            Kind::StationError => "The station refused the call or answered invalidly",
             Kind::Unavailable => "Temporarily unavailable",
             Kind::Internal => "Internal error",
         }

@@ -291,3 +291,112 @@ pub async fn not_found() -> Problem {
 pub async fn method_not_allowed() -> Problem {
     Problem::new(Kind::MethodNotAllowed, "this path does not support the method")
 }
+
+// ---- remote commands -------------------------------------------------------------
+
+async fn forward(
+    st: &ApiState,
+    who: &Principal,
+    id: String,
+    action: String,
+    payload: serde_json::Value,
+) -> ApiResult<Json<serde_json::Value>> {
+    let tenant = who.writer()?;
+    if !payload.is_object() {
+        return Err(Problem::invalid("/", "the body must be the OCPP request payload, a JSON object"));
+    }
+    Ok(Json(st.service.ocpp_call(tenant, id, action, payload).await?))
+}
+
+/// Send any CSMS-initiated OCPP 2.0.1 call to a connected station and return its answer.
+///
+/// The body is the request payload of `{action}` (e.g. `GetVariables`), validated
+/// against its OCPP schema before it is sent; the answer is the station's
+/// response payload, validated against the response schema.
+#[utoipa::path(post, path = "/api/v1/stations/{id}/ocpp/{action}", tag = "commands",
+    params(
+        ("id" = String, Path, description = "Station id"),
+        ("action" = String, Path, description = "OCPP 2.0.1 action sent by a CSMS, e.g. GetVariables"),
+    ),
+    request_body(content = Object, description = "The OCPP request payload"),
+    responses(
+        (status = 200, description = "The station's response payload", body = Object),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Station not connected, or rejected", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown action or payload invalid for its schema", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The station answered with a CALLERROR or an invalid response", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many calls queued for the station", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The station did not answer in time", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn ocpp_command(
+    State(st): State<ApiState>,
+    who: Principal,
+    Path((id, action)): Path<(String, String)>,
+    JsonBody(payload): JsonBody<serde_json::Value>,
+) -> ApiResult<Json<serde_json::Value>> {
+    forward(&st, &who, id, action, payload).await
+}
+
+/// Typed shortcuts: the same path as [`ocpp_command`] with the action fixed.
+macro_rules! command {
+    ($name:ident, $path:literal, $action:literal, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(post, path = $path, tag = "commands",
+            params(("id" = String, Path, description = "Station id")),
+            request_body(content = Object, description = concat!("OCPP 2.0.1 ", $action, "Request payload")),
+            responses(
+                (status = 200, description = concat!("The station's ", $action, "Response payload"), body = Object),
+                (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+                (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
+                (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = "Station not connected, or rejected", body = Problem, content_type = "application/problem+json"),
+                (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+                (status = 422, description = "Payload invalid for the OCPP schema", body = Problem, content_type = "application/problem+json"),
+                (status = 502, description = "The station answered with a CALLERROR or an invalid response", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Too many calls queued for the station", body = Problem, content_type = "application/problem+json"),
+                (status = 504, description = "The station did not answer in time", body = Problem, content_type = "application/problem+json"),
+            ),
+            security(("bearer" = [])))]
+        pub async fn $name(
+            State(st): State<ApiState>,
+            who: Principal,
+            Path(id): Path<String>,
+            JsonBody(payload): JsonBody<serde_json::Value>,
+        ) -> ApiResult<Json<serde_json::Value>> {
+            forward(&st, &who, id, $action.to_owned(), payload).await
+        }
+    };
+}
+
+command!(reset, "/api/v1/stations/{id}/reset", "Reset", "Reset the station or one EVSE (B11, B12).");
+command!(
+    trigger_message,
+    "/api/v1/stations/{id}/trigger-message",
+    "TriggerMessage",
+    "Ask the station to send a message (F06)."
+);
+command!(get_variables, "/api/v1/stations/{id}/get-variables", "GetVariables", "Read device-model variables (B06).");
+command!(set_variables, "/api/v1/stations/{id}/set-variables", "SetVariables", "Write device-model variables (B05).");
+command!(
+    change_availability,
+    "/api/v1/stations/{id}/change-availability",
+    "ChangeAvailability",
+    "Make the station, an EVSE or a connector (un)available (G03)."
+);
+command!(
+    request_start_transaction,
+    "/api/v1/stations/{id}/request-start-transaction",
+    "RequestStartTransaction",
+    "Start a transaction remotely (F01)."
+);
+command!(
+    request_stop_transaction,
+    "/api/v1/stations/{id}/request-stop-transaction",
+    "RequestStopTransaction",
+    "Stop a transaction remotely (F03)."
+);
+command!(unlock_connector, "/api/v1/stations/{id}/unlock-connector", "UnlockConnector", "Unlock a connector (F05).");

@@ -42,6 +42,8 @@ pub enum ServiceError {
     },
     NotConnected(String),
     Timeout(String),
+    /// The station answered with a CALLERROR or an invalid response.
+    Station(String),
     Unavailable(String),
     /// Logged by the implementation; the client learns nothing more.
     Internal,
@@ -59,6 +61,7 @@ impl From<ServiceError> for Problem {
                 Problem::new(Kind::StationNotConnected, format!("station '{id}' is not connected"))
             }
             ServiceError::Timeout(d) => Problem::new(Kind::StationTimeout, d),
+            ServiceError::Station(d) => Problem::new(Kind::StationError, d),
             ServiceError::Unavailable(d) => Problem::new(Kind::Unavailable, d),
             ServiceError::Internal => Problem::internal(),
         }
@@ -89,6 +92,16 @@ pub trait Service: Send + Sync + 'static {
         filter: SecurityEventFilter,
         page: PageRequest,
     ) -> ServiceFuture<'_, Paged<SecurityEvent>>;
+
+    /// Sends an OCPP call to a connected station through its session's outbound
+    /// path and returns the station's (schema-valid) response payload.
+    fn ocpp_call(
+        &self,
+        tenant: String,
+        station: String,
+        action: String,
+        payload: serde_json::Value,
+    ) -> ServiceFuture<'_, serde_json::Value>;
 
     /// Records a mutating call. Must not fail the call it records: errors are
     /// the implementation's to log.

@@ -14,6 +14,7 @@ use pki::MasterKey;
 use crate::app::App;
 use crate::authority::{self, EnrollError};
 use crate::password;
+use crate::session::CallFailure;
 use crate::store::{self, AuditRow, NewStation as StoreNewStation, PLATFORM, Registration, StationQuery, StoreError};
 
 /// Longest description, most tags, longest tag.
@@ -473,6 +474,56 @@ impl Service for RestService {
                 })
                 .collect();
             Ok(paged(items, page.limit, |e| e.id.to_string()))
+        })
+    }
+
+    fn ocpp_call(
+        &self,
+        tenant: String,
+        station: String,
+        action: String,
+        payload: serde_json::Value,
+    ) -> ServiceFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            use ocpp::v201::{Action, Initiator};
+            let a = Action::from_name(&action)
+                .ok_or_else(|| invalid("action", format!("'{action}' is not an OCPP 2.0.1 action")))?;
+            if a.initiated_by() == Initiator::ChargingStation {
+                return Err(invalid("action", format!("{action} is sent by charging stations, not by the CSMS")));
+            }
+            self.own_station(&tenant, &station).await?;
+            let handle = match self.app.sessions.get(&station) {
+                Some(h) if *h.tenant_id == *tenant => h,
+                _ => return Err(ServiceError::NotConnected(station)),
+            };
+            handle.call(a, payload).await.map_err(|f| match f {
+                CallFailure::InvalidRequest(v) => {
+                    let field = if v.path.is_empty() { "/".to_owned() } else { v.path.clone() };
+                    ServiceError::Invalid { field, detail: format!("{} ({}): {}", v.message, v.code.as_str(), v.path) }
+                }
+                CallFailure::NotConnected | CallFailure::Closed => ServiceError::NotConnected(station.clone()),
+                CallFailure::StationRejected => {
+                    ServiceError::Conflict(format!("station '{station}' is Rejected; the CSMS sends it nothing"))
+                }
+                CallFailure::Busy => {
+                    ServiceError::Unavailable(format!("too many calls queued for station '{station}'"))
+                }
+                CallFailure::Timeout(d) => ServiceError::Timeout(format!(
+                    "station '{station}' did not answer {action} within {}s",
+                    d.as_secs()
+                )),
+                CallFailure::Rejected { code, description } => ServiceError::Station(format!(
+                    "station '{station}' answered {action} with {}: {description}",
+                    code.as_str()
+                )),
+                CallFailure::InvalidResponse(v) => ServiceError::Station(format!(
+                    "station '{station}' answered {action} with an invalid payload: {} at {}",
+                    v.message, v.path
+                )),
+                CallFailure::MalformedResponse(why) => ServiceError::Station(format!(
+                    "station '{station}' answered {action} with a malformed frame: {why}"
+                )),
+            })
         })
     }
 

@@ -52,6 +52,10 @@ fn tok(tenant: &str, role: Role) -> String {
 }
 
 async fn api() -> Api {
+    api_with(Config { password_hash_iterations: 1000, ..Config::default() }).await
+}
+
+async fn api_with(config: Config) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.unwrap();
     let master = Arc::new(pki::MasterKey::generate().unwrap());
@@ -60,7 +64,6 @@ async fn api() -> Api {
         csms::authority::ensure_tenant(&store, &master, &clock, t, org, None).await.unwrap();
     }
     csms::authority::server_identity(&store, &master, &clock, &["localhost".to_owned()]).await.unwrap();
-    let config = Config { password_hash_iterations: 1000, ..Config::default() };
     let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
     let router = csms::http::router(app.clone(), master, SECRET);
     Api { router, app, _dir: dir }
@@ -143,7 +146,7 @@ async fn openapi_document_and_router_agree() {
     assert!(ops.len() >= 13, "{ops:?}");
     let all = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
     for path in doc["paths"].as_object().unwrap().keys() {
-        let concrete = path.replace("{id}", "CS-X").replace("{name}", "alpha");
+        let concrete = path.replace("{id}", "CS-X").replace("{name}", "alpha").replace("{action}", "Reset");
         for m in &all {
             let documented = ops.iter().any(|(om, op)| om == m && op == path);
             let r = api.call(m.clone(), &concrete, None, None).await;
@@ -450,4 +453,103 @@ async fn mutating_calls_are_audited_with_their_outcome() {
     );
     // Durable: the rows are in the database, not in memory.
     assert_eq!(api.app.store.audit_page("alpha", None, 10).await.unwrap().len(), 3);
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>;
+
+/// Connects `id` (of tenant `tenant`) through an in-memory WebSocket; returns the station's end.
+async fn connect(api: &Api, id: &str, tenant: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
+    let client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
+    let state =
+        csms::handlers::SessionState::new(id.into(), Arc::from(tenant), Some(csms::store::Registration::Accepted));
+    tokio::spawn(csms::session::run(api.app.clone(), server, state));
+    for _ in 0..200 {
+        if api.app.sessions.get(id).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    client
+}
+
+async fn next_call(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+async fn answer(ws: &mut Ws, frame: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(frame.to_string())).await.unwrap();
+}
+
+#[tokio::test]
+async fn remote_commands_reach_the_station_and_bring_its_answer_back() {
+    let api = Arc::new(api_with(Config { call_timeout_secs: 1, ..Config::default() }).await);
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "C-1", "securityProfile": 3})).await;
+    api.post("/api/v1/stations", &tok("beta", Role::Operator), json!({"id": "C-B", "securityProfile": 3})).await;
+    let path = "/api/v1/stations/C-1/ocpp/GetVariables";
+    let body = json!({"getVariableData": [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]});
+    assert_problem(&api.post(path, &op, body.clone()).await, 409, "station-not-connected");
+    let mut ws = connect(&api, "C-1", "alpha").await;
+    assert_eq!(api.get("/api/v1/stations/C-1", &op).await.body["connected"], true);
+
+    // Generic path: the call goes out, the station's answer comes back.
+    let (a, b, o) = (api.clone(), body.clone(), op.clone());
+    let pending = tokio::spawn(async move { a.post(path, &o, b).await });
+    let call = next_call(&mut ws).await;
+    assert_eq!((call[0].clone(), call[2].clone(), call[3].clone()), (json!(2), json!("GetVariables"), body));
+    let result = json!({"getVariableResult": [{"attributeStatus": "Accepted", "attributeValue": "300",
+        "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]});
+    answer(&mut ws, json!([3, call[1], result])).await;
+    let r = pending.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body, result);
+
+    // Typed shortcut; the station refuses with a CALLERROR: 502 with its words.
+    let (a, o) = (api.clone(), op.clone());
+    let pending =
+        tokio::spawn(async move { a.post("/api/v1/stations/C-1/reset", &o, json!({"type": "Immediate"})).await });
+    let call = next_call(&mut ws).await;
+    assert_eq!(call[2], "Reset");
+    answer(&mut ws, json!([4, call[1], "InternalError", "relay stuck", {}])).await;
+    let r = pending.await.unwrap();
+    assert_problem(&r, 502, "station-error");
+    assert!(r.body["detail"].as_str().unwrap().contains("relay stuck"), "{}", r.text);
+
+    // Silence: 504 after the call timeout.
+    let (a, o) = (api.clone(), op.clone());
+    let pending = tokio::spawn(async move {
+        a.post("/api/v1/stations/C-1/trigger-message", &o, json!({"requestedMessage": "Heartbeat"})).await
+    });
+    let _ = next_call(&mut ws).await;
+    assert_problem(&pending.await.unwrap(), 504, "station-timeout");
+
+    // Refused before anything is sent.
+    let r = api.post("/api/v1/stations/C-1/reset", &op, json!({"type": "Sometime"})).await;
+    assert_problem(&r, 422, "invalid-body");
+    assert_eq!(r.body["field"], "/type");
+    let r = api.post("/api/v1/stations/C-1/ocpp/Teleport", &op, json!({})).await;
+    assert_problem(&r, 422, "invalid-parameter");
+    assert_eq!(r.body["field"], "action");
+    let r = api.post("/api/v1/stations/C-1/ocpp/BootNotification", &op, json!({})).await;
+    assert_eq!(r.body["field"], "action");
+    assert_problem(
+        &api.post("/api/v1/stations/C-1/reset", &tok("alpha", Role::Viewer), json!({"type": "Immediate"})).await,
+        403,
+        "forbidden",
+    );
+    assert_problem(&api.post("/api/v1/stations/C-B/reset", &op, json!({"type": "Immediate"})).await, 404, "not-found");
+    // Nothing of the refused requests reached the station.
+    use futures_util::StreamExt;
+    let extra = tokio::time::timeout(std::time::Duration::from_millis(200), ws.next()).await;
+    assert!(extra.is_err(), "unexpected frame: {extra:?}");
 }

@@ -231,6 +231,25 @@ impl Server {
         (status, body)
     }
 
+    /// A request to the REST API with a bearer token; returns (status, JSON body).
+    pub fn api(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.api).unwrap();
+        let payload = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            payload.len()
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
     /// Value of a Prometheus counter line that contains every fragment in `parts`.
     pub fn metric(&self, name: &str, parts: &[&str]) -> f64 {
         let (_, body) = self.api_get("/metrics");

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod api;
 mod durability;
 mod frames;
 mod interop;

@@ -12,7 +12,33 @@ import sys
 from datetime import datetime, timezone
 
 import websockets
-from ocpp.v201 import ChargePoint, call
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+
+
+class Station(ChargePoint):
+    """Answers the CSMS calls the tests send, reporting each one on stdout."""
+
+    @on("GetVariables")
+    async def on_get_variables(self, get_variable_data, **_):
+        emit("received", action="GetVariables", data=get_variable_data)
+        results = []
+        for item in get_variable_data:
+            known = item["component"]["name"] == "OCPPCommCtrlr" and item["variable"]["name"] == "HeartbeatInterval"
+            results.append(
+                {
+                    "attribute_status": "Accepted" if known else "UnknownVariable",
+                    "component": item["component"],
+                    "variable": item["variable"],
+                    **({"attribute_value": "300"} if known else {}),
+                }
+            )
+        return call_result.GetVariables(get_variable_result=results)
+
+    @on("Reset")
+    async def on_reset(self, type, **_):
+        emit("received", action="Reset", type=type)
+        return call_result.Reset(status="Scheduled" if type == "OnIdle" else "Accepted")
 
 
 def ssl_context(args):
@@ -42,7 +68,7 @@ async def main(args):
         **({"host": args.connect_host} if args.connect_host else {}),
     ) as ws:
         emit("connected", subprotocol=ws.subprotocol)
-        cp = ChargePoint(args.station, ws, response_timeout=10)
+        cp = Station(args.station, ws, response_timeout=10)
         runner = asyncio.create_task(cp.start())
         boot = await cp.call(
             call.BootNotification(
@@ -78,6 +104,12 @@ async def main(args):
         if "datatransfer" in args.steps:
             dt = await cp.call(call.DataTransfer(vendor_id="com.example.interop", message_id="ping", data="hello"))
             emit("datatransfer", status=dt.status)
+        if "serve" in args.steps:
+            emit("serving", seconds=args.serve_seconds)
+            try:
+                await asyncio.wait_for(asyncio.shield(runner), timeout=args.serve_seconds)
+            except asyncio.TimeoutError:
+                pass
         runner.cancel()
 
 
@@ -91,6 +123,7 @@ if __name__ == "__main__":
     p.add_argument("--password")
     p.add_argument("--connect-host", help="connect here instead of the URL's host (which stays the TLS SNI name)")
     p.add_argument("--steps", default="boot,heartbeat,status")
+    p.add_argument("--serve-seconds", type=float, default=20.0, help="with step 'serve': answer CSMS calls this long")
     a = p.parse_args()
     try:
         asyncio.run(main(a))

@@ -1,0 +1,145 @@
+//! The REST API of a real server: the README's curl session, and remote
+//! commands reaching the PyPI `ocpp` ChargePoint.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{CSMS, Db, Env, python, strs, tls_args, workspace};
+
+/// The first ```sh block after the README heading `heading`.
+fn readme_block(heading: &str) -> String {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let after = readme.split_once(heading).unwrap_or_else(|| panic!("README has no '{heading}'")).1;
+    let start = after.find("```sh\n").unwrap() + "```sh\n".len();
+    after[start..].split_once("```").unwrap().0.to_owned()
+}
+
+#[test]
+fn readme_curl_session_works_as_written() {
+    let env = Env::new(Db::Sqlite);
+    let server = env.serve(&[]);
+    let script = readme_block("## The REST API with curl");
+    let bin_dir = std::path::Path::new(CSMS).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(env.dir.path())
+        .env("PATH", path)
+        .env("API", format!("http://{}", server.api))
+        .env("ANCHORPOINT_DATA_DIR", env.dir.path())
+        .env("ANCHORPOINT_DATABASE_URL", &env.db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "README session failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // The last command printed the list: one page with the new station.
+    let list_start = stdout.rfind("{\n  \"items\"").unwrap_or_else(|| panic!("no list printed:\n{stdout}"));
+    let list: Value = serde_json::from_str(&stdout[list_start..]).unwrap();
+    assert_eq!(list["items"][0]["id"], "CS100", "{stdout}");
+    assert_eq!(list["items"][0]["tags"], json!(["depot-1"]));
+    // The chain it saved verifies with openssl against the tenant's station root.
+    let chain = env.path("cs100.pem");
+    let root = env.path("pki/tenants/default/station-root.pem");
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-untrusted",
+            chain.to_str().unwrap(),
+            chain.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn remote_commands_reach_a_python_station() {
+    let env = Env::new(Db::Sqlite);
+    let server = env.serve(&[]);
+    let token = env.cli(&["token", "--tenant", "default", "--role", "operator"]).trim().to_owned();
+    // Register and enroll through the API; the CSR is openssl's.
+    let (status, body) =
+        server.api("POST", "/api/v1/stations", &token, Some(&json!({"id": "CS-API-1", "securityProfile": 3})));
+    assert_eq!(status, 201, "{body}");
+    let (key, csr) = env.new_csr("api1", "CS-API-1");
+    let csr = std::fs::read_to_string(csr).unwrap();
+    let (status, body) =
+        server.api("POST", "/api/v1/stations/CS-API-1/certificates", &token, Some(&json!({ "csr": csr })));
+    assert_eq!(status, 201, "{body}");
+    let cert = env.path("api1.pem");
+    std::fs::write(&cert, body["certificateChain"].as_str().unwrap()).unwrap();
+    let creds = crate::harness::StationCreds { cert, key };
+
+    // The station boots and stays to answer calls.
+    let args = tls_args(&server, &server.wss(), "CS-API-1", Some(&creds));
+    let mut station = Command::new(python())
+        .arg(workspace().join("tests/interop/charger.py"))
+        .args([strs(&args), vec!["--steps", "boot,serve", "--serve-seconds", "30"]].concat())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, s) = server.api("GET", "/api/v1/stations/CS-API-1", &token, None);
+        if s["connected"] == true && s["boot"]["status"] == "Accepted" {
+            assert_eq!(s["boot"]["vendor"], "PyOCPP");
+            break;
+        }
+        assert!(Instant::now() < deadline, "station never connected: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let get = json!({"getVariableData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
+        {"component": {"name": "Nowhere"}, "variable": {"name": "Nothing"}}
+    ]});
+    let (status, answer) = server.api("POST", "/api/v1/stations/CS-API-1/ocpp/GetVariables", &token, Some(&get));
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["getVariableResult"].as_array().unwrap();
+    assert_eq!(results[0]["attributeStatus"], "Accepted");
+    assert_eq!(results[0]["attributeValue"], "300");
+    assert_eq!(results[1]["attributeStatus"], "UnknownVariable");
+
+    let (status, answer) =
+        server.api("POST", "/api/v1/stations/CS-API-1/reset", &token, Some(&json!({"type": "OnIdle"})));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"status": "Scheduled"}));
+
+    // An invalid payload never reaches the station.
+    let (status, problem) =
+        server.api("POST", "/api/v1/stations/CS-API-1/reset", &token, Some(&json!({"type": "Later"})));
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["field"], "/type");
+
+    station.kill().unwrap();
+    let lines: Vec<Value> = BufReader::new(station.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    station.wait().unwrap();
+    let received: Vec<&Value> = lines.iter().filter(|l| l["step"] == "received").collect();
+    assert_eq!(received.len(), 2, "{lines:?}");
+    assert_eq!(received[0]["action"], "GetVariables");
+    assert_eq!(received[1]["action"], "Reset");
+    assert_eq!(received[1]["type"], "OnIdle");
+
+    // Disconnected: 409.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, problem) =
+            server.api("POST", "/api/v1/stations/CS-API-1/reset", &token, Some(&json!({"type": "Immediate"})));
+        if status == 409 {
+            assert_eq!(problem["type"], "urn:anchorpoint:problem:station-not-connected");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still connected: {status} {problem}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
