@@ -51,6 +51,7 @@ use crate::service::Service;
         (name = "security", description = "Security events (A04)"),
         (name = "audit", description = "Audit log of mutating calls"),
         (name = "commands", description = "Remote commands to connected stations"),
+        (name = "events", description = "Live station events (Server-Sent Events)"),
         (name = "meta", description = "This API's description"),
     )
 )]
@@ -78,6 +79,7 @@ fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::csms_root))
         .routes(routes!(routes::security_events))
         .routes(routes!(routes::audit_log))
+        .routes(routes!(routes::events))
         .routes(routes!(routes::ocpp_command))
         .routes(routes!(routes::reset))
         .routes(routes!(routes::trigger_message))

@@ -272,3 +272,19 @@ pub struct AuditEntry {
     pub path: String,
     pub status: u16,
 }
+
+// ---- live events ------------------------------------------------------------------
+
+/// One server-sent event: `event:` is the kind, `data:` this object as JSON.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveEvent {
+    /// `connected`, `disconnected`, `status` (a connector status) or `security`
+    /// (a security event); `lagged` when this stream fell behind and lost events.
+    pub kind: String,
+    pub station_id: Option<String>,
+    pub at: String,
+    /// Kind-specific: `{reason}`, `{evseId, connectorId, status}`,
+    /// `{type, techInfo, occurredAt}`, or `{missed}`.
+    pub data: serde_json::Value,
+}

@@ -400,3 +400,28 @@ command!(
     "Stop a transaction remotely (F03)."
 );
 command!(unlock_connector, "/api/v1/stations/{id}/unlock-connector", "UnlockConnector", "Unlock a connector (F05).");
+
+// ---- live events ---------------------------------------------------------------------
+
+/// Live events of the tenant's stations as Server-Sent Events: connects,
+/// disconnects, connector statuses, security events. Each event's `event:` is
+/// its kind and `data:` a JSON [`LiveEvent`](crate::model::LiveEvent). A comment
+/// line keeps the connection alive every 15 s.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    responses(
+        (status = 200, description = "An endless text/event-stream of LiveEvent objects", body = crate::model::LiveEvent, content_type = "text/event-stream"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many live streams open", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn events(State(st): State<ApiState>, who: Principal) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let tenant = who.reader()?;
+    let stream = st.service.events(tenant)?.map(|e| {
+        let data = serde_json::to_string(&e).unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Event::default().event(e.kind).data(data))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response())
+}

@@ -12,6 +12,9 @@ use crate::model::{
 };
 use crate::problem::{Kind, Problem};
 
+/// A live stream of one tenant's events; it ends when the server shuts down.
+pub type EventStream = Pin<Box<dyn futures_util::Stream<Item = crate::model::LiveEvent> + Send>>;
+
 pub type ServiceFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send + 'a>>;
 
 /// Keyset pagination: items after `after` (exclusive), at most `limit`.
@@ -102,6 +105,9 @@ pub trait Service: Send + Sync + 'static {
         action: String,
         payload: serde_json::Value,
     ) -> ServiceFuture<'_, serde_json::Value>;
+
+    /// Live events of the tenant's stations, from now on.
+    fn events(&self, tenant: String) -> Result<EventStream, ServiceError>;
 
     /// Records a mutating call. Must not fail the call it records: errors are
     /// the implementation's to log.

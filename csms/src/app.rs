@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -30,8 +30,31 @@ pub struct App {
     pub password_permits: Semaphore,
     /// Set once every listener is bound and the store answered.
     pub ready: AtomicBool,
+    /// Station events for live API streams (connects, statuses, security events).
+    /// Bounded: a subscriber that falls behind loses the oldest and is told so.
+    pub events: broadcast::Sender<StationEvent>,
+    /// Live API event streams open at once.
+    pub event_streams: Arc<Semaphore>,
     /// Server certificates by SNI host (set by `serve`; absent in unit tests).
     server_certs: OnceLock<Arc<ServerCertificates>>,
+}
+
+/// Live event streams one process serves at once.
+pub const MAX_EVENT_STREAMS: usize = 1024;
+
+/// Events kept for live subscribers that lag behind.
+pub const EVENT_BUFFER: usize = 4096;
+
+/// Something a station did that operators may watch live.
+#[derive(Debug, Clone)]
+pub struct StationEvent {
+    pub tenant_id: Arc<str>,
+    /// `connected`, `disconnected`, `status` or `security`.
+    pub kind: &'static str,
+    pub station_id: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub data: serde_json::Value,
 }
 
 impl App {
@@ -49,12 +72,27 @@ impl App {
             sessions: SessionRegistry::default(),
             trust,
             ready: AtomicBool::new(false),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             server_certs: OnceLock::new(),
         }
     }
 
     pub fn set_server_certificates(&self, certs: Arc<ServerCertificates>) {
         let _ = self.server_certs.set(certs);
+    }
+
+    /// Publishes a station event to live subscribers (none listening is fine).
+    pub fn publish(&self, tenant_id: &Arc<str>, kind: &'static str, station_id: &str, data: serde_json::Value) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(StationEvent {
+                tenant_id: tenant_id.clone(),
+                kind,
+                station_id: station_id.to_owned(),
+                at: self.clock.now_millis(),
+                data,
+            });
+        }
     }
 
     /// The tenant whose own host name `sni` is, if any.

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use api::model::LiveEvent;
 use api::model::{
     self as m, AuditEntry, AuditRecord, EnrollRequest, EnrollResponse, NewStation, NewTenant, SecurityEvent,
     SecurityEventFilter, StationFilter, StationPatch,
 };
-use api::service::{PageRequest, Paged, Service, ServiceError, ServiceFuture};
+use api::service::{EventStream, PageRequest, Paged, Service, ServiceError, ServiceFuture};
 use pki::MasterKey;
 
 use crate::app::App;
@@ -525,6 +526,49 @@ impl Service for RestService {
                 )),
             })
         })
+    }
+
+    fn events(&self, tenant: String) -> Result<EventStream, ServiceError> {
+        use tokio::sync::broadcast::error::RecvError;
+        let permit = self
+            .app
+            .event_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ServiceError::Unavailable("too many live event streams are open; retry later".into()))?;
+        let rx = self.app.events.subscribe();
+        let tenant: Arc<str> = Arc::from(tenant);
+        let clock = self.app.clock.clone();
+        let stream = futures_util::stream::unfold((rx, tenant, permit), move |(mut rx, tenant, permit)| {
+            let clock = clock.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if e.tenant_id == tenant => {
+                            let ev = LiveEvent {
+                                kind: e.kind.to_owned(),
+                                station_id: Some(e.station_id),
+                                at: rfc3339(e.at),
+                                data: e.data,
+                            };
+                            return Some((ev, (rx, tenant, permit)));
+                        }
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(missed)) => {
+                            let ev = LiveEvent {
+                                kind: "lagged".into(),
+                                station_id: None,
+                                at: rfc3339(clock.now_millis()),
+                                data: serde_json::json!({ "missed": missed }),
+                            };
+                            return Some((ev, (rx, tenant, permit)));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
     }
 
     fn audit(&self, e: AuditEntry) -> ServiceFuture<'_, ()> {

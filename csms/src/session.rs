@@ -147,6 +147,7 @@ where
     app.metrics.connections.inc();
     app.metrics.connections_accepted.inc();
     tracing::info!(station = %station_id, tenant = %state.tenant_id, conn = conn_id, "session opened");
+    app.publish(&state.tenant_id, "connected", &station_id, serde_json::json!({}));
 
     let call_timeout = Duration::from_secs(app.config.call_timeout_secs);
     let idle_timeout = Duration::from_secs(app.config.idle_timeout_secs);
@@ -243,6 +244,7 @@ where
     app.sessions.unregister(&station_id, conn_id);
     app.metrics.connections.dec();
     tracing::info!(station = %station_id, conn = conn_id, reason = close_reason, "session closed");
+    app.publish(&state.tenant_id, "disconnected", &station_id, serde_json::json!({ "reason": close_reason }));
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -553,3 +553,49 @@ async fn remote_commands_reach_the_station_and_bring_its_answer_back() {
     let extra = tokio::time::timeout(std::time::Duration::from_millis(200), ws.next()).await;
     assert!(extra.is_err(), "unexpected frame: {extra:?}");
 }
+
+#[tokio::test]
+async fn live_events_stream_only_the_tenants_own() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "L-A", "securityProfile": 3})).await;
+    api.post("/api/v1/stations", &tok("beta", Role::Operator), json!({"id": "L-B", "securityProfile": 3})).await;
+    let req = Request::get("/api/v1/events").header("authorization", format!("Bearer {op}")).body(Body::empty()).unwrap();
+    let res = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+
+    let mut b = connect(&api, "L-B", "beta").await;
+    let mut a = connect(&api, "L-A", "alpha").await;
+    answer(&mut b, json!([2, "1", "StatusNotification", {"timestamp": "2026-11-26T00:00:00Z", "connectorStatus": "Faulted", "evseId": 1, "connectorId": 1}])).await;
+    answer(&mut a, json!([2, "1", "StatusNotification", {"timestamp": "2026-11-26T00:00:00Z", "connectorStatus": "Occupied", "evseId": 1, "connectorId": 2}])).await;
+    answer(&mut a, json!([2, "2", "SecurityEventNotification", {"type": "TamperDetectionActivated", "timestamp": "2026-11-26T00:00:01Z"}])).await;
+    assert_eq!(next_call(&mut a).await[0], 3);
+    assert_eq!(next_call(&mut a).await[0], 3);
+
+    // Read events until alpha's three arrived; nothing of beta's may appear.
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while text.matches("event: ").count() < 3 {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.expect("events did not arrive").unwrap().unwrap();
+        if let Some(d) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(d));
+        }
+    }
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|e| e.contains("event: "))
+        .map(|e| {
+            let kind = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap().to_owned();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (kind, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["connected", "status", "security"], "{text}");
+    assert!(events.iter().all(|(_, d)| d["stationId"] == "L-A"), "{text}");
+    assert_eq!(events[1].1["data"], json!({"evseId": 1, "connectorId": 2, "status": "Occupied"}));
+    assert_eq!(events[2].1["data"]["type"], "TamperDetectionActivated");
+    assert!(!text.contains("L-B"), "{text}");
+}

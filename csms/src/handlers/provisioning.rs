@@ -70,6 +70,7 @@ pub(super) async fn status_notification(app: &App, state: &SessionState, payload
         reported_at: unix_millis(req.timestamp.into_inner()),
         received_at: app.clock.now_millis(),
     };
+    let event = json!({ "evseId": status.evse_id, "connectorId": status.connector_id, "status": status.status });
     app.writes
         .write(StationWrite::ConnectorStatus {
             tenant_id: state.tenant_id.to_string(),
@@ -77,6 +78,7 @@ pub(super) async fn status_notification(app: &App, state: &SessionState, payload
             status,
         })
         .await?;
+    app.publish(&state.tenant_id, "status", &state.station_id, event);
     Ok(json!({}))
 }
 

@@ -11,6 +11,7 @@ use crate::store::StationWrite;
 pub(super) async fn security_event(app: &App, state: &SessionState, payload: Value) -> HandlerResult {
     let req: SecurityEventNotificationRequest = v201::decode_request(payload)?;
     tracing::info!(station = %state.station_id, kind = %req.r#type, "security event");
+    let event = json!({ "type": req.r#type, "techInfo": req.tech_info, "occurredAt": req.timestamp.to_string() });
     app.writes
         .write(StationWrite::SecurityEvent {
             tenant_id: state.tenant_id.to_string(),
@@ -21,5 +22,6 @@ pub(super) async fn security_event(app: &App, state: &SessionState, payload: Val
             at: app.clock.now_millis(),
         })
         .await?;
+    app.publish(&state.tenant_id, "security", &state.station_id, event);
     Ok(json!({}))
 }
