@@ -40,6 +40,9 @@ impl RestService {
     /// The station if it belongs to `tenant`; NotFound otherwise (also for
     /// another tenant's station: its existence is not revealed).
     async fn own_station(&self, tenant: &str, id: &str) -> Result<store::Station, ServiceError> {
+        if !crate::transport::valid_station_id(id) {
+            return Err(ServiceError::NotFound { what: "station", id: printable(id) });
+        }
         match self.app.store.station(id).await.map_err(internal)? {
             Some(s) if s.tenant_id == tenant => Ok(s),
             _ => Err(ServiceError::NotFound { what: "station", id: id.to_owned() }),
@@ -125,7 +128,26 @@ fn check_description(d: &str) -> Result<(), ServiceError> {
     if d.chars().count() > MAX_DESCRIPTION {
         return Err(invalid("/description", format!("at most {MAX_DESCRIPTION} characters")));
     }
+    check_text("/description", d)
+}
+
+/// Free text must not carry control characters (PostgreSQL refuses NUL in text).
+fn check_text(field: &str, s: &str) -> Result<(), ServiceError> {
+    if s.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
     Ok(())
+}
+
+/// `s` with control characters escaped, for messages.
+fn printable(s: &str) -> String {
+    s.chars().take(64).flat_map(char::escape_debug).collect()
+}
+
+fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_TAG_LEN
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn check_tags(tags: &[String]) -> Result<Vec<String>, ServiceError> {
@@ -134,10 +156,7 @@ fn check_tags(tags: &[String]) -> Result<Vec<String>, ServiceError> {
     }
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for (i, t) in tags.iter().enumerate() {
-        let ok = !t.is_empty()
-            && t.len() <= MAX_TAG_LEN
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        if !ok {
+        if !valid_tag(t) {
             return Err(invalid(
                 &format!("/tags/{i}"),
                 format!("a tag is 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 - _ . :"),
@@ -200,6 +219,7 @@ impl Service for RestService {
             if org.is_empty() || org.chars().count() > 64 {
                 return Err(invalid("/organizationName", "1-64 characters"));
             }
+            check_text("/organizationName", org)?;
             if let Some(h) = t.ocpp_hostname.as_deref()
                 && !authority::valid_hostname(h)
             {
@@ -249,6 +269,9 @@ impl Service for RestService {
 
     fn tenant(&self, name: String) -> ServiceFuture<'_, m::Tenant> {
         Box::pin(async move {
+            if !authority::valid_tenant_id(&name) {
+                return Err(ServiceError::NotFound { what: "tenant", id: printable(&name) });
+            }
             match self.app.store.tenant(&name).await.map_err(internal)? {
                 Some(t) if t.id != PLATFORM => Ok(tenant_out(t)),
                 _ => Err(ServiceError::NotFound { what: "tenant", id: name }),
@@ -304,6 +327,11 @@ impl Service for RestService {
         Box::pin(async move {
             if let Some(p) = f.security_profile {
                 check_profile("securityProfile", p)?;
+            }
+            if let Some(t) = f.tag.as_deref()
+                && !valid_tag(t)
+            {
+                return Err(invalid("tag", format!("a tag is 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 - _ . :")));
             }
             let q = StationQuery {
                 security_profile: f.security_profile,
@@ -456,6 +484,16 @@ impl Service for RestService {
         page: PageRequest,
     ) -> ServiceFuture<'_, Paged<SecurityEvent>> {
         Box::pin(async move {
+            if let Some(id) = f.station_id.as_deref()
+                && !crate::transport::valid_station_id(id)
+            {
+                return Err(invalid("stationId", "1-48 characters of A-Z a-z 0-9 - . _ ~"));
+            }
+            if let Some(k) = f.kind.as_deref()
+                && (k.is_empty() || k.len() > 50 || k.chars().any(char::is_control))
+            {
+                return Err(invalid("type", "a security event type is 1-50 printable characters"));
+            }
             let after = numeric_key(page.after)?;
             let rows = self
                 .app

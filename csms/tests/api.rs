@@ -560,7 +560,8 @@ async fn live_events_stream_only_the_tenants_own() {
     let op = tok("alpha", Role::Operator);
     api.post("/api/v1/stations", &op, json!({"id": "L-A", "securityProfile": 3})).await;
     api.post("/api/v1/stations", &tok("beta", Role::Operator), json!({"id": "L-B", "securityProfile": 3})).await;
-    let req = Request::get("/api/v1/events").header("authorization", format!("Bearer {op}")).body(Body::empty()).unwrap();
+    let req =
+        Request::get("/api/v1/events").header("authorization", format!("Bearer {op}")).body(Body::empty()).unwrap();
     let res = api.router.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
@@ -578,7 +579,8 @@ async fn live_events_stream_only_the_tenants_own() {
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while text.matches("event: ").count() < 3 {
-        let frame = tokio::time::timeout_at(deadline, body.frame()).await.expect("events did not arrive").unwrap().unwrap();
+        let frame =
+            tokio::time::timeout_at(deadline, body.frame()).await.expect("events did not arrive").unwrap().unwrap();
         if let Some(d) = frame.data_ref() {
             text.push_str(&String::from_utf8_lossy(d));
         }
