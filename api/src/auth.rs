@@ -71,18 +71,85 @@ impl Role {
     }
 }
 
-/// Verifies bearer tokens.
+/// Signature algorithm of API tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// HMAC-SHA256 with a shared secret (the default).
+    HS256,
+    /// ECDSA P-256 with SHA-256: other services can verify with the public key.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HS256" => Ok(Algorithm::HS256),
+            "ES256" => Ok(Algorithm::ES256),
+            "EdDSA" => Ok(Algorithm::EdDSA),
+            other => Err(format!("unknown JWT algorithm '{other}' (HS256, ES256, EdDSA)")),
+        }
+    }
+}
+
+/// Signs and verifies bearer tokens with one algorithm: a token signed with
+/// any other algorithm is refused, whatever its header says.
 pub struct Authenticator {
-    secret: Vec<u8>,
+    alg: Algorithm,
+    encoding: jsonwebtoken::EncodingKey,
+    decoding: jsonwebtoken::DecodingKey,
 }
 
 impl Authenticator {
     pub fn hs256(secret: &[u8]) -> Authenticator {
-        Authenticator { secret: secret.to_vec() }
+        Authenticator {
+            alg: Algorithm::HS256,
+            encoding: jsonwebtoken::EncodingKey::from_secret(secret),
+            decoding: jsonwebtoken::DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// ES256 from a PKCS#8 P-256 private key and its uncompressed public point.
+    pub fn es256(pkcs8: &[u8], public_point: &[u8]) -> Authenticator {
+        Authenticator {
+            alg: Algorithm::ES256,
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8),
+            decoding: jsonwebtoken::DecodingKey::from_ec_der(public_point),
+        }
+    }
+
+    /// EdDSA from a PKCS#8 Ed25519 private key and its 32-byte public key.
+    pub fn eddsa(pkcs8: &[u8], public_key: &[u8]) -> Authenticator {
+        Authenticator {
+            alg: Algorithm::EdDSA,
+            encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8),
+            decoding: jsonwebtoken::DecodingKey::from_ed_der(public_key),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    fn jwt_alg(&self) -> jsonwebtoken::Algorithm {
+        match self.alg {
+            Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+
+    pub fn mint(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(self.jwt_alg()), claims, &self.encoding)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        verify(&self.secret, token)
+        let mut v = jsonwebtoken::Validation::new(self.jwt_alg());
+        v.set_issuer(&[ISSUER]);
+        v.leeway = 30;
+        Ok(jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)?.claims)
     }
 
     /// The principal behind an `Authorization` header value.
@@ -97,6 +164,7 @@ impl Authenticator {
             let why = match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
                 ErrorKind::InvalidSignature => "the token's signature is invalid",
+                ErrorKind::InvalidAlgorithm => "the token is not signed with this CSMS's algorithm",
                 ErrorKind::InvalidIssuer => "the token was not issued by this CSMS",
                 _ => "the token is malformed or invalid",
             };
@@ -108,7 +176,7 @@ impl Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Authenticator(HS256)")
+        write!(f, "Authenticator({:?})", self.alg)
     }
 }
 
@@ -204,6 +272,48 @@ mod tests {
         let mut tampered = t.clone();
         tampered.replace_range(tampered.len() - 3.., "AAA");
         assert_eq!(auth.principal(Some(&format!("Bearer {tampered}"))).unwrap_err().status, 401);
+    }
+
+    fn claims_far() -> Claims {
+        claims(time::OffsetDateTime::now_utc().unix_timestamp() + 3600)
+    }
+
+    #[test]
+    fn asymmetric_algorithms_and_no_algorithm_confusion() {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let ec_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref(), &rng).unwrap();
+        let es = Authenticator::es256(ec.as_ref(), ec_pair.public_key().as_ref());
+        let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed_pair = Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap();
+        let eddsa = Authenticator::eddsa(ed.as_ref(), ed_pair.public_key().as_ref());
+        let hs = Authenticator::hs256(b"secret-secret-secret-secret-0123");
+        for a in [&es, &eddsa, &hs] {
+            let t = a.mint(&claims_far()).unwrap();
+            assert_eq!(a.verify(&t).unwrap(), claims_far(), "{a:?}");
+            for other in [&es, &eddsa, &hs] {
+                if !std::ptr::eq(a, other) {
+                    assert!(other.verify(&t).is_err(), "{other:?} accepted a token of {a:?}");
+                }
+            }
+        }
+        // Another ES256 key does not verify ours.
+        let ec2 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let ec2_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec2.as_ref(), &rng).unwrap();
+        let es2 = Authenticator::es256(ec2.as_ref(), ec2_pair.public_key().as_ref());
+        assert!(es2.verify(&es.mint(&claims_far()).unwrap()).is_err());
+        // "alg: none" is never accepted.
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(serde_json::to_vec(&claims_far()).unwrap())
+        );
+        for a in [&es, &eddsa, &hs] {
+            assert!(a.principal(Some(&format!("Bearer {none}"))).is_err());
+        }
     }
 
     #[test]

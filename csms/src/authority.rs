@@ -342,3 +342,53 @@ pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) ->
     }
     Ok(root_path)
 }
+
+/// Credential names of the API token signing keys (platform-wide).
+pub const JWT_ES256: &str = "jwt-es256";
+pub const JWT_EDDSA: &str = "jwt-eddsa";
+
+/// The API token authenticator for `alg`. HS256 uses the `jwt.secret`; ES256 and
+/// EdDSA use a key pair generated on first use and kept sealed under the master
+/// key in the database, so every node and the CLI share it.
+pub async fn jwt_authenticator(
+    store: &Store,
+    secrets: &Secrets,
+    alg: api::auth::Algorithm,
+    now_ms: i64,
+) -> anyhow::Result<api::auth::Authenticator> {
+    use api::auth::{Algorithm, Authenticator};
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    let name = match alg {
+        Algorithm::HS256 => return Ok(Authenticator::hs256(&secrets.jwt_secret)),
+        Algorithm::ES256 => JWT_ES256,
+        Algorithm::EdDSA => JWT_EDDSA,
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let label = label(PLATFORM, name);
+    if store.credential(PLATFORM, name).await?.is_none() {
+        let pkcs8 = match alg {
+            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
+            _ => Ed25519KeyPair::generate_pkcs8(&rng),
+        }
+        .map_err(|_| anyhow::anyhow!("generating the {name} key failed"))?;
+        let sealed = secrets.master.seal(pkcs8.as_ref(), &label)?;
+        // Another process may store its key first; then that one is used.
+        let rec = CredentialRecord { cert_pem: String::new(), sealed_key: sealed };
+        store.insert_credentials(PLATFORM, &[(name, &rec)], now_ms).await?;
+    }
+    let rec = store.credential(PLATFORM, name).await?.with_context(|| format!("{name} vanished"))?;
+    let pkcs8 =
+        secrets.master.open(&rec.sealed_key, &label).context("opening the API token key (wrong master key?)")?;
+    Ok(match alg {
+        Algorithm::ES256 => {
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+                .map_err(|_| anyhow::anyhow!("the stored ES256 key is invalid"))?;
+            Authenticator::es256(&pkcs8, pair.public_key().as_ref())
+        }
+        _ => {
+            let pair =
+                Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("the stored EdDSA key is invalid"))?;
+            Authenticator::eddsa(&pkcs8, pair.public_key().as_ref())
+        }
+    })
+}

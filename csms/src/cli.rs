@@ -206,7 +206,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 iat: now,
                 exp: now + i64::from(ttl_hours) * 3600,
             };
-            println!("{}", token::mint(&opened.secrets.jwt_secret, &claims)?);
+            let auth = crate::authority::jwt_authenticator(
+                &opened.store,
+                &opened.secrets,
+                opened.config.jwt_algorithm,
+                clock.now_millis(),
+            )
+            .await?;
+            println!("{}", auth.mint(&claims)?);
             Ok(())
         }
         Command::Tenant(cmd) => {

@@ -18,6 +18,9 @@ pub struct Config {
     pub ocpp_plain_addr: Option<SocketAddr>,
     /// HTTP listener for health, metrics and the REST API.
     pub api_addr: SocketAddr,
+    /// Signature algorithm of API tokens: HS256 (secret in `jwt.secret`),
+    /// ES256 or EdDSA (key pair generated once, sealed in the database).
+    pub jwt_algorithm: api::auth::Algorithm,
     /// `sqlite://PATH` or `postgres://...`; defaults to SQLite in the data dir.
     pub database_url: Option<String>,
     pub database_max_connections: u32,
@@ -53,6 +56,7 @@ impl Default for Config {
             ocpp_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
             ocpp_plain_addr: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            jwt_algorithm: api::auth::Algorithm::HS256,
             database_url: None,
             database_max_connections: 16,
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
@@ -88,7 +92,7 @@ impl Config {
 
     /// Environment overrides: `ANCHORPOINT_DATA_DIR`, `ANCHORPOINT_OCPP_ADDR`,
     /// `ANCHORPOINT_OCPP_PLAIN_ADDR`, `ANCHORPOINT_API_ADDR`, `ANCHORPOINT_DATABASE_URL`,
-    /// `ANCHORPOINT_SERVER_NAMES` (comma-separated).
+    /// `ANCHORPOINT_SERVER_NAMES` (comma-separated), `ANCHORPOINT_JWT_ALGORITHM`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = var("ANCHORPOINT_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -101,6 +105,9 @@ impl Config {
         }
         if let Some(v) = var("ANCHORPOINT_API_ADDR") {
             self.api_addr = v.parse().context("ANCHORPOINT_API_ADDR")?;
+        }
+        if let Some(v) = var("ANCHORPOINT_JWT_ALGORITHM") {
+            self.jwt_algorithm = v.parse().map_err(anyhow::Error::msg).context("ANCHORPOINT_JWT_ALGORITHM")?;
         }
         if let Some(v) = var("ANCHORPOINT_DATABASE_URL") {
             self.database_url = Some(v);

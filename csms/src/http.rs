@@ -11,9 +11,8 @@ use axum::routing::get;
 
 use crate::app::App;
 
-pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>, jwt_secret: &[u8]) -> Router {
+pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>, auth: Arc<api::auth::Authenticator>) -> Router {
     let service = Arc::new(crate::rest::RestService::new(app.clone(), master));
-    let auth = Arc::new(api::auth::Authenticator::hs256(jwt_secret));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -91,7 +91,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(l) = plain {
         tokio::spawn(crate::transport::serve_plain(app.clone(), l));
     }
-    let router = crate::http::router(app.clone(), secrets.master.clone(), &secrets.jwt_secret);
+    let auth = authority::jwt_authenticator(&store, &secrets, config.jwt_algorithm, clock.now_millis()).await?;
+    let router = crate::http::router(app.clone(), secrets.master.clone(), Arc::new(auth));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, router).await {
             tracing::error!(error = %e, "API listener failed");

@@ -65,7 +65,7 @@ async fn api_with(config: Config) -> Api {
     }
     csms::authority::server_identity(&store, &master, &clock, &["localhost".to_owned()]).await.unwrap();
     let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
-    let router = csms::http::router(app.clone(), master, SECRET);
+    let router = csms::http::router(app.clone(), master, Arc::new(api::auth::Authenticator::hs256(SECRET)));
     Api { router, app, _dir: dir }
 }
 

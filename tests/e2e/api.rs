@@ -200,3 +200,46 @@ fn schemathesis_sqlite() {
 fn schemathesis_postgres() {
     schemathesis_finds_no_contract_violation(Db::Postgres);
 }
+
+#[test]
+fn es256_tokens_when_configured_and_nothing_else() {
+    let env = Env::new(Db::Sqlite);
+    let vars = [("ANCHORPOINT_JWT_ALGORITHM", "ES256")];
+    let server = env.serve_env(&[], &vars);
+    let out = Command::new(CSMS)
+        .args(["token", "--tenant", "default", "--role", "viewer", "--data-dir"])
+        .arg(env.dir.path())
+        .args(["--database-url", &env.db_url])
+        .envs(vars)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let header: Value = {
+        use base64::Engine;
+        let h = token.split('.').next().unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap()
+    };
+    assert_eq!(header["alg"], "ES256");
+    let (status, body) = server.api("GET", "/api/v1/stations", &token, None);
+    assert_eq!(status, 200, "{body}");
+    // An HS256 token made with the (still present) jwt.secret is refused.
+    let hs = env.cli(&["token", "--tenant", "default", "--role", "viewer"]).trim().to_owned();
+    let (status, body) = server.api("GET", "/api/v1/stations", &hs, None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["detail"], "the token is not signed with this CSMS's algorithm");
+    // The key is sealed in the database, not on disk.
+    for entry in walk(env.dir.path()) {
+        let text = std::fs::read(&entry).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&text).contains("PRIVATE KEY"), "{}", entry.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}

@@ -94,12 +94,18 @@ impl Env {
 
     /// Starts `csms serve` on ephemeral loopback ports.
     pub fn serve(&self, extra: &[&str]) -> Server {
+        self.serve_env(extra, &[])
+    }
+
+    /// Like [`Env::serve`], with extra environment variables.
+    pub fn serve_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut child = Command::new(CSMS)
             .arg("serve")
             .args(self.base_args())
             .args(["--ocpp-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
