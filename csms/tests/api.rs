@@ -601,3 +601,62 @@ async fn live_events_stream_only_the_tenants_own() {
     assert_eq!(events[2].1["data"]["type"], "TamperDetectionActivated");
     assert!(!text.contains("L-B"), "{text}");
 }
+
+/// A plausible body for each operation that takes one.
+fn body_for(path: &str) -> Option<Value> {
+    Some(match path {
+        "/api/v1/tenants" => json!({"name": "delta", "organizationName": "Delta"}),
+        "/api/v1/stations" => json!({"id": "NEW-1", "securityProfile": 3}),
+        "/api/v1/stations/{id}" => json!({"enabled": false}),
+        "/api/v1/stations/{id}/certificates" => json!({"csr": csr("B-1")}),
+        p if p.ends_with("/reset") || p.ends_with("/ocpp/{action}") => json!({"type": "Immediate"}),
+        p if p.starts_with("/api/v1/stations/{id}/") => json!({}),
+        _ => return None,
+    })
+}
+
+#[tokio::test]
+async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
+    let api = api().await;
+    let b = tok("beta", Role::Admin);
+    assert_eq!(
+        api.post("/api/v1/stations", &b, json!({"id": "B-1", "securityProfile": 3, "description": "beta-secret"}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let _b_session = connect(&api, "B-1", "beta").await;
+    let doc = api.call(Method::GET, "/api/openapi.json", None, None).await.body;
+    let ops = operations(&doc);
+    let a_admin = tok("alpha", Role::Admin);
+    let a_viewer = tok("alpha", Role::Viewer);
+    for (method, path) in &ops {
+        if path == "/api/openapi.json" || path == "/api/v1/events" {
+            continue; // public document; the event stream has its own isolation test
+        }
+        let concrete = path.replace("{id}", "B-1").replace("{name}", "beta").replace("{action}", "Reset");
+        let body = if *method == Method::GET || *method == Method::DELETE { None } else { body_for(path) };
+        // Tenant A's admin never reaches beta's station or tenant, nor sees them in lists.
+        let r = api.call(method.clone(), &concrete, Some(&a_admin), body.clone()).await;
+        if path.contains("{id}") || path.contains("{name}") {
+            assert_problem(&r, 404, "not-found");
+        } else {
+            assert!(
+                r.status.is_success() || r.status == StatusCode::FORBIDDEN,
+                "{method} {path}: {} {}",
+                r.status,
+                r.text
+            );
+        }
+        assert!(!r.text.contains("beta-secret") && !r.text.contains("\"B-1\""), "{method} {path} leaked: {}", r.text);
+        // A viewer mutates nothing.
+        if *method != Method::GET {
+            let concrete_a = path.replace("{id}", "A-NONE").replace("{name}", "alpha").replace("{action}", "Reset");
+            let r = api.call(method.clone(), &concrete_a, Some(&a_viewer), body).await;
+            assert_problem(&r, 403, "forbidden");
+        }
+    }
+    // Beta's station is as it was, still connected.
+    let r = api.get("/api/v1/stations/B-1", &b).await;
+    assert_eq!((r.body["enabled"].clone(), r.body["connected"].clone()), (json!(true), json!(true)), "{}", r.text);
+}
