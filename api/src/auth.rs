@@ -170,7 +170,7 @@ impl Authenticator {
             };
             Problem::new(Kind::Unauthorized, why)
         })?;
-        Ok(Principal { subject: claims.sub, tenant: claims.tenant, role: claims.role })
+        Ok(Principal { subject: claims.sub, tenant: claims.tenant, role: claims.role, expires_at: claims.exp })
     }
 }
 
@@ -186,6 +186,8 @@ pub struct Principal {
     pub subject: String,
     pub tenant: String,
     pub role: Role,
+    /// Expiry of the token (Unix seconds): long-lived responses end there.
+    pub expires_at: i64,
 }
 
 impl Principal {
@@ -318,7 +320,7 @@ mod tests {
 
     #[test]
     fn roles() {
-        let p = |role| Principal { subject: "s".into(), tenant: "t".into(), role };
+        let p = |role| Principal { subject: "s".into(), tenant: "t".into(), role, expires_at: 0 };
         assert!(p(Role::Viewer).reader().is_ok());
         assert_eq!(p(Role::Viewer).writer().unwrap_err().status, 403);
         assert!(p(Role::Operator).writer().is_ok());

@@ -102,6 +102,20 @@ fn strip_position(s: &str) -> String {
     }
 }
 
+/// Path parameters; a path that cannot be read (not UTF-8) names no resource.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|_| Problem::new(Kind::NotFound, "no such resource: the path is not valid"))
+    }
+}
+
 /// Query parameters.
 pub struct QueryParams<T>(pub T);
 
@@ -123,7 +137,11 @@ fn serde_urlencoded_deserializer<T: DeserializeOwned>(query: &str) -> Result<T, 
     axum::extract::Query::<T>::try_from_uri(&uri).map(|q| q.0).map_err(|e| {
         let text = e.body_text();
         let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_owned();
-        let field = detail.split_once(':').map(|(f, _)| f.trim().to_owned()).filter(|f| !f.contains(' '));
+        let field = if detail.starts_with("unknown field") || detail.starts_with("missing field") {
+            backticked(&detail).map(str::to_owned)
+        } else {
+            detail.split_once(':').map(|(f, _)| f.trim().to_owned()).filter(|f| !f.contains(' '))
+        };
         let p = Problem::new(Kind::InvalidParameter, detail);
         match field {
             Some(f) => p.field(f),
@@ -156,7 +174,12 @@ fn open_cursor(c: &str) -> Result<String, Problem> {
     let bad = || Problem::new(Kind::InvalidParameter, "cursor is not one this API issued").field("cursor");
     let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
-    text.strip_prefix("v1:").map(str::to_owned).ok_or_else(bad)
+    let key = text.strip_prefix("v1:").ok_or_else(bad)?;
+    // Keys are ids and numbers: short and printable.
+    if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    Ok(key.to_owned())
 }
 
 #[cfg(test)]
@@ -193,6 +216,10 @@ mod tests {
         assert_eq!(q.request().unwrap(), PageRequest { after: Some("CS-17".into()), limit: 10 });
         let forged = PageQuery { cursor: Some("CS-17".into()), limit: None };
         assert_eq!(forged.request().unwrap_err().field.as_deref(), Some("cursor"));
+        for key in ["\u{0}", "a\u{0}b", "", &"x".repeat(129)] {
+            let q = PageQuery { cursor: Some(URL_SAFE_NO_PAD.encode(format!("v1:{key}"))), limit: None };
+            assert_eq!(q.request().unwrap_err().field.as_deref(), Some("cursor"), "{key:?}");
+        }
         let big = PageQuery { cursor: None, limit: Some(501) };
         assert_eq!(big.request().unwrap_err().field.as_deref(), Some("limit"));
     }
@@ -202,5 +229,7 @@ mod tests {
         let e = serde_urlencoded_deserializer::<PageQuery>("limit=ten").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("limit"), "{e:?}");
         assert_eq!(e.status, 422);
+        let e = serde_urlencoded_deserializer::<PageQuery>("limit=5&tags=x").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("tags"), "unknown parameters are refused: {e:?}");
     }
 }

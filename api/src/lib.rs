@@ -122,6 +122,10 @@ pub fn router(service: Arc<dyn Service>, auth: Arc<Authenticator>) -> Router {
 }
 
 /// Records every mutating call by an authenticated caller, with its outcome.
+///
+/// The call and its record run in their own task: a client that disconnects
+/// mid-call does not cancel them, so a command that reached a station is always
+/// on record.
 async fn audit(State(st): State<ApiState>, req: Request, next: Next) -> Response {
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if !mutating {
@@ -130,19 +134,29 @@ async fn audit(State(st): State<ApiState>, req: Request, next: Next) -> Response
     let who = st.auth.principal(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).ok();
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
-    let res = next.run(req).await;
-    if let Some(who) = who {
-        let entry = AuditEntry {
-            tenant: who.tenant,
-            actor: who.subject,
-            role: who.role.as_str().to_owned(),
-            method,
-            path,
-            status: res.status().as_u16(),
-        };
-        if st.service.audit(entry).await.is_err() {
-            tracing::error!("audit record could not be written");
+    let task = tokio::spawn(async move {
+        let res = next.run(req).await;
+        if let Some(who) = who {
+            let entry = AuditEntry {
+                // Platform administrators act on no tenant: their calls go to the platform log.
+                tenant: (who.role != auth::Role::PlatformAdmin).then_some(who.tenant),
+                actor: who.subject,
+                role: who.role.as_str().to_owned(),
+                method,
+                path,
+                status: res.status().as_u16(),
+            };
+            if st.service.audit(entry).await.is_err() {
+                tracing::error!("audit record could not be written");
+            }
+        }
+        res
+    });
+    match task.await {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::error!(error = %e, "API handler failed");
+            problem::Problem::internal().into_response()
         }
     }
-    res
 }

@@ -10,7 +10,7 @@ pub const MAX_LIMIT: u32 = 500;
 
 /// Cursor pagination: pass `nextCursor` of one page as `cursor` to get the next.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Opaque cursor from a previous page's `nextCursor`.
@@ -33,6 +33,7 @@ pub struct Tenant {
     /// root; absent when the tenant uses the platform's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ocpp_hostname: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -60,6 +61,12 @@ pub struct TenantPage {
 
 // ---- stations ---------------------------------------------------------------
 
+/// A station tag: 1-64 of `A-Z a-z 0-9 - _ . :`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+pub struct Tag(pub String);
+
 /// B01-B03: how the station's BootNotification is answered.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub enum Registration {
@@ -84,9 +91,9 @@ pub struct NewStation {
     pub registration: Option<Registration>,
     #[schema(max_length = 255)]
     pub description: Option<String>,
-    /// Up to 16 tags of 1-64 characters.
+    /// Up to 16 tags.
     #[schema(max_items = 16)]
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<Vec<Tag>>,
 }
 
 /// Fields to change; absent fields stay as they are.
@@ -102,7 +109,7 @@ pub struct StationPatch {
     #[schema(max_length = 255)]
     pub description: Option<String>,
     #[schema(max_items = 16)]
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<Vec<Tag>>,
 }
 
 /// What the station said about itself in its last BootNotification.
@@ -115,6 +122,7 @@ pub struct BootInfo {
     pub firmware_version: Option<String>,
     /// How that BootNotification was answered.
     pub status: Option<String>,
+    #[schema(format = DateTime)]
     pub at: Option<String>,
 }
 
@@ -125,6 +133,7 @@ pub struct ConnectorStatus {
     pub connector_id: i64,
     /// OCPP ConnectorStatusEnumType: Available, Occupied, Reserved, Unavailable, Faulted.
     pub status: String,
+    #[schema(format = DateTime)]
     pub reported_at: String,
 }
 
@@ -142,8 +151,11 @@ pub struct Station {
     /// Connected to this CSMS now.
     pub connected: bool,
     pub boot: BootInfo,
+    #[schema(format = DateTime)]
     pub last_heartbeat_at: Option<String>,
+    #[schema(format = DateTime)]
     pub last_seen_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Latest status per connector (only when showing one station).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,7 +172,7 @@ pub struct StationPage {
 
 /// Filters for listing stations.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StationFilter {
     /// Only stations connected now (true) or not connected (false).
@@ -169,11 +181,19 @@ pub struct StationFilter {
     #[param(minimum = 1, maximum = 3)]
     pub security_profile: Option<u8>,
     /// Only stations carrying this tag.
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     pub tag: Option<String>,
     /// Only stations last seen at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub seen_since: Option<String>,
     /// Only stations not seen since this time, or never (RFC 3339).
+    #[param(format = DateTime)]
     pub not_seen_since: Option<String>,
+    /// Opaque cursor from a previous page's `nextCursor`.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
 }
 
 // ---- certificates -------------------------------------------------------------
@@ -198,7 +218,9 @@ pub struct EnrollResponse {
     pub serial_number: String,
     /// SHA-256 fingerprint of the certificate (DER), lower-case hex.
     pub fingerprint: String,
+    #[schema(format = DateTime)]
     pub not_before: String,
+    #[schema(format = DateTime)]
     pub not_after: String,
 }
 
@@ -212,8 +234,10 @@ pub struct SecurityEvent {
     /// OCPP security event type (e.g. `FirmwareUpdated`, `InvalidCentralSystemCertificate`).
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(format = DateTime)]
     pub occurred_at: String,
     pub tech_info: Option<String>,
+    #[schema(format = DateTime)]
     pub received_at: String,
 }
 
@@ -226,7 +250,7 @@ pub struct SecurityEventPage {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SecurityEventFilter {
     /// Only events of this station.
@@ -235,6 +259,11 @@ pub struct SecurityEventFilter {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,
+    /// Opaque cursor from a previous page's `nextCursor`.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
 }
 
 // ---- audit ----------------------------------------------------------------------
@@ -244,6 +273,7 @@ pub struct SecurityEventFilter {
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
     pub id: i64,
+    #[schema(format = DateTime)]
     pub at: String,
     /// Token subject.
     pub actor: String,
@@ -265,7 +295,8 @@ pub struct AuditPage {
 /// An audit entry to record.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    pub tenant: String,
+    /// The tenant acted on; `None` for the platform (tenant management).
+    pub tenant: Option<String>,
     pub actor: String,
     pub role: String,
     pub method: String,
@@ -283,8 +314,21 @@ pub struct LiveEvent {
     /// (a security event); `lagged` when this stream fell behind and lost events.
     pub kind: String,
     pub station_id: Option<String>,
+    #[schema(format = DateTime)]
     pub at: String,
     /// Kind-specific: `{reason}`, `{evseId, connectorId, status}`,
     /// `{type, techInfo, occurredAt}`, or `{missed}`.
     pub data: serde_json::Value,
+}
+
+impl StationFilter {
+    pub fn page(&self) -> PageQuery {
+        PageQuery { cursor: self.cursor.clone(), limit: self.limit }
+    }
+}
+
+impl SecurityEventFilter {
+    pub fn page(&self) -> PageQuery {
+        PageQuery { cursor: self.cursor.clone(), limit: self.limit }
+    }
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::auth::{Authenticator, Principal};
-use crate::extract::{JsonBody, QueryParams, cursor};
+use crate::extract::{JsonBody, PathParam, QueryParams, cursor};
 use crate::model::{
     AuditPage, EnrollRequest, EnrollResponse, NewStation, NewTenant, PageQuery, SecurityEventFilter, SecurityEventPage,
     Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
@@ -42,6 +42,7 @@ type ApiResult<T> = Result<T, Problem>;
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a platform-admin token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Name or host name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -87,7 +88,7 @@ pub async fn list_tenants(
 pub async fn show_tenant(
     State(st): State<ApiState>,
     who: Principal,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> ApiResult<Json<Tenant>> {
     if who.platform_admin().is_err() && who.tenant != name {
         return Err(Problem::not_found("tenant", &name));
@@ -104,6 +105,7 @@ pub async fn show_tenant(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Station id not available", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -119,7 +121,7 @@ pub async fn create_station(
 }
 
 /// List the tenant's stations.
-#[utoipa::path(get, path = "/api/v1/stations", tag = "stations", params(StationFilter, PageQuery),
+#[utoipa::path(get, path = "/api/v1/stations", tag = "stations", params(StationFilter),
     responses(
         (status = 200, description = "One page of stations, by id", body = StationPage),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -131,10 +133,10 @@ pub async fn list_stations(
     State(st): State<ApiState>,
     who: Principal,
     QueryParams(filter): QueryParams<StationFilter>,
-    QueryParams(page): QueryParams<PageQuery>,
 ) -> ApiResult<Json<StationPage>> {
     let tenant = who.reader()?;
-    let p = st.service.stations(tenant, filter, page.request()?).await?;
+    let page = filter.page().request()?;
+    let p = st.service.stations(tenant, filter, page).await?;
     Ok(Json(StationPage { items: p.items, next_cursor: p.next.as_deref().map(cursor) }))
 }
 
@@ -151,7 +153,7 @@ pub async fn list_stations(
 pub async fn show_station(
     State(st): State<ApiState>,
     who: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<Json<Station>> {
     let tenant = who.reader()?;
     Ok(Json(st.service.station(tenant, id).await?))
@@ -165,6 +167,7 @@ pub async fn show_station(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
     ),
@@ -172,7 +175,7 @@ pub async fn show_station(
 pub async fn update_station(
     State(st): State<ApiState>,
     who: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<StationPatch>,
 ) -> ApiResult<Json<Station>> {
     let tenant = who.writer()?;
@@ -192,7 +195,7 @@ pub async fn update_station(
 pub async fn delete_station(
     State(st): State<ApiState>,
     who: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<StatusCode> {
     let tenant = who.writer()?;
     st.service.delete_station(tenant, id).await?;
@@ -207,6 +210,7 @@ pub async fn delete_station(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "CSR rejected; detail names the rule", body = Problem, content_type = "application/problem+json"),
     ),
@@ -214,7 +218,7 @@ pub async fn delete_station(
 pub async fn enroll(
     State(st): State<ApiState>,
     who: Principal,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<EnrollRequest>,
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let tenant = who.writer()?;
@@ -229,6 +233,7 @@ pub async fn enroll(
         (status = 200, description = "PEM certificate", body = String, content_type = "application/x-pem-file"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The CSMS root does not exist yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<Response> {
@@ -243,7 +248,7 @@ pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<
 
 /// Security events the tenant's stations reported (A04), newest last.
 #[utoipa::path(get, path = "/api/v1/security-events", tag = "security",
-    params(SecurityEventFilter, PageQuery),
+    params(SecurityEventFilter),
     responses(
         (status = 200, description = "One page of events", body = SecurityEventPage),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -255,21 +260,22 @@ pub async fn security_events(
     State(st): State<ApiState>,
     who: Principal,
     QueryParams(filter): QueryParams<SecurityEventFilter>,
-    QueryParams(page): QueryParams<PageQuery>,
 ) -> ApiResult<Json<SecurityEventPage>> {
     let tenant = who.reader()?;
-    let p = st.service.security_events(tenant, filter, page.request()?).await?;
+    let page = filter.page().request()?;
+    let p = st.service.security_events(tenant, filter, page).await?;
     Ok(Json(SecurityEventPage { items: p.items, next_cursor: p.next.as_deref().map(cursor) }))
 }
 
 // ---- audit ----------------------------------------------------------------------
 
-/// Every mutating API call of the tenant (admin).
+/// Every mutating API call of the tenant (admin), or of tenant management
+/// (platform-admin).
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "audit", params(PageQuery),
     responses(
         (status = 200, description = "One page of audit records, oldest first", body = AuditPage),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or platform-admin token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -278,7 +284,10 @@ pub async fn audit_log(
     who: Principal,
     QueryParams(page): QueryParams<PageQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let tenant = who.admin()?;
+    let tenant = match who.platform_admin() {
+        Ok(()) => None,
+        Err(_) => Some(who.admin()?),
+    };
     let p = st.service.audit_log(tenant, page.request()?).await?;
     Ok(Json(AuditPage { items: p.items, next_cursor: p.next.as_deref().map(cursor) }))
 }
@@ -325,6 +334,7 @@ async fn forward(
         (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Station not connected, or rejected", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown action or payload invalid for its schema", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The station answered with a CALLERROR or an invalid response", body = Problem, content_type = "application/problem+json"),
@@ -335,7 +345,7 @@ async fn forward(
 pub async fn ocpp_command(
     State(st): State<ApiState>,
     who: Principal,
-    Path((id, action)): Path<(String, String)>,
+    PathParam((id, action)): PathParam<(String, String)>,
     JsonBody(payload): JsonBody<serde_json::Value>,
 ) -> ApiResult<Json<serde_json::Value>> {
     forward(&st, &who, id, action, payload).await
@@ -354,7 +364,8 @@ macro_rules! command {
                 (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
                 (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
                 (status = 409, description = "Station not connected, or rejected", body = Problem, content_type = "application/problem+json"),
-                (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+                (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
                 (status = 422, description = "Payload invalid for the OCPP schema", body = Problem, content_type = "application/problem+json"),
                 (status = 502, description = "The station answered with a CALLERROR or an invalid response", body = Problem, content_type = "application/problem+json"),
                 (status = 503, description = "Too many calls queued for the station", body = Problem, content_type = "application/problem+json"),
@@ -364,7 +375,7 @@ macro_rules! command {
         pub async fn $name(
             State(st): State<ApiState>,
             who: Principal,
-            Path(id): Path<String>,
+            PathParam(id): PathParam<String>,
             JsonBody(payload): JsonBody<serde_json::Value>,
         ) -> ApiResult<Json<serde_json::Value>> {
             forward(&st, &who, id, $action.to_owned(), payload).await
@@ -406,7 +417,8 @@ command!(unlock_connector, "/api/v1/stations/{id}/unlock-connector", "UnlockConn
 /// Live events of the tenant's stations as Server-Sent Events: connects,
 /// disconnects, connector statuses, security events. Each event's `event:` is
 /// its kind and `data:` a JSON [`LiveEvent`](crate::model::LiveEvent). A comment
-/// line keeps the connection alive every 15 s.
+/// line keeps the connection alive every 15 s; the stream ends when the token
+/// expires. At most 64 streams per tenant.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     responses(
         (status = 200, description = "An endless text/event-stream of LiveEvent objects", body = crate::model::LiveEvent, content_type = "text/event-stream"),
@@ -419,9 +431,18 @@ pub async fn events(State(st): State<ApiState>, who: Principal) -> ApiResult<Res
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt;
     let tenant = who.reader()?;
-    let stream = st.service.events(tenant)?.map(|e| {
-        let data = serde_json::to_string(&e).unwrap_or_default();
-        Ok::<_, std::convert::Infallible>(Event::default().event(e.kind).data(data))
-    });
+    // The stream ends when the token does: a revoked or expired grant does not
+    // keep listening.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let left = u64::try_from(who.expires_at).unwrap_or(0).saturating_sub(now);
+    let expiry = tokio::time::sleep(std::time::Duration::from_secs(left));
+    let stream = st
+        .service
+        .events(tenant)?
+        .map(|e| {
+            let data = serde_json::to_string(&e).unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(Event::default().event(e.kind).data(data))
+        })
+        .take_until(expiry);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response())
 }

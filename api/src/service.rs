@@ -112,5 +112,6 @@ pub trait Service: Send + Sync + 'static {
     /// Records a mutating call. Must not fail the call it records: errors are
     /// the implementation's to log.
     fn audit(&self, entry: AuditEntry) -> ServiceFuture<'_, ()>;
-    fn audit_log(&self, tenant: String, page: PageRequest) -> ServiceFuture<'_, Paged<AuditRecord>>;
+    /// The tenant's audit log, or the platform's (`None`).
+    fn audit_log(&self, tenant: Option<String>, page: PageRequest) -> ServiceFuture<'_, Paged<AuditRecord>>;
 }

@@ -97,6 +97,7 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
                 password_hash: None,
                 registration: csms::store::Registration::Accepted,
                 description: None,
+                tags: Vec::new(),
             };
             opened.store.create_station(&s, clock_millis()).await?;
         }

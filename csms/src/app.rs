@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
+use dashmap::DashMap;
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::clock::Clock;
@@ -30,20 +31,23 @@ pub struct App {
     pub password_permits: Semaphore,
     /// Set once every listener is bound and the store answered.
     pub ready: AtomicBool,
-    /// Station events for live API streams (connects, statuses, security events).
-    /// Bounded: a subscriber that falls behind loses the oldest and is told so.
-    pub events: broadcast::Sender<StationEvent>,
+    /// Station events for live API streams (connects, statuses, security events),
+    /// one bounded channel per tenant: a subscriber that falls behind loses its
+    /// tenant's oldest events and is told how many; other tenants' traffic never
+    /// pushes it behind.
+    pub events: DashMap<Arc<str>, broadcast::Sender<StationEvent>>,
     /// Live API event streams open at once.
     pub event_streams: Arc<Semaphore>,
     /// Server certificates by SNI host (set by `serve`; absent in unit tests).
     server_certs: OnceLock<Arc<ServerCertificates>>,
 }
 
-/// Live event streams one process serves at once.
+/// Live event streams one process serves at once, and one tenant.
 pub const MAX_EVENT_STREAMS: usize = 1024;
+pub const MAX_EVENT_STREAMS_PER_TENANT: usize = 64;
 
 /// Events kept for live subscribers that lag behind.
-pub const EVENT_BUFFER: usize = 4096;
+pub const EVENT_BUFFER: usize = 1024;
 
 /// Something a station did that operators may watch live.
 #[derive(Debug, Clone)]
@@ -72,7 +76,7 @@ impl App {
             sessions: SessionRegistry::default(),
             trust,
             ready: AtomicBool::new(false),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: DashMap::new(),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             server_certs: OnceLock::new(),
         }
@@ -84,8 +88,10 @@ impl App {
 
     /// Publishes a station event to live subscribers (none listening is fine).
     pub fn publish(&self, tenant_id: &Arc<str>, kind: &'static str, station_id: &str, data: serde_json::Value) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(StationEvent {
+        if let Some(tx) = self.events.get(tenant_id)
+            && tx.receiver_count() > 0
+        {
+            let _ = tx.send(StationEvent {
                 tenant_id: tenant_id.clone(),
                 kind,
                 station_id: station_id.to_owned(),
@@ -93,6 +99,13 @@ impl App {
                 data,
             });
         }
+    }
+
+    /// A receiver of the tenant's events, unless the tenant already has
+    /// [`MAX_EVENT_STREAMS_PER_TENANT`] of them.
+    pub fn subscribe(&self, tenant_id: &str) -> Option<broadcast::Receiver<StationEvent>> {
+        let tx = self.events.entry(Arc::from(tenant_id)).or_insert_with(|| broadcast::channel(EVENT_BUFFER).0);
+        (tx.receiver_count() < MAX_EVENT_STREAMS_PER_TENANT).then(|| tx.subscribe())
     }
 
     /// The tenant whose own host name `sni` is, if any.

@@ -392,3 +392,33 @@ pub async fn jwt_authenticator(
         }
     })
 }
+
+/// A certificate serial as stored: lower-case hex of the serial's bytes without
+/// leading zero bytes. Accepts what people paste: `0x` prefix, `:` separators,
+/// any case, extra or missing leading zeros (`A12`, `0a12`, `00:0A:12`).
+pub fn canonical_serial(input: &str) -> Option<String> {
+    let s = input.trim();
+    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let hex: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digits = hex.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some("00".into());
+    }
+    Some(if digits.len() % 2 == 1 { format!("0{digits}") } else { digits.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serials_in_any_spelling() {
+        for s in ["a12", "0A12", "00:0a:12", "0x0a12", " A12 "] {
+            assert_eq!(super::canonical_serial(s).as_deref(), Some("0a12"), "{s}");
+        }
+        assert_eq!(super::canonical_serial("7f01").as_deref(), Some("7f01"));
+        assert_eq!(super::canonical_serial("xyz"), None);
+        assert_eq!(super::canonical_serial(""), None);
+    }
+}

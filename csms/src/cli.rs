@@ -50,6 +50,9 @@ pub enum Command {
         /// Lifetime in hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u32,
+        /// Who the token is for: the `actor` of its audit records (default: $USER, else "cli").
+        #[arg(long)]
+        subject: Option<String>,
     },
     /// Manage tenants.
     #[command(subcommand)]
@@ -192,7 +195,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             server::serve(config).await
         }
-        Command::Token { tenant, role, ttl_hours } => {
+        Command::Token { tenant, role, ttl_hours, subject } => {
+            if let Some(s) = &subject
+                && (s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control))
+            {
+                bail!("--subject must be 1-64 printable characters");
+            }
             let opened = server::open(config, &clock).await?;
             if role != Role::PlatformAdmin && opened.store.tenant(&tenant).await?.is_none() {
                 bail!("unknown tenant '{tenant}'");
@@ -200,7 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let now = clock.now().unix_timestamp();
             let claims = Claims {
                 iss: token::ISSUER.into(),
-                sub: "cli".into(),
+                sub: subject.unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into())),
                 tenant,
                 role,
                 iat: now,
@@ -255,7 +263,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Station(cmd) => station(cmd, config, &clock).await,
         Command::Cert(CertCommand::Revoke { serial, tenant }) => {
             let opened = server::open(config, &clock).await?;
-            let serial = serial.trim().trim_start_matches("0x").to_ascii_lowercase();
+            let serial = authority::canonical_serial(&serial)
+                .with_context(|| format!("'{serial}' is not a hexadecimal serial number"))?;
             opened.store.revoke_certificate(&tenant, &serial, clock.now_millis()).await?;
             println!("revoked {serial}");
             Ok(())
@@ -289,6 +298,7 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
                         password_hash,
                         registration,
                         description,
+                        tags: Vec::new(),
                     },
                     clock.now_millis(),
                 )

@@ -150,12 +150,12 @@ fn valid_tag(t: &str) -> bool {
         && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-fn check_tags(tags: &[String]) -> Result<Vec<String>, ServiceError> {
+fn check_tags(tags: &[m::Tag]) -> Result<Vec<String>, ServiceError> {
     if tags.len() > MAX_TAGS {
         return Err(invalid("/tags", format!("at most {MAX_TAGS} tags")));
     }
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
-    for (i, t) in tags.iter().enumerate() {
+    for (i, m::Tag(t)) in tags.iter().enumerate() {
         if !valid_tag(t) {
             return Err(invalid(
                 &format!("/tags/{i}"),
@@ -220,33 +220,39 @@ impl Service for RestService {
                 return Err(invalid("/organizationName", "1-64 characters"));
             }
             check_text("/organizationName", org)?;
-            if let Some(h) = t.ocpp_hostname.as_deref()
+            // Host names are case-insensitive (DNS, TLS SNI): stored lower-case.
+            let host = t.ocpp_hostname.as_deref().map(str::to_ascii_lowercase);
+            if let Some(h) = host.as_deref()
                 && !authority::valid_hostname(h)
             {
                 return Err(invalid("/ocppHostname", "not a DNS host name"));
             }
             let store = &self.app.store;
-            if store.tenant(&t.name).await.map_err(internal)?.is_some() {
-                return Err(ServiceError::Conflict(format!("tenant '{}' already exists", t.name)));
-            }
-            if let Some(h) = t.ocpp_hostname.as_deref()
-                && store.tenants().await.map_err(internal)?.iter().any(|x| x.ocpp_hostname.as_deref() == Some(h))
+            if let Some(h) = host.as_deref()
+                && store
+                    .tenants()
+                    .await
+                    .map_err(internal)?
+                    .iter()
+                    .any(|x| x.ocpp_hostname.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(h)))
             {
                 return Err(ServiceError::Conflict(format!("host name '{h}' belongs to another tenant")));
             }
-            let created = authority::ensure_tenant(
-                store,
-                &self.master,
-                self.app.clock.as_ref(),
-                &t.name,
-                org,
-                t.ocpp_hostname.as_deref(),
-            )
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "creating tenant");
-                ServiceError::Internal
-            })?;
+            match store.create_tenant(&t.name, org, host.as_deref(), self.now()).await {
+                Ok(_) => {}
+                Err(StoreError::AlreadyExists { .. }) => {
+                    return Err(ServiceError::Conflict(format!("tenant '{}' or its host name already exists", t.name)));
+                }
+                Err(e) => return Err(internal(e)),
+            }
+            // Its certificate authorities.
+            let created =
+                authority::ensure_tenant(store, &self.master, self.app.clock.as_ref(), &t.name, org, host.as_deref())
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "creating tenant");
+                        ServiceError::Internal
+                    })?;
             // Its stations can connect at once, not only after the next refresh.
             match authority::station_trust_roots(store).await {
                 Ok(roots) => {
@@ -306,6 +312,7 @@ impl Service for RestService {
                 password_hash,
                 registration: registration(s.registration.unwrap_or(m::Registration::Accepted)),
                 description: s.description.filter(|d| !d.is_empty()),
+                tags: tags.unwrap_or_default(),
             };
             match self.app.store.create_station(&new, self.now()).await {
                 Ok(_) => {}
@@ -314,9 +321,6 @@ impl Service for RestService {
                     return Err(ServiceError::Conflict(format!("station id '{}' is not available", s.id)));
                 }
                 Err(e) => return Err(internal(e)),
-            }
-            if let Some(tags) = &tags {
-                self.app.store.set_station_details(&tenant, &s.id, None, Some(tags)).await.map_err(internal)?;
             }
             let created = self.own_station(&tenant, &s.id).await?;
             Ok(self.station_out(created, None))
@@ -339,6 +343,9 @@ impl Service for RestService {
                 seen_since: f.seen_since.as_deref().map(|v| parse_time("seenSince", v)).transpose()?,
                 not_seen_since: f.not_seen_since.as_deref().map(|v| parse_time("notSeenSince", v)).transpose()?,
             };
+            if page.after.as_deref().is_some_and(|k| !crate::transport::valid_station_id(k)) {
+                return Err(invalid("cursor", "cursor does not belong to this list"));
+            }
             // Connection state lives in memory: read on in batches until the
             // page is full or the tenant's stations are exhausted.
             let want = page.limit as usize + 1;
@@ -574,7 +581,9 @@ impl Service for RestService {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ServiceError::Unavailable("too many live event streams are open; retry later".into()))?;
-        let rx = self.app.events.subscribe();
+        let rx = self.app.subscribe(&tenant).ok_or_else(|| {
+            ServiceError::Unavailable("this tenant has too many live event streams open; retry later".into())
+        })?;
         let tenant: Arc<str> = Arc::from(tenant);
         let clock = self.app.clock.clone();
         let stream = futures_util::stream::unfold((rx, tenant, permit), move |(mut rx, tenant, permit)| {
@@ -613,7 +622,7 @@ impl Service for RestService {
         Box::pin(async move {
             let row = AuditRow {
                 id: 0,
-                tenant_id: e.tenant,
+                tenant_id: e.tenant.unwrap_or_else(|| PLATFORM.to_owned()),
                 at: self.now(),
                 actor: e.actor,
                 role: e.role,
@@ -625,9 +634,10 @@ impl Service for RestService {
         })
     }
 
-    fn audit_log(&self, tenant: String, page: PageRequest) -> ServiceFuture<'_, Paged<AuditRecord>> {
+    fn audit_log(&self, tenant: Option<String>, page: PageRequest) -> ServiceFuture<'_, Paged<AuditRecord>> {
         Box::pin(async move {
             let after = numeric_key(page.after)?;
+            let tenant = tenant.unwrap_or_else(|| PLATFORM.to_owned());
             let rows = self.app.store.audit_page(&tenant, after, page.limit + 1).await.map_err(internal)?;
             let items = rows
                 .into_iter()

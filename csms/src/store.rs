@@ -142,6 +142,7 @@ pub struct NewStation {
     pub password_hash: Option<String>,
     pub registration: Registration,
     pub description: Option<String>,
+    pub tags: Vec<String>,
 }
 
 /// Facts from a BootNotificationRequest, with the status it was answered.
@@ -515,23 +516,40 @@ impl Store {
 
     // ---- stations ---------------------------------------------------------
 
+    /// Creates a station with its tags, in one transaction.
     pub async fn create_station(&self, s: &NewStation, now: i64) -> Result<Station, StoreError> {
-        let res = with_pool!(self, |p| {
-            sqlx::query(
-                "INSERT INTO stations (id, tenant_id, security_profile, password_hash, registration, enabled, description, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&s.id)
-            .bind(&s.tenant_id)
-            .bind(i64::from(s.security_profile))
-            .bind(&s.password_hash)
-            .bind(s.registration.as_str())
-            .bind(true)
-            .bind(&s.description)
-            .bind(now)
-            .execute(p)
+        let tags_json = serde_json::Value::from(s.tags.clone()).to_string();
+        let res: Result<(), sqlx::Error> = with_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                sqlx::query(
+                    "INSERT INTO stations (id, tenant_id, security_profile, password_hash, registration, enabled, description, created_at, tags) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&s.id)
+                .bind(&s.tenant_id)
+                .bind(i64::from(s.security_profile))
+                .bind(&s.password_hash)
+                .bind(s.registration.as_str())
+                .bind(true)
+                .bind(&s.description)
+                .bind(now)
+                .bind(&tags_json)
+                .execute(&mut *tx)
+                .await?;
+                for tag in &s.tags {
+                    sqlx::query(
+                        "INSERT INTO station_tags (tenant_id, station_id, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&s.tenant_id)
+                    .bind(&s.id)
+                    .bind(tag)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
             .await
-            .map(|_| ())
         });
         match res {
             Ok(()) => {}

@@ -660,3 +660,126 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
     let r = api.get("/api/v1/stations/B-1", &b).await;
     assert_eq!((r.body["enabled"].clone(), r.body["connected"].clone()), (json!(true), json!(true)), "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_command_is_audited_even_when_the_client_goes_away() {
+    let api = Arc::new(api().await);
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "D-1", "securityProfile": 3})).await;
+    let mut ws = connect(&api, "D-1", "alpha").await;
+    let (a, o) = (api.clone(), op.clone());
+    let client =
+        tokio::spawn(async move { a.post("/api/v1/stations/D-1/reset", &o, json!({"type": "Immediate"})).await });
+    let call = next_call(&mut ws).await;
+    client.abort(); // the HTTP client disconnects while the station is still deciding
+    let _ = client.await;
+    answer(&mut ws, json!([3, call[1], {"status": "Accepted"}])).await;
+    let admin = tok("alpha", Role::Admin);
+    for _ in 0..100 {
+        let r = api.get("/api/v1/audit-log", &admin).await;
+        let items = r.body["items"].as_array().unwrap().clone();
+        if let Some(rec) = items.iter().find(|x| x["path"] == "/api/v1/stations/D-1/reset") {
+            assert_eq!(rec["status"], 200, "{rec}");
+            assert_eq!(rec["actor"], "alpha-operator");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the reset that reached the station was never audited");
+}
+
+#[tokio::test]
+async fn platform_actions_go_to_the_platform_audit_log() {
+    let api = api().await;
+    let platform = tok("default", Role::PlatformAdmin);
+    let r = api
+        .post(
+            "/api/v1/tenants",
+            &platform,
+            json!({"name": "hosted", "organizationName": "Hosted", "ocppHostname": "CSMS.Hosted.example"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["ocppHostname"], "csms.hosted.example", "host names are stored lower-case");
+    // The same host name in another case is taken.
+    let r = api
+        .post(
+            "/api/v1/tenants",
+            &platform,
+            json!({"name": "copycat", "organizationName": "C", "ocppHostname": "csms.HOSTED.example"}),
+        )
+        .await;
+    assert_problem(&r, 409, "conflict");
+    let log = api.get("/api/v1/audit-log", &platform).await;
+    let statuses: Vec<u64> =
+        log.body["items"].as_array().unwrap().iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 409], "{}", log.text);
+    // No tenant's own log shows them.
+    for t in ["default", "alpha", "hosted"] {
+        let r = api.get("/api/v1/audit-log", &tok(t, Role::Admin)).await;
+        assert_eq!(r.body["items"], json!([]), "{t}: {}", r.text);
+    }
+    // The hosted tenant's CSMS root is its own, not the platform's.
+    let own = api.get("/api/v1/pki/csms-root", &tok("hosted", Role::Viewer)).await.text;
+    let platform_root = api.get("/api/v1/pki/csms-root", &tok("alpha", Role::Viewer)).await.text;
+    assert!(own.starts_with("-----BEGIN CERTIFICATE-----") && own != platform_root);
+    let info = pki::inspect_certificate(&pki::pem_to_der_chain(&own).unwrap()[0]).unwrap();
+    assert_eq!(info.subject_o.as_deref(), Some("Hosted"));
+}
+
+#[tokio::test]
+async fn event_streams_end_with_their_token_and_are_capped_per_tenant() {
+    let api = api().await;
+    let short = token("alpha", Role::Viewer, 2);
+    let req =
+        Request::get("/api/v1/events").header("authorization", format!("Bearer {short}")).body(Body::empty()).unwrap();
+    let mut body = api.router.clone().oneshot(req).await.unwrap().into_body();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match body.frame().await {
+                None => return true,
+                Some(Err(_)) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "the stream outlived its token");
+    drop(body); // the client goes away, as it does when the stream ends
+
+    let viewer = tok("alpha", Role::Viewer);
+    let mut open = Vec::new();
+    for _ in 0..csms::app::MAX_EVENT_STREAMS_PER_TENANT {
+        let req = Request::get("/api/v1/events")
+            .header("authorization", format!("Bearer {viewer}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = api.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        open.push(res);
+    }
+    assert_problem(&api.get("/api/v1/events", &viewer).await, 503, "unavailable");
+    // Another tenant is not affected.
+    let req = Request::get("/api/v1/events")
+        .header("authorization", format!("Bearer {}", tok("beta", Role::Viewer)))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.router.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+    drop(open);
+}
+
+#[tokio::test]
+async fn unreadable_paths_and_unknown_parameters_are_problems() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    assert_problem(&api.get("/api/v1/stations/%FF", &op).await, 404, "not-found");
+    assert_problem(&api.get("/api/v1/stations/a%00b", &op).await, 404, "not-found");
+    let r = api.get("/api/v1/stations?tags=x", &op).await;
+    assert_problem(&r, 422, "invalid-parameter");
+    assert_eq!(r.body["field"], "tags");
+    let nul_cursor = "djE6AA"; // "v1:\0"
+    for path in ["/api/v1/stations", "/api/v1/security-events", "/api/v1/audit-log"] {
+        let r = api.get(&format!("{path}?cursor={nul_cursor}"), &tok("alpha", Role::Admin)).await;
+        assert_problem(&r, 422, "invalid-parameter");
+    }
+}

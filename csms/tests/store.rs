@@ -55,6 +55,7 @@ fn station(id: &str, tenant: &str) -> NewStation {
         password_hash: None,
         registration: Registration::Accepted,
         description: Some("bay 4".into()),
+        tags: vec![],
     }
 }
 

@@ -23,3 +23,6 @@ CREATE TABLE audit_log (
     status     INTEGER NOT NULL
 );
 CREATE INDEX audit_log_tenant ON audit_log (tenant_id, id);
+
+-- Host names are case-insensitive: one tenant per name, whatever the case.
+CREATE UNIQUE INDEX tenants_host_lower ON tenants (lower(ocpp_hostname));

@@ -62,7 +62,8 @@ fn readme_curl_session_works_as_written() {
 fn remote_commands_reach_a_python_station() {
     let env = Env::new(Db::Sqlite);
     let server = env.serve(&[]);
-    let token = env.cli(&["token", "--tenant", "default", "--role", "operator"]).trim().to_owned();
+    let token =
+        env.cli(&["token", "--tenant", "default", "--role", "operator", "--subject", "ops-jane"]).trim().to_owned();
     // Register and enroll through the API; the CSR is openssl's.
     let (status, body) =
         server.api("POST", "/api/v1/stations", &token, Some(&json!({"id": "CS-API-1", "securityProfile": 3})));
@@ -129,6 +130,28 @@ fn remote_commands_reach_a_python_station() {
     assert_eq!(received[0]["action"], "GetVariables");
     assert_eq!(received[1]["action"], "Reset");
     assert_eq!(received[1]["type"], "OnIdle");
+
+    // Each call is on record under the token's subject.
+    let admin = env.cli(&["token", "--tenant", "default", "--role", "admin"]).trim().to_owned();
+    let (_, log) = server.api("GET", "/api/v1/audit-log", &admin, None);
+    let mine: Vec<(String, u64)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["actor"] == "ops-jane")
+        .map(|r| (r["path"].as_str().unwrap().to_owned(), r["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            ("/api/v1/stations".to_owned(), 201),
+            ("/api/v1/stations/CS-API-1/certificates".to_owned(), 201),
+            ("/api/v1/stations/CS-API-1/ocpp/GetVariables".to_owned(), 200),
+            ("/api/v1/stations/CS-API-1/reset".to_owned(), 200),
+            ("/api/v1/stations/CS-API-1/reset".to_owned(), 422),
+        ],
+        "{log}"
+    );
 
     // Disconnected: 409.
     let deadline = Instant::now() + Duration::from_secs(10);
