@@ -783,3 +783,45 @@ async fn unreadable_paths_and_unknown_parameters_are_problems() {
         assert_problem(&r, 422, "invalid-parameter");
     }
 }
+
+#[tokio::test]
+async fn security_events_are_listed_filtered_and_paged() {
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    for id in ["S-1", "S-2"] {
+        api.post("/api/v1/stations", &op, json!({"id": id, "securityProfile": 3})).await;
+    }
+    let mut s1 = connect(&api, "S-1", "alpha").await;
+    let mut s2 = connect(&api, "S-2", "alpha").await;
+    let events = [
+        (1, "FirmwareUpdated", "2026-11-26T00:00:01Z"),
+        (1, "TamperDetectionActivated", "2026-11-26T00:00:02Z"),
+        (2, "TamperDetectionActivated", "2026-11-26T00:00:03.5Z"),
+    ];
+    for (i, (station, kind, at)) in events.into_iter().enumerate() {
+        let ws = if station == 1 { &mut s1 } else { &mut s2 };
+        answer(ws, json!([2, format!("e{i}"), "SecurityEventNotification", {"type": kind, "timestamp": at, "techInfo": "lid"}])).await;
+        assert_eq!(next_call(ws).await[0], 3);
+    }
+    let viewer = tok("alpha", Role::Viewer);
+    let all = api.get("/api/v1/security-events", &viewer).await;
+    let items = all.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{}", all.text);
+    assert_eq!(items[2]["stationId"], "S-2");
+    assert_eq!(items[2]["type"], "TamperDetectionActivated");
+    assert_eq!(items[2]["occurredAt"], "2026-11-26T00:00:03.5Z");
+    assert_eq!(items[2]["techInfo"], "lid");
+    let tamper = api.get("/api/v1/security-events?type=TamperDetectionActivated", &viewer).await;
+    assert_eq!(tamper.body["items"].as_array().unwrap().len(), 2);
+    let s1_tamper = api.get("/api/v1/security-events?type=TamperDetectionActivated&stationId=S-1", &viewer).await;
+    assert_eq!(s1_tamper.body["items"].as_array().unwrap().len(), 1);
+    let first = api.get("/api/v1/security-events?limit=2", &viewer).await;
+    assert_eq!(first.body["items"].as_array().unwrap().len(), 2);
+    let cursor = first.body["nextCursor"].as_str().unwrap();
+    let rest = api.get(&format!("/api/v1/security-events?limit=2&cursor={cursor}"), &viewer).await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["items"][0]["stationId"], "S-2");
+    assert!(rest.body.get("nextCursor").is_none());
+    // Beta sees none of them.
+    assert_eq!(api.get("/api/v1/security-events", &tok("beta", Role::Viewer)).await.body["items"], json!([]));
+}
