@@ -96,24 +96,58 @@ fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
-async fn openapi_json() -> Response {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| openapi().to_json().unwrap_or_default());
-    let mut res = doc.clone().into_response();
+async fn openapi_json(State(st): State<ApiState>) -> Response {
+    let mut res = st.doc.to_string().into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
 }
 
+/// JSON schemas of OCPP payloads, supplied by the server (this crate knows no
+/// OCPP): the typed command routes then document their exact request and
+/// response bodies instead of "an object".
+#[derive(Clone, Default)]
+pub struct CommandSchemas {
+    /// OCPP action -> (request schema name, response schema name).
+    pub actions: std::collections::BTreeMap<String, (String, String)>,
+    /// Every schema those names refer to, directly or not.
+    pub components: Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
+}
+
 /// The OpenAPI document of [`router`].
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    parts().1
+pub fn openapi(commands: &CommandSchemas) -> utoipa::openapi::OpenApi {
+    let mut doc = parts().1;
+    apply_command_schemas(&mut doc, commands);
+    doc
+}
+
+fn apply_command_schemas(doc: &mut utoipa::openapi::OpenApi, commands: &CommandSchemas) {
+    use utoipa::openapi::{Content, Ref, RefOr};
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (name, schema) in &commands.components {
+        components.schemas.insert(name.clone(), schema.clone());
+    }
+    for (path, action) in routes::TYPED_COMMANDS {
+        let (Some((req, res)), Some(item)) = (commands.actions.get(*action), doc.paths.paths.get_mut(*path)) else {
+            continue;
+        };
+        let Some(op) = item.post.as_mut() else { continue };
+        if let Some(RefOr::T(body)) = op.request_body.as_mut() {
+            body.content
+                .insert("application/json".into(), Content::new(Some(Ref::from_schema_name(req.clone()))).into());
+        }
+        if let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") {
+            ok.content.insert("application/json".into(), Content::new(Some(Ref::from_schema_name(res.clone()))).into());
+        }
+    }
 }
 
 /// The whole API: `/api/v1/...` and `/api/openapi.json`. Unknown paths and
 /// methods answer problem documents too.
-pub fn router(service: Arc<dyn Service>, auth: Arc<Authenticator>) -> Router {
-    let (api, _) = parts();
-    let state = ApiState { service, auth };
+pub fn router(service: Arc<dyn Service>, auth: Arc<Authenticator>, commands: &CommandSchemas) -> Router {
+    let (api, mut doc) = parts();
+    apply_command_schemas(&mut doc, commands);
+    let doc: Arc<str> = Arc::from(doc.to_json().unwrap_or_default());
+    let state = ApiState { service, auth, doc };
     api.fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), audit))

@@ -23,6 +23,8 @@ use crate::service::Service;
 pub struct ApiState {
     pub service: Arc<dyn Service>,
     pub auth: Arc<Authenticator>,
+    /// The OpenAPI document, serialised once.
+    pub doc: Arc<str>,
 }
 
 impl FromRef<ApiState> for Arc<Authenticator> {
@@ -350,6 +352,18 @@ pub async fn ocpp_command(
 ) -> ApiResult<Json<serde_json::Value>> {
     forward(&st, &who, id, action, payload).await
 }
+
+/// The typed shortcuts: path and the OCPP action it sends.
+pub const TYPED_COMMANDS: &[(&str, &str)] = &[
+    ("/api/v1/stations/{id}/reset", "Reset"),
+    ("/api/v1/stations/{id}/trigger-message", "TriggerMessage"),
+    ("/api/v1/stations/{id}/get-variables", "GetVariables"),
+    ("/api/v1/stations/{id}/set-variables", "SetVariables"),
+    ("/api/v1/stations/{id}/change-availability", "ChangeAvailability"),
+    ("/api/v1/stations/{id}/request-start-transaction", "RequestStartTransaction"),
+    ("/api/v1/stations/{id}/request-stop-transaction", "RequestStopTransaction"),
+    ("/api/v1/stations/{id}/unlock-connector", "UnlockConnector"),
+];
 
 /// Typed shortcuts: the same path as [`ocpp_command`] with the action fixed.
 macro_rules! command {

@@ -18,7 +18,30 @@ pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>, auth: Arc<api::auth::A
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(app)
-        .merge(api::router(service, auth))
+        .merge(api::router(service, auth, &command_schemas()))
+}
+
+/// The OCPP request and response schemas of the API's typed commands.
+pub fn command_schemas() -> api::CommandSchemas {
+    use ocpp::v201::*;
+    use utoipa::ToSchema;
+    fn add<Req: ToSchema, Res: ToSchema>(c: &mut api::CommandSchemas, action: &str) {
+        c.components.push((Req::name().into_owned(), Req::schema()));
+        Req::schemas(&mut c.components);
+        c.components.push((Res::name().into_owned(), Res::schema()));
+        Res::schemas(&mut c.components);
+        c.actions.insert(action.to_owned(), (Req::name().into_owned(), Res::name().into_owned()));
+    }
+    let mut c = api::CommandSchemas::default();
+    add::<ResetRequest, ResetResponse>(&mut c, "Reset");
+    add::<TriggerMessageRequest, TriggerMessageResponse>(&mut c, "TriggerMessage");
+    add::<GetVariablesRequest, GetVariablesResponse>(&mut c, "GetVariables");
+    add::<SetVariablesRequest, SetVariablesResponse>(&mut c, "SetVariables");
+    add::<ChangeAvailabilityRequest, ChangeAvailabilityResponse>(&mut c, "ChangeAvailability");
+    add::<RequestStartTransactionRequest, RequestStartTransactionResponse>(&mut c, "RequestStartTransaction");
+    add::<RequestStopTransactionRequest, RequestStopTransactionResponse>(&mut c, "RequestStopTransaction");
+    add::<UnlockConnectorRequest, UnlockConnectorResponse>(&mut c, "UnlockConnector");
+    c
 }
 
 /// Liveness: the process answers.

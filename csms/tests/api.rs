@@ -165,6 +165,39 @@ async fn openapi_document_and_router_agree() {
             }
         }
     }
+    // The typed commands document the exact OCPP payloads; every reference resolves.
+    let reset = &doc["paths"]["/api/v1/stations/{id}/reset"]["post"];
+    assert_eq!(
+        reset["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ResetRequest"
+    );
+    assert_eq!(
+        reset["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ResetResponse"
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["ResetRequest"]["required"], json!(["type"]));
+    assert_eq!(schemas["ResetEnumType"]["enum"], json!(["Immediate", "OnIdle"]));
+    assert_eq!(schemas["ComponentType"]["properties"]["name"]["maxLength"], 50);
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 50);
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+        assert!(schemas.get(name).is_some(), "dangling reference {r}");
+    }
     // A path the document lacks is not routed.
     for path in ["/api/v1/nothing", "/api/v2/stations", "/api/v1/stations/CS-X/secrets"] {
         assert_problem(&api.call(Method::GET, path, None, None).await, 404, "not-found");

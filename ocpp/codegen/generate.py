@@ -361,9 +361,37 @@ def node_expr(ty: Ty) -> str:
     raise AssertionError(k)
 
 
+OPENAPI = 'feature = "openapi"'
+
+
+def schema_attrs(ty: Ty, required: bool) -> list[str]:
+    """utoipa `schema(...)` arguments that carry the JSON schema's constraints."""
+    attrs = []
+    if ty.kind == "datetime":
+        attrs.append("value_type = String" if required else "value_type = Option<String>")
+        attrs.append("format = DateTime")
+    if ty.kind == "string" and ty.max_length is not None:
+        attrs.append(f"max_length = {ty.max_length}")
+    if ty.kind in ("integer", "number"):
+        if ty.minimum is not None:
+            attrs.append(f"minimum = {float_lit(ty.minimum)}")
+        if ty.maximum is not None:
+            attrs.append(f"maximum = {float_lit(ty.maximum)}")
+    if ty.kind == "array":
+        if ty.min_items is not None:
+            attrs.append(f"min_items = {ty.min_items}")
+        if ty.max_items is not None:
+            attrs.append(f"max_items = {ty.max_items}")
+    if not required:
+        # Absent, never null: OCPP schemas do not allow null.
+        attrs.append("nullable = false")
+    return attrs
+
+
 def emit_struct(s: Struct) -> str:
     out = doc_lines(s.doc) or f"/// `{s.name}`.\n"
     out += "#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]\n"
+    out += f"#[cfg_attr({OPENAPI}, derive(utoipa::ToSchema))]\n"
     if not s.additional_properties:
         out += "#[serde(deny_unknown_fields)]\n"
     out += f"pub struct {s.name} {{\n"
@@ -378,12 +406,16 @@ def emit_struct(s: Struct) -> str:
                 attrs.append('deserialize_with = "super::any_present"')
             ty = f"Option<{ty}>"
         out += f"    #[serde({', '.join(attrs)})]\n"
+        schema = schema_attrs(p.ty, p.required)
+        if schema:
+            out += f"    #[cfg_attr({OPENAPI}, schema({', '.join(schema)}))]\n"
         out += f"    pub {field_ident(p.json_name)}: {ty},\n"
     if s.additional_properties:
         if s.name != "CustomDataType":
             raise SchemaError(f"{s.name}: open objects other than CustomDataType are not supported")
         out += "    /// Vendor-specific properties (this type allows any additional property).\n"
         out += "    #[serde(flatten)]\n"
+        out += f"    #[cfg_attr({OPENAPI}, schema(ignore))]\n"
         out += "    pub extra: serde_json::Map<String, serde_json::Value>,\n"
     out += "}\n\n"
     return out
@@ -395,6 +427,7 @@ def emit_enum(e: Enum) -> str:
         raise SchemaError(f"{e.name}: variant names collide: {idents}")
     out = doc_lines(e.doc) or f"/// `{e.name}`.\n"
     out += "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]\n"
+    out += f"#[cfg_attr({OPENAPI}, derive(utoipa::ToSchema))]\n"
     out += f"pub enum {e.name} {{\n"
     for v, i in zip(e.values, idents):
         out += f"    #[serde(rename = {rust_str(v)})]\n    {i},\n"

@@ -178,7 +178,10 @@ fn schemathesis_finds_no_contract_violation(db: Db) {
         server.api("POST", "/api/v1/stations", &token, Some(&json!({"id": "ST-1", "securityProfile": 3})));
     assert_eq!(status, 201);
     let schemathesis = python().parent().unwrap().join("schemathesis");
+    let config = workspace().join("tests/schemathesis.toml");
     let out = Command::new(&schemathesis)
+        .arg("--config-file")
+        .arg(&config)
         .args([
             "run",
             &format!("http://{}/api/openapi.json", server.api),

@@ -1035,36 +1035,45 @@ macro_rules! for_each_v201_action {
 
 /// `AuthorizeRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
     /// The X.509 certificated presented by EV and encoded in PEM format.
     #[serde(rename = "certificate", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5500, nullable = false))]
     pub certificate: Option<String>,
     #[serde(rename = "iso15118CertificateHashData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 4, nullable = false))]
     pub iso15118_certificate_hash_data: Option<Vec<OCSPRequestDataType>>,
 }
 
 /// `AuthorizeResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "idTokenInfo")]
     pub id_token_info: IdTokenInfoType,
     #[serde(rename = "certificateStatus", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub certificate_status: Option<AuthorizeCertificateStatusEnumType>,
 }
 
 /// `BootNotificationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BootNotificationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingStation")]
     pub charging_station: ChargingStationType,
@@ -1074,12 +1083,15 @@ pub struct BootNotificationRequest {
 
 /// `BootNotificationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BootNotificationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This contains the CSMS’s current time.
     #[serde(rename = "currentTime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub current_time: DateTime,
     /// When &lt;&lt;cmn_registrationstatusenumtype,Status&gt;&gt; is Accepted, this contains the heartbeat interval in seconds. If the CSMS returns something other than Accepted, the value of the interval field indicates the minimum wait time before sending a next BootNotification request.
     #[serde(rename = "interval")]
@@ -1087,14 +1099,17 @@ pub struct BootNotificationResponse {
     #[serde(rename = "status")]
     pub status: RegistrationStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `CancelReservationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CancelReservationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Id of the reservation to cancel.
     #[serde(rename = "reservationId")]
@@ -1103,50 +1118,63 @@ pub struct CancelReservationRequest {
 
 /// `CancelReservationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CancelReservationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: CancelReservationStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `CertificateSignedRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSignedRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The signed PEM encoded X.509 certificate. This can also contain the necessary sub CA certificates. In that case, the order of the bundle should follow the certificate chain, starting from the leaf certificate.
     ///
     /// The Configuration Variable &lt;&lt;configkey-max-certificate-chain-size,MaxCertificateChainSize&gt;&gt; can be used to limit the maximum size of this field.
     #[serde(rename = "certificateChain")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 10000))]
     pub certificate_chain: String,
     #[serde(rename = "certificateType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub certificate_type: Option<CertificateSigningUseEnumType>,
 }
 
 /// `CertificateSignedResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSignedResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: CertificateSignedStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ChangeAvailabilityRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeAvailabilityRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse: Option<EVSEType>,
     #[serde(rename = "operationalStatus")]
     pub operational_status: OperationalStatusEnumType,
@@ -1154,66 +1182,83 @@ pub struct ChangeAvailabilityRequest {
 
 /// `ChangeAvailabilityResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeAvailabilityResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ChangeAvailabilityStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ClearCacheRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearCacheRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `ClearCacheResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearCacheResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearCacheStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ClearChargingProfileRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearChargingProfileRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The Id of the charging profile to clear.
     #[serde(rename = "chargingProfileId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_profile_id: Option<i64>,
     #[serde(rename = "chargingProfileCriteria", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_profile_criteria: Option<ClearChargingProfileType>,
 }
 
 /// `ClearChargingProfileResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearChargingProfileResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearChargingProfileStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ClearDisplayMessageRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearDisplayMessageRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Id of the message that SHALL be removed from the Charging Station.
     #[serde(rename = "id")]
@@ -1222,89 +1267,112 @@ pub struct ClearDisplayMessageRequest {
 
 /// `ClearDisplayMessageResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearDisplayMessageResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearMessageStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ClearVariableMonitoringRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearVariableMonitoringRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// List of the monitors to be cleared, identified by there Id.
     #[serde(rename = "id")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub id: Vec<i64>,
 }
 
 /// `ClearVariableMonitoringResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearVariableMonitoringResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "clearMonitoringResult")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub clear_monitoring_result: Vec<ClearMonitoringResultType>,
 }
 
 /// `ClearedChargingLimitRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearedChargingLimitRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingLimitSource")]
     pub charging_limit_source: ChargingLimitSourceEnumType,
     /// EVSE Identifier.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
 }
 
 /// `ClearedChargingLimitResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearedChargingLimitResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `CostUpdatedRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostUpdatedRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Current total cost, based on the information known by the CSMS, of the transaction including taxes. In the currency configured with the configuration Variable: \[&lt;&lt;configkey-currency, Currency&gt;&gt;\]
     #[serde(rename = "totalCost")]
     pub total_cost: f64,
     /// Transaction Id of the transaction the current cost are asked for.
     #[serde(rename = "transactionId")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36))]
     pub transaction_id: String,
 }
 
 /// `CostUpdatedResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostUpdatedResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `CustomerInformationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInformationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "customerCertificate", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub customer_certificate: Option<CertificateHashDataType>,
     #[serde(rename = "idToken", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub id_token: Option<IdTokenType>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
@@ -1319,29 +1387,36 @@ pub struct CustomerInformationRequest {
     ///
     /// One of the possible identifiers (customerIdentifier, customerIdToken or customerCertificate) should be in the request message.
     #[serde(rename = "customerIdentifier", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, nullable = false))]
     pub customer_identifier: Option<String>,
 }
 
 /// `CustomerInformationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInformationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: CustomerInformationStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `DataTransferRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataTransferRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// May be used to indicate a specific message or implementation.
     #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50, nullable = false))]
     pub message_id: Option<String>,
     /// Data without specified length or format. This needs to be decided by both parties (Open to implementation).
     #[serde(
@@ -1350,21 +1425,26 @@ pub struct DataTransferRequest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "super::any_present"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub data: Option<serde_json::Value>,
     /// This identifies the Vendor specific implementation
     #[serde(rename = "vendorId")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
     pub vendor_id: String,
 }
 
 /// `DataTransferResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataTransferResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: DataTransferStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     /// Data without specified length or format, in response to request.
     #[serde(
@@ -1373,14 +1453,17 @@ pub struct DataTransferResponse {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "super::any_present"
     )]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub data: Option<serde_json::Value>,
 }
 
 /// `DeleteCertificateRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeleteCertificateRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "certificateHashData")]
     pub certificate_hash_data: CertificateHashDataType,
@@ -1388,21 +1471,26 @@ pub struct DeleteCertificateRequest {
 
 /// `DeleteCertificateResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeleteCertificateResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: DeleteCertificateStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `FirmwareStatusNotificationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareStatusNotificationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: FirmwareStatusEnumType,
@@ -1412,53 +1500,66 @@ pub struct FirmwareStatusNotificationRequest {
     ///
     /// This field is mandatory, unless the message was triggered by a TriggerMessageRequest AND there is no firmware update ongoing.
     #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub request_id: Option<i64>,
 }
 
 /// `FirmwareStatusNotificationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareStatusNotificationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `Get15118EVCertificateRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Get15118EVCertificateRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Schema version currently used for the 15118 session between EV and Charging Station. Needed for parsing of the EXI stream by the CSMS.
     #[serde(rename = "iso15118SchemaVersion")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub iso15118_schema_version: String,
     #[serde(rename = "action")]
     pub action: CertificateActionEnumType,
     /// Raw CertificateInstallationReq request from EV, Base64 encoded.
     #[serde(rename = "exiRequest")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5600))]
     pub exi_request: String,
 }
 
 /// `Get15118EVCertificateResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Get15118EVCertificateResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: Iso15118EVCertificateStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     /// Raw CertificateInstallationRes response for the EV, Base64 encoded.
     #[serde(rename = "exiResponse")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 7500))]
     pub exi_response: String,
 }
 
 /// `GetBaseReportRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetBaseReportRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
@@ -1469,21 +1570,26 @@ pub struct GetBaseReportRequest {
 
 /// `GetBaseReportResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetBaseReportResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `GetCertificateStatusRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetCertificateStatusRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "ocspRequestData")]
     pub ocsp_request_data: OCSPRequestDataType,
@@ -1491,30 +1597,37 @@ pub struct GetCertificateStatusRequest {
 
 /// `GetCertificateStatusResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetCertificateStatusResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetCertificateStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     /// OCSPResponse class as defined in &lt;&lt;ref-ocpp_security_24, IETF RFC 6960&gt;&gt;. DER encoded (as defined in &lt;&lt;ref-ocpp_security_24, IETF RFC 6960&gt;&gt;), and then base64 encoded. MAY only be omitted when status is not Accepted.
     #[serde(rename = "ocspResult", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5500, nullable = false))]
     pub ocsp_result: Option<String>,
 }
 
 /// `GetChargingProfilesRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetChargingProfilesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Reference identification that is to be used by the Charging Station in the &lt;&lt;reportchargingprofilesrequest, ReportChargingProfilesRequest&gt;&gt; when provided.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// For which EVSE installed charging profiles SHALL be reported. If 0, only charging profiles installed on the Charging Station itself (the grid connection) SHALL be reported. If omitted, all installed charging profiles SHALL be reported.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
     #[serde(rename = "chargingProfile")]
     pub charging_profile: ChargingProfileCriterionType,
@@ -1522,26 +1635,32 @@ pub struct GetChargingProfilesRequest {
 
 /// `GetChargingProfilesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetChargingProfilesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetChargingProfileStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `GetCompositeScheduleRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetCompositeScheduleRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Length of the requested schedule in seconds.
     #[serde(rename = "duration")]
     pub duration: i64,
     #[serde(rename = "chargingRateUnit", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_rate_unit: Option<ChargingRateUnitEnumType>,
     /// The ID of the EVSE for which the schedule is requested. When evseid=0, the Charging Station will calculate the expected consumption for the grid connection.
     #[serde(rename = "evseId")]
@@ -1550,86 +1669,109 @@ pub struct GetCompositeScheduleRequest {
 
 /// `GetCompositeScheduleResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetCompositeScheduleResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     #[serde(rename = "schedule", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub schedule: Option<CompositeScheduleType>,
 }
 
 /// `GetDisplayMessagesRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetDisplayMessagesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// If provided the Charging Station shall return Display Messages of the given ids. This field SHALL NOT contain more ids than set in &lt;&lt;configkey-number-of-display-messages,NumberOfDisplayMessages.maxLimit&gt;&gt;
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub id: Option<Vec<i64>>,
     /// The Id of this request.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     #[serde(rename = "priority", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub priority: Option<MessagePriorityEnumType>,
     #[serde(rename = "state", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub state: Option<MessageStateEnumType>,
 }
 
 /// `GetDisplayMessagesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetDisplayMessagesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetDisplayMessagesStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `GetInstalledCertificateIdsRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetInstalledCertificateIdsRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Indicates the type of certificates requested. When omitted, all certificate types are requested.
     #[serde(rename = "certificateType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub certificate_type: Option<Vec<GetCertificateIdUseEnumType>>,
 }
 
 /// `GetInstalledCertificateIdsResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetInstalledCertificateIdsResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GetInstalledCertificateStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     #[serde(rename = "certificateHashDataChain", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub certificate_hash_data_chain: Option<Vec<CertificateHashDataChainType>>,
 }
 
 /// `GetLocalListVersionRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetLocalListVersionRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `GetLocalListVersionResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetLocalListVersionResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This contains the current version number of the local authorization list in the Charging Station.
     #[serde(rename = "versionNumber")]
@@ -1638,9 +1780,11 @@ pub struct GetLocalListVersionResponse {
 
 /// `GetLogRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetLogRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "log")]
     pub log: LogParametersType,
@@ -1651,102 +1795,128 @@ pub struct GetLogRequest {
     pub request_id: i64,
     /// This specifies how many times the Charging Station must try to upload the log before giving up. If this field is not present, it is left to Charging Station to decide how many times it wants to retry.
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retries: Option<i64>,
     /// The interval in seconds after which a retry may be attempted. If this field is not present, it is left to Charging Station to decide how long to wait between attempts.
     #[serde(rename = "retryInterval", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retry_interval: Option<i64>,
 }
 
 /// `GetLogResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetLogResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: LogStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     /// This contains the name of the log file that will be uploaded. This field is not present when no logging information is available.
     #[serde(rename = "filename", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 255, nullable = false))]
     pub filename: Option<String>,
 }
 
 /// `GetMonitoringReportRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetMonitoringReportRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "componentVariable", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub component_variable: Option<Vec<ComponentVariableType>>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// This field contains criteria for components for which a monitoring report is requested
     #[serde(rename = "monitoringCriteria", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 3, nullable = false))]
     pub monitoring_criteria: Option<Vec<MonitoringCriterionEnumType>>,
 }
 
 /// `GetMonitoringReportResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetMonitoringReportResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `GetReportRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetReportRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "componentVariable", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub component_variable: Option<Vec<ComponentVariableType>>,
     /// The Id of the request.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// This field contains criteria for components for which a report is requested
     #[serde(rename = "componentCriteria", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 4, nullable = false))]
     pub component_criteria: Option<Vec<ComponentCriterionEnumType>>,
 }
 
 /// `GetReportResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetReportResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `GetTransactionStatusRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetTransactionStatusRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The Id of the transaction for which the status is requested.
     #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36, nullable = false))]
     pub transaction_id: Option<String>,
 }
 
 /// `GetTransactionStatusResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetTransactionStatusResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Whether the transaction is still ongoing.
     #[serde(rename = "ongoingIndicator", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub ongoing_indicator: Option<bool>,
     /// Whether there are still message to be delivered.
     #[serde(rename = "messagesInQueue")]
@@ -1755,73 +1925,92 @@ pub struct GetTransactionStatusResponse {
 
 /// `GetVariablesRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetVariablesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "getVariableData")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub get_variable_data: Vec<GetVariableDataType>,
 }
 
 /// `GetVariablesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetVariablesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "getVariableResult")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub get_variable_result: Vec<GetVariableResultType>,
 }
 
 /// `HeartbeatRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `HeartbeatResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Contains the current time of the CSMS.
     #[serde(rename = "currentTime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub current_time: DateTime,
 }
 
 /// `InstallCertificateRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InstallCertificateRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "certificateType")]
     pub certificate_type: InstallCertificateUseEnumType,
     /// A PEM encoded X.509 certificate.
     #[serde(rename = "certificate")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5500))]
     pub certificate: String,
 }
 
 /// `InstallCertificateResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InstallCertificateResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: InstallCertificateStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `LogStatusNotificationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LogStatusNotificationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UploadLogStatusEnumType,
@@ -1829,14 +2018,17 @@ pub struct LogStatusNotificationRequest {
     ///
     /// unless the message was triggered by a TriggerMessageRequest AND there is no log upload ongoing.
     #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub request_id: Option<i64>,
 }
 
 /// `LogStatusNotificationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LogStatusNotificationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
@@ -1844,9 +2036,11 @@ pub struct LogStatusNotificationResponse {
 ///
 /// urn:x-enexis:ecdm:uid:2:234744
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MeterValuesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Request_ Body. EVSEID. Numeric_ Identifier
     ///
@@ -1856,27 +2050,34 @@ pub struct MeterValuesRequest {
     #[serde(rename = "evseId")]
     pub evse_id: i64,
     #[serde(rename = "meterValue")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub meter_value: Vec<MeterValueType>,
 }
 
 /// `MeterValuesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MeterValuesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `NotifyChargingLimitRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyChargingLimitRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingSchedule", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub charging_schedule: Option<Vec<ChargingScheduleType>>,
     /// The charging schedule contained in this notification applies to an EVSE. evseId must be &gt; 0.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
     #[serde(rename = "chargingLimit")]
     pub charging_limit: ChargingLimitType,
@@ -1884,29 +2085,36 @@ pub struct NotifyChargingLimitRequest {
 
 /// `NotifyChargingLimitResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyChargingLimitResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `NotifyCustomerInformationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyCustomerInformationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// (Part of) the requested data. No format specified in which the data is returned. Should be human readable.
     #[serde(rename = "data")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub data: String,
     /// “to be continued” indicator. Indicates whether another part of the monitoringData follows in an upcoming notifyMonitoringReportRequest message. Default value when omitted is false.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tbc: Option<bool>,
     /// Sequence number of this message. First message starts at 0.
     #[serde(rename = "seqNo")]
     pub seq_no: i64,
     /// Timestamp of the moment this message was generated at the Charging Station.
     #[serde(rename = "generatedAt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub generated_at: DateTime,
     /// The Id of the request.
     #[serde(rename = "requestId")]
@@ -1915,44 +2123,55 @@ pub struct NotifyCustomerInformationRequest {
 
 /// `NotifyCustomerInformationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyCustomerInformationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `NotifyDisplayMessagesRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyDisplayMessagesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "messageInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub message_info: Option<Vec<MessageInfoType>>,
     /// The id of the &lt;&lt;getdisplaymessagesrequest,GetDisplayMessagesRequest&gt;&gt; that requested this message.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// "to be continued" indicator. Indicates whether another part of the report follows in an upcoming NotifyDisplayMessagesRequest message. Default value when omitted is false.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tbc: Option<bool>,
 }
 
 /// `NotifyDisplayMessagesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyDisplayMessagesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `NotifyEVChargingNeedsRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingNeedsRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Contains the maximum schedule tuples the car supports per schedule.
     #[serde(rename = "maxScheduleTuples", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub max_schedule_tuples: Option<i64>,
     #[serde(rename = "chargingNeeds")]
     pub charging_needs: ChargingNeedsType,
@@ -1963,24 +2182,30 @@ pub struct NotifyEVChargingNeedsRequest {
 
 /// `NotifyEVChargingNeedsResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingNeedsResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: NotifyEVChargingNeedsStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `NotifyEVChargingScheduleRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingScheduleRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Periods contained in the charging profile are relative to this point in time.
     #[serde(rename = "timeBase")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub time_base: DateTime,
     #[serde(rename = "chargingSchedule")]
     pub charging_schedule: ChargingScheduleType,
@@ -1991,89 +2216,111 @@ pub struct NotifyEVChargingScheduleRequest {
 
 /// `NotifyEVChargingScheduleResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEVChargingScheduleResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `NotifyEventRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEventRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Timestamp of the moment this message was generated at the Charging Station.
     #[serde(rename = "generatedAt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub generated_at: DateTime,
     /// “to be continued” indicator. Indicates whether another part of the report follows in an upcoming notifyEventRequest message. Default value when omitted is false.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tbc: Option<bool>,
     /// Sequence number of this message. First message starts at 0.
     #[serde(rename = "seqNo")]
     pub seq_no: i64,
     #[serde(rename = "eventData")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub event_data: Vec<EventDataType>,
 }
 
 /// `NotifyEventResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyEventResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `NotifyMonitoringReportRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyMonitoringReportRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "monitor", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub monitor: Option<Vec<MonitoringDataType>>,
     /// The id of the GetMonitoringRequest that requested this report.
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// “to be continued” indicator. Indicates whether another part of the monitoringData follows in an upcoming notifyMonitoringReportRequest message. Default value when omitted is false.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tbc: Option<bool>,
     /// Sequence number of this message. First message starts at 0.
     #[serde(rename = "seqNo")]
     pub seq_no: i64,
     /// Timestamp of the moment this message was generated at the Charging Station.
     #[serde(rename = "generatedAt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub generated_at: DateTime,
 }
 
 /// `NotifyMonitoringReportResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyMonitoringReportResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `NotifyReportRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyReportRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The id of the GetReportRequest  or GetBaseReportRequest that requested this report
     #[serde(rename = "requestId")]
     pub request_id: i64,
     /// Timestamp of the moment this message was generated at the Charging Station.
     #[serde(rename = "generatedAt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub generated_at: DateTime,
     #[serde(rename = "reportData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub report_data: Option<Vec<ReportDataType>>,
     /// “to be continued” indicator. Indicates whether another part of the report follows in an upcoming notifyReportRequest message. Default value when omitted is false.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tbc: Option<bool>,
     /// Sequence number of this message. First message starts at 0.
     #[serde(rename = "seqNo")]
@@ -2082,22 +2329,27 @@ pub struct NotifyReportRequest {
 
 /// `NotifyReportResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NotifyReportResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `PublishFirmwareRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This contains a string containing a URI pointing to a
     ///
     /// location from which to retrieve the firmware.
     #[serde(rename = "location")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub location: String,
     /// This specifies how many times Charging Station must try
     ///
@@ -2105,9 +2357,11 @@ pub struct PublishFirmwareRequest {
     ///
     /// present, it is left to Charging Station to decide how many times it wants to retry.
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retries: Option<i64>,
     /// The MD5 checksum over the entire firmware file as a hexadecimal string of length 32.
     #[serde(rename = "checksum")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 32))]
     pub checksum: String,
     /// The Id of the request.
     #[serde(rename = "requestId")]
@@ -2124,31 +2378,38 @@ pub struct PublishFirmwareRequest {
     ///
     /// between attempts.
     #[serde(rename = "retryInterval", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retry_interval: Option<i64>,
 }
 
 /// `PublishFirmwareResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `PublishFirmwareStatusNotificationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareStatusNotificationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: PublishFirmwareStatusEnumType,
     /// Required if status is Published. Can be multiple URI’s, if the Local Controller supports e.g. HTTP, HTTPS, and FTP.
     #[serde(rename = "location", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub location: Option<Vec<String>>,
     /// The request id that was
     ///
@@ -2158,22 +2419,27 @@ pub struct PublishFirmwareStatusNotificationRequest {
     ///
     /// triggered this action.
     #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub request_id: Option<i64>,
 }
 
 /// `PublishFirmwareStatusNotificationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishFirmwareStatusNotificationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `ReportChargingProfilesRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportChargingProfilesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Id used to match the &lt;&lt;getchargingprofilesrequest, GetChargingProfilesRequest&gt;&gt; message with the resulting ReportChargingProfilesRequest messages. When the CSMS provided a requestId in the &lt;&lt;getchargingprofilesrequest, GetChargingProfilesRequest&gt;&gt;, this field SHALL contain the same value.
     #[serde(rename = "requestId")]
@@ -2181,9 +2447,11 @@ pub struct ReportChargingProfilesRequest {
     #[serde(rename = "chargingLimitSource")]
     pub charging_limit_source: ChargingLimitSourceEnumType,
     #[serde(rename = "chargingProfile")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub charging_profile: Vec<ChargingProfileType>,
     /// To Be Continued. Default value when omitted: false. false indicates that there are no further messages as part of this report.
     #[serde(rename = "tbc", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub tbc: Option<bool>,
     /// The evse to which the charging profile applies. If evseId = 0, the message contains an overall limit for the Charging Station.
     #[serde(rename = "evseId")]
@@ -2192,22 +2460,28 @@ pub struct ReportChargingProfilesRequest {
 
 /// `ReportChargingProfilesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportChargingProfilesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `RequestStartTransactionRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestStartTransactionRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Number of the EVSE on which to start the transaction. EvseId SHALL be &gt; 0
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
     #[serde(rename = "groupIdToken", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub group_id_token: Option<IdTokenType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
@@ -2215,52 +2489,65 @@ pub struct RequestStartTransactionRequest {
     #[serde(rename = "remoteStartId")]
     pub remote_start_id: i64,
     #[serde(rename = "chargingProfile", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_profile: Option<ChargingProfileType>,
 }
 
 /// `RequestStartTransactionResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestStartTransactionResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: RequestStartStopStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     /// When the transaction was already started by the Charging Station before the RequestStartTransactionRequest was received, for example: cable plugged in first. This contains the transactionId of the already started transaction.
     #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36, nullable = false))]
     pub transaction_id: Option<String>,
 }
 
 /// `RequestStopTransactionRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestStopTransactionRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The identifier of the transaction which the Charging Station is requested to stop.
     #[serde(rename = "transactionId")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36))]
     pub transaction_id: String,
 }
 
 /// `RequestStopTransactionResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestStopTransactionResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: RequestStartStopStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ReservationStatusUpdateRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReservationStatusUpdateRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The ID of the reservation.
     #[serde(rename = "reservationId")]
@@ -2271,104 +2558,131 @@ pub struct ReservationStatusUpdateRequest {
 
 /// `ReservationStatusUpdateResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReservationStatusUpdateResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `ReserveNowRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReserveNowRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Id of reservation.
     #[serde(rename = "id")]
     pub id: i64,
     /// Date and time at which the reservation expires.
     #[serde(rename = "expiryDateTime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expiry_date_time: DateTime,
     #[serde(rename = "connectorType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub connector_type: Option<ConnectorEnumType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
     /// This contains ID of the evse to be reserved.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
     #[serde(rename = "groupIdToken", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub group_id_token: Option<IdTokenType>,
 }
 
 /// `ReserveNowResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReserveNowResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ReserveNowStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `ResetRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "type")]
     pub r#type: ResetEnumType,
     /// This contains the ID of a specific EVSE that needs to be reset, instead of the entire Charging Station.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
 }
 
 /// `ResetResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResetResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ResetStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SecurityEventNotificationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecurityEventNotificationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Type of the security event. This value should be taken from the Security events list.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub r#type: String,
     /// Date and time at which the event occurred.
     #[serde(rename = "timestamp")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime,
     /// Additional information about the occurred security event.
     #[serde(rename = "techInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 255, nullable = false))]
     pub tech_info: Option<String>,
 }
 
 /// `SecurityEventNotificationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecurityEventNotificationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `SendLocalListRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendLocalListRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "localAuthorizationList", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub local_authorization_list: Option<Vec<AuthorizationData>>,
     /// In case of a full update this is the version number of the full list. In case of a differential update it is the version number of the list after the update has been applied.
     #[serde(rename = "versionNumber")]
@@ -2379,21 +2693,26 @@ pub struct SendLocalListRequest {
 
 /// `SendLocalListResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendLocalListResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: SendLocalListStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SetChargingProfileRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetChargingProfileRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// For TxDefaultProfile an evseId=0 applies the profile to each individual evse. For ChargingStationMaxProfile and ChargingStationExternalConstraints an evseId=0 contains an overal limit for the whole Charging Station.
     #[serde(rename = "evseId")]
@@ -2404,21 +2723,26 @@ pub struct SetChargingProfileRequest {
 
 /// `SetChargingProfileResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetChargingProfileResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ChargingProfileStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SetDisplayMessageRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetDisplayMessageRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "message")]
     pub message: MessageInfoType,
@@ -2426,21 +2750,26 @@ pub struct SetDisplayMessageRequest {
 
 /// `SetDisplayMessageResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetDisplayMessageResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: DisplayMessageStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SetMonitoringBaseRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringBaseRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "monitoringBase")]
     pub monitoring_base: MonitoringBaseEnumType,
@@ -2448,21 +2777,26 @@ pub struct SetMonitoringBaseRequest {
 
 /// `SetMonitoringBaseResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringBaseResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericDeviceModelStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SetMonitoringLevelRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringLevelRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The Charging Station SHALL only report events with a severity number lower than or equal to this severity.
     ///
@@ -2515,21 +2849,26 @@ pub struct SetMonitoringLevelRequest {
 
 /// `SetMonitoringLevelResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringLevelResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SetNetworkProfileRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetNetworkProfileRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Slot in which the configuration should be stored.
     #[serde(rename = "configurationSlot")]
@@ -2540,89 +2879,114 @@ pub struct SetNetworkProfileRequest {
 
 /// `SetNetworkProfileResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetNetworkProfileResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: SetNetworkProfileStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `SetVariableMonitoringRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableMonitoringRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setMonitoringData")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub set_monitoring_data: Vec<SetMonitoringDataType>,
 }
 
 /// `SetVariableMonitoringResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableMonitoringResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setMonitoringResult")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub set_monitoring_result: Vec<SetMonitoringResultType>,
 }
 
 /// `SetVariablesRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetVariablesRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setVariableData")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub set_variable_data: Vec<SetVariableDataType>,
 }
 
 /// `SetVariablesResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetVariablesResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "setVariableResult")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub set_variable_result: Vec<SetVariableResultType>,
 }
 
 /// `SignCertificateRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignCertificateRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The Charging Station SHALL send the public key in form of a Certificate Signing Request (CSR) as described in RFC 2986 \[22\] and then PEM encoded, using the &lt;&lt;signcertificaterequest,SignCertificateRequest&gt;&gt; message.
     #[serde(rename = "csr")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5500))]
     pub csr: String,
     #[serde(rename = "certificateType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub certificate_type: Option<CertificateSigningUseEnumType>,
 }
 
 /// `SignCertificateResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignCertificateResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: GenericStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `StatusNotificationRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusNotificationRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The time for which the status is reported. If absent time of receipt of the message will be assumed.
     #[serde(rename = "timestamp")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime,
     #[serde(rename = "connectorStatus")]
     pub connector_status: ConnectorStatusEnumType,
@@ -2636,24 +3000,30 @@ pub struct StatusNotificationRequest {
 
 /// `StatusNotificationResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusNotificationResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
 }
 
 /// `TransactionEventRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransactionEventRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "eventType")]
     pub event_type: TransactionEventEnumType,
     #[serde(rename = "meterValue", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub meter_value: Option<Vec<MeterValueType>>,
     /// The date and time at which this transaction event occurred.
     #[serde(rename = "timestamp")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime,
     #[serde(rename = "triggerReason")]
     pub trigger_reason: TriggerReasonEnumType,
@@ -2662,49 +3032,64 @@ pub struct TransactionEventRequest {
     pub seq_no: i64,
     /// Indication that this transaction event happened when the Charging Station was offline. Default = false, meaning: the event occurred when the Charging Station was online.
     #[serde(rename = "offline", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub offline: Option<bool>,
     /// If the Charging Station is able to report the number of phases used, then it SHALL provide it. When omitted the CSMS may be able to determine the number of phases used via device management.
     #[serde(rename = "numberOfPhasesUsed", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub number_of_phases_used: Option<i64>,
     /// The maximum current of the connected cable in Ampere (A).
     #[serde(rename = "cableMaxCurrent", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub cable_max_current: Option<i64>,
     /// This contains the Id of the reservation that terminates as a result of this transaction.
     #[serde(rename = "reservationId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub reservation_id: Option<i64>,
     #[serde(rename = "transactionInfo")]
     pub transaction_info: TransactionType,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse: Option<EVSEType>,
     #[serde(rename = "idToken", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub id_token: Option<IdTokenType>,
 }
 
 /// `TransactionEventResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransactionEventResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// SHALL only be sent when charging has ended. Final total cost of this transaction, including taxes. In the currency configured with the Configuration Variable: &lt;&lt;configkey-currency,'Currency'&gt;&gt;. When omitted, the transaction was NOT free. To indicate a free transaction, the CSMS SHALL send 0.00.
     #[serde(rename = "totalCost", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub total_cost: Option<f64>,
     /// Priority from a business point of view. Default priority is 0, The range is from -9 to 9. Higher values indicate a higher priority. The chargingPriority in &lt;&lt;transactioneventresponse,TransactionEventResponse&gt;&gt; is temporarily, so it may not be set in the &lt;&lt;cmn_idtokeninfotype,IdTokenInfoType&gt;&gt; afterwards. Also the chargingPriority in &lt;&lt;transactioneventresponse,TransactionEventResponse&gt;&gt; overrules the one in &lt;&lt;cmn_idtokeninfotype,IdTokenInfoType&gt;&gt;.
     #[serde(rename = "chargingPriority", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_priority: Option<i64>,
     #[serde(rename = "idTokenInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub id_token_info: Option<IdTokenInfoType>,
     #[serde(rename = "updatedPersonalMessage", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub updated_personal_message: Option<MessageContentType>,
 }
 
 /// `TriggerMessageRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerMessageRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse: Option<EVSEType>,
     #[serde(rename = "requestedMessage")]
     pub requested_message: MessageTriggerEnumType,
@@ -2712,21 +3097,26 @@ pub struct TriggerMessageRequest {
 
 /// `TriggerMessageResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerMessageResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: TriggerMessageStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `UnlockConnectorRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnlockConnectorRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This contains the identifier of the EVSE for which a connector needs to be unlocked.
     #[serde(rename = "evseId")]
@@ -2738,32 +3128,40 @@ pub struct UnlockConnectorRequest {
 
 /// `UnlockConnectorResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnlockConnectorResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UnlockStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// `UnpublishFirmwareRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnpublishFirmwareRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// The MD5 checksum over the entire firmware file as a hexadecimal string of length 32.
     #[serde(rename = "checksum")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 32))]
     pub checksum: String,
 }
 
 /// `UnpublishFirmwareResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnpublishFirmwareResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UnpublishFirmwareStatusEnumType,
@@ -2771,15 +3169,19 @@ pub struct UnpublishFirmwareResponse {
 
 /// `UpdateFirmwareRequest`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFirmwareRequest {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This specifies how many times Charging Station must try to download the firmware before giving up. If this field is not present, it is left to Charging Station to decide how many times it wants to retry.
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retries: Option<i64>,
     /// The interval in seconds after which a retry may be attempted. If this field is not present, it is left to Charging Station to decide how long to wait between attempts.
     #[serde(rename = "retryInterval", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retry_interval: Option<i64>,
     /// The Id of this request
     #[serde(rename = "requestId")]
@@ -2790,13 +3192,16 @@ pub struct UpdateFirmwareRequest {
 
 /// `UpdateFirmwareResponse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFirmwareResponse {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: UpdateFirmwareStatusEnumType,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
@@ -2806,9 +3211,11 @@ pub struct UpdateFirmwareResponse {
 ///
 /// EV AC charging parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ACChargingParametersType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// AC_ Charging_ Parameters. Energy_ Amount. Energy_ Amount
     ///
@@ -2848,9 +3255,11 @@ pub struct ACChargingParametersType {
 ///
 /// NOTE: When asking a GSM modem to dial in, it is possible to specify which mobile operator should be used. This can be done with the mobile country code (MCC) in combination with a mobile network code (MNC). Example: If your preferred network is Vodafone Netherlands, the MCC=204 and the MNC=04 which means the key PreferredNetwork = 20404 Some modems allows to specify a preferred network, which means, if this network is not available, a different network is used. If you specify UseOnlyPreferredNetwork and this network is not available, the modem will not dial in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct APNType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// APN. APN. URI
     ///
@@ -2858,6 +3267,7 @@ pub struct APNType {
     ///
     /// The Access Point Name as an URL.
     #[serde(rename = "apn")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub apn: String,
     /// APN. APN. User_ Name
     ///
@@ -2865,6 +3275,7 @@ pub struct APNType {
     ///
     /// APN username.
     #[serde(rename = "apnUserName", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20, nullable = false))]
     pub apn_user_name: Option<String>,
     /// APN. APN. Password
     ///
@@ -2872,6 +3283,7 @@ pub struct APNType {
     ///
     /// APN Password.
     #[serde(rename = "apnPassword", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20, nullable = false))]
     pub apn_password: Option<String>,
     /// APN. SIMPIN. PIN_ Code
     ///
@@ -2879,6 +3291,7 @@ pub struct APNType {
     ///
     /// SIM card pin code.
     #[serde(rename = "simPin", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub sim_pin: Option<i64>,
     /// APN. Preferred_ Network. Mobile_ Network_ ID
     ///
@@ -2886,6 +3299,7 @@ pub struct APNType {
     ///
     /// Preferred network, written as MCC and MNC concatenated. See note.
     #[serde(rename = "preferredNetwork", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 6, nullable = false))]
     pub preferred_network: Option<String>,
     /// APN. Use_ Only_ Preferred_ Network. Indicator
     ///
@@ -2895,6 +3309,7 @@ pub struct APNType {
     ///
     /// not dial in when not available. See Note.
     #[serde(rename = "useOnlyPreferredNetwork", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub use_only_preferred_network: Option<bool>,
     #[serde(rename = "apnAuthentication")]
     pub apn_authentication: APNAuthenticationEnumType,
@@ -2902,60 +3317,75 @@ pub struct APNType {
 
 /// Contains a case insensitive identifier to use for the authorization and the type of authorization to support multiple forms of identifiers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdditionalInfoType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This field specifies the additional IdToken.
     #[serde(rename = "additionalIdToken")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36))]
     pub additional_id_token: String,
     /// This defines the type of the additionalIdToken. This is a custom type, so the implementation needs to be agreed upon by all involved parties.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub r#type: String,
 }
 
 /// Contains the identifier to use for authorization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationData {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "idToken")]
     pub id_token: IdTokenType,
     #[serde(rename = "idTokenInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub id_token_info: Option<IdTokenInfoType>,
 }
 
 /// `CertificateHashDataChainType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CertificateHashDataChainType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "certificateHashData")]
     pub certificate_hash_data: CertificateHashDataType,
     #[serde(rename = "certificateType")]
     pub certificate_type: GetCertificateIdUseEnumType,
     #[serde(rename = "childCertificateHashData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 4, nullable = false))]
     pub child_certificate_hash_data: Option<Vec<CertificateHashDataType>>,
 }
 
 /// `CertificateHashDataType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CertificateHashDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "hashAlgorithm")]
     pub hash_algorithm: HashAlgorithmEnumType,
     /// Hashed value of the Issuer DN (Distinguished Name).
     #[serde(rename = "issuerNameHash")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub issuer_name_hash: String,
     /// Hashed value of the issuers public key
     #[serde(rename = "issuerKeyHash")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub issuer_key_hash: String,
     /// The serial number of the certificate.
     #[serde(rename = "serialNumber")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 40))]
     pub serial_number: String,
 }
 
@@ -2963,9 +3393,11 @@ pub struct CertificateHashDataType {
 ///
 /// urn:x-enexis:ecdm:uid:2:234489
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingLimitType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingLimitSource")]
     pub charging_limit_source: ChargingLimitSourceEnumType,
@@ -2975,6 +3407,7 @@ pub struct ChargingLimitType {
     ///
     /// Indicates whether the charging limit is critical for the grid.
     #[serde(rename = "isGridCritical", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub is_grid_critical: Option<bool>,
 }
 
@@ -2982,13 +3415,17 @@ pub struct ChargingLimitType {
 ///
 /// urn:x-oca:ocpp:uid:2:233249
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingNeedsType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "acChargingParameters", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub ac_charging_parameters: Option<ACChargingParametersType>,
     #[serde(rename = "dcChargingParameters", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub dc_charging_parameters: Option<DCChargingParametersType>,
     #[serde(rename = "requestedEnergyTransfer")]
     pub requested_energy_transfer: EnergyTransferModeEnumType,
@@ -2998,6 +3435,7 @@ pub struct ChargingNeedsType {
     ///
     /// Estimated departure time of the EV.
     #[serde(rename = "departureTime", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub departure_time: Option<DateTime>,
 }
 
@@ -3007,11 +3445,14 @@ pub struct ChargingNeedsType {
 ///
 /// A ChargingProfile consists of ChargingSchedule, describing the amount of power or current that can be delivered per time interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingProfileCriterionType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingProfilePurpose", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_profile_purpose: Option<ChargingProfilePurposeEnumType>,
     /// Charging_ Profile. Stack_ Level. Counter
     ///
@@ -3019,12 +3460,15 @@ pub struct ChargingProfileCriterionType {
     ///
     /// Value determining level in hierarchy stack of profiles. Higher values have precedence over lower values. Lowest level is 0.
     #[serde(rename = "stackLevel", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub stack_level: Option<i64>,
     /// List of all the chargingProfileIds requested. Any ChargingProfile that matches one of these profiles will be reported. If omitted, the Charging Station SHALL not filter on chargingProfileId. This field SHALL NOT contain more ids than set in &lt;&lt;configkey-charging-profile-entries,ChargingProfileEntries.maxLimit&gt;&gt;
     #[serde(rename = "chargingProfileId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub charging_profile_id: Option<Vec<i64>>,
     /// For which charging limit sources, charging profiles SHALL be reported. If omitted, the Charging Station SHALL not filter on chargingLimitSource.
     #[serde(rename = "chargingLimitSource", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 4, nullable = false))]
     pub charging_limit_source: Option<Vec<ChargingLimitSourceEnumType>>,
 }
 
@@ -3034,9 +3478,11 @@ pub struct ChargingProfileCriterionType {
 ///
 /// A ChargingProfile consists of ChargingSchedule, describing the amount of power or current that can be delivered per time interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingProfileType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -3057,6 +3503,7 @@ pub struct ChargingProfileType {
     #[serde(rename = "chargingProfileKind")]
     pub charging_profile_kind: ChargingProfileKindEnumType,
     #[serde(rename = "recurrencyKind", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub recurrency_kind: Option<RecurrencyKindEnumType>,
     /// Charging_ Profile. Valid_ From. Date_ Time
     ///
@@ -3064,6 +3511,7 @@ pub struct ChargingProfileType {
     ///
     /// Point in time at which the profile starts to be valid. If absent, the profile is valid as soon as it is received by the Charging Station.
     #[serde(rename = "validFrom", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub valid_from: Option<DateTime>,
     /// Charging_ Profile. Valid_ To. Date_ Time
     ///
@@ -3071,11 +3519,14 @@ pub struct ChargingProfileType {
     ///
     /// Point in time at which the profile stops to be valid. If absent, the profile is valid until it is replaced by another profile.
     #[serde(rename = "validTo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub valid_to: Option<DateTime>,
     #[serde(rename = "chargingSchedule")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 3))]
     pub charging_schedule: Vec<ChargingScheduleType>,
     /// SHALL only be included if ChargingProfilePurpose is set to TxProfile. The transactionId is used to match the profile to a specific transaction.
     #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36, nullable = false))]
     pub transaction_id: Option<String>,
 }
 
@@ -3085,9 +3536,11 @@ pub struct ChargingProfileType {
 ///
 /// Charging schedule period structure defines a time period in a charging schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingSchedulePeriodType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Charging_ Schedule_ Period. Start_ Period. Elapsed_ Time
     ///
@@ -3109,9 +3562,11 @@ pub struct ChargingSchedulePeriodType {
     ///
     /// The number of phases that can be used for charging. If a number of phases is needed, numberPhases=3 will be assumed unless another number is given.
     #[serde(rename = "numberPhases", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub number_phases: Option<i64>,
     /// Values: 1..3, Used if numberPhases=1 and if the EVSE is capable of switching the phase connected to the EV, i.e. ACPhaseSwitchingSupported is defined and true. It’s not allowed unless both conditions above are true. If both conditions are true, and phaseToUse is omitted, the Charging Station / EVSE will make the selection on its own.
     #[serde(rename = "phaseToUse", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub phase_to_use: Option<i64>,
 }
 
@@ -3121,9 +3576,11 @@ pub struct ChargingSchedulePeriodType {
 ///
 /// Charging schedule structure defines a list of charging periods, as used in: GetCompositeSchedule.conf and ChargingProfile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingScheduleType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identifies the ChargingSchedule.
     #[serde(rename = "id")]
@@ -3134,6 +3591,7 @@ pub struct ChargingScheduleType {
     ///
     /// Starting point of an absolute schedule. If absent the schedule will be relative to start of charging.
     #[serde(rename = "startSchedule", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub start_schedule: Option<DateTime>,
     /// Charging_ Schedule. Duration. Elapsed_ Time
     ///
@@ -3141,10 +3599,12 @@ pub struct ChargingScheduleType {
     ///
     /// Duration of the charging schedule in seconds. If the duration is left empty, the last period will continue indefinitely or until end of the transaction if chargingProfilePurpose = TxProfile.
     #[serde(rename = "duration", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub duration: Option<i64>,
     #[serde(rename = "chargingRateUnit")]
     pub charging_rate_unit: ChargingRateUnitEnumType,
     #[serde(rename = "chargingSchedulePeriod")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1024))]
     pub charging_schedule_period: Vec<ChargingSchedulePeriodType>,
     /// Charging_ Schedule. Min_ Charging_ Rate. Numeric
     ///
@@ -3152,8 +3612,10 @@ pub struct ChargingScheduleType {
     ///
     /// Minimum charging rate supported by the EV. The unit of measure is defined by the chargingRateUnit. This parameter is intended to be used by a local smart charging algorithm to optimize the power allocation for in the case a charging process is inefficient at lower charging rates. Accepts at most one digit fraction (e.g. 8.1)
     #[serde(rename = "minChargingRate", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub min_charging_rate: Option<f64>,
     #[serde(rename = "salesTariff", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub sales_tariff: Option<SalesTariffType>,
 }
 
@@ -3163,9 +3625,11 @@ pub struct ChargingScheduleType {
 ///
 /// The physical system where an Electrical Vehicle (EV) can be charged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChargingStationType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Device. Serial_ Number. Serial_ Number
     ///
@@ -3173,6 +3637,7 @@ pub struct ChargingStationType {
     ///
     /// Vendor-specific device identifier.
     #[serde(rename = "serialNumber", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 25, nullable = false))]
     pub serial_number: Option<String>,
     /// Device. Model. CI20_ Text
     ///
@@ -3180,14 +3645,18 @@ pub struct ChargingStationType {
     ///
     /// Defines the model of the device.
     #[serde(rename = "model")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20))]
     pub model: String,
     #[serde(rename = "modem", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub modem: Option<ModemType>,
     /// Identifies the vendor (not necessarily in a unique manner).
     #[serde(rename = "vendorName")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub vendor_name: String,
     /// This contains the firmware version of the Charging Station.
     #[serde(rename = "firmwareVersion", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50, nullable = false))]
     pub firmware_version: Option<String>,
 }
 
@@ -3197,9 +3666,11 @@ pub struct ChargingStationType {
 ///
 /// A ChargingProfile consists of a ChargingSchedule, describing the amount of power or current that can be delivered per time interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearChargingProfileType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -3207,8 +3678,10 @@ pub struct ClearChargingProfileType {
     ///
     /// Specifies the id of the EVSE for which to clear charging profiles. An evseId of zero (0) specifies the charging profile for the overall Charging Station. Absence of this parameter means the clearing applies to all charging profiles that match the other criteria in the request.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse_id: Option<i64>,
     #[serde(rename = "chargingProfilePurpose", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_profile_purpose: Option<ChargingProfilePurposeEnumType>,
     /// Charging_ Profile. Stack_ Level. Counter
     ///
@@ -3216,14 +3689,17 @@ pub struct ClearChargingProfileType {
     ///
     /// Specifies the stackLevel for which charging profiles will be cleared, if they meet the other criteria in the request.
     #[serde(rename = "stackLevel", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub stack_level: Option<i64>,
 }
 
 /// `ClearMonitoringResultType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClearMonitoringResultType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: ClearMonitoringStatusEnumType,
@@ -3231,34 +3707,43 @@ pub struct ClearMonitoringResultType {
     #[serde(rename = "id")]
     pub id: i64,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
 }
 
 /// A physical or logical component
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ComponentType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "evse", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub evse: Option<EVSEType>,
     /// Name of the component. Name should be taken from the list of standardized component names whenever possible. Case Insensitive. strongly advised to use Camel Case.
     #[serde(rename = "name")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub name: String,
     /// Name of instance in case the component exists as multiple instances. Case Insensitive. strongly advised to use Camel Case.
     #[serde(rename = "instance", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50, nullable = false))]
     pub instance: Option<String>,
 }
 
 /// Class to report components, variables and variable attributes and characteristics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ComponentVariableType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
     #[serde(rename = "variable", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub variable: Option<VariableType>,
 }
 
@@ -3266,11 +3751,14 @@ pub struct ComponentVariableType {
 ///
 /// urn:x-oca:ocpp:uid:2:233362
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompositeScheduleType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "chargingSchedulePeriod")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub charging_schedule_period: Vec<ChargingSchedulePeriodType>,
     /// The ID of the EVSE for which the
     ///
@@ -3290,6 +3778,7 @@ pub struct CompositeScheduleType {
     ///
     /// Date and time at which the schedule becomes active. All time measurements within the schedule are relative to this timestamp.
     #[serde(rename = "scheduleStart")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub schedule_start: DateTime,
     #[serde(rename = "chargingRateUnit")]
     pub charging_rate_unit: ChargingRateUnitEnumType,
@@ -3299,9 +3788,11 @@ pub struct CompositeScheduleType {
 ///
 /// urn:x-oca:ocpp:uid:2:233259
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConsumptionCostType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Consumption_ Cost. Start_ Value. Numeric
     ///
@@ -3311,6 +3802,7 @@ pub struct ConsumptionCostType {
     #[serde(rename = "startValue")]
     pub start_value: f64,
     #[serde(rename = "cost")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 3))]
     pub cost: Vec<CostType>,
 }
 
@@ -3318,9 +3810,11 @@ pub struct ConsumptionCostType {
 ///
 /// urn:x-oca:ocpp:uid:2:233258
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "costKind")]
     pub cost_kind: CostKindEnumType,
@@ -3337,16 +3831,20 @@ pub struct CostType {
     ///
     /// Values: -3..3, The amountMultiplier defines the exponent to base 10 (dec). The final value is determined by: amount * 10 ^ amountMultiplier
     #[serde(rename = "amountMultiplier", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub amount_multiplier: Option<i64>,
 }
 
 /// This class does not get 'AdditionalProperties = false' in the schema generation, so it can be extended with arbitrary JSON properties to allow adding custom data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustomDataType {
     #[serde(rename = "vendorId")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
     pub vendor_id: String,
     /// Vendor-specific properties (this type allows any additional property).
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -3356,9 +3854,11 @@ pub struct CustomDataType {
 ///
 /// EV DC charging parameters
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DCChargingParametersType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// DC_ Charging_ Parameters. EV_ Max. Current
     ///
@@ -3380,6 +3880,7 @@ pub struct DCChargingParametersType {
     ///
     /// Amount of energy requested (in Wh). This inludes energy required for preconditioning.
     #[serde(rename = "energyAmount", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub energy_amount: Option<i64>,
     /// DC_ Charging_ Parameters. EV_ Max. Power
     ///
@@ -3387,6 +3888,7 @@ pub struct DCChargingParametersType {
     ///
     /// Maximum power (in W) supported by the electric vehicle. Required for DC charging.
     #[serde(rename = "evMaxPower", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub ev_max_power: Option<i64>,
     /// DC_ Charging_ Parameters. State_ Of_ Charge. Numeric
     ///
@@ -3394,6 +3896,7 @@ pub struct DCChargingParametersType {
     ///
     /// Energy available in the battery (in percent of the battery capacity)
     #[serde(rename = "stateOfCharge", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100.0, nullable = false))]
     pub state_of_charge: Option<i64>,
     /// DC_ Charging_ Parameters. EV_ Energy_ Capacity. Numeric
     ///
@@ -3401,6 +3904,7 @@ pub struct DCChargingParametersType {
     ///
     /// Capacity of the electric vehicle battery (in Wh)
     #[serde(rename = "evEnergyCapacity", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub ev_energy_capacity: Option<i64>,
     /// DC_ Charging_ Parameters. Full_ SOC. Percentage
     ///
@@ -3408,6 +3912,7 @@ pub struct DCChargingParametersType {
     ///
     /// Percentage of SoC at which the EV considers the battery fully charged. (possible values: 0 - 100)
     #[serde(rename = "fullSoC", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100.0, nullable = false))]
     pub full_so_c: Option<i64>,
     /// DC_ Charging_ Parameters. Bulk_ SOC. Percentage
     ///
@@ -3415,6 +3920,7 @@ pub struct DCChargingParametersType {
     ///
     /// Percentage of SoC at which the EV considers a fast charging process to end. (possible values: 0 - 100)
     #[serde(rename = "bulkSoC", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100.0, nullable = false))]
     pub bulk_so_c: Option<i64>,
 }
 
@@ -3424,9 +3930,11 @@ pub struct DCChargingParametersType {
 ///
 /// Electric Vehicle Supply Equipment
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EVSEType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -3437,47 +3945,58 @@ pub struct EVSEType {
     pub id: i64,
     /// An id to designate a specific connector (on an EVSE) by connector index number.
     #[serde(rename = "connectorId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub connector_id: Option<i64>,
 }
 
 /// Class to report an event notification for a component-variable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identifies the event. This field can be referred to as a cause by other events.
     #[serde(rename = "eventId")]
     pub event_id: i64,
     /// Timestamp of the moment the report was generated.
     #[serde(rename = "timestamp")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime,
     #[serde(rename = "trigger")]
     pub trigger: EventTriggerEnumType,
     /// Refers to the Id of an event that is considered to be the cause for this event.
     #[serde(rename = "cause", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub cause: Option<i64>,
     /// Actual value (_attributeType_ Actual) of the variable.
     ///
     /// The Configuration Variable &lt;&lt;configkey-reporting-value-size,ReportingValueSize&gt;&gt; can be used to limit GetVariableResult.attributeValue, VariableAttribute.value and EventData.actualValue. The max size of these values will always remain equal.
     #[serde(rename = "actualValue")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2500))]
     pub actual_value: String,
     /// Technical (error) code as reported by component.
     #[serde(rename = "techCode", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50, nullable = false))]
     pub tech_code: Option<String>,
     /// Technical detail information as reported by component.
     #[serde(rename = "techInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 500, nullable = false))]
     pub tech_info: Option<String>,
     /// _Cleared_ is set to true to report the clearing of a monitored situation, i.e. a 'return to normal'.
     #[serde(rename = "cleared", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub cleared: Option<bool>,
     /// If an event notification is linked to a specific transaction, this field can be used to specify its transactionId.
     #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36, nullable = false))]
     pub transaction_id: Option<String>,
     #[serde(rename = "component")]
     pub component: ComponentType,
     /// Identifies the VariableMonitoring which triggered the event.
     #[serde(rename = "variableMonitoringId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub variable_monitoring_id: Option<i64>,
     #[serde(rename = "eventNotificationType")]
     pub event_notification_type: EventNotificationEnumType,
@@ -3491,9 +4010,11 @@ pub struct EventDataType {
 ///
 /// Represents a copy of the firmware that can be loaded/updated on the Charging Station.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Firmware. Location. URI
     ///
@@ -3501,6 +4022,7 @@ pub struct FirmwareType {
     ///
     /// URI defining the origin of the firmware.
     #[serde(rename = "location")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub location: String,
     /// Firmware. Retrieve. Date_ Time
     ///
@@ -3508,6 +4030,7 @@ pub struct FirmwareType {
     ///
     /// Date and time at which the firmware shall be retrieved.
     #[serde(rename = "retrieveDateTime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub retrieve_date_time: DateTime,
     /// Firmware. Install. Date_ Time
     ///
@@ -3515,11 +4038,13 @@ pub struct FirmwareType {
     ///
     /// Date and time at which the firmware shall be installed.
     #[serde(rename = "installDateTime", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub install_date_time: Option<DateTime>,
     /// Certificate with which the firmware was signed.
     ///
     /// PEM encoded X.509 certificate.
     #[serde(rename = "signingCertificate", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5500, nullable = false))]
     pub signing_certificate: Option<String>,
     /// Firmware. Signature. Signature
     ///
@@ -3527,16 +4052,20 @@ pub struct FirmwareType {
     ///
     /// Base64 encoded firmware signature.
     #[serde(rename = "signature", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 800, nullable = false))]
     pub signature: Option<String>,
 }
 
 /// Class to hold parameters for GetVariables request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetVariableDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attribute_type: Option<AttributeEnumType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -3546,20 +4075,25 @@ pub struct GetVariableDataType {
 
 /// Class to hold results of GetVariables request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GetVariableResultType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "attributeStatusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attribute_status_info: Option<StatusInfoType>,
     #[serde(rename = "attributeStatus")]
     pub attribute_status: GetVariableStatusEnumType,
     #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attribute_type: Option<AttributeEnumType>,
     /// Value of requested attribute type of component-variable. This field can only be empty when the given status is NOT accepted.
     ///
     /// The Configuration Variable &lt;&lt;configkey-reporting-value-size,ReportingValueSize&gt;&gt; can be used to limit GetVariableResult.attributeValue, VariableAttribute.value and EventData.actualValue. The max size of these values will always remain equal.
     #[serde(rename = "attributeValue", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2500, nullable = false))]
     pub attribute_value: Option<String>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -3575,9 +4109,11 @@ pub struct GetVariableResultType {
 ///
 /// It is advised to not stop charging for a token that expires during charging, as ExpiryDate is only used for caching purposes. If ExpiryDate is not given, the status has no end date.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IdTokenInfoType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "status")]
     pub status: AuthorizationStatusEnumType,
@@ -3587,9 +4123,11 @@ pub struct IdTokenInfoType {
     ///
     /// Date and Time after which the token must be considered invalid.
     #[serde(rename = "cacheExpiryDateTime", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub cache_expiry_date_time: Option<DateTime>,
     /// Priority from a business point of view. Default priority is 0, The range is from -9 to 9. Higher values indicate a higher priority. The chargingPriority in &lt;&lt;transactioneventresponse,TransactionEventResponse&gt;&gt; overrules this one.
     #[serde(rename = "chargingPriority", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_priority: Option<i64>,
     /// ID_ Token. Language1. Language_ Code
     ///
@@ -3597,11 +4135,14 @@ pub struct IdTokenInfoType {
     ///
     /// Preferred user interface language of identifier user. Contains a language code as defined in &lt;&lt;ref-RFC5646,\[RFC5646\]&gt;&gt;.
     #[serde(rename = "language1", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 8, nullable = false))]
     pub language1: Option<String>,
     /// Only used when the IdToken is only valid for one or more specific EVSEs, not for the entire Charging Station.
     #[serde(rename = "evseId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub evse_id: Option<Vec<i64>>,
     #[serde(rename = "groupIdToken", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub group_id_token: Option<IdTokenType>,
     /// ID_ Token. Language2. Language_ Code
     ///
@@ -3609,21 +4150,27 @@ pub struct IdTokenInfoType {
     ///
     /// Second preferred user interface language of identifier user. Don’t use when language1 is omitted, has to be different from language1. Contains a language code as defined in &lt;&lt;ref-RFC5646,\[RFC5646\]&gt;&gt;.
     #[serde(rename = "language2", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 8, nullable = false))]
     pub language2: Option<String>,
     #[serde(rename = "personalMessage", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub personal_message: Option<MessageContentType>,
 }
 
 /// Contains a case insensitive identifier to use for the authorization and the type of authorization to support multiple forms of identifiers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IdTokenType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "additionalInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub additional_info: Option<Vec<AdditionalInfoType>>,
     /// IdToken is case insensitive. Might hold the hidden id of an RFID tag, but can for example also contain a UUID.
     #[serde(rename = "idToken")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36))]
     pub id_token: String,
     #[serde(rename = "type")]
     pub r#type: IdTokenEnumType,
@@ -3635,9 +4182,11 @@ pub struct IdTokenType {
 ///
 /// Generic class for the configuration of logging entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LogParametersType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Log. Remote_ Location. URI
     ///
@@ -3645,6 +4194,7 @@ pub struct LogParametersType {
     ///
     /// The URL of the location at the remote system where the log should be stored.
     #[serde(rename = "remoteLocation")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub remote_location: String,
     /// Log. Oldest_ Timestamp. Date_ Time
     ///
@@ -3652,6 +4202,7 @@ pub struct LogParametersType {
     ///
     /// This contains the date and time of the oldest logging information to include in the diagnostics.
     #[serde(rename = "oldestTimestamp", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub oldest_timestamp: Option<DateTime>,
     /// Log. Latest_ Timestamp. Date_ Time
     ///
@@ -3659,6 +4210,7 @@ pub struct LogParametersType {
     ///
     /// This contains the date and time of the latest logging information to include in the diagnostics.
     #[serde(rename = "latestTimestamp", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub latest_timestamp: Option<DateTime>,
 }
 
@@ -3668,9 +4220,11 @@ pub struct LogParametersType {
 ///
 /// Contains message details, for a message to be displayed on a Charging Station.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MessageContentType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "format")]
     pub format: MessageFormatEnumType,
@@ -3680,6 +4234,7 @@ pub struct MessageContentType {
     ///
     /// Message language identifier. Contains a language code as defined in &lt;&lt;ref-RFC5646,\[RFC5646\]&gt;&gt;.
     #[serde(rename = "language", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 8, nullable = false))]
     pub language: Option<String>,
     /// Message_ Content. Content. Message
     ///
@@ -3687,6 +4242,7 @@ pub struct MessageContentType {
     ///
     /// Message contents.
     #[serde(rename = "content")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub content: String,
 }
 
@@ -3696,11 +4252,14 @@ pub struct MessageContentType {
 ///
 /// Contains message details, for a message to be displayed on a Charging Station.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MessageInfoType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "display", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub display: Option<ComponentType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -3712,6 +4271,7 @@ pub struct MessageInfoType {
     #[serde(rename = "priority")]
     pub priority: MessagePriorityEnumType,
     #[serde(rename = "state", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub state: Option<MessageStateEnumType>,
     /// Message_ Info. Start. Date_ Time
     ///
@@ -3719,6 +4279,7 @@ pub struct MessageInfoType {
     ///
     /// From what date-time should this message be shown. If omitted: directly.
     #[serde(rename = "startDateTime", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub start_date_time: Option<DateTime>,
     /// Message_ Info. End. Date_ Time
     ///
@@ -3726,6 +4287,7 @@ pub struct MessageInfoType {
     ///
     /// Until what date-time should this message be shown, after this date/time this message SHALL be removed.
     #[serde(rename = "endDateTime", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime, nullable = false))]
     pub end_date_time: Option<DateTime>,
     /// During which transaction shall this message be shown.
     ///
@@ -3733,6 +4295,7 @@ pub struct MessageInfoType {
     ///
     /// ended.
     #[serde(rename = "transactionId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36, nullable = false))]
     pub transaction_id: Option<String>,
     #[serde(rename = "message")]
     pub message: MessageContentType,
@@ -3744,11 +4307,14 @@ pub struct MessageInfoType {
 ///
 /// Collection of one or more sampled values in MeterValuesRequest and TransactionEvent. All sampled values in a MeterValue are sampled at the same point in time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MeterValueType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "sampledValue")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub sampled_value: Vec<SampledValueType>,
     /// Meter_ Value. Timestamp. Date_ Time
     ///
@@ -3756,6 +4322,7 @@ pub struct MeterValueType {
     ///
     /// Timestamp for measured value(s).
     #[serde(rename = "timestamp")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime,
 }
 
@@ -3765,9 +4332,11 @@ pub struct MeterValueType {
 ///
 /// Defines parameters required for initiating and maintaining wireless communication with other devices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModemType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Wireless_ Communication_ Module. ICCID. CI20_ Text
     ///
@@ -3775,6 +4344,7 @@ pub struct ModemType {
     ///
     /// This contains the ICCID of the modem’s SIM card.
     #[serde(rename = "iccid", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20, nullable = false))]
     pub iccid: Option<String>,
     /// Wireless_ Communication_ Module. IMSI. CI20_ Text
     ///
@@ -3782,20 +4352,24 @@ pub struct ModemType {
     ///
     /// This contains the IMSI of the modem’s SIM card.
     #[serde(rename = "imsi", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20, nullable = false))]
     pub imsi: Option<String>,
 }
 
 /// Class to hold parameters of SetVariableMonitoring request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MonitoringDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
     #[serde(rename = "variable")]
     pub variable: VariableType,
     #[serde(rename = "variableMonitoring")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub variable_monitoring: Vec<VariableMonitoringType>,
 }
 
@@ -3805,11 +4379,14 @@ pub struct MonitoringDataType {
 ///
 /// The NetworkConnectionProfile defines the functional and technical parameters of a communication link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConnectionProfileType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "apn", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub apn: Option<APNType>,
     #[serde(rename = "ocppVersion")]
     pub ocpp_version: OCPPVersionEnumType,
@@ -3821,6 +4398,7 @@ pub struct NetworkConnectionProfileType {
     ///
     /// URL of the CSMS(s) that this Charging Station  communicates with.
     #[serde(rename = "ocppCsmsUrl")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub ocpp_csms_url: String,
     /// Duration in seconds before a message send by the Charging Station via this network connection times-out.
     ///
@@ -3835,28 +4413,35 @@ pub struct NetworkConnectionProfileType {
     #[serde(rename = "ocppInterface")]
     pub ocpp_interface: OCPPInterfaceEnumType,
     #[serde(rename = "vpn", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub vpn: Option<VPNType>,
 }
 
 /// `OCSPRequestDataType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OCSPRequestDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "hashAlgorithm")]
     pub hash_algorithm: HashAlgorithmEnumType,
     /// Hashed value of the Issuer DN (Distinguished Name).
     #[serde(rename = "issuerNameHash")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub issuer_name_hash: String,
     /// Hashed value of the issuers public key
     #[serde(rename = "issuerKeyHash")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub issuer_key_hash: String,
     /// The serial number of the certificate.
     #[serde(rename = "serialNumber")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 40))]
     pub serial_number: String,
     /// This contains the responder URL (Case insensitive).
     #[serde(rename = "responderURL")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub responder_url: String,
 }
 
@@ -3864,9 +4449,11 @@ pub struct OCSPRequestDataType {
 ///
 /// urn:x-oca:ocpp:uid:2:233270
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RelativeTimeIntervalType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Relative_ Timer_ Interval. Start. Elapsed_ Time
     ///
@@ -3881,22 +4468,27 @@ pub struct RelativeTimeIntervalType {
     ///
     /// Duration of the interval, in seconds.
     #[serde(rename = "duration", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub duration: Option<i64>,
 }
 
 /// Class to report components, variables and variable attributes and characteristics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
     #[serde(rename = "variable")]
     pub variable: VariableType,
     #[serde(rename = "variableAttribute")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 4))]
     pub variable_attribute: Vec<VariableAttributeType>,
     #[serde(rename = "variableCharacteristics", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub variable_characteristics: Option<VariableCharacteristicsType>,
 }
 
@@ -3904,9 +4496,11 @@ pub struct ReportDataType {
 ///
 /// urn:x-oca:ocpp:uid:2:233271
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SalesTariffEntryType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "relativeTimeInterval")]
     pub relative_time_interval: RelativeTimeIntervalType,
@@ -3916,8 +4510,10 @@ pub struct SalesTariffEntryType {
     ///
     /// Defines the price level of this SalesTariffEntry (referring to NumEPriceLevels). Small values for the EPriceLevel represent a cheaper TariffEntry. Large values for the EPriceLevel represent a more expensive TariffEntry.
     #[serde(rename = "ePriceLevel", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, nullable = false))]
     pub e_price_level: Option<i64>,
     #[serde(rename = "consumptionCost", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 3, nullable = false))]
     pub consumption_cost: Option<Vec<ConsumptionCostType>>,
 }
 
@@ -3927,9 +4523,11 @@ pub struct SalesTariffEntryType {
 ///
 /// NOTE: This dataType is based on dataTypes from &lt;&lt;ref-ISOIEC15118-2,ISO 15118-2&gt;&gt;.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SalesTariffType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identified_ Object. MRID. Numeric_ Identifier
     ///
@@ -3944,6 +4542,7 @@ pub struct SalesTariffType {
     ///
     /// A human readable title/short description of the sales tariff e.g. for HMI display purposes.
     #[serde(rename = "salesTariffDescription", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 32, nullable = false))]
     pub sales_tariff_description: Option<String>,
     /// Sales_ Tariff. Num_ E_ Price_ Levels. Counter
     ///
@@ -3951,8 +4550,10 @@ pub struct SalesTariffType {
     ///
     /// Defines the overall number of distinct price levels used across all provided SalesTariff elements.
     #[serde(rename = "numEPriceLevels", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub num_e_price_levels: Option<i64>,
     #[serde(rename = "salesTariffEntry")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1024))]
     pub sales_tariff_entry: Vec<SalesTariffEntryType>,
 }
 
@@ -3964,9 +4565,11 @@ pub struct SalesTariffType {
 ///
 /// To save on mobile data usage, default values of all of the optional fields are such that. The value without any additional fields will be interpreted, as a register reading of active import energy in Wh (Watt-hour) units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SampledValueType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Sampled_ Value. Value. Measure
     ///
@@ -3976,30 +4579,40 @@ pub struct SampledValueType {
     #[serde(rename = "value")]
     pub value: f64,
     #[serde(rename = "context", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub context: Option<ReadingContextEnumType>,
     #[serde(rename = "measurand", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub measurand: Option<MeasurandEnumType>,
     #[serde(rename = "phase", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub phase: Option<PhaseEnumType>,
     #[serde(rename = "location", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub location: Option<LocationEnumType>,
     #[serde(rename = "signedMeterValue", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub signed_meter_value: Option<SignedMeterValueType>,
     #[serde(rename = "unitOfMeasure", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub unit_of_measure: Option<UnitOfMeasureType>,
 }
 
 /// Class to hold parameters of SetVariableMonitoring request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// An id SHALL only be given to replace an existing monitor. The Charging Station handles the generation of id's for new monitors.
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub id: Option<i64>,
     /// Monitor only active when a transaction is ongoing on a component relevant to this transaction. Default = false.
     #[serde(rename = "transaction", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub transaction: Option<bool>,
     /// Value for threshold or delta monitoring.
     ///
@@ -4061,14 +4674,18 @@ pub struct SetMonitoringDataType {
 
 /// Class to hold result of SetVariableMonitoring request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetMonitoringResultType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Id given to the VariableMonitor by the Charging Station. The Id is only returned when status is accepted. Installed VariableMonitors should have unique id's but the id's of removed Installed monitors should have unique id's but the id's of removed monitors MAY be reused.
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub id: Option<i64>,
     #[serde(rename = "statusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status_info: Option<StatusInfoType>,
     #[serde(rename = "status")]
     pub status: SetMonitoringStatusEnumType,
@@ -4127,16 +4744,20 @@ pub struct SetMonitoringResultType {
 
 /// `SetVariableDataType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableDataType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attribute_type: Option<AttributeEnumType>,
     /// Value to be assigned to attribute of variable.
     ///
     /// The Configuration Variable &lt;&lt;configkey-configuration-value-size,ConfigurationValueSize&gt;&gt; can be used to limit SetVariableData.attributeValue and VariableCharacteristics.valueList. The max size of these values will always remain equal.
     #[serde(rename = "attributeValue")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub attribute_value: String,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -4146,15 +4767,19 @@ pub struct SetVariableDataType {
 
 /// `SetVariableResultType`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetVariableResultType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "attributeType", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attribute_type: Option<AttributeEnumType>,
     #[serde(rename = "attributeStatus")]
     pub attribute_status: SetVariableStatusEnumType,
     #[serde(rename = "attributeStatusInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub attribute_status_info: Option<StatusInfoType>,
     #[serde(rename = "component")]
     pub component: ComponentType,
@@ -4164,35 +4789,45 @@ pub struct SetVariableResultType {
 
 /// Represent a signed version of the meter value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedMeterValueType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Base64 encoded, contains the signed data which might contain more then just the meter value. It can contain information like timestamps, reference to a customer etc.
     #[serde(rename = "signedMeterData")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2500))]
     pub signed_meter_data: String,
     /// Method used to create the digital signature.
     #[serde(rename = "signingMethod")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub signing_method: String,
     /// Method used to encode the meter values before applying the digital signature algorithm.
     #[serde(rename = "encodingMethod")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub encoding_method: String,
     /// Base64 encoded, sending depends on configuration variable _PublicKeyWithSignedMeterValue_.
     #[serde(rename = "publicKey")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2500))]
     pub public_key: String,
 }
 
 /// Element providing more information about the status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusInfoType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// A predefined code for the reason why the status is returned in this response. The string is case-insensitive.
     #[serde(rename = "reasonCode")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20))]
     pub reason_code: String,
     /// Additional text to provide detailed information.
     #[serde(rename = "additionalInfo", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512, nullable = false))]
     pub additional_info: Option<String>,
 }
 
@@ -4200,14 +4835,18 @@ pub struct StatusInfoType {
 ///
 /// urn:x-oca:ocpp:uid:2:233318
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TransactionType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// This contains the Id of the transaction.
     #[serde(rename = "transactionId")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 36))]
     pub transaction_id: String,
     #[serde(rename = "chargingState", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub charging_state: Option<ChargingStateEnumType>,
     /// Transaction. Time_ Spent_ Charging. Elapsed_ Time
     ///
@@ -4215,19 +4854,24 @@ pub struct TransactionType {
     ///
     /// Contains the total time that energy flowed from EVSE to EV during the transaction (in seconds). Note that timeSpentCharging is smaller or equal to the duration of the transaction.
     #[serde(rename = "timeSpentCharging", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub time_spent_charging: Option<i64>,
     #[serde(rename = "stoppedReason", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub stopped_reason: Option<ReasonEnumType>,
     /// The ID given to remote start request (&lt;&lt;requeststarttransactionrequest, RequestStartTransactionRequest&gt;&gt;. This enables to CSMS to match the started transaction to the given start request.
     #[serde(rename = "remoteStartId", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub remote_start_id: Option<i64>,
 }
 
 /// Represents a UnitOfMeasure with a multiplier
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UnitOfMeasureType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Unit of the value. Default = "Wh" if the (default) measurand is an "Energy" type.
     ///
@@ -4235,9 +4879,11 @@ pub struct UnitOfMeasureType {
     ///
     /// If an applicable unit is available in that list, otherwise a "custom" unit might be used.
     #[serde(rename = "unit", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20, nullable = false))]
     pub unit: Option<String>,
     /// Multiplier, this value represents the exponent to base 10. I.e. multiplier 3 means 10 raised to the 3rd power. Default is 0.
     #[serde(rename = "multiplier", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub multiplier: Option<i64>,
 }
 
@@ -4247,9 +4893,11 @@ pub struct UnitOfMeasureType {
 ///
 /// VPN Configuration settings
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VPNType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// VPN. Server. URI
     ///
@@ -4257,6 +4905,7 @@ pub struct VPNType {
     ///
     /// VPN Server Address
     #[serde(rename = "server")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 512))]
     pub server: String,
     /// VPN. User. User_ Name
     ///
@@ -4264,6 +4913,7 @@ pub struct VPNType {
     ///
     /// VPN User
     #[serde(rename = "user")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20))]
     pub user: String,
     /// VPN. Group. Group_ Name
     ///
@@ -4271,6 +4921,7 @@ pub struct VPNType {
     ///
     /// VPN group.
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20, nullable = false))]
     pub group: Option<String>,
     /// VPN. Password. Password
     ///
@@ -4278,6 +4929,7 @@ pub struct VPNType {
     ///
     /// VPN Password.
     #[serde(rename = "password")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 20))]
     pub password: String,
     /// VPN. Key. VPN_ Key
     ///
@@ -4285,6 +4937,7 @@ pub struct VPNType {
     ///
     /// VPN shared secret.
     #[serde(rename = "key")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
     pub key: String,
     #[serde(rename = "type")]
     pub r#type: VPNEnumType,
@@ -4292,43 +4945,55 @@ pub struct VPNType {
 
 /// Attribute data of a variable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VariableAttributeType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub r#type: Option<AttributeEnumType>,
     /// Value of the attribute. May only be omitted when mutability is set to 'WriteOnly'.
     ///
     /// The Configuration Variable &lt;&lt;configkey-reporting-value-size,ReportingValueSize&gt;&gt; can be used to limit GetVariableResult.attributeValue, VariableAttribute.value and EventData.actualValue. The max size of these values will always remain equal.
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2500, nullable = false))]
     pub value: Option<String>,
     #[serde(rename = "mutability", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub mutability: Option<MutabilityEnumType>,
     /// If true, value will be persistent across system reboots or power down. Default when omitted is false.
     #[serde(rename = "persistent", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub persistent: Option<bool>,
     /// If true, value that will never be changed by the Charging Station at runtime. Default when omitted is false.
     #[serde(rename = "constant", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub constant: Option<bool>,
 }
 
 /// Fixed read-only parameters of a variable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VariableCharacteristicsType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Unit of the variable. When the transmitted value has a unit, this field SHALL be included.
     #[serde(rename = "unit", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 16, nullable = false))]
     pub unit: Option<String>,
     #[serde(rename = "dataType")]
     pub data_type: DataEnumType,
     /// Minimum possible value of this variable.
     #[serde(rename = "minLimit", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub min_limit: Option<f64>,
     /// Maximum possible value of this variable. When the datatype of this Variable is String, OptionList, SequenceList or MemberList, this field defines the maximum length of the (CSV) string.
     #[serde(rename = "maxLimit", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub max_limit: Option<f64>,
     /// Allowed values when variable is Option/Member/SequenceList.
     ///
@@ -4342,6 +5007,7 @@ pub struct VariableCharacteristicsType {
     ///
     /// The Configuration Variable &lt;&lt;configkey-configuration-value-size,ConfigurationValueSize&gt;&gt; can be used to limit SetVariableData.attributeValue and VariableCharacteristics.valueList. The max size of these values will always remain equal.
     #[serde(rename = "valuesList", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, nullable = false))]
     pub values_list: Option<String>,
     /// Flag indicating if this variable supports monitoring.
     #[serde(rename = "supportsMonitoring")]
@@ -4350,9 +5016,11 @@ pub struct VariableCharacteristicsType {
 
 /// A monitoring setting for a variable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VariableMonitoringType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Identifies the monitor.
     #[serde(rename = "id")]
@@ -4416,15 +5084,19 @@ pub struct VariableMonitoringType {
 
 /// Reference key to a component-variable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VariableType {
     #[serde(rename = "customData", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub custom_data: Option<CustomDataType>,
     /// Name of the variable. Name should be taken from the list of standardized variable names whenever possible. Case Insensitive. strongly advised to use Camel Case.
     #[serde(rename = "name")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50))]
     pub name: String,
     /// Name of instance in case the variable exists as multiple instances. Case Insensitive. strongly advised to use Camel Case.
     #[serde(rename = "instance", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 50, nullable = false))]
     pub instance: Option<String>,
 }
 
@@ -4434,6 +5106,7 @@ pub struct VariableType {
 ///
 /// Authentication method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum APNAuthenticationEnumType {
     #[serde(rename = "CHAP")]
     CHAP,
@@ -4468,6 +5141,7 @@ impl fmt::Display for APNAuthenticationEnumType {
 
 /// Attribute type for which value is requested. When absent, default Actual is assumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttributeEnumType {
     #[serde(rename = "Actual")]
     Actual,
@@ -4506,6 +5180,7 @@ impl fmt::Display for AttributeEnumType {
 ///
 /// Current status of the ID Token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AuthorizationStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -4573,6 +5248,7 @@ impl fmt::Display for AuthorizationStatusEnumType {
 ///
 /// - if one of the certificates was revoked, return 'CertificateRevoked'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AuthorizeCertificateStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -4624,6 +5300,7 @@ impl fmt::Display for AuthorizeCertificateStatusEnumType {
 
 /// This contains the reason for sending this message to the CSMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BootReasonEnumType {
     #[serde(rename = "ApplicationReset")]
     ApplicationReset,
@@ -4683,6 +5360,7 @@ impl fmt::Display for BootReasonEnumType {
 
 /// This indicates the success or failure of the canceling of a reservation by CSMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CancelReservationStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -4711,6 +5389,7 @@ impl fmt::Display for CancelReservationStatusEnumType {
 
 /// Defines whether certificate needs to be installed or updated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CertificateActionEnumType {
     #[serde(rename = "Install")]
     Install,
@@ -4739,6 +5418,7 @@ impl fmt::Display for CertificateActionEnumType {
 
 /// Returns whether certificate signing has been accepted, otherwise rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CertificateSignedStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -4767,6 +5447,7 @@ impl fmt::Display for CertificateSignedStatusEnumType {
 
 /// Indicates the type of the signed certificate that is returned. When omitted the certificate is used for both the 15118 connection (if implemented) and the Charging Station to CSMS connection. This field is required when a typeOfCertificate was included in the &lt;&lt;signcertificaterequest,SignCertificateRequest&gt;&gt; that requested this certificate to be signed AND both the 15118 connection and the Charging Station connection are implemented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CertificateSigningUseEnumType {
     #[serde(rename = "ChargingStationCertificate")]
     ChargingStationCertificate,
@@ -4795,6 +5476,7 @@ impl fmt::Display for CertificateSigningUseEnumType {
 
 /// This indicates whether the Charging Station is able to perform the availability change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChangeAvailabilityStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -4826,6 +5508,7 @@ impl fmt::Display for ChangeAvailabilityStatusEnumType {
 
 /// Source of the charging limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargingLimitSourceEnumType {
     #[serde(rename = "EMS")]
     EMS,
@@ -4864,6 +5547,7 @@ impl fmt::Display for ChargingLimitSourceEnumType {
 ///
 /// Indicates the kind of schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargingProfileKindEnumType {
     #[serde(rename = "Absolute")]
     Absolute,
@@ -4899,6 +5583,7 @@ impl fmt::Display for ChargingProfileKindEnumType {
 ///
 /// Specifies to purpose of the charging profiles that will be cleared, if they meet the other criteria in the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargingProfilePurposeEnumType {
     #[serde(rename = "ChargingStationExternalConstraints")]
     ChargingStationExternalConstraints,
@@ -4938,6 +5623,7 @@ impl fmt::Display for ChargingProfilePurposeEnumType {
 
 /// Returns whether the Charging Station has been able to process the message successfully. This does not guarantee the schedule will be followed to the letter. There might be other constraints the Charging Station may need to take into account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargingProfileStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -4966,6 +5652,7 @@ impl fmt::Display for ChargingProfileStatusEnumType {
 
 /// Can be used to force a power or current profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargingRateUnitEnumType {
     #[serde(rename = "W")]
     W,
@@ -5000,6 +5687,7 @@ impl fmt::Display for ChargingRateUnitEnumType {
 ///
 /// has changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ChargingStateEnumType {
     #[serde(rename = "Charging")]
     Charging,
@@ -5038,6 +5726,7 @@ impl fmt::Display for ChargingStateEnumType {
 
 /// Accepted if the Charging Station has executed the request, otherwise rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClearCacheStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5066,6 +5755,7 @@ impl fmt::Display for ClearCacheStatusEnumType {
 
 /// Indicates if the Charging Station was able to execute the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClearChargingProfileStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5094,6 +5784,7 @@ impl fmt::Display for ClearChargingProfileStatusEnumType {
 
 /// Returns whether the Charging Station has been able to remove the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClearMessageStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5122,6 +5813,7 @@ impl fmt::Display for ClearMessageStatusEnumType {
 
 /// Result of the clear request for this monitor, identified by its Id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClearMonitoringStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5153,6 +5845,7 @@ impl fmt::Display for ClearMonitoringStatusEnumType {
 
 /// `ComponentCriterionEnumType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ComponentCriterionEnumType {
     #[serde(rename = "Active")]
     Active,
@@ -5187,6 +5880,7 @@ impl fmt::Display for ComponentCriterionEnumType {
 
 /// This field specifies the connector type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConnectorEnumType {
     #[serde(rename = "cCCS1")]
     CCCS1,
@@ -5298,6 +5992,7 @@ impl fmt::Display for ConnectorEnumType {
 
 /// This contains the current status of the Connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConnectorStatusEnumType {
     #[serde(rename = "Available")]
     Available,
@@ -5340,6 +6035,7 @@ impl fmt::Display for ConnectorStatusEnumType {
 ///
 /// The kind of cost referred to in the message element amount
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CostKindEnumType {
     #[serde(rename = "CarbonDioxideEmission")]
     CarbonDioxideEmission,
@@ -5372,6 +6068,7 @@ impl fmt::Display for CostKindEnumType {
 
 /// Indicates whether the request was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CustomerInformationStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5403,6 +6100,7 @@ impl fmt::Display for CustomerInformationStatusEnumType {
 
 /// Data type of this variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DataEnumType {
     #[serde(rename = "string")]
     String,
@@ -5458,6 +6156,7 @@ impl fmt::Display for DataEnumType {
 
 /// This indicates the success or failure of the data transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DataTransferStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5492,6 +6191,7 @@ impl fmt::Display for DataTransferStatusEnumType {
 
 /// Charging Station indicates if it can process the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeleteCertificateStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5523,6 +6223,7 @@ impl fmt::Display for DeleteCertificateStatusEnumType {
 
 /// This indicates whether the Charging Station is able to display the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DisplayMessageStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5574,6 +6275,7 @@ impl fmt::Display for DisplayMessageStatusEnumType {
 ///
 /// Mode of energy transfer requested by the EV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EnergyTransferModeEnumType {
     #[serde(rename = "DC")]
     DC,
@@ -5608,6 +6310,7 @@ impl fmt::Display for EnergyTransferModeEnumType {
 
 /// Specifies the event notification type of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventNotificationEnumType {
     #[serde(rename = "HardWiredNotification")]
     HardWiredNotification,
@@ -5643,6 +6346,7 @@ impl fmt::Display for EventNotificationEnumType {
 
 /// Type of monitor that triggered this event, e.g. exceeding a threshold value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventTriggerEnumType {
     #[serde(rename = "Alerting")]
     Alerting,
@@ -5674,6 +6378,7 @@ impl fmt::Display for EventTriggerEnumType {
 
 /// This contains the progress status of the firmware installation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FirmwareStatusEnumType {
     #[serde(rename = "Downloaded")]
     Downloaded,
@@ -5753,6 +6458,7 @@ impl fmt::Display for FirmwareStatusEnumType {
 
 /// This indicates whether the Charging Station is able to accept this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GenericDeviceModelStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5789,6 +6495,7 @@ impl fmt::Display for GenericDeviceModelStatusEnumType {
 ///
 /// able to process the request
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GenericStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5817,6 +6524,7 @@ impl fmt::Display for GenericStatusEnumType {
 
 /// `GetCertificateIdUseEnumType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GetCertificateIdUseEnumType {
     #[serde(rename = "V2GRootCertificate")]
     V2GRootCertificate,
@@ -5860,6 +6568,7 @@ impl fmt::Display for GetCertificateIdUseEnumType {
 
 /// This indicates whether the charging station was able to retrieve the OCSP certificate status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GetCertificateStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5888,6 +6597,7 @@ impl fmt::Display for GetCertificateStatusEnumType {
 
 /// This indicates whether the Charging Station is able to process this request and will send &lt;&lt;reportchargingprofilesrequest, ReportChargingProfilesRequest&gt;&gt; messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GetChargingProfileStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5916,6 +6626,7 @@ impl fmt::Display for GetChargingProfileStatusEnumType {
 
 /// Indicates if the Charging Station has Display Messages that match the request criteria in the &lt;&lt;getdisplaymessagesrequest,GetDisplayMessagesRequest&gt;&gt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GetDisplayMessagesStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5944,6 +6655,7 @@ impl fmt::Display for GetDisplayMessagesStatusEnumType {
 
 /// Charging Station indicates if it can process the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GetInstalledCertificateStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -5972,6 +6684,7 @@ impl fmt::Display for GetInstalledCertificateStatusEnumType {
 
 /// Result status of getting the variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GetVariableStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -6015,6 +6728,7 @@ impl fmt::Display for GetVariableStatusEnumType {
 
 /// Used algorithms for the hashes provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HashAlgorithmEnumType {
     #[serde(rename = "SHA256")]
     SHA256,
@@ -6046,6 +6760,7 @@ impl fmt::Display for HashAlgorithmEnumType {
 
 /// Enumeration of possible idToken types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum IdTokenEnumType {
     #[serde(rename = "Central")]
     Central,
@@ -6101,6 +6816,7 @@ impl fmt::Display for IdTokenEnumType {
 
 /// Charging Station indicates if installation was successful.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum InstallCertificateStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -6132,6 +6848,7 @@ impl fmt::Display for InstallCertificateStatusEnumType {
 
 /// Indicates the certificate type that is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum InstallCertificateUseEnumType {
     #[serde(rename = "V2GRootCertificate")]
     V2GRootCertificate,
@@ -6171,6 +6888,7 @@ impl fmt::Display for InstallCertificateUseEnumType {
 
 /// Indicates whether the message was processed properly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Iso15118EVCertificateStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -6203,6 +6921,7 @@ impl fmt::Display for Iso15118EVCertificateStatusEnumType {
 ///
 /// Indicates where the measured value has been sampled. Default =  "Outlet"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LocationEnumType {
     #[serde(rename = "Body")]
     Body,
@@ -6242,6 +6961,7 @@ impl fmt::Display for LocationEnumType {
 ///
 /// should send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LogEnumType {
     #[serde(rename = "DiagnosticsLog")]
     DiagnosticsLog,
@@ -6270,6 +6990,7 @@ impl fmt::Display for LogEnumType {
 
 /// This field indicates whether the Charging Station was able to accept the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LogStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -6305,6 +7026,7 @@ impl fmt::Display for LogStatusEnumType {
 ///
 /// Type of measurement. Default = "Energy.Active.Import.Register"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MeasurandEnumType {
     #[serde(rename = "Current.Export")]
     CurrentExport,
@@ -6432,6 +7154,7 @@ impl fmt::Display for MeasurandEnumType {
 ///
 /// Format of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageFormatEnumType {
     #[serde(rename = "ASCII")]
     ASCII,
@@ -6466,6 +7189,7 @@ impl fmt::Display for MessageFormatEnumType {
 
 /// If provided the Charging Station shall return Display Messages with the given priority only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessagePriorityEnumType {
     #[serde(rename = "AlwaysFront")]
     AlwaysFront,
@@ -6497,6 +7221,7 @@ impl fmt::Display for MessagePriorityEnumType {
 
 /// If provided the Charging Station shall return Display Messages with the given state only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageStateEnumType {
     #[serde(rename = "Charging")]
     Charging,
@@ -6531,6 +7256,7 @@ impl fmt::Display for MessageStateEnumType {
 
 /// Type of message to be triggered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageTriggerEnumType {
     #[serde(rename = "BootNotification")]
     BootNotification,
@@ -6598,6 +7324,7 @@ impl fmt::Display for MessageTriggerEnumType {
 
 /// The type of this monitor, e.g. a threshold, delta or periodic monitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MonitorEnumType {
     #[serde(rename = "UpperThreshold")]
     UpperThreshold,
@@ -6636,6 +7363,7 @@ impl fmt::Display for MonitorEnumType {
 
 /// Specify which monitoring base will be set
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MonitoringBaseEnumType {
     #[serde(rename = "All")]
     All,
@@ -6667,6 +7395,7 @@ impl fmt::Display for MonitoringBaseEnumType {
 
 /// `MonitoringCriterionEnumType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MonitoringCriterionEnumType {
     #[serde(rename = "ThresholdMonitoring")]
     ThresholdMonitoring,
@@ -6698,6 +7427,7 @@ impl fmt::Display for MonitoringCriterionEnumType {
 
 /// Defines the mutability of this attribute. Default is ReadWrite when omitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MutabilityEnumType {
     #[serde(rename = "ReadOnly")]
     ReadOnly,
@@ -6729,6 +7459,7 @@ impl fmt::Display for MutabilityEnumType {
 
 /// Returns whether the CSMS has been able to process the message successfully. It does not imply that the evChargingNeeds can be met with the current charging profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NotifyEVChargingNeedsStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -6760,6 +7491,7 @@ impl fmt::Display for NotifyEVChargingNeedsStatusEnumType {
 
 /// Applicable Network Interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OCPPInterfaceEnumType {
     #[serde(rename = "Wired0")]
     Wired0,
@@ -6819,6 +7551,7 @@ impl fmt::Display for OCPPInterfaceEnumType {
 ///
 /// Defines the transport protocol (e.g. SOAP or JSON). Note: SOAP is not supported in OCPP 2.0, but is supported by other versions of OCPP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OCPPTransportEnumType {
     #[serde(rename = "JSON")]
     JSON,
@@ -6851,6 +7584,7 @@ impl fmt::Display for OCPPTransportEnumType {
 ///
 /// Defines the OCPP version used for this communication function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OCPPVersionEnumType {
     #[serde(rename = "OCPP12")]
     OCPP12,
@@ -6885,6 +7619,7 @@ impl fmt::Display for OCPPVersionEnumType {
 
 /// This contains the type of availability change that the Charging Station should perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OperationalStatusEnumType {
     #[serde(rename = "Inoperative")]
     Inoperative,
@@ -6917,6 +7652,7 @@ impl fmt::Display for OperationalStatusEnumType {
 ///
 /// Indicates how the measured value is to be interpreted. For instance between L1 and neutral (L1-N) Please note that not all values of phase are applicable to all Measurands. When phase is absent, the measured value is interpreted as an overall value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PhaseEnumType {
     #[serde(rename = "L1")]
     L1,
@@ -6972,6 +7708,7 @@ impl fmt::Display for PhaseEnumType {
 ///
 /// installation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PublishFirmwareStatusEnumType {
     #[serde(rename = "Idle")]
     Idle,
@@ -7039,6 +7776,7 @@ impl fmt::Display for PublishFirmwareStatusEnumType {
 ///
 /// Type of detail value: start, end or sample. Default = "Sample.Periodic"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReadingContextEnumType {
     #[serde(rename = "Interruption.Begin")]
     InterruptionBegin,
@@ -7098,6 +7836,7 @@ impl fmt::Display for ReadingContextEnumType {
 ///
 /// This contains the reason why the transaction was stopped. MAY only be omitted when Reason is "Local".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReasonEnumType {
     #[serde(rename = "DeAuthorized")]
     DeAuthorized,
@@ -7201,6 +7940,7 @@ impl fmt::Display for ReasonEnumType {
 ///
 /// Indicates the start point of a recurrence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RecurrencyKindEnumType {
     #[serde(rename = "Daily")]
     Daily,
@@ -7231,6 +7971,7 @@ impl fmt::Display for RecurrencyKindEnumType {
 ///
 /// within the CSMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RegistrationStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7262,6 +8003,7 @@ impl fmt::Display for RegistrationStatusEnumType {
 
 /// This field specifies the report base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReportBaseEnumType {
     #[serde(rename = "ConfigurationInventory")]
     ConfigurationInventory,
@@ -7293,6 +8035,7 @@ impl fmt::Display for ReportBaseEnumType {
 
 /// Status indicating whether the Charging Station accepts the request to start a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RequestStartStopStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7321,6 +8064,7 @@ impl fmt::Display for RequestStartStopStatusEnumType {
 
 /// The updated reservation status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReservationUpdateStatusEnumType {
     #[serde(rename = "Expired")]
     Expired,
@@ -7349,6 +8093,7 @@ impl fmt::Display for ReservationUpdateStatusEnumType {
 
 /// This indicates the success or failure of the reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReserveNowStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7387,6 +8132,7 @@ impl fmt::Display for ReserveNowStatusEnumType {
 
 /// This contains the type of reset that the Charging Station or EVSE should perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ResetEnumType {
     #[serde(rename = "Immediate")]
     Immediate,
@@ -7415,6 +8161,7 @@ impl fmt::Display for ResetEnumType {
 
 /// This indicates whether the Charging Station is able to perform the reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ResetStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7446,6 +8193,7 @@ impl fmt::Display for ResetStatusEnumType {
 
 /// This indicates whether the Charging Station has successfully received and applied the update of the Local Authorization List.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SendLocalListStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7477,6 +8225,7 @@ impl fmt::Display for SendLocalListStatusEnumType {
 
 /// Status is OK if a value could be returned. Otherwise this will indicate the reason why a value could not be returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SetMonitoringStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7524,6 +8273,7 @@ impl fmt::Display for SetMonitoringStatusEnumType {
 
 /// Result of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SetNetworkProfileStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7555,6 +8305,7 @@ impl fmt::Display for SetNetworkProfileStatusEnumType {
 
 /// Result status of setting the variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SetVariableStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7604,6 +8355,7 @@ impl fmt::Display for SetVariableStatusEnumType {
 ///
 /// The first TransactionEvent of a transaction SHALL contain: "Started" The last TransactionEvent of a transaction SHALL contain: "Ended" All others SHALL contain: "Updated"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TransactionEventEnumType {
     #[serde(rename = "Ended")]
     Ended,
@@ -7635,6 +8387,7 @@ impl fmt::Display for TransactionEventEnumType {
 
 /// Indicates whether the Charging Station will send the requested notification or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TriggerMessageStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7666,6 +8419,7 @@ impl fmt::Display for TriggerMessageStatusEnumType {
 
 /// Reason the Charging Station sends this message to the CSMS
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TriggerReasonEnumType {
     #[serde(rename = "Authorized")]
     Authorized,
@@ -7773,6 +8527,7 @@ impl fmt::Display for TriggerReasonEnumType {
 
 /// This indicates whether the Charging Station has unlocked the connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UnlockStatusEnumType {
     #[serde(rename = "Unlocked")]
     Unlocked,
@@ -7808,6 +8563,7 @@ impl fmt::Display for UnlockStatusEnumType {
 
 /// Indicates whether the Local Controller succeeded in unpublishing the firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UnpublishFirmwareStatusEnumType {
     #[serde(rename = "DownloadOngoing")]
     DownloadOngoing,
@@ -7839,6 +8595,7 @@ impl fmt::Display for UnpublishFirmwareStatusEnumType {
 
 /// This contains the type of update (full or differential) of this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UpdateEnumType {
     #[serde(rename = "Differential")]
     Differential,
@@ -7867,6 +8624,7 @@ impl fmt::Display for UpdateEnumType {
 
 /// This field indicates whether the Charging Station was able to accept the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UpdateFirmwareStatusEnumType {
     #[serde(rename = "Accepted")]
     Accepted,
@@ -7905,6 +8663,7 @@ impl fmt::Display for UpdateFirmwareStatusEnumType {
 
 /// This contains the status of the log upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum UploadLogStatusEnumType {
     #[serde(rename = "BadMessage")]
     BadMessage,
@@ -7964,6 +8723,7 @@ impl fmt::Display for UploadLogStatusEnumType {
 ///
 /// Type of VPN
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VPNEnumType {
     #[serde(rename = "IKEv2")]
     IKEv2,
