@@ -440,6 +440,7 @@ async fn enrollment_signs_a_valid_csr_and_names_the_failed_rule() {
     assert!(!chain.contains("PRIVATE KEY"));
     let info = pki::inspect_certificate(&pki::pem_to_der_chain(chain).unwrap()[0]).unwrap();
     assert_eq!(info.subject_cn.as_deref(), Some("E-1"));
+    assert_eq!(info.subject_o.as_deref(), Some("Alpha Charging"), "O is the tenant's organisation");
     assert_eq!(r.body["serialNumber"], info.serial_hex);
     // The CN is somebody else's: rejected, with the rule.
     let r = api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": csr("E-2")})).await;
