@@ -683,6 +683,15 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
             );
         }
         assert!(!r.text.contains("beta-secret") && !r.text.contains("\"B-1\""), "{method} {path} leaked: {}", r.text);
+        // An expired or tampered token opens nothing.
+        let expired = token("alpha", Role::Admin, -3600);
+        let mut tampered = a_admin.clone();
+        let n = tampered.len();
+        tampered.replace_range(n - 4.., if a_admin.ends_with("AAAA") { "BBBB" } else { "AAAA" });
+        for bad in [&expired, &tampered] {
+            let r = api.call(method.clone(), &concrete, Some(bad), body.clone()).await;
+            assert_problem(&r, 401, "unauthorized");
+        }
         // A viewer mutates nothing.
         if *method != Method::GET {
             let concrete_a = path.replace("{id}", "A-NONE").replace("{name}", "alpha").replace("{action}", "Reset");
