@@ -12,6 +12,7 @@ pub mod auth;
 pub mod extract;
 pub mod model;
 pub mod problem;
+mod responses;
 pub mod routes;
 pub mod service;
 
@@ -43,6 +44,7 @@ use crate::service::Service;
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&BearerScheme),
+    components(schemas(problem::Problem)),
     tags(
         (name = "tenants", description = "Tenants (platform-admin)"),
         (name = "stations", description = "Charging stations"),

@@ -16,6 +16,9 @@ use crate::model::{
     Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
 };
 use crate::problem::{Kind, Problem};
+use crate::responses::{
+    BodyRejected, CommandFailures, Conflict, Forbidden, NotFound, ParamRejected, Unauthenticated, Unavailable,
+};
 use crate::service::Service;
 
 /// What every handler reaches.
@@ -41,12 +44,10 @@ type ApiResult<T> = Result<T, Problem>;
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = NewTenant,
     responses(
         (status = 201, description = "Created", body = Tenant),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a platform-admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Name or host name taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        Conflict,
+        BodyRejected,
     ),
     security(("bearer" = [])))]
 pub async fn create_tenant(
@@ -63,9 +64,9 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageQuery),
     responses(
         (status = 200, description = "One page of tenants", body = TenantPage),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a platform-admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        ParamRejected,
     ),
     security(("bearer" = [])))]
 pub async fn list_tenants(
@@ -83,8 +84,8 @@ pub async fn list_tenants(
     params(("name" = String, Path, description = "Tenant name")),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant (or not yours)", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NotFound,
     ),
     security(("bearer" = [])))]
 pub async fn show_tenant(
@@ -104,12 +105,10 @@ pub async fn show_tenant(
 #[utoipa::path(post, path = "/api/v1/stations", tag = "stations", request_body = NewStation,
     responses(
         (status = 201, description = "Created", body = Station),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Station id not available", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        Conflict,
+        BodyRejected,
     ),
     security(("bearer" = [])))]
 pub async fn create_station(
@@ -126,9 +125,9 @@ pub async fn create_station(
 #[utoipa::path(get, path = "/api/v1/stations", tag = "stations", params(StationFilter),
     responses(
         (status = 200, description = "One page of stations, by id", body = StationPage),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        ParamRejected,
     ),
     security(("bearer" = [])))]
 pub async fn list_stations(
@@ -147,9 +146,9 @@ pub async fn list_stations(
     params(("id" = String, Path, description = "Station id")),
     responses(
         (status = 200, description = "The station", body = Station),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
     ),
     security(("bearer" = [])))]
 pub async fn show_station(
@@ -166,12 +165,10 @@ pub async fn show_station(
     params(("id" = String, Path, description = "Station id")),
     responses(
         (status = 200, description = "The updated station", body = Station),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        BodyRejected,
     ),
     security(("bearer" = [])))]
 pub async fn update_station(
@@ -189,9 +186,9 @@ pub async fn update_station(
     params(("id" = String, Path, description = "Station id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
     ),
     security(("bearer" = [])))]
 pub async fn delete_station(
@@ -209,12 +206,10 @@ pub async fn delete_station(
     params(("id" = String, Path, description = "Station id")),
     responses(
         (status = 201, description = "Issued", body = EnrollResponse),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "CSR rejected; detail names the rule", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        BodyRejected,
     ),
     security(("bearer" = [])))]
 pub async fn enroll(
@@ -233,9 +228,9 @@ pub async fn enroll(
 #[utoipa::path(get, path = "/api/v1/pki/csms-root", tag = "pki",
     responses(
         (status = 200, description = "PEM certificate", body = String, content_type = "application/x-pem-file"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The CSMS root does not exist yet", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<Response> {
@@ -253,9 +248,9 @@ pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<
     params(SecurityEventFilter),
     responses(
         (status = 200, description = "One page of events", body = SecurityEventPage),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        ParamRejected,
     ),
     security(("bearer" = [])))]
 pub async fn security_events(
@@ -276,9 +271,9 @@ pub async fn security_events(
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "audit", params(PageQuery),
     responses(
         (status = 200, description = "One page of audit records, oldest first", body = AuditPage),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or platform-admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        ParamRejected,
     ),
     security(("bearer" = [])))]
 pub async fn audit_log(
@@ -332,16 +327,11 @@ async fn forward(
     request_body(content = Object, description = "The OCPP request payload"),
     responses(
         (status = 200, description = "The station's response payload", body = Object),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Station not connected, or rejected", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown action or payload invalid for its schema", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The station answered with a CALLERROR or an invalid response", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many calls queued for the station", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "The station did not answer in time", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        CommandFailures,
+        BodyRejected,
     ),
     security(("bearer" = [])))]
 pub async fn ocpp_command(
@@ -374,16 +364,11 @@ macro_rules! command {
             request_body(content = Object, description = concat!("OCPP 2.0.1 ", $action, "Request payload")),
             responses(
                 (status = 200, description = concat!("The station's ", $action, "Response payload"), body = Object),
-                (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-                (status = 403, description = "Read-only or platform token", body = Problem, content_type = "application/problem+json"),
-                (status = 404, description = "No such station", body = Problem, content_type = "application/problem+json"),
-                (status = 409, description = "Station not connected, or rejected", body = Problem, content_type = "application/problem+json"),
-                (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-                (status = 422, description = "Payload invalid for the OCPP schema", body = Problem, content_type = "application/problem+json"),
-                (status = 502, description = "The station answered with a CALLERROR or an invalid response", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Too many calls queued for the station", body = Problem, content_type = "application/problem+json"),
-                (status = 504, description = "The station did not answer in time", body = Problem, content_type = "application/problem+json"),
+                Unauthenticated,
+                Forbidden,
+                NotFound,
+                CommandFailures,
+                BodyRejected,
             ),
             security(("bearer" = [])))]
         pub async fn $name(
@@ -436,9 +421,9 @@ command!(unlock_connector, "/api/v1/stations/{id}/unlock-connector", "UnlockConn
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     responses(
         (status = 200, description = "An endless text/event-stream of LiveEvent objects", body = crate::model::LiveEvent, content_type = "text/event-stream"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Platform token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Too many live streams open", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        Forbidden,
+        Unavailable,
     ),
     security(("bearer" = [])))]
 pub async fn events(State(st): State<ApiState>, who: Principal) -> ApiResult<Response> {

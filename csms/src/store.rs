@@ -768,34 +768,13 @@ impl Store {
         Ok(n)
     }
 
+    /// All security events of a tenant (or one of its stations), oldest first.
     pub async fn security_events(
         &self,
         tenant_id: &str,
         station_id: Option<&str>,
     ) -> Result<Vec<SecurityEvent>, StoreError> {
-        let rows = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT id, station_id, kind, occurred_at, tech_info, received_at FROM security_events \
-                 WHERE tenant_id = $1 AND ($2 IS NULL OR station_id = $2) ORDER BY id",
-            )
-            .bind(tenant_id)
-            .bind(station_id)
-            .fetch_all(p)
-            .await?
-            .into_iter()
-            .map(|r| -> Result<SecurityEvent, sqlx::Error> {
-                Ok(SecurityEvent {
-                    id: r.try_get("id")?,
-                    station_id: r.try_get("station_id")?,
-                    kind: r.try_get("kind")?,
-                    occurred_at: r.try_get("occurred_at")?,
-                    tech_info: r.try_get("tech_info")?,
-                    received_at: r.try_get("received_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?
-        });
-        Ok(rows)
+        self.security_events_page(tenant_id, station_id, None, None, u32::MAX).await
     }
 
     // ---- certificates -------------------------------------------------------
