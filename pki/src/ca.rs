@@ -33,11 +33,13 @@ const SERIAL_LEN: usize = 16;
 ///
 /// `Debug` shows the subject only. Safe to share between threads (`Send + Sync`).
 pub struct CertificateAuthority {
-    cert_der: Vec<u8>,
+    pub(crate) cert_der: Vec<u8>,
     cert_pem: String,
     subject_cn: String,
     not_after: OffsetDateTime,
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+    /// Written into the station certificates this CA issues.
+    endpoints: crate::RevocationEndpoints,
 }
 
 /// The persisted form of a CA: certificate PEM plus its PKCS#8 key sealed by a
@@ -175,9 +177,21 @@ impl CertificateAuthority {
         };
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
+        if let Some(url) = &self.endpoints.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
+        }
+        if let Some(url) = &self.endpoints.ocsp_url {
+            params.custom_extensions.push(crate::revocation::aia_ocsp_extension(url));
+        }
 
         let cert = params.signed_by(csr.public_key(), &self.issuer)?;
         issued(cert.der().to_vec())
+    }
+
+    /// Where the station certificates this CA issues from now on point relying
+    /// parties for revocation (CRL distribution point, OCSP in authorityInfoAccess).
+    pub fn set_revocation_endpoints(&mut self, endpoints: crate::RevocationEndpoints) {
+        self.endpoints = endpoints;
     }
 
     /// Issue a TLS server certificate for the CSMS with a freshly generated P-256 key.
@@ -240,7 +254,14 @@ impl CertificateAuthority {
             .to_owned();
         let not_after = cert.validity().not_after.to_datetime();
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), key)?;
-        Ok(Self { cert_pem: pem("CERTIFICATE", &cert_der), cert_der, subject_cn, not_after, issuer })
+        Ok(Self {
+            cert_pem: pem("CERTIFICATE", &cert_der),
+            cert_der,
+            subject_cn,
+            not_after,
+            issuer,
+            endpoints: Default::default(),
+        })
     }
 
     fn validity(

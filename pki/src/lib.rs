@@ -13,10 +13,12 @@
 
 mod ca;
 mod csr;
+mod der;
 mod encoding;
 mod error;
 mod inspect;
 mod key;
+mod revocation;
 mod sealing;
 
 pub use ca::{
@@ -27,6 +29,10 @@ pub use csr::{CsrRejection, MAX_CSR_PEM_LEN, ValidatedCsr, validate_csr};
 pub use error::PkiError;
 pub use inspect::{CertInfo, inspect_certificate, pem_to_der_chain};
 pub use key::PrivateKey;
+pub use revocation::{
+    CertId, CertStatus, HashAlg, MAX_OCSP_REQUEST_CERTS, OcspError, OcspRequest, RevocationEndpoints, RevocationReason,
+    Revoked,
+};
 pub use sealing::{MASTER_KEY_LEN, MasterKey, SEAL_VERSION};
 /// Re-exported so callers can name the type returned by [`MasterKey::open`] without
 /// depending on `zeroize` themselves.

@@ -277,3 +277,126 @@ fn pem_chain_decoding() {
     let text = openssl(&["x509", "-in", s(&p), "-noout", "-subject"]);
     assert!(text.contains("CN = Acme CSMS Root"), "{text}");
 }
+
+/// Issues two station certificates with revocation endpoints, revokes one, and
+/// lets openssl judge the CRL and the OCSP responses.
+#[test]
+fn crl_and_ocsp_agree_with_openssl() {
+    use pki::{CertStatus, OcspRequest, RevocationEndpoints, RevocationReason, Revoked};
+    let dir = TempDir::new("revocation");
+    let mut h = hierarchy();
+    h.station_ca.set_revocation_endpoints(RevocationEndpoints {
+        crl_url: Some("http://csms.example/pki/default/station-ca.crl".into()),
+        ocsp_url: Some("http://csms.example/ocsp/default".into()),
+    });
+    let issue = |name: &str| {
+        let (csr_pem, _) =
+            openssl_csr(&dir, name, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], name);
+        let csr = validate_csr(&csr_pem, name).unwrap();
+        h.station_ca
+            .issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30))
+            .unwrap()
+    };
+    let good = issue("CS-GOOD");
+    let bad = issue("CS-BAD");
+    let root = dir.write("root.pem", h.root.cert_pem());
+    let sub = dir.write("sub.pem", h.station_ca.cert_pem());
+    let good_pem = dir.write("good.pem", &good.pem);
+    let bad_pem = dir.write("bad.pem", &bad.pem);
+
+    // The extensions point at the endpoints.
+    let text = openssl(&["x509", "-in", s(&good_pem), "-noout", "-text"]);
+    assert!(text.contains("URI:http://csms.example/pki/default/station-ca.crl"), "{text}");
+    assert!(text.contains("OCSP - URI:http://csms.example/ocsp/default"), "{text}");
+
+    // CRL: parsed, signature verified against the sub-CA, lists the revoked serial with its reason.
+    let revoked = Revoked {
+        serial_hex: bad.serial_hex.clone(),
+        revoked_at: now() - Duration::minutes(1),
+        reason: RevocationReason::KeyCompromise,
+    };
+    let crl = h.station_ca.crl(&[revoked.clone()], 7, now(), now() + Duration::hours(1)).unwrap();
+    let crl_path = dir.path("ca.crl");
+    std::fs::write(&crl_path, &crl).unwrap();
+    let text = openssl(&["crl", "-inform", "DER", "-in", s(&crl_path), "-noout", "-text", "-CAfile", s(&sub)]);
+    assert!(text.contains(&format!("Serial Number: {}", bad.serial_hex.to_uppercase())), "{text}");
+    assert!(!text.contains(&good.serial_hex.to_uppercase()), "{text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+    assert!(text.contains("Next Update"), "{text}");
+    assert!(text.contains("X509v3 CRL Number") && text.contains('7'), "{text}");
+    let verified = openssl_raw(&["crl", "-inform", "DER", "-in", s(&crl_path), "-noout", "-CAfile", s(&sub)]);
+    assert!(String::from_utf8_lossy(&verified.stderr).contains("verify OK"), "{verified:?}");
+    // openssl verify -crl_check refuses the revoked leaf and accepts the other.
+    let crl_pem = dir.path("ca-crl.pem");
+    openssl(&["crl", "-inform", "DER", "-in", s(&crl_path), "-out", s(&crl_pem)]);
+    for (leaf, expect_ok) in [(&good_pem, true), (&bad_pem, false)] {
+        let out = openssl_raw(&[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            s(&root),
+            "-untrusted",
+            s(&sub),
+            "-CRLfile",
+            s(&crl_pem),
+            s(leaf),
+        ]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.success(), expect_ok, "{text}");
+        if !expect_ok {
+            assert!(text.contains("certificate revoked"), "{text}");
+        }
+    }
+
+    // OCSP: openssl makes the request (with a nonce), we answer, openssl verifies.
+    for (leaf, name) in [(&good_pem, "good"), (&bad_pem, "revoked")] {
+        let req_path = dir.path(&format!("{name}.req"));
+        openssl(&["ocsp", "-issuer", s(&sub), "-cert", s(leaf), "-reqout", s(&req_path)]);
+        let req = OcspRequest::parse(&std::fs::read(&req_path).unwrap()).unwrap();
+        assert_eq!(req.certs.len(), 1);
+        assert!(h.station_ca.issued(&req.certs[0]));
+        assert!(!h.root.issued(&req.certs[0]), "the root did not issue station certificates");
+        let status = if req.certs[0].serial_hex == bad.serial_hex {
+            CertStatus::Revoked { at: revoked.revoked_at, reason: revoked.reason }
+        } else {
+            CertStatus::Good
+        };
+        let resp = h.station_ca.ocsp_response(&req, &[status], now(), now() + Duration::hours(1)).unwrap();
+        let resp_path = dir.path(&format!("{name}.resp"));
+        std::fs::write(&resp_path, &resp).unwrap();
+        // Signature, signer authority and the echoed nonce, against the request as sent.
+        let out = openssl_raw(&[
+            "ocsp",
+            "-reqin",
+            s(&req_path),
+            "-respin",
+            s(&resp_path),
+            "-issuer",
+            s(&sub),
+            "-CAfile",
+            s(&root),
+        ]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("Response verify OK"), "{text}");
+        assert!(!text.contains("Nonce") && !text.contains("WARNING"), "{text}");
+        // The status openssl reads for the certificate.
+        let out = openssl_raw(&[
+            "ocsp",
+            "-respin",
+            s(&resp_path),
+            "-issuer",
+            s(&sub),
+            "-CAfile",
+            s(&root),
+            "-cert",
+            s(leaf),
+            "-no_nonce",
+        ]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains(&format!("{}: {name}", s(leaf))), "{text}");
+        if name == "revoked" {
+            assert!(text.contains("Reason: keyCompromise"), "{text}");
+        }
+    }
+}
