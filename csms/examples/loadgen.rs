@@ -106,9 +106,17 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
         params.distinguished_name.push(rcgen::DnType::CommonName, id.clone());
         let csr_pem = params.serialize_request(&key)?.pem()?;
         let csr = pki::validate_csr(&csr_pem, &id)?;
-        let (chain_pem, _) =
-            csms::authority::issue_for(&opened.store, &opened.secrets.master, &tenant, &id, &csr, validity, now)
-                .await?;
+        let (chain_pem, _) = csms::authority::issue_for(
+            &opened.store,
+            &opened.secrets.master,
+            &tenant,
+            &id,
+            &csr,
+            validity,
+            now,
+            &opened.config.public_url(),
+        )
+        .await?;
         let chain = pki::pem_to_der_chain(&chain_pem)?.into_iter().map(CertificateDer::from).collect();
         out.push(Creds { id, chain, key: key.serialize_der() });
     }

@@ -266,6 +266,7 @@ pub async fn enroll(
     station_id: &str,
     csr_pem: &str,
     validity_days: u32,
+    public_url: &str,
 ) -> Result<(String, CertificateRecord), EnrollError> {
     let station = store
         .station(station_id)
@@ -281,7 +282,17 @@ pub async fn enroll(
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
     let validity =
         Validity { not_before: now - Duration::minutes(5), not_after: now + Duration::days(i64::from(validity_days)) };
-    issue_for(store, master, &tenant, station_id, &csr, validity, now).await
+    issue_for(store, master, &tenant, station_id, &csr, validity, now, public_url).await
+}
+
+/// Where a tenant's CRL and OCSP responder are published, under the CSMS's
+/// public base URL (`Config::public_url`).
+pub fn revocation_endpoints(public_url: &str, tenant: &str) -> pki::RevocationEndpoints {
+    let base = public_url.trim_end_matches('/');
+    pki::RevocationEndpoints {
+        crl_url: Some(format!("{base}/pki/{tenant}/station-ca.crl")),
+        ocsp_url: Some(format!("{base}/ocsp/{tenant}")),
+    }
 }
 
 /// Validity window of a certificate to issue.
@@ -300,9 +311,11 @@ pub async fn issue_for(
     csr: &pki::ValidatedCsr,
     validity: Validity,
     now: OffsetDateTime,
+    public_url: &str,
 ) -> Result<(String, CertificateRecord), EnrollError> {
     let Validity { not_before, not_after } = validity;
-    let ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
+    let mut ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
+    ca.set_revocation_endpoints(revocation_endpoints(public_url, &tenant.id));
     let cert =
         ca.issue_station_certificate(csr, &tenant.organization, not_before, not_after).map_err(anyhow::Error::from)?;
     let record = CertificateRecord {
@@ -315,6 +328,7 @@ pub async fn issue_for(
         cert_pem: cert.pem.clone(),
         issued_at: unix_millis(now),
         revoked_at: None,
+        revocation_reason: None,
     };
     store.record_certificate(&record).await.map_err(|e| EnrollError::Internal(e.into()))?;
     let mut chain = cert.pem.clone();

@@ -158,6 +158,10 @@ pub enum CertCommand {
         serial: String,
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: pki::RevocationReason,
     },
 }
 
@@ -261,11 +265,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Station(cmd) => station(cmd, config, &clock).await,
-        Command::Cert(CertCommand::Revoke { serial, tenant }) => {
+        Command::Cert(CertCommand::Revoke { serial, tenant, reason }) => {
             let opened = server::open(config, &clock).await?;
             let serial = authority::canonical_serial(&serial)
                 .with_context(|| format!("'{serial}' is not a hexadecimal serial number"))?;
-            opened.store.revoke_certificate(&tenant, &serial, clock.now_millis()).await?;
+            opened.store.revoke_certificate(&tenant, &serial, clock.now_millis(), reason.as_str()).await?;
             println!("revoked {serial}");
             Ok(())
         }
@@ -333,9 +337,16 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
         }
         StationCommand::Enroll { id, csr, days } => {
             let pem = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
-            let (chain, rec) =
-                authority::enroll(store, &opened.secrets.master, clock.now(), &id, &pem, days.unwrap_or(cert_days))
-                    .await?;
+            let (chain, rec) = authority::enroll(
+                store,
+                &opened.secrets.master,
+                clock.now(),
+                &id,
+                &pem,
+                days.unwrap_or(cert_days),
+                &opened.config.public_url(),
+            )
+            .await?;
             eprintln!("issued certificate serial {} to {id}, valid until {}", rec.serial_hex, rec.not_after);
             print!("{chain}");
         }

@@ -18,6 +18,10 @@ pub struct Config {
     pub ocpp_plain_addr: Option<SocketAddr>,
     /// HTTP listener for health, metrics and the REST API.
     pub api_addr: SocketAddr,
+    /// Base URL of the API listener as stations and relying parties reach it; the
+    /// CRL and OCSP URLs in issued certificates live under it. Default
+    /// `http://<first server name>:<api port>`.
+    pub public_url: Option<String>,
     /// Signature algorithm of API tokens: HS256 (secret in `jwt.secret`),
     /// ES256 or EdDSA (key pair generated once, sealed in the database).
     pub jwt_algorithm: api::auth::Algorithm,
@@ -57,6 +61,7 @@ impl Default for Config {
             ocpp_plain_addr: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             jwt_algorithm: api::auth::Algorithm::HS256,
+            public_url: None,
             database_url: None,
             database_max_connections: 16,
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
@@ -106,6 +111,9 @@ impl Config {
         if let Some(v) = var("ANCHORPOINT_API_ADDR") {
             self.api_addr = v.parse().context("ANCHORPOINT_API_ADDR")?;
         }
+        if let Some(v) = var("ANCHORPOINT_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
         if let Some(v) = var("ANCHORPOINT_JWT_ALGORITHM") {
             self.jwt_algorithm = v.parse().map_err(anyhow::Error::msg).context("ANCHORPOINT_JWT_ALGORITHM")?;
         }
@@ -137,6 +145,14 @@ impl Config {
             bail!("idle_timeout_secs must exceed boot_retry_interval_secs, or Pending stations get disconnected");
         }
         Ok(())
+    }
+
+    /// See [`Config::public_url`].
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            let host = self.server_names.first().map(String::as_str).unwrap_or("localhost");
+            format!("http://{host}:{}", self.api_addr.port())
+        })
     }
 
     pub fn database_url(&self) -> String {

@@ -1,4 +1,5 @@
-//! The API listener: health, readiness, metrics, and the REST API (`api` crate).
+//! The API listener: health, readiness, metrics, the public CRL and OCSP
+//! endpoints, and the REST API (`api` crate).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,12 +13,13 @@ use axum::routing::get;
 use crate::app::App;
 
 pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>, auth: Arc<api::auth::Authenticator>) -> Router {
-    let service = Arc::new(crate::rest::RestService::new(app.clone(), master));
+    let service = Arc::new(crate::rest::RestService::new(app.clone(), master.clone()));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(crate::revocation::router(app, master))
         .merge(api::router(service, auth, &command_schemas()))
 }
 

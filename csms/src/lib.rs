@@ -15,6 +15,7 @@ pub mod identity;
 pub mod metrics;
 pub mod password;
 pub mod rest;
+pub mod revocation;
 pub mod server;
 pub mod session;
 pub mod store;

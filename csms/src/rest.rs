@@ -452,7 +452,8 @@ impl Service for RestService {
                 return Err(invalid("/validityDays", "1 to 3650 days"));
             }
             let now = self.app.clock.now();
-            match authority::enroll(&self.app.store, &self.master, now, &station, &req.csr, days).await {
+            let public_url = self.app.config.public_url();
+            match authority::enroll(&self.app.store, &self.master, now, &station, &req.csr, days, &public_url).await {
                 Ok((chain, rec)) => Ok(EnrollResponse {
                     certificate_chain: chain,
                     serial_number: rec.serial_hex,

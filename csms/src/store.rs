@@ -226,6 +226,8 @@ pub struct CertificateRecord {
     pub cert_pem: String,
     pub issued_at: i64,
     pub revoked_at: Option<i64>,
+    /// RFC 5280 CRLReason name, when revoked.
+    pub revocation_reason: Option<String>,
 }
 
 /// A CA certificate with its sealed private key.
@@ -272,7 +274,11 @@ fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
     let migrations = sqls
         .iter()
         .map(|&(version, sql)| {
-            let description = if version == 1 { dir } else { "api" };
+            let description = match version {
+                1 => dir,
+                2 => "api",
+                _ => "revocation",
+            };
             Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
         })
         .collect();
@@ -302,6 +308,7 @@ impl Store {
                 &[
                     (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
                     (2, include_str!("../../migrations/sqlite/0002_api.sql")),
+                    (3, include_str!("../../migrations/sqlite/0003_revocation.sql")),
                 ],
             );
             // SQLite has no migration lock: when two processes open a new database at
@@ -327,6 +334,7 @@ impl Store {
                 &[
                     (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
                     (2, include_str!("../../migrations/postgres/0002_api.sql")),
+                    (3, include_str!("../../migrations/postgres/0003_revocation.sql")),
                 ],
             )
             .run(&pool)
@@ -807,8 +815,8 @@ impl Store {
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let row = with_pool!(self, |p| {
             sqlx::query(
-                "SELECT tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at \
-                 FROM certificates WHERE tenant_id = $1 AND serial_hex = $2",
+                "SELECT tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at, \
+                   revocation_reason FROM certificates WHERE tenant_id = $1 AND serial_hex = $2",
             )
             .bind(tenant_id)
             .bind(serial_hex)
@@ -825,6 +833,7 @@ impl Store {
                     cert_pem: r.try_get("cert_pem")?,
                     issued_at: r.try_get("issued_at")?,
                     revoked_at: r.try_get("revoked_at")?,
+                    revocation_reason: r.try_get("revocation_reason")?,
                 })
             })
             .transpose()?
@@ -833,20 +842,53 @@ impl Store {
     }
 
     /// Marks a certificate revoked; later connections presenting it are refused.
-    pub async fn revoke_certificate(&self, tenant_id: &str, serial_hex: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn revoke_certificate(
+        &self,
+        tenant_id: &str,
+        serial_hex: &str,
+        now: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let n = with_pool!(self, |p| {
-            sqlx::query("UPDATE certificates SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND serial_hex = $3")
-                .bind(now)
-                .bind(tenant_id)
-                .bind(serial_hex)
-                .execute(p)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = COALESCE(revoked_at, $1), \
+                   revocation_reason = COALESCE(revocation_reason, $2) \
+                 WHERE tenant_id = $3 AND serial_hex = $4",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(tenant_id)
+            .bind(serial_hex)
+            .execute(p)
+            .await?
+            .rows_affected()
         });
         if n == 0 {
             return Err(StoreError::NotFound { what: "certificate", id: serial_hex.to_owned() });
         }
         Ok(())
+    }
+
+    /// The tenant's revoked certificates: (serial, revoked at, reason), for CRLs.
+    pub async fn revoked_certificates(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
+                 WHERE tenant_id = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at, serial_hex",
+            )
+            .bind(tenant_id)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<(String, i64, Option<String>), sqlx::Error> {
+                Ok((r.try_get("serial_hex")?, r.try_get("revoked_at")?, r.try_get("revocation_reason")?))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
     }
 
     // ---- API pages -------------------------------------------------------------
@@ -972,12 +1014,15 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE certificates SET revoked_at = $1 WHERE tenant_id = $2 AND station_id = $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(tenant_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = $1, revocation_reason = 'cessationOfOperation' \
+                 WHERE tenant_id = $2 AND station_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             let n = sqlx::query("DELETE FROM stations WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant_id)
                 .bind(id)

@@ -174,18 +174,29 @@ async fn certificates_and_credentials(s: &Store) {
         cert_pem: "PEM".into(),
         issued_at: 1,
         revoked_at: None,
+        revocation_reason: None,
     };
     s.record_certificate(&rec).await.unwrap();
     assert_eq!(s.certificate("acme", "0a1b").await.unwrap().unwrap(), rec);
     assert!(s.certificate("other", "0a1b").await.unwrap().is_none());
-    s.revoke_certificate("acme", "0a1b", 50).await.unwrap();
-    s.revoke_certificate("acme", "0a1b", 60).await.unwrap();
+    s.revoke_certificate("acme", "0a1b", 50, "keyCompromise").await.unwrap();
+    s.revoke_certificate("acme", "0a1b", 60, "superseded").await.unwrap();
     assert_eq!(
         s.certificate("acme", "0a1b").await.unwrap().unwrap().revoked_at,
         Some(50),
         "first revocation time is kept"
     );
-    assert!(matches!(s.revoke_certificate("other", "0a1b", 1).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(
+        s.certificate("acme", "0a1b").await.unwrap().unwrap().revocation_reason.as_deref(),
+        Some("keyCompromise"),
+        "and its reason"
+    );
+    assert_eq!(
+        s.revoked_certificates("acme").await.unwrap(),
+        [("0a1b".to_owned(), 50, Some("keyCompromise".to_owned()))]
+    );
+    assert!(s.revoked_certificates("other").await.unwrap().is_empty());
+    assert!(matches!(s.revoke_certificate("other", "0a1b", 1, "unspecified").await, Err(StoreError::NotFound { .. })));
 
     let cred = CredentialRecord { cert_pem: "A".into(), sealed_key: vec![1, 2, 3] };
     assert!(s.insert_credentials("acme", &[("station-ca", &cred)], 1).await.unwrap());
@@ -266,6 +277,7 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
         cert_pem: "pem".into(),
         issued_at: 0,
         revoked_at: None,
+        revocation_reason: None,
     };
     s.record_certificate(&cert).await.unwrap();
     s.delete_station("acme", "S1", 99).await.unwrap();

@@ -10,4 +10,5 @@ mod frames;
 mod interop;
 mod ops;
 mod refusals;
+mod revocation;
 mod tenants;

@@ -169,6 +169,7 @@ fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
                 not_after: now - time::Duration::days(1),
             },
             now,
+            &opened.config.public_url(),
         )
         .await
         .unwrap();

@@ -1,0 +1,161 @@
+//! Public revocation endpoints on the API listener, no token needed (relying
+//! parties and stations fetch them): each tenant's station-CA CRL and an
+//! RFC 6960 OCSP responder (GET and POST), both signed by the station CA.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use pki::{CertStatus, OcspError, OcspRequest, RevocationReason, Revoked};
+use time::Duration;
+
+use crate::app::App;
+use crate::authority::{self, STATION_CA};
+
+/// How long a CRL or an OCSP answer may be relied on.
+pub const VALIDITY: Duration = Duration::hours(1);
+/// Largest OCSP request read (a request with 32 CertIDs is under 3 KiB).
+const MAX_OCSP_REQUEST: usize = 8 * 1024;
+
+#[derive(Clone)]
+struct Pki {
+    app: Arc<App>,
+    master: Arc<pki::MasterKey>,
+}
+
+pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>) -> Router {
+    Router::new()
+        .route("/pki/{tenant}/station-ca.crl", get(crl))
+        .route("/ocsp/{tenant}", post(ocsp_post))
+        .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
+        .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST))
+        .with_state(Pki { app, master })
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+fn der(content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    res
+}
+
+async fn station_ca(p: &Pki, tenant: &str) -> Result<pki::CertificateAuthority, Response> {
+    if !authority::valid_tenant_id(tenant) {
+        return Err(plain(StatusCode::NOT_FOUND, "no such tenant\n"));
+    }
+    match p.app.store.credential(tenant, STATION_CA).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(plain(StatusCode::NOT_FOUND, "no such tenant\n")),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the station CA");
+            return Err(plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"));
+        }
+    }
+    authority::load_ca(&p.app.store, &p.master, tenant, STATION_CA).await.map_err(|e| {
+        tracing::error!(error = %e, tenant, "opening the station CA");
+        plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n")
+    })
+}
+
+fn reason(r: Option<&str>) -> RevocationReason {
+    r.and_then(|r| r.parse().ok()).unwrap_or(RevocationReason::Unspecified)
+}
+
+/// The tenant's station-CA CRL (DER).
+async fn crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
+    let ca = match station_ca(&p, &tenant).await {
+        Ok(ca) => ca,
+        Err(res) => return res,
+    };
+    let revoked = match p.app.store.revoked_certificates(&tenant).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reading revoked certificates");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n");
+        }
+    };
+    let entries: Vec<Revoked> = revoked
+        .into_iter()
+        .map(|(serial_hex, at, why)| Revoked { serial_hex, revoked_at: at_time(at), reason: reason(why.as_deref()) })
+        .collect();
+    let now = p.app.clock.now();
+    // The CRL number only grows: issuance time in milliseconds.
+    let number = u64::try_from(p.app.clock.now_millis()).unwrap_or(0);
+    match ca.crl(&entries, number, now, now + VALIDITY) {
+        Ok(der_bytes) => der("application/pkix-crl", der_bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "signing the CRL");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "the CRL could not be produced\n")
+        }
+    }
+}
+
+fn at_time(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+async fn ocsp_post(State(p): State<Pki>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    ocsp(&p, &tenant, &body).await
+}
+
+/// RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER request}.
+async fn ocsp_get(State(p): State<Pki>, Path((tenant, request)): Path<(String, String)>) -> Response {
+    if request.len() > MAX_OCSP_REQUEST * 2 {
+        return der("application/ocsp-response", OcspError::Malformed.response());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match b64.decode(request.trim_start_matches('/')) {
+        Ok(bytes) => ocsp(&p, &tenant, &bytes).await,
+        Err(_) => der("application/ocsp-response", OcspError::Malformed.response()),
+    }
+}
+
+async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
+    let ca = match station_ca(p, tenant).await {
+        Ok(ca) => ca,
+        Err(res) => return res,
+    };
+    let req = match OcspRequest::parse(request) {
+        Ok(r) => r,
+        Err(e) => return der("application/ocsp-response", e.response()),
+    };
+    let mut statuses = Vec::with_capacity(req.certs.len());
+    for id in &req.certs {
+        let status = if !ca.issued(id) {
+            CertStatus::Unknown
+        } else {
+            match p.app.store.certificate(tenant, &id.serial_hex).await {
+                Ok(Some(rec)) => match rec.revoked_at {
+                    Some(at) => {
+                        CertStatus::Revoked { at: at_time(at), reason: reason(rec.revocation_reason.as_deref()) }
+                    }
+                    None => CertStatus::Good,
+                },
+                Ok(None) => CertStatus::Unknown,
+                Err(e) => {
+                    tracing::error!(error = %e, "OCSP lookup");
+                    return der("application/ocsp-response", OcspError::Internal.response());
+                }
+            }
+        };
+        statuses.push(status);
+    }
+    let now = p.app.clock.now();
+    match ca.ocsp_response(&req, &statuses, now, now + VALIDITY) {
+        Ok(bytes) => der("application/ocsp-response", bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "signing an OCSP response");
+            der("application/ocsp-response", OcspError::Internal.response())
+        }
+    }
+}
