@@ -106,17 +106,10 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
         params.distinguished_name.push(rcgen::DnType::CommonName, id.clone());
         let csr_pem = params.serialize_request(&key)?.pem()?;
         let csr = pki::validate_csr(&csr_pem, &id)?;
-        let (chain_pem, _) = csms::authority::issue_for(
-            &opened.store,
-            &opened.secrets.master,
-            &tenant,
-            &id,
-            &csr,
-            validity,
-            now,
-            &opened.config.public_url(),
-        )
-        .await?;
+        let public_url = opened.config.public_url();
+        let signer =
+            csms::authority::Signer { store: &opened.store, master: &opened.secrets.master, public_url: &public_url };
+        let (chain_pem, _) = csms::authority::issue_for(&signer, &tenant, &id, &csr, validity, now).await?;
         let chain = pki::pem_to_der_chain(&chain_pem)?.into_iter().map(CertificateDer::from).collect();
         out.push(Creds { id, chain, key: key.serialize_der() });
     }

@@ -282,7 +282,15 @@ pub async fn enroll(
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
     let validity =
         Validity { not_before: now - Duration::minutes(5), not_after: now + Duration::days(i64::from(validity_days)) };
-    issue_for(store, master, &tenant, station_id, &csr, validity, now, public_url).await
+    issue_for(&Signer { store, master, public_url }, &tenant, station_id, &csr, validity, now).await
+}
+
+/// What issuing needs besides the request: where CA keys are and how to open
+/// them, and the CSMS's public base URL (for the CRL and OCSP extensions).
+pub struct Signer<'a> {
+    pub store: &'a Store,
+    pub master: &'a MasterKey,
+    pub public_url: &'a str,
 }
 
 /// Where a tenant's CRL and OCSP responder are published, under the CSMS's
@@ -304,15 +312,14 @@ pub struct Validity {
 
 /// Issues and records a station certificate for an explicit validity window.
 pub async fn issue_for(
-    store: &Store,
-    master: &MasterKey,
+    signer: &Signer<'_>,
     tenant: &Tenant,
     station_id: &str,
     csr: &pki::ValidatedCsr,
     validity: Validity,
     now: OffsetDateTime,
-    public_url: &str,
 ) -> Result<(String, CertificateRecord), EnrollError> {
+    let Signer { store, master, public_url } = *signer;
     let Validity { not_before, not_after } = validity;
     let mut ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
     ca.set_revocation_endpoints(revocation_endpoints(public_url, &tenant.id));

@@ -315,7 +315,7 @@ fn crl_and_ocsp_agree_with_openssl() {
         revoked_at: now() - Duration::minutes(1),
         reason: RevocationReason::KeyCompromise,
     };
-    let crl = h.station_ca.crl(&[revoked.clone()], 7, now(), now() + Duration::hours(1)).unwrap();
+    let crl = h.station_ca.crl(std::slice::from_ref(&revoked), 7, now(), now() + Duration::hours(1)).unwrap();
     let crl_path = dir.path("ca.crl");
     std::fs::write(&crl_path, &crl).unwrap();
     let text = openssl(&["crl", "-inform", "DER", "-in", s(&crl_path), "-noout", "-text", "-CAfile", s(&sub)]);

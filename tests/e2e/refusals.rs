@@ -158,9 +158,11 @@ fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
         let tenant = opened.store.tenant("default").await.unwrap().unwrap();
         let csr = pki::validate_csr(csr_pem, station).unwrap();
         let now = time::OffsetDateTime::now_utc();
+        let public_url = opened.config.public_url();
+        let signer =
+            csms::authority::Signer { store: &opened.store, master: &opened.secrets.master, public_url: &public_url };
         let (chain, _) = csms::authority::issue_for(
-            &opened.store,
-            &opened.secrets.master,
+            &signer,
             &tenant,
             station,
             &csr,
@@ -169,7 +171,6 @@ fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
                 not_after: now - time::Duration::days(1),
             },
             now,
-            &opened.config.public_url(),
         )
         .await
         .unwrap();
