@@ -332,3 +332,103 @@ impl SecurityEventFilter {
         PageQuery { cursor: self.cursor.clone(), limit: self.limit }
     }
 }
+
+// ---- certificates ------------------------------------------------------------------
+
+/// Where a station certificate stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum CertificateStatus {
+    Valid,
+    Revoked,
+    Expired,
+}
+
+/// RFC 5280 CRLReason.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum RevocationReason {
+    #[serde(rename = "unspecified")]
+    Unspecified,
+    #[serde(rename = "keyCompromise")]
+    KeyCompromise,
+    #[serde(rename = "cACompromise")]
+    CaCompromise,
+    #[serde(rename = "affiliationChanged")]
+    AffiliationChanged,
+    #[serde(rename = "superseded")]
+    Superseded,
+    #[serde(rename = "cessationOfOperation")]
+    CessationOfOperation,
+    #[serde(rename = "certificateHold")]
+    CertificateHold,
+    #[serde(rename = "privilegeWithdrawn")]
+    PrivilegeWithdrawn,
+}
+
+/// A certificate issued to one of the tenant's stations.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    /// Serial number, lower-case hex.
+    pub serial_number: String,
+    pub station_id: String,
+    /// SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+    #[schema(format = DateTime)]
+    pub not_before: String,
+    #[schema(format = DateTime)]
+    pub not_after: String,
+    #[schema(format = DateTime)]
+    pub issued_at: String,
+    pub status: CertificateStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
+    /// PEM of the certificate (when showing one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+    /// PEM of the issuing CA chain above it (when showing one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer_chain_pem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificatePage {
+    pub items: Vec<Certificate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for the certificate inventory.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CertificateFilter {
+    /// Only this station's certificates.
+    pub station_id: Option<String>,
+    pub status: Option<CertificateStatus>,
+    /// Only certificates whose validity ends before this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub expiring_before: Option<String>,
+    /// Opaque cursor from a previous page's `nextCursor`.
+    pub cursor: Option<String>,
+    /// Items per page, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+impl CertificateFilter {
+    pub fn page(&self) -> PageQuery {
+        PageQuery { cursor: self.cursor.clone(), limit: self.limit }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Default `unspecified`.
+    pub reason: Option<RevocationReason>,
+}

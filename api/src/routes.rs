@@ -12,8 +12,9 @@ use http::{HeaderValue, StatusCode, header};
 use crate::auth::{Authenticator, Principal};
 use crate::extract::{JsonBody, PathParam, QueryParams, cursor};
 use crate::model::{
-    AuditPage, EnrollRequest, EnrollResponse, NewStation, NewTenant, PageQuery, SecurityEventFilter, SecurityEventPage,
-    Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
+    AuditPage, Certificate, CertificateFilter, CertificatePage, EnrollRequest, EnrollResponse, NewStation, NewTenant,
+    PageQuery, RevokeRequest, SecurityEventFilter, SecurityEventPage, Station, StationFilter, StationPage,
+    StationPatch, Tenant, TenantPage,
 };
 use crate::problem::{Kind, Problem};
 use crate::responses::{
@@ -220,6 +221,67 @@ pub async fn enroll(
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let tenant = who.writer()?;
     Ok((StatusCode::CREATED, Json(st.service.enroll(tenant, id, body).await?)))
+}
+
+/// The tenant's station certificates (inventory).
+#[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates", params(CertificateFilter),
+    responses(
+        (status = 200, description = "One page of certificates, by serial", body = CertificatePage),
+        Unauthenticated,
+        Forbidden,
+        ParamRejected,
+    ),
+    security(("bearer" = [])))]
+pub async fn list_certificates(
+    State(st): State<ApiState>,
+    who: Principal,
+    QueryParams(filter): QueryParams<CertificateFilter>,
+) -> ApiResult<Json<CertificatePage>> {
+    let tenant = who.reader()?;
+    let page = filter.page().request()?;
+    let p = st.service.certificates(tenant, filter, page).await?;
+    Ok(Json(CertificatePage { items: p.items, next_cursor: p.next.as_deref().map(cursor) }))
+}
+
+/// One certificate: status, fingerprint, PEM and issuer chain.
+#[utoipa::path(get, path = "/api/v1/certificates/{serial}", tag = "certificates",
+    params(("serial" = String, Path, description = "Serial number, hex")),
+    responses(
+        (status = 200, description = "The certificate", body = Certificate),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+    ),
+    security(("bearer" = [])))]
+pub async fn show_certificate(
+    State(st): State<ApiState>,
+    who: Principal,
+    PathParam(serial): PathParam<String>,
+) -> ApiResult<Json<Certificate>> {
+    let tenant = who.reader()?;
+    Ok(Json(st.service.certificate(tenant, serial).await?))
+}
+
+/// Revoke a certificate: listed in the CRL, `revoked` over OCSP, refused at the
+/// next connection, and the session using it is closed.
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", tag = "certificates", request_body = RevokeRequest,
+    params(("serial" = String, Path, description = "Serial number, hex")),
+    responses(
+        (status = 200, description = "The revoked certificate (revoking again keeps the first time and reason)", body = Certificate),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        BodyRejected,
+    ),
+    security(("bearer" = [])))]
+pub async fn revoke_certificate(
+    State(st): State<ApiState>,
+    who: Principal,
+    PathParam(serial): PathParam<String>,
+    JsonBody(body): JsonBody<RevokeRequest>,
+) -> ApiResult<Json<Certificate>> {
+    let tenant = who.writer()?;
+    Ok(Json(st.service.revoke_certificate(tenant, serial, body).await?))
 }
 
 // ---- PKI ----------------------------------------------------------------------

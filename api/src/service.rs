@@ -7,8 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{
-    AuditEntry, AuditRecord, EnrollRequest, EnrollResponse, NewStation, NewTenant, SecurityEvent, SecurityEventFilter,
-    Station, StationFilter, StationPatch, Tenant,
+    AuditEntry, AuditRecord, Certificate, CertificateFilter, EnrollRequest, EnrollResponse, NewStation, NewTenant,
+    RevokeRequest, SecurityEvent, SecurityEventFilter, Station, StationFilter, StationPatch, Tenant,
 };
 use crate::problem::{Kind, Problem};
 
@@ -86,6 +86,18 @@ pub trait Service: Send + Sync + 'static {
 
     /// Manufacturing-time enrollment: signs the station's CSR.
     fn enroll(&self, tenant: String, station: String, req: EnrollRequest) -> ServiceFuture<'_, EnrollResponse>;
+    /// The tenant's station certificates, by serial.
+    fn certificates(
+        &self,
+        tenant: String,
+        filter: CertificateFilter,
+        page: PageRequest,
+    ) -> ServiceFuture<'_, Paged<Certificate>>;
+    /// One certificate with its PEM and issuer chain.
+    fn certificate(&self, tenant: String, serial: String) -> ServiceFuture<'_, Certificate>;
+    /// Revokes a certificate (CRL, OCSP, refused at the next connection) and
+    /// closes the session that uses it.
+    fn revoke_certificate(&self, tenant: String, serial: String, req: RevokeRequest) -> ServiceFuture<'_, Certificate>;
     /// PEM of the CSMS root certificate the tenant's stations must trust.
     fn csms_root(&self, tenant: String) -> ServiceFuture<'_, String>;
 

@@ -72,6 +72,14 @@ impl Refusal {
     }
 }
 
+/// Who was let in: the station, and the serial of the certificate it
+/// authenticated with (profile 3), so revoking it can end the session.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub station: Station,
+    pub certificate_serial: Option<String>,
+}
+
 /// Decides whether `station_id` may open a session over `transport` with the
 /// given `Authorization` header.
 pub async fn authenticate(
@@ -79,7 +87,7 @@ pub async fn authenticate(
     station_id: &str,
     transport: &Transport,
     authorization: Option<&str>,
-) -> Result<Station, Refusal> {
+) -> Result<Admission, Refusal> {
     let station = match app.store.station(station_id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err(equal_time(app, authorization, Refusal::UnknownStation).await),
@@ -109,8 +117,8 @@ pub async fn authenticate(
                 Refusal::NoClientCertificate
             });
         };
-        verify_certificate(app, &station, chain).await?;
-        return Ok(station);
+        let serial = verify_certificate(app, &station, chain).await?;
+        return Ok(Admission { station, certificate_serial: Some(serial) });
     }
     // A05: a profile-2 station being moved up connects with its new certificate
     // and no password. It is admitted on the certificate, under the same checks
@@ -119,11 +127,11 @@ pub async fn authenticate(
         && authorization.is_none()
         && let Some(chain) = transport.client_chain.as_deref().filter(|c| !c.is_empty())
     {
-        verify_certificate(app, &station, chain).await?;
+        let serial = verify_certificate(app, &station, chain).await?;
         return match app.store.update_station(&station.tenant_id, &station.id, Some(3), None, None, None).await {
             Ok(raised) => {
                 tracing::info!(station = %station.id, tenant = %station.tenant_id, "security profile raised from 2 to 3 (A05)");
-                Ok(raised)
+                Ok(Admission { station: raised, certificate_serial: Some(serial) })
             }
             Err(e) => {
                 tracing::error!(error = %e, "raising the security profile failed");
@@ -132,7 +140,7 @@ pub async fn authenticate(
         };
     }
     verify_basic(app, &station, authorization).await?;
-    Ok(station)
+    Ok(Admission { station, certificate_serial: None })
 }
 
 /// A refusal that must not be told apart by its timing: when the client sent a
@@ -155,7 +163,12 @@ async fn equal_time(app: &App, authorization: Option<&str>, refusal: Refusal) ->
     refusal
 }
 
-async fn verify_certificate(app: &App, station: &Station, chain: &[CertificateDer<'static>]) -> Result<(), Refusal> {
+/// Checks the chain for this station; returns the leaf's serial.
+async fn verify_certificate(
+    app: &App,
+    station: &Station,
+    chain: &[CertificateDer<'static>],
+) -> Result<String, Refusal> {
     let anchors = app.trust.tenant_anchors(&station.tenant_id);
     let leaf = &chain[0];
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
@@ -172,7 +185,7 @@ async fn verify_certificate(app: &App, station: &Station, chain: &[CertificateDe
     }
     match app.store.certificate(&station.tenant_id, &info.serial_hex).await {
         Ok(Some(rec)) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(info.serial_hex),
         Err(e) => {
             tracing::error!(error = %e, "certificate lookup failed");
             Err(Refusal::Internal)

@@ -49,6 +49,13 @@ impl RestService {
         }
     }
 
+    /// The tenant's certificate with this serial (any spelling); NotFound otherwise.
+    async fn own_certificate(&self, tenant: &str, serial: &str) -> Result<store::CertificateRecord, ServiceError> {
+        let not_found = || ServiceError::NotFound { what: "certificate", id: printable(serial) };
+        let canonical = authority::canonical_serial(serial).filter(|s| s.len() <= 42).ok_or_else(not_found)?;
+        self.app.store.certificate(tenant, &canonical).await.map_err(internal)?.ok_or_else(not_found)
+    }
+
     fn connected(&self, s: &store::Station) -> bool {
         self.app.sessions.get(&s.id).is_some_and(|h| *h.tenant_id == *s.tenant_id)
     }
@@ -90,6 +97,43 @@ impl RestService {
             }),
             id: s.id,
         }
+    }
+}
+
+fn revocation_reason(r: m::RevocationReason) -> pki::RevocationReason {
+    use pki::RevocationReason as R;
+    match r {
+        m::RevocationReason::Unspecified => R::Unspecified,
+        m::RevocationReason::KeyCompromise => R::KeyCompromise,
+        m::RevocationReason::CaCompromise => R::CaCompromise,
+        m::RevocationReason::AffiliationChanged => R::AffiliationChanged,
+        m::RevocationReason::Superseded => R::Superseded,
+        m::RevocationReason::CessationOfOperation => R::CessationOfOperation,
+        m::RevocationReason::CertificateHold => R::CertificateHold,
+        m::RevocationReason::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
+    }
+}
+
+fn certificate_out(c: store::CertificateRecord, now: i64, with_pem: bool, chain: Option<String>) -> m::Certificate {
+    let status = if c.revoked_at.is_some() {
+        m::CertificateStatus::Revoked
+    } else if c.not_after <= now {
+        m::CertificateStatus::Expired
+    } else {
+        m::CertificateStatus::Valid
+    };
+    m::Certificate {
+        serial_number: c.serial_hex,
+        station_id: c.station_id,
+        fingerprint: c.fingerprint,
+        not_before: rfc3339(c.not_before),
+        not_after: rfc3339(c.not_after),
+        issued_at: rfc3339(c.issued_at),
+        status,
+        revoked_at: c.revoked_at.map(rfc3339),
+        revocation_reason: c.revocation_reason,
+        certificate_pem: with_pem.then_some(c.cert_pem),
+        issuer_chain_pem: chain,
     }
 }
 
@@ -470,6 +514,79 @@ impl Service for RestService {
                     Err(ServiceError::Internal)
                 }
             }
+        })
+    }
+
+    fn certificates(
+        &self,
+        tenant: String,
+        f: m::CertificateFilter,
+        page: PageRequest,
+    ) -> ServiceFuture<'_, Paged<m::Certificate>> {
+        Box::pin(async move {
+            if let Some(id) = f.station_id.as_deref()
+                && !crate::transport::valid_station_id(id)
+            {
+                return Err(invalid("stationId", "1-48 characters of A-Z a-z 0-9 - . _ ~"));
+            }
+            if page.after.as_deref().is_some_and(|k| authority::canonical_serial(k).as_deref() != Some(k)) {
+                return Err(invalid("cursor", "cursor does not belong to this list"));
+            }
+            let expiring = f.expiring_before.as_deref().map(|v| parse_time("expiringBefore", v)).transpose()?;
+            let status = f.status.map(|s| match s {
+                m::CertificateStatus::Valid => "valid",
+                m::CertificateStatus::Revoked => "revoked",
+                m::CertificateStatus::Expired => "expired",
+            });
+            let now = self.now();
+            let rows = self
+                .app
+                .store
+                .certificates_page(
+                    &tenant,
+                    &store::CertificateQuery {
+                        station_id: f.station_id.as_deref(),
+                        status,
+                        expiring_before: expiring,
+                        now,
+                    },
+                    page.after.as_deref(),
+                    page.limit + 1,
+                )
+                .await
+                .map_err(internal)?;
+            let items = rows.into_iter().map(|c| certificate_out(c, now, false, None)).collect();
+            Ok(paged(items, page.limit, |c: &m::Certificate| c.serial_number.clone()))
+        })
+    }
+
+    fn certificate(&self, tenant: String, serial: String) -> ServiceFuture<'_, m::Certificate> {
+        Box::pin(async move {
+            let rec = self.own_certificate(&tenant, &serial).await?;
+            let chain =
+                self.app.store.credential(&tenant, authority::STATION_CA).await.map_err(internal)?.map(|c| c.cert_pem);
+            Ok(certificate_out(rec, self.now(), true, chain))
+        })
+    }
+
+    fn revoke_certificate(
+        &self,
+        tenant: String,
+        serial: String,
+        req: m::RevokeRequest,
+    ) -> ServiceFuture<'_, m::Certificate> {
+        Box::pin(async move {
+            let rec = self.own_certificate(&tenant, &serial).await?;
+            let reason = req.reason.map(revocation_reason).unwrap_or(pki::RevocationReason::Unspecified);
+            self.app
+                .store
+                .revoke_certificate(&tenant, &rec.serial_hex, self.now(), reason.as_str())
+                .await
+                .map_err(internal)?;
+            let closed = self.app.sessions.disconnect_certificate(&tenant, &rec.serial_hex);
+            tracing::info!(tenant = %tenant, serial = %rec.serial_hex, reason = reason.as_str(), sessions_closed = closed, "certificate revoked");
+            let rec = self.own_certificate(&tenant, &rec.serial_hex).await?;
+            Ok(certificate_out(rec, self.now(), false, None))
         })
     }
 

@@ -60,6 +60,8 @@ struct OutboundCall {
 pub struct SessionHandle {
     conn_id: u64,
     pub tenant_id: Arc<str>,
+    /// Serial of the certificate the session authenticated with, if any.
+    pub certificate_serial: Option<Arc<str>>,
     outbound: mpsc::Sender<OutboundCall>,
     shutdown: Arc<Notify>,
 }
@@ -116,6 +118,19 @@ impl SessionRegistry {
         }
     }
 
+    /// Closes the tenant's sessions that authenticated with certificate `serial`
+    /// (it was just revoked). Returns how many.
+    pub fn disconnect_certificate(&self, tenant_id: &str, serial: &str) -> usize {
+        let mut n = 0;
+        for h in self.sessions.iter() {
+            if *h.tenant_id == *tenant_id && h.certificate_serial.as_deref() == Some(serial) {
+                h.shutdown.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn unregister(&self, station_id: &str, conn_id: u64) {
         self.sessions.remove_if(station_id, |_, h| h.conn_id == conn_id);
     }
@@ -142,7 +157,13 @@ where
     let station_id = state.station_id.clone();
     app.sessions.register(
         &station_id,
-        SessionHandle { conn_id, tenant_id: state.tenant_id.clone(), outbound: tx, shutdown: shutdown.clone() },
+        SessionHandle {
+            conn_id,
+            tenant_id: state.tenant_id.clone(),
+            certificate_serial: state.certificate_serial.as_deref().map(Arc::from),
+            outbound: tx,
+            shutdown: shutdown.clone(),
+        },
     );
     app.metrics.connections.inc();
     app.metrics.connections_accepted.inc();

@@ -119,6 +119,17 @@ pub struct StationQuery {
     pub not_seen_since: Option<i64>,
 }
 
+/// Filters for [`Store::certificates_page`].
+#[derive(Debug, Clone, Copy)]
+pub struct CertificateQuery<'a> {
+    pub station_id: Option<&'a str>,
+    /// `valid`, `revoked` or `expired`, as of `now`.
+    pub status: Option<&'a str>,
+    /// Validity ends before (Unix ms).
+    pub expiring_before: Option<i64>,
+    pub now: i64,
+}
+
 /// One recorded API call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -814,34 +825,20 @@ impl Store {
         serial_hex: &str,
     ) -> Result<Option<CertificateRecord>, StoreError> {
         let row = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at, \
-                   revocation_reason FROM certificates WHERE tenant_id = $1 AND serial_hex = $2",
-            )
+            sqlx::query(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE tenant_id = $1 AND serial_hex = $2"
+            ))
             .bind(tenant_id)
             .bind(serial_hex)
             .fetch_optional(p)
             .await?
-            .map(|r| -> Result<CertificateRecord, sqlx::Error> {
-                Ok(CertificateRecord {
-                    tenant_id: r.try_get("tenant_id")?,
-                    serial_hex: r.try_get("serial_hex")?,
-                    station_id: r.try_get("station_id")?,
-                    fingerprint: r.try_get("fingerprint")?,
-                    not_before: r.try_get("not_before")?,
-                    not_after: r.try_get("not_after")?,
-                    cert_pem: r.try_get("cert_pem")?,
-                    issued_at: r.try_get("issued_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    revocation_reason: r.try_get("revocation_reason")?,
-                })
-            })
+            .as_ref()
+            .map(certificate_from_row)
             .transpose()?
         });
         Ok(row)
     }
 
-    /// Marks a certificate revoked; later connections presenting it are refused.
     pub async fn revoke_certificate(
         &self,
         tenant_id: &str,
@@ -867,6 +864,43 @@ impl Store {
             return Err(StoreError::NotFound { what: "certificate", id: serial_hex.to_owned() });
         }
         Ok(())
+    }
+
+    /// A tenant's certificates by serial, after `after`, at most `limit`.
+    pub async fn certificates_page(
+        &self,
+        tenant_id: &str,
+        q: &CertificateQuery<'_>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let CertificateQuery { station_id, status, expiring_before, now } = *q;
+        let rows = with_pool!(self, |p| {
+            sqlx::query(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE tenant_id = $1 \
+                   AND ($2 IS NULL OR station_id = $2) \
+                   AND ($3 IS NULL \
+                        OR ($3 = 'revoked' AND revoked_at IS NOT NULL) \
+                        OR ($3 = 'valid' AND revoked_at IS NULL AND not_after > $4) \
+                        OR ($3 = 'expired' AND revoked_at IS NULL AND not_after <= $4)) \
+                   AND ($5 IS NULL OR not_after < $5) \
+                   AND ($6 IS NULL OR serial_hex > $6) \
+                 ORDER BY serial_hex LIMIT $7"
+            ))
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(status)
+            .bind(now)
+            .bind(expiring_before)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(certificate_from_row)
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
     }
 
     /// The tenant's revoked certificates: (serial, revoked at, reason), for CRLs.
@@ -1128,6 +1162,30 @@ impl Store {
         });
         Ok(rows)
     }
+}
+
+const CERTIFICATE_COLUMNS: &str = "tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, \
+    issued_at, revoked_at, revocation_reason";
+
+fn certificate_from_row<R>(r: &R) -> Result<CertificateRecord, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CertificateRecord {
+        tenant_id: r.try_get("tenant_id")?,
+        serial_hex: r.try_get("serial_hex")?,
+        station_id: r.try_get("station_id")?,
+        fingerprint: r.try_get("fingerprint")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        cert_pem: r.try_get("cert_pem")?,
+        issued_at: r.try_get("issued_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+    })
 }
 
 const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, registration, enabled, description, boot_status, \

@@ -230,8 +230,8 @@ async fn upgrade_request(
         return res;
     }
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let station = match identity::authenticate(app, &station_id, transport, authorization.as_deref()).await {
-        Ok(s) => s,
+    let admission = match identity::authenticate(app, &station_id, transport, authorization.as_deref()).await {
+        Ok(a) => a,
         Err(refusal) => {
             tracing::info!(%peer, station = %station_id, reason = refusal.label(), "connection refused");
             app.metrics.handshake_failed(refusal.label());
@@ -241,8 +241,10 @@ async fn upgrade_request(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
+    let station = &admission.station;
     let registration = station.boot_status.as_deref().and_then(|s| s.parse().ok());
-    let state = SessionState::new(station.id.clone(), Arc::from(station.tenant_id.as_str()), registration);
+    let mut state = SessionState::new(station.id.clone(), Arc::from(station.tenant_id.as_str()), registration);
+    state.certificate_serial = admission.certificate_serial.clone();
     if slot.set(Admitted { on_upgrade: hyper::upgrade::on(&mut req), state }).is_err() {
         // Refusals close the connection and a 101 ends HTTP on it: never reached.
         return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");

@@ -146,7 +146,11 @@ async fn openapi_document_and_router_agree() {
     assert!(ops.len() >= 13, "{ops:?}");
     let all = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
     for path in doc["paths"].as_object().unwrap().keys() {
-        let concrete = path.replace("{id}", "CS-X").replace("{name}", "alpha").replace("{action}", "Reset");
+        let concrete = path
+            .replace("{id}", "CS-X")
+            .replace("{name}", "alpha")
+            .replace("{action}", "Reset")
+            .replace("{serial}", "0a1b");
         for m in &all {
             let documented = ops.iter().any(|(om, op)| om == m && op == path);
             let r = api.call(m.clone(), &concrete, None, None).await;
@@ -643,6 +647,7 @@ fn body_for(path: &str) -> Option<Value> {
         "/api/v1/stations" => json!({"id": "NEW-1", "securityProfile": 3}),
         "/api/v1/stations/{id}" => json!({"enabled": false}),
         "/api/v1/stations/{id}/certificates" => json!({"csr": csr("B-1")}),
+        "/api/v1/certificates/{serial}/revoke" => json!({"reason": "keyCompromise"}),
         p if p.ends_with("/reset") || p.ends_with("/ocpp/{action}") => json!({"type": "Immediate"}),
         p if p.starts_with("/api/v1/stations/{id}/") => json!({}),
         _ => return None,
@@ -660,6 +665,8 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
         StatusCode::CREATED
     );
     let _b_session = connect(&api, "B-1", "beta").await;
+    let b_cert = api.post("/api/v1/stations/B-1/certificates", &b, json!({"csr": csr("B-1")})).await;
+    let b_serial = b_cert.body["serialNumber"].as_str().unwrap().to_owned();
     let doc = api.call(Method::GET, "/api/openapi.json", None, None).await.body;
     let ops = operations(&doc);
     let a_admin = tok("alpha", Role::Admin);
@@ -668,11 +675,15 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
         if path == "/api/openapi.json" || path == "/api/v1/events" {
             continue; // public document; the event stream has its own isolation test
         }
-        let concrete = path.replace("{id}", "B-1").replace("{name}", "beta").replace("{action}", "Reset");
+        let concrete = path
+            .replace("{id}", "B-1")
+            .replace("{name}", "beta")
+            .replace("{action}", "Reset")
+            .replace("{serial}", &b_serial);
         let body = if *method == Method::GET || *method == Method::DELETE { None } else { body_for(path) };
         // Tenant A's admin never reaches beta's station or tenant, nor sees them in lists.
         let r = api.call(method.clone(), &concrete, Some(&a_admin), body.clone()).await;
-        if path.contains("{id}") || path.contains("{name}") {
+        if path.contains("{id}") || path.contains("{name}") || path.contains("{serial}") {
             assert_problem(&r, 404, "not-found");
         } else {
             assert!(
@@ -682,7 +693,12 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
                 r.text
             );
         }
-        assert!(!r.text.contains("beta-secret") && !r.text.contains("\"B-1\""), "{method} {path} leaked: {}", r.text);
+        // Nothing of beta's beyond what the request itself named.
+        let named = concrete.contains("B-1") || concrete.contains(&b_serial);
+        assert!(!r.text.contains("beta-secret"), "{method} {path} leaked: {}", r.text);
+        if !named {
+            assert!(!r.text.contains("B-1") && !r.text.contains(&b_serial), "{method} {path} leaked: {}", r.text);
+        }
         // An expired or tampered token opens nothing.
         let expired = token("alpha", Role::Admin, -3600);
         let mut tampered = a_admin.clone();
@@ -694,12 +710,18 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
         }
         // A viewer mutates nothing.
         if *method != Method::GET {
-            let concrete_a = path.replace("{id}", "A-NONE").replace("{name}", "alpha").replace("{action}", "Reset");
+            let concrete_a = path
+                .replace("{id}", "A-NONE")
+                .replace("{name}", "alpha")
+                .replace("{action}", "Reset")
+                .replace("{serial}", "0a1b");
             let r = api.call(method.clone(), &concrete_a, Some(&a_viewer), body).await;
             assert_problem(&r, 403, "forbidden");
         }
     }
-    // Beta's station is as it was, still connected.
+    // Beta's station is as it was, still connected, its certificate valid.
+    let r = api.get(&format!("/api/v1/certificates/{b_serial}"), &b).await;
+    assert_eq!(r.body["status"], "valid", "{}", r.text);
     let r = api.get("/api/v1/stations/B-1", &b).await;
     assert_eq!((r.body["enabled"].clone(), r.body["connected"].clone()), (json!(true), json!(true)), "{}", r.text);
 }
@@ -867,4 +889,112 @@ async fn security_events_are_listed_filtered_and_paged() {
     assert!(rest.body.get("nextCursor").is_none());
     // Beta sees none of them.
     assert_eq!(api.get("/api/v1/security-events", &tok("beta", Role::Viewer)).await.body["items"], json!([]));
+}
+
+#[tokio::test]
+async fn certificate_inventory_and_revocation() {
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "K-1", "securityProfile": 3})).await;
+    api.post("/api/v1/stations", &op, json!({"id": "K-2", "securityProfile": 3})).await;
+    let mut serials = Vec::new();
+    for id in ["K-1", "K-1", "K-2"] {
+        let r = api.post(&format!("/api/v1/stations/{id}/certificates"), &op, json!({"csr": csr(id)})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        serials.push(r.body["serialNumber"].as_str().unwrap().to_owned());
+    }
+    let viewer = tok("alpha", Role::Viewer);
+    let all = api.get("/api/v1/certificates", &viewer).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 3, "{}", all.text);
+    assert!(
+        all.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "valid" && c.get("certificatePem").is_none())
+    );
+    let k1 = api.get("/api/v1/certificates?stationId=K-1", &viewer).await;
+    assert_eq!(k1.body["items"].as_array().unwrap().len(), 2);
+    let soon = api.get("/api/v1/certificates?expiringBefore=2026-01-01T00:00:00Z", &viewer).await;
+    assert_eq!(soon.body["items"], json!([]));
+    let paged = api.get("/api/v1/certificates?limit=2", &viewer).await;
+    let next = paged.body["nextCursor"].as_str().unwrap();
+    let rest = api.get(&format!("/api/v1/certificates?limit=2&cursor={next}"), &viewer).await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+
+    // Show: PEM and the issuing CA.
+    let one = api.get(&format!("/api/v1/certificates/{}", serials[0].to_uppercase()), &viewer).await;
+    assert_eq!(one.status, StatusCode::OK, "serials in any case: {}", one.text);
+    assert!(one.body["certificatePem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(one.body["issuerChainPem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // K-1 is connected with its first certificate; revoking it closes that session only.
+    let connect_with = |id: &'static str, serial: String| {
+        let app = api.app.clone();
+        async move {
+            let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+            let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
+            let client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
+            let mut state = csms::handlers::SessionState::new(
+                id.into(),
+                Arc::from("alpha"),
+                Some(csms::store::Registration::Accepted),
+            );
+            state.certificate_serial = Some(serial);
+            tokio::spawn(csms::session::run(app, server, state));
+            client
+        }
+    };
+    let mut k1_ws = connect_with("K-1", serials[0].clone()).await;
+    let _k2_ws = connect_with("K-2", serials[2].clone()).await;
+    for _ in 0..200 {
+        if api.app.sessions.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_problem(
+        &api.post(&format!("/api/v1/certificates/{}/revoke", serials[0]), &viewer, json!({})).await,
+        403,
+        "forbidden",
+    );
+    let r =
+        api.post(&format!("/api/v1/certificates/{}/revoke", serials[0]), &op, json!({"reason": "keyCompromise"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.body["status"].clone(), r.body["revocationReason"].clone()),
+        (json!("revoked"), json!("keyCompromise"))
+    );
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match k1_ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1008), "the session using the revoked certificate is closed");
+    assert!(api.app.sessions.get("K-2").is_some(), "other sessions stay");
+    let again =
+        api.post(&format!("/api/v1/certificates/{}/revoke", serials[0]), &op, json!({"reason": "superseded"})).await;
+    assert_eq!(again.body["revocationReason"], "keyCompromise", "the first reason stands");
+    let revoked = api.get("/api/v1/certificates?status=revoked", &viewer).await;
+    assert_eq!(revoked.body["items"].as_array().unwrap().len(), 1);
+    let valid = api.get("/api/v1/certificates?status=valid", &viewer).await;
+    assert_eq!(valid.body["items"].as_array().unwrap().len(), 2);
+    // Bad input.
+    let r = api.post(&format!("/api/v1/certificates/{}/revoke", serials[1]), &op, json!({"reason": "lost"})).await;
+    assert_eq!(r.body["field"], "/reason", "{}", r.text);
+    assert_problem(&api.get("/api/v1/certificates/zz", &viewer).await, 404, "not-found");
+    assert_problem(&api.get("/api/v1/certificates?status=maybe", &viewer).await, 422, "invalid-parameter");
+    assert_problem(
+        &api.get(&format!("/api/v1/certificates/{}", serials[1]), &tok("beta", Role::Viewer)).await,
+        404,
+        "not-found",
+    );
 }

@@ -28,11 +28,19 @@ pub struct SessionState {
     /// because this CSMS asked for it (TriggerMessage, GetBaseReport, GetReport
     /// answered Accepted on this connection).
     pub requested_while_pending: Vec<Action>,
+    /// Serial of the client certificate the station authenticated with.
+    pub certificate_serial: Option<String>,
 }
 
 impl SessionState {
     pub fn new(station_id: String, tenant_id: Arc<str>, registration: Option<Registration>) -> Self {
-        SessionState { station_id, tenant_id, registration, requested_while_pending: Vec::new() }
+        SessionState {
+            station_id,
+            tenant_id,
+            registration,
+            requested_while_pending: Vec::new(),
+            certificate_serial: None,
+        }
     }
 
     /// May the station send `action` now (B02.FR.09, B03.FR.07)?
