@@ -432,3 +432,25 @@ pub struct RevokeRequest {
     /// Default `unspecified`.
     pub reason: Option<RevocationReason>,
 }
+
+/// A request for a station certificate (A02 renewal or A03 station request),
+/// tracked from trigger to installation.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRequest {
+    pub id: i64,
+    pub station_id: String,
+    /// `operator` (renewal through the API) or `station` (unsolicited SignCertificate).
+    pub origin: String,
+    /// `requested`, `triggered`, `csr_received`, `rejected`, `issued`, `delivered`,
+    /// `station_rejected`, `installed` (the station connected with it) or `failed`.
+    pub state: String,
+    /// Serial of the issued certificate.
+    pub serial_number: Option<String>,
+    /// Why it was rejected or failed.
+    pub detail: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}

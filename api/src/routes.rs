@@ -12,9 +12,9 @@ use http::{HeaderValue, StatusCode, header};
 use crate::auth::{Authenticator, Principal};
 use crate::extract::{JsonBody, PathParam, QueryParams, cursor};
 use crate::model::{
-    AuditPage, Certificate, CertificateFilter, CertificatePage, EnrollRequest, EnrollResponse, NewStation, NewTenant,
-    PageQuery, RevokeRequest, SecurityEventFilter, SecurityEventPage, Station, StationFilter, StationPage,
-    StationPatch, Tenant, TenantPage,
+    AuditPage, Certificate, CertificateFilter, CertificatePage, CertificateRequest, EnrollRequest, EnrollResponse,
+    NewStation, NewTenant, PageQuery, RevokeRequest, SecurityEventFilter, SecurityEventPage, Station, StationFilter,
+    StationPage, StationPatch, Tenant, TenantPage,
 };
 use crate::problem::{Kind, Problem};
 use crate::responses::{
@@ -221,6 +221,47 @@ pub async fn enroll(
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let tenant = who.writer()?;
     Ok((StatusCode::CREATED, Json(st.service.enroll(tenant, id, body).await?)))
+}
+
+/// A02: renew the station's certificate. The station is asked (TriggerMessage
+/// SignChargingStationCertificate) for a new CSR; the renewal is then tracked
+/// through issuance, delivery and the station's reconnection with the new certificate.
+#[utoipa::path(post, path = "/api/v1/stations/{id}/certificates/renew", tag = "certificates",
+    params(("id" = String, Path, description = "Station id")),
+    responses(
+        (status = 202, description = "The station accepted the trigger; the renewal is under way", body = CertificateRequest),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        CommandFailures,
+    ),
+    security(("bearer" = [])))]
+pub async fn renew_certificate(
+    State(st): State<ApiState>,
+    who: Principal,
+    PathParam(id): PathParam<String>,
+) -> ApiResult<(StatusCode, Json<CertificateRequest>)> {
+    let tenant = who.writer()?;
+    Ok((StatusCode::ACCEPTED, Json(st.service.renew_certificate(tenant, id).await?)))
+}
+
+/// The station's certificate requests (renewals and its own), newest first.
+#[utoipa::path(get, path = "/api/v1/stations/{id}/certificate-requests", tag = "certificates",
+    params(("id" = String, Path, description = "Station id")),
+    responses(
+        (status = 200, description = "The latest 50 requests", body = Vec<CertificateRequest>),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+    ),
+    security(("bearer" = [])))]
+pub async fn certificate_requests(
+    State(st): State<ApiState>,
+    who: Principal,
+    PathParam(id): PathParam<String>,
+) -> ApiResult<Json<Vec<CertificateRequest>>> {
+    let tenant = who.reader()?;
+    Ok(Json(st.service.certificate_requests(tenant, id).await?))
 }
 
 /// The tenant's station certificates (inventory).

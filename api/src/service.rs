@@ -7,8 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{
-    AuditEntry, AuditRecord, Certificate, CertificateFilter, EnrollRequest, EnrollResponse, NewStation, NewTenant,
-    RevokeRequest, SecurityEvent, SecurityEventFilter, Station, StationFilter, StationPatch, Tenant,
+    AuditEntry, AuditRecord, Certificate, CertificateFilter, CertificateRequest, EnrollRequest, EnrollResponse,
+    NewStation, NewTenant, RevokeRequest, SecurityEvent, SecurityEventFilter, Station, StationFilter, StationPatch,
+    Tenant,
 };
 use crate::problem::{Kind, Problem};
 
@@ -86,6 +87,12 @@ pub trait Service: Send + Sync + 'static {
 
     /// Manufacturing-time enrollment: signs the station's CSR.
     fn enroll(&self, tenant: String, station: String, req: EnrollRequest) -> ServiceFuture<'_, EnrollResponse>;
+    /// A02: asks the connected station for a new CSR (TriggerMessage) and
+    /// tracks the renewal.
+    fn renew_certificate(&self, tenant: String, station: String) -> ServiceFuture<'_, CertificateRequest>;
+    /// The station's certificate requests, newest first.
+    fn certificate_requests(&self, tenant: String, station: String) -> ServiceFuture<'_, Vec<CertificateRequest>>;
+
     /// The tenant's station certificates, by serial.
     fn certificates(
         &self,

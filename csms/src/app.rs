@@ -40,6 +40,8 @@ pub struct App {
     pub event_streams: Arc<Semaphore>,
     /// Server certificates by SNI host (set by `serve`; absent in unit tests).
     server_certs: OnceLock<Arc<ServerCertificates>>,
+    /// The master key that opens CA keys, for issuing certificates (A02/A03).
+    signing_key: OnceLock<Arc<pki::MasterKey>>,
 }
 
 /// Live event streams one process serves at once, and one tenant.
@@ -79,11 +81,21 @@ impl App {
             events: DashMap::new(),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             server_certs: OnceLock::new(),
+            signing_key: OnceLock::new(),
         }
     }
 
     pub fn set_server_certificates(&self, certs: Arc<ServerCertificates>) {
         let _ = self.server_certs.set(certs);
+    }
+
+    /// Lets this process issue station certificates.
+    pub fn set_signing_key(&self, master: Arc<pki::MasterKey>) {
+        let _ = self.signing_key.set(master);
+    }
+
+    pub fn signing_key(&self) -> Option<Arc<pki::MasterKey>> {
+        self.signing_key.get().cloned()
     }
 
     /// Publishes a station event to live subscribers (none listening is fine).

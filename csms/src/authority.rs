@@ -279,6 +279,7 @@ pub async fn enroll(
         .map_err(|e| EnrollError::Internal(e.into()))?
         .ok_or_else(|| EnrollError::Internal(anyhow::anyhow!("tenant of station missing")))?;
     let csr = pki::validate_csr(csr_pem, station_id)
+        .and_then(|c| c.check_organization(&tenant.organization).map(|()| c))
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
     let validity =
         Validity { not_before: now - Duration::minutes(5), not_after: now + Duration::days(i64::from(validity_days)) };

@@ -49,6 +49,9 @@ pub struct Config {
     pub max_concurrent_handshakes: usize,
     /// PBKDF2-HMAC-SHA256 iterations for new Basic-auth passwords.
     pub password_hash_iterations: u32,
+    /// After a station first connects with a newer certificate, its older ones
+    /// are revoked (reason superseded) this many seconds later; 0: at once.
+    pub superseded_grace_secs: u64,
     /// Validity of certificates issued to stations, days.
     pub station_certificate_days: u32,
 }
@@ -76,6 +79,7 @@ impl Default for Config {
             max_concurrent_handshakes: 256,
             password_hash_iterations: 100_000,
             station_certificate_days: 365,
+            superseded_grace_secs: 300,
         }
     }
 }
@@ -110,6 +114,9 @@ impl Config {
         }
         if let Some(v) = var("ANCHORPOINT_API_ADDR") {
             self.api_addr = v.parse().context("ANCHORPOINT_API_ADDR")?;
+        }
+        if let Some(v) = var("ANCHORPOINT_SUPERSEDED_GRACE_SECS") {
+            self.superseded_grace_secs = v.parse().context("ANCHORPOINT_SUPERSEDED_GRACE_SECS")?;
         }
         if let Some(v) = var("ANCHORPOINT_PUBLIC_URL") {
             self.public_url = Some(v);

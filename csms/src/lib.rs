@@ -12,6 +12,7 @@ pub mod group_commit;
 pub mod handlers;
 pub mod http;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod password;
 pub mod rest;

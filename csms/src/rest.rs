@@ -114,6 +114,19 @@ fn revocation_reason(r: m::RevocationReason) -> pki::RevocationReason {
     }
 }
 
+fn cert_request_out(r: store::CertRequest) -> m::CertificateRequest {
+    m::CertificateRequest {
+        id: r.id,
+        station_id: r.station_id,
+        origin: r.origin,
+        state: r.state,
+        serial_number: r.serial_hex,
+        detail: r.detail,
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+    }
+}
+
 fn certificate_out(c: store::CertificateRecord, now: i64, with_pem: bool, chain: Option<String>) -> m::Certificate {
     let status = if c.revoked_at.is_some() {
         m::CertificateStatus::Revoked
@@ -514,6 +527,28 @@ impl Service for RestService {
                     Err(ServiceError::Internal)
                 }
             }
+        })
+    }
+
+    fn renew_certificate(&self, tenant: String, station: String) -> ServiceFuture<'_, m::CertificateRequest> {
+        Box::pin(async move {
+            self.own_station(&tenant, &station).await?;
+            match crate::lifecycle::renew(&self.app, &tenant, &station).await {
+                Ok(r) => Ok(cert_request_out(r)),
+                Err(crate::lifecycle::RenewError::NotConnected(id)) => Err(ServiceError::NotConnected(id)),
+                Err(crate::lifecycle::RenewError::Refused(why)) => {
+                    Err(ServiceError::Station(format!("station '{station}' did not start the renewal: {why}")))
+                }
+                Err(crate::lifecycle::RenewError::Store(e)) => Err(internal(e)),
+            }
+        })
+    }
+
+    fn certificate_requests(&self, tenant: String, station: String) -> ServiceFuture<'_, Vec<m::CertificateRequest>> {
+        Box::pin(async move {
+            self.own_station(&tenant, &station).await?;
+            let rows = self.app.store.cert_requests(&tenant, &station, 50).await.map_err(internal)?;
+            Ok(rows.into_iter().map(cert_request_out).collect())
         })
     }
 

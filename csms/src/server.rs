@@ -87,6 +87,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let app = Arc::new(App::new(config.clone(), store.clone(), clock.clone(), trust.clone()));
     app.set_server_certificates(certs.clone());
+    app.set_signing_key(secrets.master.clone());
     tokio::spawn(crate::transport::serve_tls(app.clone(), ocpp, tls_config));
     if let Some(l) = plain {
         tokio::spawn(crate::transport::serve_plain(app.clone(), l));
@@ -101,6 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Tenants created by other processes (CLI, other nodes) become trusted here,
     // and their own host names get a server certificate.
     let refresh_store = store.clone();
+    let sweep_app = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
@@ -116,6 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             if let Err(e) = add_tenant_hosts(&refresh_store, &secrets, clock.as_ref(), &provider, &certs).await {
                 tracing::warn!(error = %e, "issuing tenant server certificates");
             }
+            crate::lifecycle::sweep(&sweep_app).await;
         }
     });
     app.ready.store(true, Ordering::Release);

@@ -169,6 +169,18 @@ where
     app.metrics.connections_accepted.inc();
     tracing::info!(station = %station_id, tenant = %state.tenant_id, conn = conn_id, "session opened");
     app.publish(&state.tenant_id, "connected", &station_id, serde_json::json!({}));
+    if app.signing_key().is_some() {
+        // Deliveries a crash or disconnect cut short; what the station connected with.
+        tokio::spawn(crate::lifecycle::resume(app.clone(), state.tenant_id.to_string(), station_id.clone()));
+        if let Some(serial) = state.certificate_serial.clone() {
+            tokio::spawn(crate::lifecycle::admitted_with(
+                app.clone(),
+                state.tenant_id.to_string(),
+                station_id.clone(),
+                serial,
+            ));
+        }
+    }
 
     let call_timeout = Duration::from_secs(app.config.call_timeout_secs);
     let idle_timeout = Duration::from_secs(app.config.idle_timeout_secs);
@@ -209,6 +221,11 @@ where
                             if ws.send(Message::text(reply)).await.is_err() {
                                 break "write failed";
                             }
+                        }
+                        // Certificates whose SignCertificate was just answered Accepted.
+                        for id in state.deliveries.drain(..) {
+                            let (tenant, station) = (state.tenant_id.to_string(), station_id.clone());
+                            tokio::spawn(crate::lifecycle::deliver(app.clone(), tenant, station, id));
                         }
                     }
                     Message::Binary(_) => {

@@ -130,6 +130,23 @@ pub struct CertificateQuery<'a> {
     pub now: i64,
 }
 
+/// A tracked request for a station certificate (A02/A03).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertRequest {
+    pub id: i64,
+    pub tenant_id: String,
+    pub station_id: String,
+    pub origin: String,
+    pub state: String,
+    #[serde(skip)]
+    pub csr_pem: Option<String>,
+    pub serial_hex: Option<String>,
+    pub detail: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// One recorded API call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -288,7 +305,8 @@ fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
             let description = match version {
                 1 => dir,
                 2 => "api",
-                _ => "revocation",
+                3 => "revocation",
+                _ => "certificate requests",
             };
             Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
         })
@@ -320,6 +338,7 @@ impl Store {
                     (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
                     (2, include_str!("../../migrations/sqlite/0002_api.sql")),
                     (3, include_str!("../../migrations/sqlite/0003_revocation.sql")),
+                    (4, include_str!("../../migrations/sqlite/0004_certificate_requests.sql")),
                 ],
             );
             // SQLite has no migration lock: when two processes open a new database at
@@ -346,6 +365,7 @@ impl Store {
                     (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
                     (2, include_str!("../../migrations/postgres/0002_api.sql")),
                     (3, include_str!("../../migrations/postgres/0003_revocation.sql")),
+                    (4, include_str!("../../migrations/postgres/0004_certificate_requests.sql")),
                 ],
             )
             .run(&pool)
@@ -1103,6 +1123,147 @@ impl Store {
                     tech_info: r.try_get("tech_info")?,
                     received_at: r.try_get("received_at")?,
                 })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    // ---- certificate requests (A02/A03) ------------------------------------------
+
+    pub async fn insert_cert_request(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        origin: &str,
+        state: &str,
+        csr_pem: Option<&str>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let id = with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO certificate_requests (tenant_id, station_id, origin, state, csr_pem, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(origin)
+            .bind(state)
+            .bind(csr_pem)
+            .bind(now)
+            .fetch_one(p)
+            .await?
+            .try_get::<i64, _>("id")?
+        });
+        Ok(id)
+    }
+
+    /// Moves a request on; `None` fields keep their value.
+    pub async fn update_cert_request(
+        &self,
+        id: i64,
+        state: &str,
+        csr_pem: Option<&str>,
+        serial_hex: Option<&str>,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE certificate_requests SET state = $1, csr_pem = COALESCE($2, csr_pem), \
+                   serial_hex = COALESCE($3, serial_hex), detail = COALESCE($4, detail), updated_at = $5 WHERE id = $6",
+            )
+            .bind(state)
+            .bind(csr_pem)
+            .bind(serial_hex)
+            .bind(detail)
+            .bind(now)
+            .bind(id)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A station's requests, newest first (at most `limit`), optionally only in `states`.
+    pub async fn cert_requests(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        limit: u32,
+    ) -> Result<Vec<CertRequest>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT id, tenant_id, station_id, origin, state, csr_pem, serial_hex, detail, created_at, updated_at \
+                 FROM certificate_requests WHERE tenant_id = $1 AND station_id = $2 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<CertRequest, sqlx::Error> {
+                Ok(CertRequest {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    station_id: r.try_get("station_id")?,
+                    origin: r.try_get("origin")?,
+                    state: r.try_get("state")?,
+                    csr_pem: r.try_get("csr_pem")?,
+                    serial_hex: r.try_get("serial_hex")?,
+                    detail: r.try_get("detail")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Marks the station's other unrevoked certificates superseded by `serial`
+    /// (first time only). Returns how many.
+    pub async fn supersede_certificates(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        serial_hex: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE certificates SET superseded_at = $1 WHERE tenant_id = $2 AND station_id = $3 \
+                   AND serial_hex <> $4 AND revoked_at IS NULL AND superseded_at IS NULL AND issued_at <= \
+                   (SELECT issued_at FROM certificates WHERE tenant_id = $2 AND serial_hex = $4)",
+            )
+            .bind(now)
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(serial_hex)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// Revokes (reason superseded) every certificate superseded at or before
+    /// `cutoff`. Returns (tenant, serial) of each.
+    pub async fn revoke_superseded(&self, cutoff: i64, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = $1, revocation_reason = 'superseded' \
+                 WHERE revoked_at IS NULL AND superseded_at IS NOT NULL AND superseded_at <= $2 \
+                 RETURNING tenant_id, serial_hex",
+            )
+            .bind(now)
+            .bind(cutoff)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<(String, String), sqlx::Error> {
+                Ok((r.try_get("tenant_id")?, r.try_get("serial_hex")?))
             })
             .collect::<Result<Vec<_>, _>>()?
         });

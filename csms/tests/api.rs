@@ -65,6 +65,7 @@ async fn api_with(config: Config) -> Api {
     }
     csms::authority::server_identity(&store, &master, &clock, &["localhost".to_owned()]).await.unwrap();
     let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
+    app.set_signing_key(master.clone());
     let router = csms::http::router(app.clone(), master, Arc::new(api::auth::Authenticator::hs256(SECRET)));
     Api { router, app, _dir: dir }
 }
@@ -997,4 +998,94 @@ async fn certificate_inventory_and_revocation() {
         404,
         "not-found",
     );
+}
+
+fn csr_with_org(cn: &str, org: &str) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+#[tokio::test]
+async fn a02_renewal_and_a03_station_requests_are_validated_issued_delivered_and_tracked() {
+    let api = Arc::new(api().await);
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "R-1", "securityProfile": 3})).await;
+    let mut ws = connect(&api, "R-1", "alpha").await;
+
+    // A03: a CSR with another station's CN is refused before anything is issued.
+    answer(&mut ws, json!([2, "s1", "SignCertificate", {"csr": csr_with_org("R-2", "Alpha Charging")}])).await;
+    let r = next_call(&mut ws).await;
+    assert_eq!(r[2]["status"], "Rejected", "{r}");
+    assert_eq!(r[2]["statusInfo"]["reasonCode"], "InvalidCSR");
+    assert!(r[2]["statusInfo"]["additionalInfo"].as_str().unwrap().contains("csr.common_name"), "{r}");
+    // ... and one naming another organisation.
+    answer(&mut ws, json!([2, "s2", "SignCertificate", {"csr": csr_with_org("R-1", "Mallory Inc")}])).await;
+    let r = next_call(&mut ws).await;
+    assert!(r[2]["statusInfo"]["additionalInfo"].as_str().unwrap().contains("csr.organization"), "{r}");
+    // V2G certificates are not signed here yet.
+    answer(&mut ws, json!([2, "s3", "SignCertificate", {"csr": csr_with_org("R-1", "Alpha Charging"), "certificateType": "V2GCertificate"}])).await;
+    assert_eq!(next_call(&mut ws).await[2]["statusInfo"]["reasonCode"], "NotSupported");
+
+    // A03 accepted: answer first, then CertificateSigned through the outbound path.
+    answer(&mut ws, json!([2, "s4", "SignCertificate", {"csr": csr_with_org("R-1", "Alpha Charging"), "certificateType": "ChargingStationCertificate"}])).await;
+    assert_eq!(next_call(&mut ws).await, json!([3, "s4", {"status": "Accepted"}]));
+    let signed = next_call(&mut ws).await;
+    assert_eq!((signed[0].clone(), signed[2].clone()), (json!(2), json!("CertificateSigned")), "{signed}");
+    assert_eq!(signed[3]["certificateType"], "ChargingStationCertificate");
+    let chain = signed[3]["certificateChain"].as_str().unwrap();
+    let ders = pki::pem_to_der_chain(chain).unwrap();
+    assert_eq!(ders.len(), 2, "leaf and sub-CA");
+    let info = pki::inspect_certificate(&ders[0]).unwrap();
+    assert_eq!((info.subject_cn.as_deref(), info.subject_o.as_deref()), (Some("R-1"), Some("Alpha Charging")));
+    answer(&mut ws, json!([3, signed[1], {"status": "Accepted"}])).await;
+
+    // A02: the operator renews; the station is triggered, sends its CSR, gets the certificate.
+    let (a, o) = (api.clone(), op.clone());
+    let renew = tokio::spawn(async move { a.post("/api/v1/stations/R-1/certificates/renew", &o, json!({})).await });
+    let trigger = next_call(&mut ws).await;
+    assert_eq!(
+        (trigger[2].clone(), trigger[3].clone()),
+        (json!("TriggerMessage"), json!({"requestedMessage": "SignChargingStationCertificate"}))
+    );
+    answer(&mut ws, json!([3, trigger[1], {"status": "Accepted"}])).await;
+    let r = renew.await.unwrap();
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!((r.body["origin"].clone(), r.body["state"].clone()), (json!("operator"), json!("triggered")));
+    answer(&mut ws, json!([2, "s5", "SignCertificate", {"csr": csr_with_org("R-1", "Alpha Charging")}])).await;
+    assert_eq!(next_call(&mut ws).await[2]["status"], "Accepted");
+    let signed2 = next_call(&mut ws).await;
+    assert_eq!(signed2[2], "CertificateSigned");
+    answer(&mut ws, json!([3, signed2[1], {"status": "Accepted"}])).await;
+
+    // The records tell the story.
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        let list = api.get("/api/v1/stations/R-1/certificate-requests", &op).await;
+        states = list
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["origin"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned()))
+            .collect::<Vec<_>>();
+        if states.first().is_some_and(|s| s.1 == "delivered") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let expect: Vec<(String, String)> =
+        [("operator", "delivered"), ("station", "delivered"), ("station", "rejected"), ("station", "rejected")]
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+    assert_eq!(states, expect);
+    // Both certificates are in the inventory.
+    let certs = api.get("/api/v1/certificates?stationId=R-1", &op).await;
+    assert_eq!(certs.body["items"].as_array().unwrap().len(), 2, "{}", certs.text);
+    // Renewal needs a connected station.
+    assert_problem(&api.post("/api/v1/stations/NOPE/certificates/renew", &op, json!({})).await, 404, "not-found");
 }

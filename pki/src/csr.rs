@@ -9,6 +9,10 @@
 //!    ECDSA P-256/P-384 or RSA 2048..=8192 bits; the signature uses SHA-256 or stronger.
 //! 5. `csr.signature`: the request is signed by the key it carries (proof of possession).
 //! 6. `csr.common_name`: the subject has exactly one CN and it equals the expected one.
+//!
+//! And, when the caller asks ([`ValidatedCsr::check_organization`]):
+//! 7. `csr.organization`: the subject O, if any, is the operator's organisation name
+//!    (A02.FR.13: stations put their `OrganizationName` there).
 
 use rcgen::SubjectPublicKeyInfo as RcgenSpki;
 use rustls_pki_types::CertificateSigningRequestDer;
@@ -64,6 +68,14 @@ pub enum CsrRejection {
         /// The CN(s) found; `None` when there is no usable CN.
         found: Option<String>,
     },
+    /// `csr.organization`: the subject O is not the operator's organisation.
+    #[error("CSR subject O {found:?} does not match the organisation {expected:?}")]
+    OrganizationMismatch {
+        /// The organisation name required.
+        expected: String,
+        /// The O found.
+        found: String,
+    },
 }
 
 impl CsrRejection {
@@ -76,6 +88,7 @@ impl CsrRejection {
             CsrRejection::BadSignature => "csr.signature",
             CsrRejection::WeakKey(_) => "csr.key_strength",
             CsrRejection::CommonNameMismatch { .. } => "csr.common_name",
+            CsrRejection::OrganizationMismatch { .. } => "csr.organization",
         }
     }
 }
@@ -88,6 +101,7 @@ impl CsrRejection {
 pub struct ValidatedCsr {
     der: Vec<u8>,
     subject_cn: String,
+    subject_o: Option<String>,
     spki_der: Vec<u8>,
     public_key: RcgenSpki,
     key: CsrKey,
@@ -104,6 +118,22 @@ impl ValidatedCsr {
     /// The CN of the subject (equal to the `expected_cn` passed to [`validate_csr`]).
     pub fn subject_cn(&self) -> &str {
         &self.subject_cn
+    }
+
+    /// The subject's first O, if it has one.
+    pub fn subject_o(&self) -> Option<&str> {
+        self.subject_o.as_deref()
+    }
+
+    /// Rule `csr.organization`: an O in the subject must be `organization`. An
+    /// absent O is accepted (the issued certificate carries the organisation anyway).
+    pub fn check_organization(&self, organization: &str) -> Result<(), CsrRejection> {
+        match self.subject_o.as_deref() {
+            Some(o) if o != organization => {
+                Err(CsrRejection::OrganizationMismatch { expected: organization.to_owned(), found: o.to_owned() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Human-readable key type, e.g. `"ECDSA P-256"` or `"RSA 2048"`.
@@ -182,7 +212,8 @@ pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRej
     let spki_der = info.subject_pki.raw.to_vec();
     let public_key = RcgenSpki::from_der(&spki_der).map_err(|e| CsrRejection::Malformed(format!("public key: {e}")))?;
 
-    Ok(ValidatedCsr { der: der.to_vec(), subject_cn, spki_der, public_key, key })
+    let subject_o = info.subject.iter_organization().next().and_then(|o| o.as_str().ok()).map(str::to_owned);
+    Ok(ValidatedCsr { der: der.to_vec(), subject_cn, subject_o, spki_der, public_key, key })
 }
 
 fn single_csr_block(pem: &str) -> Result<CertificateSigningRequestDer<'static>, CsrRejection> {
@@ -303,6 +334,25 @@ fn single_common_name(subject: &X509Name<'_>, expected: &str) -> Result<String, 
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn organization_rule() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr_with = |o: Option<&str>| {
+            let mut params = CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, "CS1");
+            if let Some(o) = o {
+                params.distinguished_name.push(DnType::OrganizationName, o);
+            }
+            validate_csr(&params.serialize_request(&key).unwrap().pem().unwrap(), "CS1").unwrap()
+        };
+        assert_eq!(csr_with(Some("Acme")).check_organization("Acme"), Ok(()));
+        assert_eq!(csr_with(None).check_organization("Acme"), Ok(()));
+        let e = csr_with(Some("Evil")).check_organization("Acme").unwrap_err();
+        assert_eq!(e.rule(), "csr.organization");
+        assert!(e.to_string().contains("Evil"), "{e}");
+    }
     use crate::test_support::openssl;
     use rcgen::{CertificateParams, DnType, KeyPair};
 

@@ -30,6 +30,9 @@ pub struct SessionState {
     pub requested_while_pending: Vec<Action>,
     /// Serial of the client certificate the station authenticated with.
     pub certificate_serial: Option<String>,
+    /// Certificate requests accepted by the call just handled, to deliver once
+    /// its answer has been sent (A02/A03).
+    pub deliveries: Vec<i64>,
 }
 
 impl SessionState {
@@ -40,6 +43,7 @@ impl SessionState {
             registration,
             requested_while_pending: Vec::new(),
             certificate_serial: None,
+            deliveries: Vec::new(),
         }
     }
 
@@ -188,6 +192,7 @@ async fn handle(app: &App, state: &mut SessionState, action: Option<Action>, cal
             serde_json::json!({ "status": "UnknownVendorId" })
         }
         Action::SecurityEventNotification => security::security_event(app, state, payload).await?,
+        Action::SignCertificate => security::sign_certificate(app, state, payload).await?,
         _ => {
             return Err(HandlerError::new(
                 ErrorCode::NotImplemented,

@@ -25,3 +25,11 @@ pub(super) async fn security_event(app: &App, state: &SessionState, payload: Val
     app.publish(&state.tenant_id, "security", &state.station_id, event);
     Ok(json!({}))
 }
+
+/// A02/A03: the CSR is checked before the answer; Accepted only once recorded.
+pub(super) async fn sign_certificate(app: &App, state: &mut SessionState, payload: Value) -> HandlerResult {
+    let req: v201::SignCertificateRequest = v201::decode_request(payload)?;
+    let (answer, delivery) = crate::lifecycle::sign_certificate(app, &state.tenant_id, &state.station_id, req).await?;
+    state.deliveries.extend(delivery);
+    Ok(answer)
+}
