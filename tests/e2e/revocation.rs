@@ -130,3 +130,95 @@ fn revocation_is_published_sqlite() {
 fn revocation_is_published_postgres() {
     revocation_is_published(Db::Postgres);
 }
+
+/// A02 end to end with the PyPI `ocpp` ChargePoint: the operator renews, the
+/// station answers the trigger with a CSR made by `cryptography`, installs the
+/// certificate from CertificateSigned, reconnects with it; the old certificate
+/// is then revoked (superseded) according to our OCSP responder.
+#[test]
+fn a02_renewal_with_a_python_station() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    use crate::harness::{StationCreds, python, workspace};
+
+    let env = Env::new(Db::Sqlite);
+    let old = env.add_station("CS-A02", 3, None).unwrap();
+    let server = env.serve_env(&[], &[("ANCHORPOINT_SUPERSEDED_GRACE_SECS", "0")]);
+    let token = env.cli(&["token", "--tenant", "default", "--role", "operator"]).trim().to_owned();
+    let new = StationCreds { cert: env.path("new.pem"), key: env.path("new.key") };
+
+    let args = tls_args(&server, &server.wss(), "CS-A02", Some(&old));
+    let mut station = Command::new(python())
+        .arg(workspace().join("tests/interop/charger.py"))
+        .args([strs(&args), vec!["--steps", "boot,serve", "--serve-seconds", "30"]].concat())
+        .args(["--new-cert-out", new.cert.to_str().unwrap(), "--new-key-out", new.key.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("the station to connect", &|| {
+        server.api("GET", "/api/v1/stations/CS-A02", &token, None).1["connected"] == true
+    });
+
+    let (status, renewal) = server.api("POST", "/api/v1/stations/CS-A02/certificates/renew", &token, Some(&json!({})));
+    assert_eq!(status, 202, "{renewal}");
+    let state = || {
+        let (_, list) = server.api("GET", "/api/v1/stations/CS-A02/certificate-requests", &token, None);
+        list[0]["state"].as_str().unwrap_or("").to_owned()
+    };
+    wait_for("delivery", &|| state() == "delivered");
+    assert!(new.cert.exists() && new.key.exists());
+
+    station.kill().unwrap();
+    let lines: Vec<Value> = BufReader::new(station.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    station.wait().unwrap();
+    let steps: Vec<&str> = lines.iter().filter_map(|l| l["step"].as_str()).collect();
+    assert!(steps.contains(&"sign_certificate") && steps.contains(&"certificate_signed"), "{lines:?}");
+    let signed = lines.iter().find(|l| l["step"] == "certificate_signed").unwrap();
+    assert_eq!(signed["status"], "Accepted");
+    assert_eq!(signed["type"], "ChargingStationCertificate");
+
+    // openssl agrees the new chain is valid, with CN and O as required.
+    let root = env.path("pki/tenants/default/station-root.pem");
+    let verify = openssl(&[
+        "verify",
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-untrusted",
+        new.cert.to_str().unwrap(),
+        new.cert.to_str().unwrap(),
+    ]);
+    assert!(verify.contains(": OK"), "{verify}");
+    let subject = openssl(&["x509", "-in", new.cert.to_str().unwrap(), "-noout", "-subject"]);
+    assert!(subject.contains("CN = CS-A02") && subject.contains("O = Default Organization"), "{subject}");
+
+    // The station reconnects with its new certificate.
+    let new_args = tls_args(&server, &server.wss(), "CS-A02", Some(&new));
+    let (ok, lines) = py("charger.py", &[strs(&new_args), vec!["--steps", "boot"]].concat());
+    assert!(ok, "{lines:?}");
+    assert_eq!(lines[1]["status"], "Accepted");
+    wait_for("installation", &|| state() == "installed");
+
+    // The old certificate is revoked (superseded), the new one good.
+    let old_status = ocsp_status(&env, &server.api, &old.cert);
+    assert!(old_status.contains(": revoked") && old_status.contains("superseded"), "{old_status}");
+    let new_status = ocsp_status(&env, &server.api, &new.cert);
+    assert!(new_status.contains(": good"), "{new_status}");
+    // And the old one no longer opens a session.
+    let o = py("probe.py", &[vec!["connect"], strs(&args)].concat()).1;
+    assert_eq!(o[0]["status"], 401, "{o:?}");
+}

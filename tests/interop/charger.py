@@ -12,12 +12,71 @@ import sys
 from datetime import datetime, timezone
 
 import websockets
-from ocpp.routing import on
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
 
 class Station(ChargePoint):
     """Answers the CSMS calls the tests send, reporting each one on stdout."""
+
+    args = None
+    pending_key = None
+
+    @on("TriggerMessage")
+    async def on_trigger(self, requested_message, **_):
+        emit("received", action="TriggerMessage", requested_message=requested_message)
+        ok = requested_message == "SignChargingStationCertificate"
+        return call_result.TriggerMessage(status="Accepted" if ok else "NotImplemented")
+
+    @after("TriggerMessage")
+    async def after_trigger(self, requested_message, **_):
+        if requested_message != "SignChargingStationCertificate":
+            return
+        # A02: a fresh key pair made here, a CSR with CN = identity, O = OrganizationName.
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, self.id),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.args.org),
+        ])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        self.pending_key = key
+        res = await self.call(
+            call.SignCertificate(
+                csr=csr.public_bytes(serialization.Encoding.PEM).decode(),
+                certificate_type="ChargingStationCertificate",
+            )
+        )
+        emit("sign_certificate", status=res.status)
+
+    @on("CertificateSigned")
+    async def on_certificate_signed(self, certificate_chain, certificate_type=None, **_):
+        certs = x509.load_pem_x509_certificates(certificate_chain.encode())
+        leaf_key = certs[0].public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        mine = self.pending_key and self.pending_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if not mine or leaf_key != mine or certs[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value != self.id:
+            emit("certificate_signed", status="Rejected")
+            return call_result.CertificateSigned(status="Rejected")
+        if self.args.new_cert_out:
+            with open(self.args.new_cert_out, "w") as f:
+                f.write(certificate_chain)
+            with open(self.args.new_key_out, "wb") as f:
+                f.write(
+                    self.pending_key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    )
+                )
+        emit("certificate_signed", status="Accepted", serial=format(certs[0].serial_number, "x"), type=certificate_type)
+        return call_result.CertificateSigned(status="Accepted")
 
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data, **_):
@@ -69,6 +128,7 @@ async def main(args):
     ) as ws:
         emit("connected", subprotocol=ws.subprotocol)
         cp = Station(args.station, ws, response_timeout=10)
+        cp.args = args
         runner = asyncio.create_task(cp.start())
         boot = await cp.call(
             call.BootNotification(
@@ -124,6 +184,9 @@ if __name__ == "__main__":
     p.add_argument("--connect-host", help="connect here instead of the URL's host (which stays the TLS SNI name)")
     p.add_argument("--steps", default="boot,heartbeat,status")
     p.add_argument("--serve-seconds", type=float, default=20.0, help="with step 'serve': answer CSMS calls this long")
+    p.add_argument("--org", default="Default Organization", help="OrganizationName, the O of CSRs")
+    p.add_argument("--new-cert-out", help="where to save a certificate chain received with CertificateSigned")
+    p.add_argument("--new-key-out", help="where to save its private key")
     a = p.parse_args()
     try:
         asyncio.run(main(a))
