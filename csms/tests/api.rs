@@ -452,6 +452,10 @@ async fn enrollment_signs_a_valid_csr_and_names_the_failed_rule() {
     assert_problem(&r, 422, "invalid-body");
     assert_eq!(r.body["field"], "/csr");
     assert!(r.body["detail"].as_str().unwrap().contains("common_name"), "{}", r.text);
+    let r =
+        api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": csr_with_org("E-1", "Mallory Inc")})).await;
+    assert_problem(&r, 422, "invalid-body");
+    assert!(r.body["detail"].as_str().unwrap().contains("csr.organization"), "{}", r.text);
     let r = api.post("/api/v1/stations/E-1/certificates", &op, json!({"csr": "not a csr"})).await;
     assert_eq!(r.body["field"], "/csr");
     assert!(r.body["detail"].as_str().unwrap().contains("csr.pem"), "{}", r.text);

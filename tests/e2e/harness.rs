@@ -160,7 +160,8 @@ impl Env {
     pub fn new_csr(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
         let key = self.path(&format!("{name}.key"));
         let csr = self.path(&format!("{name}.csr"));
-        let subj = format!("/CN={cn}/O=Default Organization");
+        // No O: enrollment accepts its absence; an O must be the tenant's organisation.
+        let subj = format!("/CN={cn}");
         openssl(&[
             "req",
             "-new",
