@@ -107,8 +107,12 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
         let csr_pem = params.serialize_request(&key)?.pem()?;
         let csr = pki::validate_csr(&csr_pem, &id)?;
         let public_url = opened.config.public_url();
-        let signer =
-            csms::authority::Signer { store: &opened.store, master: &opened.secrets.master, public_url: &public_url };
+        let signer = csms::authority::Signer {
+            store: &opened.store,
+            master: &opened.secrets.master,
+            public_url: &public_url,
+            writes: None,
+        };
         let (chain_pem, _) = csms::authority::issue_for(&signer, &tenant, &id, &csr, validity, now).await?;
         let chain = pki::pem_to_der_chain(&chain_pem)?.into_iter().map(CertificateDer::from).collect();
         out.push(Creds { id, chain, key: key.serialize_der() });

@@ -283,7 +283,7 @@ pub async fn enroll(
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
     let validity =
         Validity { not_before: now - Duration::minutes(5), not_after: now + Duration::days(i64::from(validity_days)) };
-    issue_for(&Signer { store, master, public_url }, &tenant, station_id, &csr, validity, now).await
+    issue_for(&Signer { store, master, public_url, writes: None }, &tenant, station_id, &csr, validity, now).await
 }
 
 /// What issuing needs besides the request: where CA keys are and how to open
@@ -292,6 +292,9 @@ pub struct Signer<'a> {
     pub store: &'a Store,
     pub master: &'a MasterKey,
     pub public_url: &'a str,
+    /// Persist through this group commit (many issuances per transaction under
+    /// load) instead of one transaction each.
+    pub writes: Option<&'a crate::group_commit::GroupCommit>,
 }
 
 /// Where a tenant's CRL and OCSP responder are published, under the CSMS's
@@ -320,7 +323,7 @@ pub async fn issue_for(
     validity: Validity,
     now: OffsetDateTime,
 ) -> Result<(String, CertificateRecord), EnrollError> {
-    let Signer { store, master, public_url } = *signer;
+    let Signer { store, master, public_url, writes } = *signer;
     let Validity { not_before, not_after } = validity;
     let mut ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
     ca.set_revocation_endpoints(revocation_endpoints(public_url, &tenant.id));
@@ -338,7 +341,11 @@ pub async fn issue_for(
         revoked_at: None,
         revocation_reason: None,
     };
-    store.record_certificate(&record).await.map_err(|e| EnrollError::Internal(e.into()))?;
+    match writes {
+        Some(w) => w.write(crate::store::StationWrite::Certificate(Box::new(record.clone()))).await,
+        None => store.record_certificate(&record).await,
+    }
+    .map_err(|e| EnrollError::Internal(e.into()))?;
     let mut chain = cert.pem.clone();
     if !chain.ends_with('\n') {
         chain.push('\n');

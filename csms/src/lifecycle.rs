@@ -130,7 +130,8 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
                 format!("{}{}{}", rec.cert_pem, if rec.cert_pem.ends_with('\n') { "" } else { "\n" }, ca)
             } else {
                 let public_url = app.config.public_url();
-                let signer = Signer { store: &app.store, master: &master, public_url: &public_url };
+                let signer =
+                    Signer { store: &app.store, master: &master, public_url: &public_url, writes: Some(&app.writes) };
                 let days = i64::from(app.config.station_certificate_days);
                 let validity = Validity {
                     not_before: now - time::Duration::minutes(5),

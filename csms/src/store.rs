@@ -218,6 +218,8 @@ pub enum StationWrite {
         tech_info: Option<String>,
         at: i64,
     },
+    /// A certificate just issued (before it is handed out).
+    Certificate(Box<CertificateRecord>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -748,6 +750,22 @@ impl Store {
                         .bind(occurred_at)
                         .bind(tech_info)
                         .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    StationWrite::Certificate(c) => {
+                        sqlx::query(
+                            "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
+                               cert_pem, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(&c.tenant_id)
+                        .bind(&c.serial_hex)
+                        .bind(&c.station_id)
+                        .bind(&c.fingerprint)
+                        .bind(c.not_before)
+                        .bind(c.not_after)
+                        .bind(&c.cert_pem)
+                        .bind(c.issued_at)
                         .execute(&mut *tx)
                         .await?;
                     }

@@ -159,8 +159,12 @@ fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
         let csr = pki::validate_csr(csr_pem, station).unwrap();
         let now = time::OffsetDateTime::now_utc();
         let public_url = opened.config.public_url();
-        let signer =
-            csms::authority::Signer { store: &opened.store, master: &opened.secrets.master, public_url: &public_url };
+        let signer = csms::authority::Signer {
+            store: &opened.store,
+            master: &opened.secrets.master,
+            public_url: &public_url,
+            writes: None,
+        };
         let (chain, _) = csms::authority::issue_for(
             &signer,
             &tenant,

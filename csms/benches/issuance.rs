@@ -1,0 +1,137 @@
+//! CSR -> signed certificate, software key backend, including persistence:
+//! what `SignCertificate` and enrollment do per request. Each iteration takes a
+//! fresh CSR (made beforehand, as a station would), applies the CSR policy,
+//! issues under the tenant's station CA and commits the certificate record to
+//! the database (SQLite WAL, synchronous=FULL). The CA is loaded once, as a
+//! long-running server would keep it.
+//!
+//! Two figures: one request at a time (each in its own transaction), and 64
+//! requests in flight, persisted through the group commit the server uses, as
+//! when a fleet renews at once.
+//!
+//! `cargo bench -p csms --bench issuance`; the figure to read is "elem/s".
+
+#![allow(clippy::expect_used)] // a benchmark: a failure is a panic
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use csms::authority::{self, STATION_CA};
+use csms::clock::{Clock, SystemClock};
+use csms::store::{CertificateRecord, NewStation, Registration, StationWrite, Store};
+
+const CSRS: usize = 4096;
+
+fn csr(cn: &str) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).expect("csr").pem().expect("pem")
+}
+
+fn issuance(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = pki::MasterKey::generate().expect("master key");
+    let clock = SystemClock;
+    let (store, ca, organization) = rt.block_on(async {
+        let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.expect("store");
+        let tenant =
+            authority::ensure_tenant(&store, &master, &clock, "bench", "Bench Org", None).await.expect("tenant");
+        let station = NewStation {
+            id: "CS-BENCH".into(),
+            tenant_id: "bench".into(),
+            security_profile: 3,
+            password_hash: None,
+            registration: Registration::Accepted,
+            description: None,
+            tags: Vec::new(),
+        };
+        store.create_station(&station, clock.now_millis()).await.expect("station");
+        let mut ca = authority::load_ca(&store, &master, "bench", STATION_CA).await.expect("ca");
+        ca.set_revocation_endpoints(authority::revocation_endpoints("http://csms.example", "bench"));
+        (store, Arc::new(ca), tenant.organization)
+    });
+    let csrs: Vec<String> = (0..CSRS).map(|_| csr("CS-BENCH")).collect();
+    let mut next = 0usize;
+
+    let mut group = c.benchmark_group("issuance");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(30);
+    group.bench_function("csr_to_persisted_certificate", |b| {
+        b.iter(|| {
+            let pem = &csrs[next % CSRS];
+            next += 1;
+            let csr = pki::validate_csr(pem, "CS-BENCH").expect("valid CSR");
+            csr.check_organization(&organization).expect("organisation");
+            let now = clock.now();
+            let cert = ca
+                .issue_station_certificate(&csr, &organization, now, now + time::Duration::days(365))
+                .expect("issued");
+            let record = CertificateRecord {
+                tenant_id: "bench".into(),
+                serial_hex: cert.serial_hex.clone(),
+                station_id: "CS-BENCH".into(),
+                fingerprint: cert.sha256_fingerprint_hex.clone(),
+                not_before: 0,
+                not_after: 0,
+                cert_pem: cert.pem,
+                issued_at: clock.now_millis(),
+                revoked_at: None,
+                revocation_reason: None,
+            };
+            rt.block_on(store.record_certificate(&record)).expect("persisted");
+        });
+    });
+
+    // 64 in flight: CPU work on the runtime's workers, records through group commit.
+    const IN_FLIGHT: usize = 64;
+    let writes = rt.block_on(async { csms::group_commit::GroupCommit::start(store.clone(), 512) });
+    let csrs = Arc::new(csrs);
+    group.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    group.bench_function("csr_to_persisted_certificate_64_in_flight", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            for round in 0..iters {
+                rt.block_on(async {
+                    let mut tasks = Vec::with_capacity(IN_FLIGHT);
+                    for i in 0..IN_FLIGHT {
+                        let (ca, csrs, writes, organization) =
+                            (ca.clone(), csrs.clone(), writes.clone(), organization.clone());
+                        let pem_index = (round as usize * IN_FLIGHT + i) % CSRS;
+                        tasks.push(tokio::spawn(async move {
+                            let csr = pki::validate_csr(&csrs[pem_index], "CS-BENCH").expect("valid CSR");
+                            csr.check_organization(&organization).expect("organisation");
+                            let now = SystemClock.now();
+                            let cert = ca
+                                .issue_station_certificate(&csr, &organization, now, now + time::Duration::days(365))
+                                .expect("issued");
+                            let record = CertificateRecord {
+                                tenant_id: "bench".into(),
+                                serial_hex: cert.serial_hex.clone(),
+                                station_id: "CS-BENCH".into(),
+                                fingerprint: cert.sha256_fingerprint_hex.clone(),
+                                not_before: 0,
+                                not_after: 0,
+                                cert_pem: cert.pem,
+                                issued_at: SystemClock.now_millis(),
+                                revoked_at: None,
+                                revocation_reason: None,
+                            };
+                            writes.write(StationWrite::Certificate(Box::new(record))).await.expect("persisted");
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, issuance);
+criterion_main!(benches);
