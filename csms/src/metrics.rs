@@ -23,6 +23,13 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecurityEventLabels {
+    /// OCPP security event type, or `other`.
+    pub r#type: &'static str,
+    pub critical: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: &'static str,
 }
@@ -43,6 +50,8 @@ pub struct Metrics {
     /// PBKDF2 verifications run for Basic auth, including the equal-time ones
     /// spent on unknown stations.
     pub password_checks: Counter,
+    /// A04: security events stations reported, by type and criticality.
+    pub security_events: Family<SecurityEventLabels, Counter>,
 }
 
 impl Metrics {
@@ -59,6 +68,12 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let password_checks = Counter::default();
+        let security_events = Family::<SecurityEventLabels, Counter>::default();
+        registry.register(
+            "ocpp_security_events",
+            "Security events reported by stations (A04), by type and criticality",
+            security_events.clone(),
+        );
         registry.register(
             "ocpp_password_checks",
             "PBKDF2 password verifications (Basic auth, including equal-time checks for unknown stations)",
@@ -87,11 +102,17 @@ impl Metrics {
             call_latency,
             handler_latency,
             password_checks,
+            security_events,
         }
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn security_event(&self, kind: &'static str, critical: bool) {
+        let critical = if critical { "true" } else { "false" };
+        self.security_events.get_or_create(&SecurityEventLabels { r#type: kind, critical }).inc();
     }
 
     pub fn frame(&self, direction: &'static str, action: &'static str, result: &'static str) {
@@ -111,5 +132,24 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn security_events_are_counted_by_type_and_criticality() {
+        let m = super::Metrics::new();
+        m.security_event("TamperDetectionActivated", true);
+        m.security_event("TamperDetectionActivated", true);
+        m.security_event("other", false);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"anchorpoint_ocpp_security_events_total{type="TamperDetectionActivated",critical="true"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"anchorpoint_ocpp_security_events_total{type="other",critical="false"} 1"#), "{text}");
     }
 }
