@@ -78,6 +78,7 @@ fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::create_station, routes::list_stations))
         .routes(routes!(routes::show_station, routes::update_station, routes::delete_station))
         .routes(routes!(routes::enroll))
+        .routes(routes!(routes::update_password))
         .routes(routes!(routes::renew_certificate))
         .routes(routes!(routes::certificate_requests))
         .routes(routes!(routes::list_certificates))

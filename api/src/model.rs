@@ -454,3 +454,22 @@ pub struct CertificateRequest {
     #[schema(format = DateTime)]
     pub updated_at: String,
 }
+
+/// A01: a new HTTP Basic password for a connected profile 1/2 station.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordUpdate {
+    /// 16-40 printable ASCII characters; omitted: the CSMS generates one. Never returned.
+    #[schema(min_length = 16, max_length = 40, write_only)]
+    pub password: Option<String>,
+}
+
+/// Outcome of a password update.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordUpdated {
+    /// The station accepted the SetVariables; the CSMS now expects the new password.
+    pub switched: bool,
+    /// The station's attributeStatus for BasicAuthPassword.
+    pub station_status: String,
+}

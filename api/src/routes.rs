@@ -13,8 +13,8 @@ use crate::auth::{Authenticator, Principal};
 use crate::extract::{JsonBody, PathParam, QueryParams, cursor};
 use crate::model::{
     AuditPage, Certificate, CertificateFilter, CertificatePage, CertificateRequest, EnrollRequest, EnrollResponse,
-    NewStation, NewTenant, PageQuery, RevokeRequest, SecurityEventFilter, SecurityEventPage, Station, StationFilter,
-    StationPage, StationPatch, Tenant, TenantPage,
+    NewStation, NewTenant, PageQuery, PasswordUpdate, PasswordUpdated, RevokeRequest, SecurityEventFilter,
+    SecurityEventPage, Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
 };
 use crate::problem::{Kind, Problem};
 use crate::responses::{
@@ -221,6 +221,30 @@ pub async fn enroll(
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let tenant = who.writer()?;
     Ok((StatusCode::CREATED, Json(st.service.enroll(tenant, id, body).await?)))
+}
+
+/// A01: give a connected profile 1/2 station a new HTTP Basic password. It is
+/// sent with SetVariables(SecurityCtrlr.BasicAuthPassword); the CSMS switches to
+/// it only when the station answers Accepted. The password is never returned.
+#[utoipa::path(post, path = "/api/v1/stations/{id}/password", tag = "stations", request_body = PasswordUpdate,
+    params(("id" = String, Path, description = "Station id")),
+    responses(
+        (status = 200, description = "What the station answered and whether the CSMS switched", body = PasswordUpdated),
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        BodyRejected,
+        CommandFailures,
+    ),
+    security(("bearer" = [])))]
+pub async fn update_password(
+    State(st): State<ApiState>,
+    who: Principal,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<PasswordUpdate>,
+) -> ApiResult<Json<PasswordUpdated>> {
+    let tenant = who.writer()?;
+    Ok(Json(st.service.update_password(tenant, id, body).await?))
 }
 
 /// A02: renew the station's certificate. The station is asked (TriggerMessage

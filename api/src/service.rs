@@ -8,8 +8,8 @@ use std::pin::Pin;
 
 use crate::model::{
     AuditEntry, AuditRecord, Certificate, CertificateFilter, CertificateRequest, EnrollRequest, EnrollResponse,
-    NewStation, NewTenant, RevokeRequest, SecurityEvent, SecurityEventFilter, Station, StationFilter, StationPatch,
-    Tenant,
+    NewStation, NewTenant, PasswordUpdate, PasswordUpdated, RevokeRequest, SecurityEvent, SecurityEventFilter, Station,
+    StationFilter, StationPatch, Tenant,
 };
 use crate::problem::{Kind, Problem};
 
@@ -87,6 +87,15 @@ pub trait Service: Send + Sync + 'static {
 
     /// Manufacturing-time enrollment: signs the station's CSR.
     fn enroll(&self, tenant: String, station: String, req: EnrollRequest) -> ServiceFuture<'_, EnrollResponse>;
+    /// A01: sets the station's BasicAuthPassword through SetVariables; the CSMS
+    /// switches to it only when the station answers Accepted.
+    fn update_password(
+        &self,
+        tenant: String,
+        station: String,
+        req: PasswordUpdate,
+    ) -> ServiceFuture<'_, PasswordUpdated>;
+
     /// A02: asks the connected station for a new CSR (TriggerMessage) and
     /// tracks the renewal.
     fn renew_certificate(&self, tenant: String, station: String) -> ServiceFuture<'_, CertificateRequest>;

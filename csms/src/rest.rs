@@ -233,6 +233,15 @@ fn hash_password(app: &App, p: &str) -> Result<String, ServiceError> {
     })
 }
 
+/// 32 random characters from a 64-symbol alphabet (192 bits).
+fn generate_password() -> Result<String, ()> {
+    use ring::rand::SecureRandom;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| ())?;
+    Ok(bytes.iter().map(|b| ALPHABET[usize::from(b & 63)] as char).collect())
+}
+
 fn registration(r: m::Registration) -> Registration {
     match r {
         m::Registration::Accepted => Registration::Accepted,
@@ -527,6 +536,57 @@ impl Service for RestService {
                     Err(ServiceError::Internal)
                 }
             }
+        })
+    }
+
+    fn update_password(
+        &self,
+        tenant: String,
+        station: String,
+        req: m::PasswordUpdate,
+    ) -> ServiceFuture<'_, m::PasswordUpdated> {
+        Box::pin(async move {
+            let s = self.own_station(&tenant, &station).await?;
+            if s.security_profile >= 3 {
+                return Err(ServiceError::Conflict(format!(
+                    "station '{station}' uses security profile 3 (certificates), not a password"
+                )));
+            }
+            let password = match req.password {
+                Some(p) => {
+                    if !(16..=40).contains(&p.chars().count()) || !p.chars().all(|c| c.is_ascii_graphic()) {
+                        return Err(invalid("/password", "16-40 printable ASCII characters"));
+                    }
+                    p
+                }
+                None => generate_password().map_err(|_| ServiceError::Internal)?,
+            };
+            let hash = hash_password(&self.app, &password)?;
+            let handle = match self.app.sessions.get(&station) {
+                Some(h) if *h.tenant_id == *tenant => h,
+                _ => return Err(ServiceError::NotConnected(station)),
+            };
+            let payload = serde_json::json!({ "setVariableData": [{
+                "attributeValue": password,
+                "component": { "name": "SecurityCtrlr" },
+                "variable": { "name": "BasicAuthPassword" },
+            }]});
+            let answer = handle
+                .call(ocpp::v201::Action::SetVariables, payload)
+                .await
+                .map_err(|e| ServiceError::Station(format!("SetVariables(BasicAuthPassword) failed: {e}")))?;
+            let status = answer["setVariableResult"][0]["attributeStatus"].as_str().unwrap_or("").to_owned();
+            let switched = status == "Accepted";
+            if switched {
+                // A01.FR.03: only now does the CSMS expect the new password.
+                self.app
+                    .store
+                    .update_station(&tenant, &station, None, Some(&hash), None, None)
+                    .await
+                    .map_err(internal)?;
+            }
+            tracing::info!(station = %station, tenant = %tenant, status = %status, switched, "BasicAuthPassword update");
+            Ok(m::PasswordUpdated { switched, station_status: status })
         })
     }
 

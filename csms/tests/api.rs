@@ -1100,3 +1100,50 @@ async fn a02_renewal_and_a03_station_requests_are_validated_issued_delivered_and
     // Renewal needs a connected station.
     assert_problem(&api.post("/api/v1/stations/NOPE/certificates/renew", &op, json!({})).await, 404, "not-found");
 }
+
+#[tokio::test]
+async fn a01_password_switches_only_when_the_station_accepts() {
+    let api = Arc::new(api().await);
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "PW-1", "securityProfile": 2, "password": "the-first-password-1"}))
+        .await;
+    let mut ws = connect(&api, "PW-1", "alpha").await;
+    let stored =
+        |api: Arc<Api>| async move { api.app.store.station("PW-1").await.unwrap().unwrap().password_hash.unwrap() };
+
+    // The station refuses: the CSMS keeps expecting the old password.
+    let (a, o) = (api.clone(), op.clone());
+    let call = tokio::spawn(async move {
+        a.post("/api/v1/stations/PW-1/password", &o, json!({"password": "a-refused-password-22"})).await
+    });
+    let sv = next_call(&mut ws).await;
+    assert_eq!(sv[2], "SetVariables");
+    assert_eq!(sv[3]["setVariableData"][0]["variable"]["name"], "BasicAuthPassword");
+    assert_eq!(sv[3]["setVariableData"][0]["component"]["name"], "SecurityCtrlr");
+    answer(&mut ws, json!([3, sv[1], {"setVariableResult": [{"attributeStatus": "Rejected", "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"}}]}])).await;
+    let r = call.await.unwrap();
+    assert_eq!(r.body, json!({"switched": false, "stationStatus": "Rejected"}), "{}", r.text);
+    assert!(csms::password::verify("the-first-password-1", &stored(api.clone()).await).unwrap());
+
+    // A generated password, accepted: now it is the one.
+    let (a, o) = (api.clone(), op.clone());
+    let call = tokio::spawn(async move { a.post("/api/v1/stations/PW-1/password", &o, json!({})).await });
+    let sv = next_call(&mut ws).await;
+    let generated = sv[3]["setVariableData"][0]["attributeValue"].as_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32);
+    answer(&mut ws, json!([3, sv[1], {"setVariableResult": [{"attributeStatus": "Accepted", "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"}}]}])).await;
+    let r = call.await.unwrap();
+    assert_eq!(r.body["switched"], true, "{}", r.text);
+    assert!(!r.text.contains(&generated), "the password is never returned");
+    let hash = stored(api.clone()).await;
+    assert!(csms::password::verify(&generated, &hash).unwrap());
+    assert!(!csms::password::verify("the-first-password-1", &hash).unwrap());
+    let audit = api.get("/api/v1/audit-log", &tok("alpha", Role::Admin)).await;
+    assert!(!audit.text.contains(&generated));
+
+    // Bad input and the wrong kind of station.
+    let r = api.post("/api/v1/stations/PW-1/password", &op, json!({"password": "short"})).await;
+    assert_eq!(r.body["field"], "/password");
+    api.post("/api/v1/stations", &op, json!({"id": "PW-3", "securityProfile": 3})).await;
+    assert_problem(&api.post("/api/v1/stations/PW-3/password", &op, json!({})).await, 409, "conflict");
+}
