@@ -49,6 +49,9 @@ pub struct Config {
     pub max_concurrent_handshakes: usize,
     /// PBKDF2-HMAC-SHA256 iterations for new Basic-auth passwords.
     pub password_hash_iterations: u32,
+    /// Certificates expiring within this many days are renewed (A02) without an
+    /// operator, each at a moment spread over the first half of the window.
+    pub renewal_window_days: u32,
     /// After a station first connects with a newer certificate, its older ones
     /// are revoked (reason superseded) this many seconds later; 0: at once.
     pub superseded_grace_secs: u64,
@@ -80,6 +83,7 @@ impl Default for Config {
             password_hash_iterations: 100_000,
             station_certificate_days: 365,
             superseded_grace_secs: 300,
+            renewal_window_days: 30,
         }
     }
 }

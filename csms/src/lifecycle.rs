@@ -259,3 +259,82 @@ pub async fn renew(app: &App, tenant: &str, station: &str) -> Result<CertRequest
     let rec = app.store.cert_requests(tenant, station, 20).await?.into_iter().find(|r| r.id == id);
     rec.ok_or_else(|| RenewError::Refused("the renewal record vanished".into()))
 }
+
+/// Renewals one maintenance tick may start in this process.
+pub const MAX_RENEWALS_PER_TICK: usize = 50;
+
+/// When, within the renewal window, this certificate's automatic renewal may
+/// start: spread over the window's first half by its serial, so a fleet issued
+/// on one day is not renewed in one burst.
+pub fn renewal_start(not_after: i64, window_ms: i64, serial_hex: &str) -> i64 {
+    let spread = (window_ms / 2).max(1);
+    let hash =
+        serial_hex.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    not_after - window_ms + i64::try_from(hash % spread.unsigned_abs()).unwrap_or(0)
+}
+
+/// Automatic renewal: certificates expiring within the window whose moment has
+/// come, of connected stations without a renewal under way, are renewed (A02).
+pub async fn auto_renew(app: &Arc<App>) {
+    let now = app.clock.now_millis();
+    let window = i64::from(app.config.renewal_window_days) * 86_400_000;
+    let due = match app.store.certificates_expiring(now + window, 500).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading expiring certificates");
+            return;
+        }
+    };
+    let mut started = 0;
+    for cert in due {
+        if started >= MAX_RENEWALS_PER_TICK {
+            break;
+        }
+        if now < renewal_start(cert.not_after, window, &cert.serial_hex) {
+            continue;
+        }
+        if app.sessions.get(&cert.station_id).is_none_or(|h| *h.tenant_id != *cert.tenant_id) {
+            continue;
+        }
+        let busy = match app.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
+            Ok(rs) => rs.iter().any(|r| {
+                matches!(
+                    r.state.as_str(),
+                    state::REQUESTED | state::TRIGGERED | state::CSR_RECEIVED | state::ISSUED | state::DELIVERED
+                ) && now - r.updated_at < 3_600_000
+            }),
+            Err(_) => true,
+        };
+        if busy {
+            continue;
+        }
+        started += 1;
+        tracing::info!(station = %cert.station_id, tenant = %cert.tenant_id, serial = %cert.serial_hex, "automatic renewal");
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = renew(&app, &cert.tenant_id, &cert.station_id).await {
+                tracing::warn!(station = %cert.station_id, error = %e, "automatic renewal did not start");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewal_start;
+
+    #[test]
+    fn renewals_spread_over_the_first_half_of_the_window() {
+        let day = 86_400_000;
+        let (not_after, window) = (1_000 * day, 30 * day);
+        let starts: Vec<i64> = (0..1000).map(|i| renewal_start(not_after, window, &format!("{i:032x}"))).collect();
+        assert!(starts.iter().all(|s| (not_after - window..not_after - window / 2).contains(s)));
+        // Spread, not bunched: every one of the 15 days gets some.
+        let mut per_day = [0; 15];
+        for s in &starts {
+            per_day[usize::try_from((s - (not_after - window)) / day).unwrap_or(0)] += 1;
+        }
+        assert!(per_day.iter().all(|n| *n > 30), "{per_day:?}");
+        assert_eq!(renewal_start(not_after, window, "ab"), renewal_start(not_after, window, "ab"), "deterministic");
+    }
+}

@@ -119,6 +119,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "issuing tenant server certificates");
             }
             crate::lifecycle::sweep(&sweep_app).await;
+            crate::lifecycle::auto_renew(&sweep_app).await;
         }
     });
     app.ready.store(true, Ordering::Release);

@@ -941,6 +941,32 @@ impl Store {
         Ok(rows)
     }
 
+    /// Certificates to renew: unrevoked, not superseded, expiring before
+    /// `window_end`, of stations that hold no certificate valid beyond it.
+    pub async fn certificates_expiring(
+        &self,
+        window_end: i64,
+        limit: u32,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates c \
+                 WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after < $1 \
+                   AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.tenant_id = c.tenant_id \
+                       AND n.station_id = c.station_id AND n.revoked_at IS NULL AND n.not_after >= $1) \
+                 ORDER BY not_after LIMIT $2"
+            ))
+            .bind(window_end)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(certificate_from_row)
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
     /// The tenant's revoked certificates: (serial, revoked at, reason), for CRLs.
     pub async fn revoked_certificates(
         &self,

@@ -1147,3 +1147,37 @@ async fn a01_password_switches_only_when_the_station_accepts() {
     api.post("/api/v1/stations", &op, json!({"id": "PW-3", "securityProfile": 3})).await;
     assert_problem(&api.post("/api/v1/stations/PW-3/password", &op, json!({})).await, 409, "conflict");
 }
+
+#[tokio::test]
+async fn certificates_near_expiry_are_renewed_without_an_operator() {
+    let api = api_with(Config { renewal_window_days: 1000, ..Config::default() }).await;
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "AR-1", "securityProfile": 3})).await;
+    api.post("/api/v1/stations", &op, json!({"id": "AR-2", "securityProfile": 3})).await;
+    for id in ["AR-1", "AR-2"] {
+        let r = api.post(&format!("/api/v1/stations/{id}/certificates"), &op, json!({"csr": csr(id)})).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    // AR-1 is connected, AR-2 is not: only AR-1 can be renewed now.
+    let mut ws = connect(&api, "AR-1", "alpha").await;
+    csms::lifecycle::auto_renew(&api.app).await;
+    let trigger = next_call(&mut ws).await;
+    assert_eq!(trigger[3], json!({"requestedMessage": "SignChargingStationCertificate"}));
+    answer(&mut ws, json!([3, trigger[1], {"status": "Accepted"}])).await;
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        let list = api.get("/api/v1/stations/AR-1/certificate-requests", &op).await;
+        state = list.body[0]["state"].clone();
+        if state == "triggered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "triggered");
+    assert_eq!(api.get("/api/v1/stations/AR-2/certificate-requests", &op).await.body, json!([]));
+    // A renewal under way is not started twice.
+    csms::lifecycle::auto_renew(&api.app).await;
+    use futures_util::StreamExt;
+    let again = tokio::time::timeout(std::time::Duration::from_millis(300), ws.next()).await;
+    assert!(again.is_err(), "a second trigger was sent: {again:?}");
+}
