@@ -37,9 +37,52 @@ pub struct CertificateAuthority {
     cert_pem: String,
     subject_cn: String,
     not_after: OffsetDateTime,
-    pub(crate) issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, CaKey>,
     /// Written into the station certificates this CA issues.
     endpoints: crate::RevocationEndpoints,
+}
+
+/// Where a CA's private key lives.
+#[allow(clippy::large_enum_variant)] // one per CA, a handful per process
+pub enum CaKey {
+    /// In memory (sealed under the master key at rest).
+    Software(KeyPair),
+    /// In a PKCS#11 token, never leaving it.
+    Pkcs11(crate::Pkcs11Key),
+}
+
+impl rcgen::PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            CaKey::Software(k) => k.der_bytes(),
+            CaKey::Pkcs11(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaKey::Software(k) => k.algorithm(),
+            CaKey::Pkcs11(k) => k.algorithm(),
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            CaKey::Software(k) => k.sign(msg),
+            CaKey::Pkcs11(k) => k.sign(msg),
+        }
+    }
+}
+
+impl fmt::Debug for CaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaKey::Software(_) => f.write_str("CaKey::Software(..)"),
+            CaKey::Pkcs11(k) => write!(f, "CaKey::Pkcs11({})", k.label()),
+        }
+    }
 }
 
 /// The persisted form of a CA: certificate PEM plus its PKCS#8 key sealed by a
@@ -85,18 +128,29 @@ pub struct IssuedCertificate {
 /// Sub-CA: subject `O=organization, CN=<organization> Station CA`, valid
 /// [`STATION_CA_VALIDITY_YEARS`]. Both carry keyUsage keyCertSign+cRLSign, SKI and AKI.
 pub fn generate_hierarchy(organization: &str, root_cn: &str, now: OffsetDateTime) -> Result<Hierarchy, PkiError> {
+    generate_hierarchy_with(organization, root_cn, now, &mut |_| Ok(CaKey::Software(generate_key()?)))
+}
+
+/// [`generate_hierarchy`] with keys from `new_key`, called with `"root"` then
+/// `"station-ca"` (e.g. keys generated in an HSM).
+pub fn generate_hierarchy_with(
+    organization: &str,
+    root_cn: &str,
+    now: OffsetDateTime,
+    new_key: &mut dyn FnMut(&str) -> Result<CaKey, PkiError>,
+) -> Result<Hierarchy, PkiError> {
     check_name("organization", organization, MAX_O_LEN)?;
     check_name("root common name", root_cn, MAX_CN_LEN)?;
     let not_before = certificate_time(now)?;
 
-    let root_key = generate_key()?;
+    let root_key = new_key("root")?;
     let root_params =
         ca_params(organization, root_cn, 1, not_before, certificate_time(add_years(now, ROOT_VALIDITY_YEARS)?)?)?;
     let root_cert = root_params.self_signed(&root_key)?;
     let root = CertificateAuthority::from_parts(root_cert.der().to_vec(), root_key)?;
 
     let sub_cn = station_ca_common_name(organization);
-    let sub_key = generate_key()?;
+    let sub_key = new_key("station-ca")?;
     let sub_params =
         ca_params(organization, &sub_cn, 0, not_before, certificate_time(add_years(now, STATION_CA_VALIDITY_YEARS)?)?)?;
     let sub_cert = sub_params.signed_by(&sub_key, &root.issuer)?;
@@ -129,7 +183,10 @@ impl CertificateAuthority {
     /// The persisted form: certificate PEM and the PKCS#8 key sealed under `key`, bound
     /// to `label` (e.g. `tenant:default/ca:station`).
     pub fn to_stored(&self, key: &MasterKey, label: &str) -> Result<StoredCa, PkiError> {
-        let pkcs8 = Zeroizing::new(self.issuer.key().serialize_der());
+        let CaKey::Software(pair) = self.issuer.key() else {
+            return Err(PkiError::KeyNotExportable);
+        };
+        let pkcs8 = Zeroizing::new(pair.serialize_der());
         Ok(StoredCa { cert_pem: self.cert_pem.clone(), sealed_key: key.seal(&pkcs8, label)? })
     }
 
@@ -143,7 +200,7 @@ impl CertificateAuthority {
         let cert_der = chain.remove(0);
         let pkcs8 = key.open(&stored.sealed_key, label)?;
         let key_pair = key_pair_from_pkcs8(&pkcs8)?;
-        Self::from_parts(cert_der, key_pair)
+        Self::from_parts(cert_der, CaKey::Software(key_pair))
     }
 
     /// Issue a station (client) certificate for a validated CSR.
@@ -228,7 +285,12 @@ impl CertificateAuthority {
         Ok((issued(cert.der().to_vec())?, PrivateKey::from_key_pair(&key)))
     }
 
-    fn from_parts(cert_der: Vec<u8>, key: KeyPair) -> Result<Self, PkiError> {
+    /// A CA whose key is held elsewhere (an HSM): its certificate and that key.
+    pub fn from_certificate_and_key(cert_der: Vec<u8>, key: CaKey) -> Result<Self, PkiError> {
+        Self::from_parts(cert_der, key)
+    }
+
+    fn from_parts(cert_der: Vec<u8>, key: CaKey) -> Result<Self, PkiError> {
         let cert = parse_certificate(&cert_der)?;
         let is_ca = cert
             .basic_constraints()
@@ -237,7 +299,7 @@ impl CertificateAuthority {
         if !is_ca {
             return Err(PkiError::NotACa);
         }
-        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        if cert.public_key().subject_public_key.data.as_ref() != rcgen::PublicKeyData::der_bytes(&key) {
             return Err(PkiError::KeyMismatch);
         }
         // rcgen rebuilds the issuer name from this subject and only handles one attribute
@@ -591,7 +653,8 @@ mod tests {
     #[test]
     fn debug_never_shows_keys() {
         let h = generate_hierarchy("Acme", "Root", NOW).unwrap();
-        let pkcs8 = h.root.issuer.key().serialize_der();
+        let CaKey::Software(root_key) = h.root.issuer.key() else { panic!("software key expected") };
+        let pkcs8 = root_key.serialize_der();
         let (_, server_key) =
             h.root.issue_server_certificate(&["localhost".to_owned()], NOW, NOW + Duration::days(1)).unwrap();
         let mk = MasterKey::generate().unwrap();

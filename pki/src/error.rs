@@ -37,6 +37,12 @@ pub enum PkiError {
     /// A stored CA certificate does not belong to the private key stored with it.
     #[error("CA certificate does not match its private key")]
     KeyMismatch,
+    /// A PKCS#11 token refused or failed an operation.
+    #[error("HSM: {0}")]
+    Hsm(String),
+    /// The CA key lives in an HSM and cannot be exported or sealed.
+    #[error("the CA key is held by an HSM and cannot be exported")]
+    KeyNotExportable,
 
     // --- certificates and names ---
     /// Certificate bytes could not be parsed or are not acceptable.

@@ -16,17 +16,19 @@ mod csr;
 mod der;
 mod encoding;
 mod error;
+mod hsm;
 mod inspect;
 mod key;
 mod revocation;
 mod sealing;
 
 pub use ca::{
-    CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS, STATION_CA_VALIDITY_YEARS, StoredCa,
-    generate_hierarchy,
+    CaKey, CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS, STATION_CA_VALIDITY_YEARS,
+    StoredCa, generate_hierarchy, generate_hierarchy_with,
 };
 pub use csr::{CsrRejection, MAX_CSR_PEM_LEN, ValidatedCsr, validate_csr};
 pub use error::PkiError;
+pub use hsm::{Pkcs11Key, Pkcs11Token};
 pub use inspect::{CertInfo, inspect_certificate, pem_to_der_chain};
 pub use key::PrivateKey;
 pub use revocation::{
