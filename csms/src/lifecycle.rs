@@ -210,6 +210,27 @@ pub async fn admitted_with(app: Arc<App>, tenant: String, station: String, seria
     }
 }
 
+/// Closes live sessions whose certificate was revoked since `since` by anyone
+/// (the CLI, another node, the API); returns the time to pass next.
+pub async fn close_revoked_sessions(app: &App, since: i64) -> i64 {
+    let now = app.clock.now_millis();
+    match app.store.revoked_since(since).await {
+        Ok(revoked) => {
+            for (tenant, serial) in revoked {
+                if app.sessions.disconnect_certificate(&tenant, &serial) > 0 {
+                    tracing::info!(tenant, serial, "session closed: its certificate was revoked");
+                }
+            }
+            // Overlap by a tick's worth so a revocation committed meanwhile is not missed.
+            now - 1_000
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading recent revocations");
+            since
+        }
+    }
+}
+
 /// Revokes certificates superseded longer ago than the grace period; closes
 /// sessions still using them.
 pub async fn sweep(app: &App) {

@@ -103,6 +103,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // and their own host names get a server certificate.
     let refresh_store = store.clone();
     let sweep_app = app.clone();
+    let mut revoked_since = clock.now_millis();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
@@ -119,6 +120,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "issuing tenant server certificates");
             }
             crate::lifecycle::sweep(&sweep_app).await;
+            revoked_since = crate::lifecycle::close_revoked_sessions(&sweep_app, revoked_since).await;
             crate::lifecycle::auto_renew(&sweep_app).await;
         }
     });

@@ -967,6 +967,22 @@ impl Store {
         Ok(rows)
     }
 
+    /// Certificates revoked at or after `since` (any tenant): (tenant, serial).
+    pub async fn revoked_since(&self, since: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query("SELECT tenant_id, serial_hex FROM certificates WHERE revoked_at >= $1")
+                .bind(since)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| -> Result<(String, String), sqlx::Error> {
+                    Ok((r.try_get("tenant_id")?, r.try_get("serial_hex")?))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
     /// The tenant's revoked certificates: (serial, revoked at, reason), for CRLs.
     pub async fn revoked_certificates(
         &self,

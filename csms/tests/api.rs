@@ -1181,3 +1181,43 @@ async fn certificates_near_expiry_are_renewed_without_an_operator() {
     let again = tokio::time::timeout(std::time::Duration::from_millis(300), ws.next()).await;
     assert!(again.is_err(), "a second trigger was sent: {again:?}");
 }
+
+#[tokio::test]
+async fn revocations_made_elsewhere_close_live_sessions() {
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+    let api = api().await;
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "X-1", "securityProfile": 3})).await;
+    let cert = api.post("/api/v1/stations/X-1/certificates", &op, json!({"csr": csr("X-1")})).await;
+    let serial = cert.body["serialNumber"].as_str().unwrap().to_owned();
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
+    let mut client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
+    let mut state =
+        csms::handlers::SessionState::new("X-1".into(), Arc::from("alpha"), Some(csms::store::Registration::Accepted));
+    state.certificate_serial = Some(serial.clone());
+    tokio::spawn(csms::session::run(api.app.clone(), server, state));
+    for _ in 0..200 {
+        if api.app.sessions.get("X-1").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let since = api.app.clock.now_millis();
+    // Revoked by another process (the CLI writes the database directly).
+    api.app.store.revoke_certificate("alpha", &serial, api.app.clock.now_millis(), "keyCompromise").await.unwrap();
+    csms::lifecycle::close_revoked_sessions(&api.app, since).await;
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match client.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1008));
+}
