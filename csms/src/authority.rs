@@ -88,6 +88,35 @@ fn label(tenant: &str, name: &str) -> String {
     format!("tenant:{tenant}/credential:{name}")
 }
 
+/// Marks a credential whose key lives in the HSM; the rest is the token label.
+const HSM_MARKER: &[u8] = b"pkcs11:";
+
+static HSM: std::sync::OnceLock<std::sync::Arc<pki::Pkcs11Token>> = std::sync::OnceLock::new();
+
+/// Makes CA keys created from now on live in this PKCS#11 token (configured
+/// with `pkcs11_module`, `pkcs11_token`, `pkcs11_pin`).
+pub fn use_hsm(token: std::sync::Arc<pki::Pkcs11Token>) {
+    let _ = HSM.set(token);
+}
+
+/// A new CA hierarchy for `tenant`: keys in the HSM when one is configured.
+fn new_hierarchy(
+    tenant: &str,
+    organization: &str,
+    root_cn: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<pki::Hierarchy> {
+    match HSM.get() {
+        None => Ok(pki::generate_hierarchy(organization, root_cn, now)?),
+        Some(token) => {
+            let unique = now.unix_timestamp_nanos();
+            Ok(pki::generate_hierarchy_with(organization, root_cn, now, &mut |role| {
+                Ok(pki::CaKey::Pkcs11(token.generate_key(&format!("anchorpoint/{tenant}/{role}/{unique}"))?))
+            })?)
+        }
+    }
+}
+
 /// Stores CAs that belong together, unless another process already stored them.
 async fn store_cas(
     store: &Store,
@@ -98,8 +127,18 @@ async fn store_cas(
 ) -> anyhow::Result<bool> {
     let mut records = Vec::with_capacity(cas.len());
     for (name, ca) in cas {
-        let stored = ca.to_stored(master, &label(tenant, name))?;
-        records.push((*name, CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }));
+        let record = match ca.hsm_key_label() {
+            // The key stays in the token; the row names it.
+            Some(key_label) => CredentialRecord {
+                cert_pem: ca.cert_pem().to_owned(),
+                sealed_key: [HSM_MARKER, key_label.as_bytes()].concat(),
+            },
+            None => {
+                let stored = ca.to_stored(master, &label(tenant, name))?;
+                CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }
+            }
+        };
+        records.push((*name, record));
     }
     let refs: Vec<(&str, &CredentialRecord)> = records.iter().map(|(n, c)| (*n, c)).collect();
     Ok(store.insert_credentials(tenant, &refs, now).await?)
@@ -112,6 +151,15 @@ pub async fn load_ca(
     name: &str,
 ) -> anyhow::Result<CertificateAuthority> {
     let rec = store.credential(tenant, name).await?.with_context(|| format!("no {name} for tenant {tenant}"))?;
+    if let Some(key_label) = rec.sealed_key.strip_prefix(HSM_MARKER) {
+        let token =
+            HSM.get().with_context(|| format!("the {name} of tenant {tenant} is in an HSM, and none is configured"))?;
+        let key_label = std::str::from_utf8(key_label).context("HSM key label")?;
+        let mut der = pki::pem_to_der_chain(&rec.cert_pem)?;
+        anyhow::ensure!(der.len() == 1, "stored CA must hold exactly one certificate");
+        let key = token.key(key_label)?;
+        return Ok(CertificateAuthority::from_certificate_and_key(der.remove(0), pki::CaKey::Pkcs11(key))?);
+    }
     let stored = StoredCa { cert_pem: rec.cert_pem, sealed_key: rec.sealed_key };
     CertificateAuthority::from_stored(&stored, master, &label(tenant, name))
         .with_context(|| format!("opening {name} of tenant {tenant} (wrong master key?)"))
@@ -139,12 +187,12 @@ pub async fn ensure_tenant(
     // CN is limited to 64 characters (RFC 5280).
     let short: String = tenant.organization.chars().take(40).collect();
     if store.credential(id, STATION_CA).await?.is_none() {
-        let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
+        let h = new_hierarchy(id, &tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
         let now = clock.now_millis();
         store_cas(store, master, id, &[(STATION_ROOT, &h.root), (STATION_CA, &h.station_ca)], now).await?;
     }
     if tenant.ocpp_hostname.is_some() && store.credential(id, CSMS_ROOT).await?.is_none() {
-        let h = pki::generate_hierarchy(&tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
+        let h = new_hierarchy(id, &tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
         store_cas(store, master, id, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     Ok(tenant)
@@ -193,7 +241,7 @@ pub async fn server_identity(
     names: &[String],
 ) -> anyhow::Result<ServerIdentity> {
     if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
-        let h = pki::generate_hierarchy("Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
+        let h = new_hierarchy(PLATFORM, "Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
         store_cas(store, master, PLATFORM, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     issue_server_identity(store, master, clock, PLATFORM, names).await

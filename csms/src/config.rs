@@ -49,6 +49,13 @@ pub struct Config {
     pub max_concurrent_handshakes: usize,
     /// PBKDF2-HMAC-SHA256 iterations for new Basic-auth passwords.
     pub password_hash_iterations: u32,
+    /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): CA keys created
+    /// from then on are generated in `pkcs11_token` and never leave it.
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the token in that module.
+    pub pkcs11_token: Option<String>,
+    /// User PIN of the token (prefer ANCHORPOINT_PKCS11_PIN to a file).
+    pub pkcs11_pin: Option<String>,
     /// Certificates expiring within this many days are renewed (A02) without an
     /// operator, each at a moment spread over the first half of the window.
     pub renewal_window_days: u32,
@@ -84,6 +91,9 @@ impl Default for Config {
             station_certificate_days: 365,
             superseded_grace_secs: 300,
             renewal_window_days: 30,
+            pkcs11_module: None,
+            pkcs11_token: None,
+            pkcs11_pin: None,
         }
     }
 }
@@ -118,6 +128,15 @@ impl Config {
         }
         if let Some(v) = var("ANCHORPOINT_API_ADDR") {
             self.api_addr = v.parse().context("ANCHORPOINT_API_ADDR")?;
+        }
+        if let Some(v) = var("ANCHORPOINT_PKCS11_MODULE") {
+            self.pkcs11_module = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("ANCHORPOINT_PKCS11_TOKEN") {
+            self.pkcs11_token = Some(v);
+        }
+        if let Some(v) = var("ANCHORPOINT_PKCS11_PIN") {
+            self.pkcs11_pin = Some(v);
         }
         if let Some(v) = var("ANCHORPOINT_SUPERSEDED_GRACE_SECS") {
             self.superseded_grace_secs = v.parse().context("ANCHORPOINT_SUPERSEDED_GRACE_SECS")?;

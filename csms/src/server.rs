@@ -31,6 +31,11 @@ pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let secrets = authority::load_secrets(&config.data_dir)?;
+    if let Some(module) = &config.pkcs11_module {
+        let token = config.pkcs11_token.as_deref().context("pkcs11_module is set: set pkcs11_token too")?;
+        let pin = config.pkcs11_pin.as_deref().context("pkcs11_module is set: set pkcs11_pin too")?;
+        authority::use_hsm(pki::Pkcs11Token::open(module, token, pin).context("opening the PKCS#11 token")?);
+    }
     let url = config.database_url();
     let store = Store::open(&url, config.database_max_connections)
         .await

@@ -285,6 +285,14 @@ impl CertificateAuthority {
         Ok((issued(cert.der().to_vec())?, PrivateKey::from_key_pair(&key)))
     }
 
+    /// The token label of the CA's key when an HSM holds it.
+    pub fn hsm_key_label(&self) -> Option<&str> {
+        match self.issuer.key() {
+            CaKey::Pkcs11(k) => Some(k.label()),
+            CaKey::Software(_) => None,
+        }
+    }
+
     /// A CA whose key is held elsewhere (an HSM): its certificate and that key.
     pub fn from_certificate_and_key(cert_der: Vec<u8>, key: CaKey) -> Result<Self, PkiError> {
         Self::from_parts(cert_der, key)

@@ -89,7 +89,24 @@ impl Env {
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        Command::new(CSMS).args(args).args(self.base_args()).env("RUST_LOG", "warn").output().unwrap()
+        self.cli_raw_env(args, &[])
+    }
+
+    pub fn cli_raw_env(&self, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+        Command::new(CSMS)
+            .args(args)
+            .args(self.base_args())
+            .env("RUST_LOG", "warn")
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`Env::cli`], with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], vars: &[(&str, &str)]) -> String {
+        let out = self.cli_raw_env(args, vars);
+        assert!(out.status.success(), "csms {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Starts `csms serve` on ephemeral loopback ports.

@@ -222,3 +222,74 @@ fn a02_renewal_with_a_python_station() {
     let o = py("probe.py", &[vec!["connect"], strs(&args)].concat()).1;
     assert_eq!(o[0]["status"], 401, "{o:?}");
 }
+
+/// With a PKCS#11 token configured (SoftHSM2), the tenant's CA keys are made
+/// in it; enrollment, mutual TLS with the Python station, and the CRL work as
+/// with software keys, and without the token the CA cannot be used.
+#[test]
+fn ca_keys_in_softhsm2() {
+    let module = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("SoftHSM2 is required (.ci/run installs softhsm2)");
+    let label = format!("ap-e2e-{}", std::process::id());
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label, "--pin", "1234", "--so-pin", "5678"])
+        .output()
+        .expect("softhsm2-util");
+    assert!(init.status.success(), "{init:?}");
+    struct Drop_(String);
+    impl Drop for Drop_ {
+        fn drop(&mut self) {
+            let _ = Command::new("softhsm2-util").args(["--delete-token", "--token", &self.0]).output();
+        }
+    }
+    let _token = Drop_(label.clone());
+    let vars = [
+        ("ANCHORPOINT_PKCS11_MODULE", module),
+        ("ANCHORPOINT_PKCS11_TOKEN", label.as_str()),
+        ("ANCHORPOINT_PKCS11_PIN", "1234"),
+    ];
+
+    let env = Env::new(Db::Sqlite);
+    env.cli_env(&["station", "add", "CS-HSM", "--profile", "3"], &vars);
+    let (key, csr) = env.new_csr("hsm", "CS-HSM");
+    let chain = env.cli_env(&["station", "enroll", "CS-HSM", "--csr", csr.to_str().unwrap()], &vars);
+    let cert = env.path("hsm.pem");
+    std::fs::write(&cert, &chain).unwrap();
+    let server = env.serve_env(&[], &vars);
+    let root = env.path("pki/tenants/default/station-root.pem");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-untrusted",
+        cert.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(ok.contains(": OK"), "{ok}");
+
+    // Without the token the CA key is out of reach: nothing is signed.
+    let out = env.cli_raw(&["station", "enroll", "CS-HSM", "--csr", csr.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HSM"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let creds = crate::harness::StationCreds { cert: cert.clone(), key };
+    let args = tls_args(&server, &server.wss(), "CS-HSM", Some(&creds));
+    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat());
+    assert!(ok, "{lines:?}");
+    assert_eq!(lines[1]["status"], "Accepted");
+    // The CRL is signed in the token too.
+    let crl = env.path("hsm.crl");
+    let status = Command::new("curl")
+        .args(["-sf", "-o", crl.to_str().unwrap(), &format!("http://{}/pki/default/station-ca.crl", server.api)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ca = env.path("pki/tenants/default/station-ca.pem");
+    let out = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-in", crl.to_str().unwrap(), "-noout", "-CAfile", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verify OK"), "{out:?}");
+}
