@@ -85,6 +85,7 @@ fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::show_certificate))
         .routes(routes!(routes::revoke_certificate))
         .routes(routes!(routes::csms_root))
+        .routes(routes!(routes::station_ca_chain))
         .routes(routes!(routes::security_events))
         .routes(routes!(routes::audit_log))
         .routes(routes!(routes::events))

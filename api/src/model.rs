@@ -473,3 +473,22 @@ pub struct PasswordUpdated {
     /// The station's attributeStatus for BasicAuthPassword.
     pub station_status: String,
 }
+
+/// One certificate authority of the tenant's station PKI.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificate {
+    /// `root` (the trust anchor stations' certificates chain to) or `issuing`
+    /// (the sub-CA that signs station certificates).
+    pub role: String,
+    pub subject: String,
+    #[schema(format = DateTime)]
+    pub not_before: String,
+    #[schema(format = DateTime)]
+    pub not_after: String,
+    /// SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+    /// The private key is held by a PKCS#11 token.
+    pub hsm: bool,
+    pub pem: String,
+}

@@ -12,9 +12,9 @@ use http::{HeaderValue, StatusCode, header};
 use crate::auth::{Authenticator, Principal};
 use crate::extract::{JsonBody, PathParam, QueryParams, cursor};
 use crate::model::{
-    AuditPage, Certificate, CertificateFilter, CertificatePage, CertificateRequest, EnrollRequest, EnrollResponse,
-    NewStation, NewTenant, PageQuery, PasswordUpdate, PasswordUpdated, RevokeRequest, SecurityEventFilter,
-    SecurityEventPage, Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
+    AuditPage, CaCertificate, Certificate, CertificateFilter, CertificatePage, CertificateRequest, EnrollRequest,
+    EnrollResponse, NewStation, NewTenant, PageQuery, PasswordUpdate, PasswordUpdated, RevokeRequest,
+    SecurityEventFilter, SecurityEventPage, Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
 };
 use crate::problem::{Kind, Problem};
 use crate::responses::{
@@ -366,6 +366,21 @@ pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<
     let mut res = pem.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
     Ok(res)
+}
+
+/// The tenant's station PKI: the root that station certificates chain to and
+/// the issuing sub-CA, with validity, fingerprints and whether an HSM holds the key.
+#[utoipa::path(get, path = "/api/v1/pki/station-ca", tag = "pki",
+    responses(
+        (status = 200, description = "Root first, then the issuing sub-CA", body = Vec<CaCertificate>),
+        Unauthenticated,
+        Forbidden,
+        Unavailable,
+    ),
+    security(("bearer" = [])))]
+pub async fn station_ca_chain(State(st): State<ApiState>, who: Principal) -> ApiResult<Json<Vec<CaCertificate>>> {
+    let tenant = who.reader()?;
+    Ok(Json(st.service.station_ca_chain(tenant).await?))
 }
 
 // ---- security events --------------------------------------------------------------

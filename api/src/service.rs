@@ -7,9 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{
-    AuditEntry, AuditRecord, Certificate, CertificateFilter, CertificateRequest, EnrollRequest, EnrollResponse,
-    NewStation, NewTenant, PasswordUpdate, PasswordUpdated, RevokeRequest, SecurityEvent, SecurityEventFilter, Station,
-    StationFilter, StationPatch, Tenant,
+    AuditEntry, AuditRecord, CaCertificate, Certificate, CertificateFilter, CertificateRequest, EnrollRequest,
+    EnrollResponse, NewStation, NewTenant, PasswordUpdate, PasswordUpdated, RevokeRequest, SecurityEvent,
+    SecurityEventFilter, Station, StationFilter, StationPatch, Tenant,
 };
 use crate::problem::{Kind, Problem};
 
@@ -114,6 +114,8 @@ pub trait Service: Send + Sync + 'static {
     /// Revokes a certificate (CRL, OCSP, refused at the next connection) and
     /// closes the session that uses it.
     fn revoke_certificate(&self, tenant: String, serial: String, req: RevokeRequest) -> ServiceFuture<'_, Certificate>;
+    /// The tenant's station PKI: root, then issuing sub-CA.
+    fn station_ca_chain(&self, tenant: String) -> ServiceFuture<'_, Vec<CaCertificate>>;
     /// PEM of the CSMS root certificate the tenant's stations must trust.
     fn csms_root(&self, tenant: String) -> ServiceFuture<'_, String>;
 

@@ -685,6 +685,35 @@ impl Service for RestService {
         })
     }
 
+    fn station_ca_chain(&self, tenant: String) -> ServiceFuture<'_, Vec<m::CaCertificate>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (role, name) in [("root", authority::STATION_ROOT), ("issuing", authority::STATION_CA)] {
+                let Some(rec) = self.app.store.credential(&tenant, name).await.map_err(internal)? else {
+                    return Err(ServiceError::Unavailable("the tenant's station CA does not exist yet".into()));
+                };
+                let der =
+                    pki::pem_to_der_chain(&rec.cert_pem).ok().and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
+                let info =
+                    der.as_deref().and_then(|d| pki::inspect_certificate(d).ok()).ok_or(ServiceError::Internal)?;
+                out.push(m::CaCertificate {
+                    role: role.to_owned(),
+                    subject: format!(
+                        "CN={}, O={}",
+                        info.subject_cn.unwrap_or_default(),
+                        info.subject_o.unwrap_or_default()
+                    ),
+                    not_before: rfc3339(crate::clock::unix_millis(info.not_before)),
+                    not_after: rfc3339(crate::clock::unix_millis(info.not_after)),
+                    fingerprint: info.sha256_fingerprint_hex,
+                    hsm: rec.sealed_key.starts_with(b"pkcs11:"),
+                    pem: rec.cert_pem,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     fn csms_root(&self, tenant: String) -> ServiceFuture<'_, String> {
         Box::pin(async move {
             let store = &self.app.store;

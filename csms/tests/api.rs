@@ -935,6 +935,22 @@ async fn certificate_inventory_and_revocation() {
     let rest = api.get(&format!("/api/v1/certificates?limit=2&cursor={next}"), &viewer).await;
     assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
 
+    // The station PKI: root, then the issuing sub-CA that signed these certificates.
+    let chain = api.get("/api/v1/pki/station-ca", &viewer).await;
+    let cas = chain.body.as_array().unwrap();
+    assert_eq!((cas[0]["role"].clone(), cas[1]["role"].clone()), (json!("root"), json!("issuing")), "{}", chain.text);
+    assert_eq!(cas[1]["hsm"], false);
+    let leaf_pem =
+        api.get(&format!("/api/v1/certificates/{}", serials[0]), &viewer).await.body["certificatePem"].clone();
+    let leaf = pki::inspect_certificate(&pki::pem_to_der_chain(leaf_pem.as_str().unwrap()).unwrap()[0]).unwrap();
+    let issuing =
+        pki::inspect_certificate(&pki::pem_to_der_chain(cas[1]["pem"].as_str().unwrap()).unwrap()[0]).unwrap();
+    assert!(
+        leaf.issuer_dn.contains(issuing.subject_cn.as_deref().unwrap()),
+        "{} / {:?}",
+        leaf.issuer_dn,
+        issuing.subject_cn
+    );
     // Show: PEM and the issuing CA.
     let one = api.get(&format!("/api/v1/certificates/{}", serials[0].to_uppercase()), &viewer).await;
     assert_eq!(one.status, StatusCode::OK, "serials in any case: {}", one.text);
