@@ -30,6 +30,26 @@ fn csr(cn: &str) -> String {
     params.serialize_request(&key).expect("csr").pem().expect("pem")
 }
 
+/// The CPU half of a request: CSR policy and signing; returns the record to persist.
+fn issue_one(ca: &pki::CertificateAuthority, csr_pem: &str, organization: &str) -> CertificateRecord {
+    let csr = pki::validate_csr(csr_pem, "CS-BENCH").expect("valid CSR");
+    csr.check_organization(organization).expect("organisation");
+    let now = SystemClock.now();
+    let cert = ca.issue_station_certificate(&csr, organization, now, now + time::Duration::days(365)).expect("issued");
+    CertificateRecord {
+        tenant_id: "bench".into(),
+        serial_hex: cert.serial_hex.clone(),
+        station_id: "CS-BENCH".into(),
+        fingerprint: cert.sha256_fingerprint_hex.clone(),
+        not_before: 0,
+        not_after: 0,
+        cert_pem: cert.pem,
+        issued_at: SystemClock.now_millis(),
+        revoked_at: None,
+        revocation_reason: None,
+    }
+}
+
 fn issuance(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -63,24 +83,7 @@ fn issuance(c: &mut Criterion) {
         b.iter(|| {
             let pem = &csrs[next % CSRS];
             next += 1;
-            let csr = pki::validate_csr(pem, "CS-BENCH").expect("valid CSR");
-            csr.check_organization(&organization).expect("organisation");
-            let now = clock.now();
-            let cert = ca
-                .issue_station_certificate(&csr, &organization, now, now + time::Duration::days(365))
-                .expect("issued");
-            let record = CertificateRecord {
-                tenant_id: "bench".into(),
-                serial_hex: cert.serial_hex.clone(),
-                station_id: "CS-BENCH".into(),
-                fingerprint: cert.sha256_fingerprint_hex.clone(),
-                not_before: 0,
-                not_after: 0,
-                cert_pem: cert.pem,
-                issued_at: clock.now_millis(),
-                revoked_at: None,
-                revocation_reason: None,
-            };
+            let record = issue_one(&ca, pem, &organization);
             rt.block_on(store.record_certificate(&record)).expect("persisted");
         });
     });
@@ -101,24 +104,7 @@ fn issuance(c: &mut Criterion) {
                             (ca.clone(), csrs.clone(), writes.clone(), organization.clone());
                         let pem_index = (round as usize * IN_FLIGHT + i) % CSRS;
                         tasks.push(tokio::spawn(async move {
-                            let csr = pki::validate_csr(&csrs[pem_index], "CS-BENCH").expect("valid CSR");
-                            csr.check_organization(&organization).expect("organisation");
-                            let now = SystemClock.now();
-                            let cert = ca
-                                .issue_station_certificate(&csr, &organization, now, now + time::Duration::days(365))
-                                .expect("issued");
-                            let record = CertificateRecord {
-                                tenant_id: "bench".into(),
-                                serial_hex: cert.serial_hex.clone(),
-                                station_id: "CS-BENCH".into(),
-                                fingerprint: cert.sha256_fingerprint_hex.clone(),
-                                not_before: 0,
-                                not_after: 0,
-                                cert_pem: cert.pem,
-                                issued_at: SystemClock.now_millis(),
-                                revoked_at: None,
-                                revocation_reason: None,
-                            };
+                            let record = issue_one(&ca, &csrs[pem_index], &organization);
                             writes.write(StationWrite::Certificate(Box::new(record))).await.expect("persisted");
                         }));
                     }
