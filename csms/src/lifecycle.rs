@@ -14,15 +14,17 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::authority::{self, Signer, Validity};
 use crate::session::CallFailure;
-use crate::store::{CertRequest, StoreError};
+use crate::store::{CertRequest, RequestChange, StoreError};
 
 /// Request states, as stored and shown.
 pub mod state {
     pub const REQUESTED: &str = "requested";
     pub const TRIGGERED: &str = "triggered";
     pub const CSR_RECEIVED: &str = "csr_received";
+    pub const ISSUING: &str = "issuing";
     pub const REJECTED: &str = "rejected";
     pub const ISSUED: &str = "issued";
+    pub const DELIVERING: &str = "delivering";
     pub const DELIVERED: &str = "delivered";
     pub const STATION_REJECTED: &str = "station_rejected";
     pub const INSTALLED: &str = "installed";
@@ -55,48 +57,53 @@ pub async fn sign_certificate(
     if req.certificate_type == Some(CertificateSigningUseEnumType::V2GCertificate) {
         return Ok((rejected("NotSupported", "V2GCertificate signing comes with ISO 15118 support"), None));
     }
-    let recent = app.store.cert_requests(tenant, station, 50).await?;
-    let hour_ago = now - 3_600_000;
-    let in_last_hour = recent.iter().filter(|r| r.created_at > hour_ago && r.csr_pem.is_some()).count();
-    if in_last_hour >= MAX_REQUESTS_PER_HOUR {
-        tracing::warn!(station, tenant, "SignCertificate rate limit reached");
-        return Ok((rejected("RateLimited", format!("at most {MAX_REQUESTS_PER_HOUR} requests per hour")), None));
-    }
-    // An operator's renewal (A02) waiting for this CSR, else a new station request (A03).
-    // (REQUESTED too: the CSR may arrive before the trigger's answer is recorded.)
-    let open = recent
-        .iter()
-        .find(|r| r.origin == "operator" && (r.state == state::TRIGGERED || r.state == state::REQUESTED))
-        .map(|r| r.id);
     if app.signing_key().is_none() {
         return Ok((rejected("InternalError", "this CSMS cannot sign certificates right now"), None));
     }
+    let recent = app.store.cert_requests(tenant, station, 50).await?;
+    // A recent operator renewal (A02) waiting for this CSR; REQUESTED too, as the
+    // CSR may arrive before the trigger's answer is recorded.
+    let open = recent
+        .iter()
+        .find(|r| {
+            r.origin == "operator"
+                && (r.state == state::TRIGGERED || r.state == state::REQUESTED)
+                && now - r.updated_at < 3_600_000
+        })
+        .map(|r| r.id);
+    if open.is_none() {
+        // A03 rate limit; an operator's own renewal is never refused for it.
+        let hour_ago = now - 3_600_000;
+        let in_last_hour = recent.iter().filter(|r| r.created_at > hour_ago && r.csr_pem.is_some()).count();
+        if in_last_hour >= MAX_REQUESTS_PER_HOUR {
+            tracing::warn!(station, tenant, "SignCertificate rate limit reached");
+            return Ok((rejected("RateLimited", format!("at most {MAX_REQUESTS_PER_HOUR} requests per hour")), None));
+        }
+    }
     let organization = app.store.tenant(tenant).await?.map(|t| t.organization).unwrap_or_default();
     let checked = pki::validate_csr(&req.csr, station).and_then(|c| c.check_organization(&organization).map(|()| c));
+    let open_states = [state::REQUESTED, state::TRIGGERED];
     if let Err(rule) = checked {
         let detail = format!("{}: {rule}", rule.rule());
         tracing::info!(station, tenant, rule = rule.rule(), "CSR rejected");
-        match open {
-            Some(id) => {
-                app.store.update_cert_request(id, state::REJECTED, Some(&req.csr), None, Some(&detail), now).await?
-            }
-            None => {
-                let id = app
-                    .store
-                    .insert_cert_request(tenant, station, "station", state::REJECTED, Some(&req.csr), now)
-                    .await?;
-                app.store.update_cert_request(id, state::REJECTED, None, None, Some(&detail), now).await?;
-            }
+        let change =
+            RequestChange { to: state::REJECTED, csr_pem: Some(&req.csr), serial_hex: None, detail: Some(&detail) };
+        let attached = match open {
+            Some(id) => app.store.update_cert_request(id, &open_states, change, now).await?,
+            None => false,
+        };
+        if !attached {
+            let id =
+                app.store.insert_cert_request(tenant, station, "station", state::REJECTED, Some(&req.csr), now).await?;
+            app.store.update_cert_request(id, &[], change, now).await?;
         }
         return Ok((rejected("InvalidCSR", detail), None));
     }
     // Durable before Accepted.
+    let change = RequestChange { to: state::CSR_RECEIVED, csr_pem: Some(&req.csr), serial_hex: None, detail: None };
     let id = match open {
-        Some(id) => {
-            app.store.update_cert_request(id, state::CSR_RECEIVED, Some(&req.csr), None, None, now).await?;
-            id
-        }
-        None => {
+        Some(id) if app.store.update_cert_request(id, &open_states, change, now).await? => id,
+        _ => {
             app.store.insert_cert_request(tenant, station, "station", state::CSR_RECEIVED, Some(&req.csr), now).await?
         }
     };
@@ -110,70 +117,106 @@ pub async fn deliver(app: Arc<App>, tenant: String, station: String, id: i64) {
     }
 }
 
+/// A request claimed (`issuing`, `delivering`) this long ago by a process that
+/// then died is taken over. Longer than a call timeout.
+const CLAIM_STALE_MS: i64 = 120_000;
+
 async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyhow::Result<()> {
-    let Some(req) = app.store.cert_requests(tenant, station, 50).await?.into_iter().find(|r| r.id == id) else {
+    let Some(req) = app.store.cert_request(tenant, id).await? else {
         return Ok(());
     };
-    let now = app.clock.now();
-    let chain = match (req.state.as_str(), &req.csr_pem) {
-        (state::CSR_RECEIVED, Some(csr_pem)) | (state::ISSUED, Some(csr_pem)) => {
+    let now_ms = app.clock.now_millis();
+    let stale = now_ms - req.updated_at > CLAIM_STALE_MS;
+    let Some(csr_pem) = req.csr_pem.as_deref() else { return Ok(()) };
+    // Each step is claimed with a compare-and-set, so of two deliveries of one
+    // request (a reply's and a reconnection's) only one issues and one sends.
+    let chain = match req.state.as_str() {
+        state::CSR_RECEIVED | state::ISSUING => {
+            let from: &[&str] =
+                if req.state == state::ISSUING && stale { &[state::ISSUING] } else { &[state::CSR_RECEIVED] };
+            if !app.store.update_cert_request(id, from, RequestChange::to(state::ISSUING), now_ms).await? {
+                return Ok(());
+            }
             let master = app.signing_key().ok_or_else(|| anyhow::anyhow!("no signing key"))?;
             let tenant_rec = app.store.tenant(tenant).await?.ok_or_else(|| anyhow::anyhow!("tenant vanished"))?;
             let csr = pki::validate_csr(csr_pem, station)?;
-            if req.state == state::ISSUED
-                && let Some(serial) = &req.serial_hex
-                && let Some(rec) = app.store.certificate(tenant, serial).await?
-            {
-                // Issued before a crash or disconnect: deliver the same certificate again.
-                let ca =
-                    app.store.credential(tenant, authority::STATION_CA).await?.map(|c| c.cert_pem).unwrap_or_default();
-                format!("{}{}{}", rec.cert_pem, if rec.cert_pem.ends_with('\n') { "" } else { "\n" }, ca)
-            } else {
-                let public_url = app.config.public_url();
-                let signer =
-                    Signer { store: &app.store, master: &master, public_url: &public_url, writes: Some(&app.writes) };
-                let days = i64::from(app.config.station_certificate_days);
-                let validity = Validity {
-                    not_before: now - time::Duration::minutes(5),
-                    not_after: now + time::Duration::days(days),
-                };
-                let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
-                app.store
-                    .update_cert_request(id, state::ISSUED, None, Some(&rec.serial_hex), None, app.clock.now_millis())
-                    .await?;
-                chain
+            let now = app.clock.now();
+            let public_url = app.config.public_url();
+            let signer =
+                Signer { store: &app.store, master: &master, public_url: &public_url, writes: Some(&app.writes) };
+            let days = i64::from(app.config.station_certificate_days);
+            let validity =
+                Validity { not_before: now - time::Duration::minutes(5), not_after: now + time::Duration::days(days) };
+            let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
+            let issued =
+                RequestChange { to: state::DELIVERING, serial_hex: Some(&rec.serial_hex), ..Default::default() };
+            app.store.update_cert_request(id, &[state::ISSUING], issued, app.clock.now_millis()).await?;
+            chain
+        }
+        state::ISSUED | state::DELIVERING => {
+            // Issued before a crash or disconnect: deliver the same certificate again.
+            let from: &[&str] =
+                if req.state == state::DELIVERING && stale { &[state::DELIVERING] } else { &[state::ISSUED] };
+            if !app.store.update_cert_request(id, from, RequestChange::to(state::DELIVERING), now_ms).await? {
+                return Ok(());
             }
+            let Some(serial) = &req.serial_hex else { return Ok(()) };
+            let Some(rec) = app.store.certificate(tenant, serial).await? else { return Ok(()) };
+            let ca = app.store.credential(tenant, authority::STATION_CA).await?.map(|c| c.cert_pem).unwrap_or_default();
+            format!("{}{}{}", rec.cert_pem, if rec.cert_pem.ends_with('\n') { "" } else { "\n" }, ca)
         }
         _ => return Ok(()),
     };
+    let release = || async {
+        // Not delivered: back to `issued`, for the next connection.
+        app.store
+            .update_cert_request(id, &[state::DELIVERING], RequestChange::to(state::ISSUED), app.clock.now_millis())
+            .await
+    };
     let Some(session) = app.sessions.get(station).filter(|h| *h.tenant_id == *tenant) else {
+        release().await?;
         anyhow::bail!("station not connected");
     };
     let payload = json!({ "certificateChain": chain, "certificateType": STATION_CERTIFICATE });
-    match session.call(Action::CertificateSigned, payload).await {
-        Ok(answer) => {
-            let accepted = answer.get("status").and_then(Value::as_str) == Some("Accepted");
-            let next = if accepted { state::DELIVERED } else { state::STATION_REJECTED };
-            let detail = (!accepted).then(|| answer.to_string());
-            app.store.update_cert_request(id, next, None, None, detail.as_deref(), app.clock.now_millis()).await?;
-            tracing::info!(station, tenant, request = id, accepted, "CertificateSigned answered");
-            Ok(())
+    let refusal = match session.call(Action::CertificateSigned, payload).await {
+        Ok(answer) if answer.get("status").and_then(Value::as_str) == Some("Accepted") => None,
+        Ok(answer) => Some(answer.to_string()),
+        Err(CallFailure::Rejected { code, description }) => Some(format!("{}: {description}", code.as_str())),
+        Err(e) => {
+            release().await?;
+            return Err(e.into());
         }
-        Err(CallFailure::Rejected { code, description }) => {
-            let detail = format!("{}: {description}", code.as_str());
+    };
+    let serial = app.store.cert_request(tenant, id).await?.and_then(|r| r.serial_hex);
+    let now_ms = app.clock.now_millis();
+    match refusal {
+        None => {
             app.store
-                .update_cert_request(id, state::STATION_REJECTED, None, None, Some(&detail), app.clock.now_millis())
+                .update_cert_request(id, &[state::DELIVERING], RequestChange::to(state::DELIVERED), now_ms)
                 .await?;
-            Ok(())
+            tracing::info!(station, tenant, request = id, "certificate delivered");
         }
-        Err(e) => Err(e.into()),
+        Some(detail) => {
+            let change = RequestChange { to: state::STATION_REJECTED, detail: Some(&detail), ..Default::default() };
+            app.store.update_cert_request(id, &[state::DELIVERING], change, now_ms).await?;
+            // A certificate the station will not use must not count as its replacement.
+            if let Some(serial) = serial {
+                app.store.revoke_certificate(tenant, &serial, now_ms, "superseded").await?;
+            }
+            tracing::info!(station, tenant, request = id, detail, "station refused its certificate");
+        }
     }
+    Ok(())
 }
 
 /// On (re)connection: deliver whatever was accepted but not delivered.
 pub async fn resume(app: Arc<App>, tenant: String, station: String) {
-    let pending: Vec<CertRequest> = match app.store.cert_requests(&tenant, &station, 20).await {
-        Ok(rs) => rs.into_iter().filter(|r| r.state == state::CSR_RECEIVED || r.state == state::ISSUED).collect(),
+    let pending = match app
+        .store
+        .cert_requests_in(&tenant, &station, &[state::CSR_RECEIVED, state::ISSUING, state::ISSUED, state::DELIVERING])
+        .await
+    {
+        Ok(rs) => rs,
         Err(e) => {
             tracing::warn!(error = %e, "reading pending certificate requests");
             return;
@@ -191,11 +234,11 @@ pub async fn admitted_with(app: Arc<App>, tenant: String, station: String, seria
     let now = app.clock.now_millis();
     let result: Result<(), StoreError> = async {
         let requests = app.store.cert_requests(&tenant, &station, 20).await?;
-        if let Some(r) =
-            requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial.as_str()) && r.state != state::INSTALLED)
-        {
-            app.store.update_cert_request(r.id, state::INSTALLED, None, None, None, now).await?;
-            tracing::info!(station, tenant, serial, "station connected with its new certificate");
+        if let Some(r) = requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial.as_str())) {
+            let from = [state::DELIVERED, state::DELIVERING, state::ISSUED];
+            if app.store.update_cert_request(r.id, &from, RequestChange::to(state::INSTALLED), now).await? {
+                tracing::info!(station, tenant, serial, "station connected with its new certificate");
+            }
         }
         if app.store.supersede_certificates(&tenant, &station, &serial, now).await? > 0
             && app.config.superseded_grace_secs == 0
@@ -221,8 +264,9 @@ pub async fn close_revoked_sessions(app: &App, since: i64) -> i64 {
                     tracing::info!(tenant, serial, "session closed: its certificate was revoked");
                 }
             }
-            // Overlap by a tick's worth so a revocation committed meanwhile is not missed.
-            now - 1_000
+            // Two minutes of overlap: another process's clock and commit delay
+            // must not hide a revocation; closing twice is harmless.
+            now - 120_000
         }
         Err(e) => {
             tracing::warn!(error = %e, "reading recent revocations");
@@ -268,16 +312,21 @@ pub async fn renew(app: &App, tenant: &str, station: &str) -> Result<CertRequest
     let id = app.store.insert_cert_request(tenant, station, "operator", state::REQUESTED, None, now).await?;
     let trigger = json!({ "requestedMessage": "SignChargingStationCertificate" });
     let outcome = session.call(Action::TriggerMessage, trigger).await;
-    let (next, detail) = match &outcome {
-        Ok(a) if a.get("status").and_then(Value::as_str) == Some("Accepted") => (state::TRIGGERED, None),
-        Ok(a) => (state::FAILED, Some(format!("TriggerMessage answered {a}"))),
-        Err(e) => (state::FAILED, Some(e.to_string())),
+    let detail = match &outcome {
+        Ok(a) if a.get("status").and_then(Value::as_str) == Some("Accepted") => None,
+        Ok(a) => Some(format!("TriggerMessage answered {a}")),
+        Err(e) => Some(e.to_string()),
     };
-    app.store.update_cert_request(id, next, None, None, detail.as_deref(), app.clock.now_millis()).await?;
+    // Only from REQUESTED: the CSR may already have moved the request on.
+    let change = match &detail {
+        None => RequestChange::to(state::TRIGGERED),
+        Some(d) => RequestChange { to: state::FAILED, detail: Some(d), ..Default::default() },
+    };
+    app.store.update_cert_request(id, &[state::REQUESTED], change, app.clock.now_millis()).await?;
     if let Some(d) = detail {
         return Err(RenewError::Refused(d));
     }
-    let rec = app.store.cert_requests(tenant, station, 20).await?.into_iter().find(|r| r.id == id);
+    let rec = app.store.cert_request(tenant, id).await?;
     rec.ok_or_else(|| RenewError::Refused("the renewal record vanished".into()))
 }
 
@@ -299,44 +348,63 @@ pub fn renewal_start(not_after: i64, window_ms: i64, serial_hex: &str) -> i64 {
 pub async fn auto_renew(app: &Arc<App>) {
     let now = app.clock.now_millis();
     let window = i64::from(app.config.renewal_window_days) * 86_400_000;
-    let due = match app.store.certificates_expiring(now + window, 500).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading expiring certificates");
+    let mut started: Vec<(String, String)> = Vec::new();
+    let mut after = now;
+    // Pages of candidates, soonest first, until enough were started.
+    for _ in 0..20 {
+        let due = match app.store.certificates_expiring(after, now + window, 500).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading expiring certificates");
+                return;
+            }
+        };
+        let Some(last) = due.last().map(|c| c.not_after) else { return };
+        let full = due.len() == 500;
+        for cert in due {
+            if started.len() >= MAX_RENEWALS_PER_TICK {
+                return;
+            }
+            let key = (cert.tenant_id.clone(), cert.station_id.clone());
+            if started.contains(&key) || now < renewal_start(cert.not_after, window, &cert.serial_hex) {
+                continue;
+            }
+            if app.sessions.get(&cert.station_id).is_none_or(|h| *h.tenant_id != *cert.tenant_id) {
+                continue;
+            }
+            let busy = match app.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
+                Ok(rs) => rs.iter().any(|r| {
+                    let age = now - r.updated_at;
+                    match r.state.as_str() {
+                        state::REQUESTED
+                        | state::TRIGGERED
+                        | state::CSR_RECEIVED
+                        | state::ISSUING
+                        | state::ISSUED
+                        | state::DELIVERED => age < 3_600_000,
+                        // A station that refused: back off for a day.
+                        state::FAILED | state::REJECTED | state::STATION_REJECTED => age < 86_400_000,
+                        _ => false,
+                    }
+                }),
+                Err(_) => true,
+            };
+            if busy {
+                continue;
+            }
+            started.push(key);
+            tracing::info!(station = %cert.station_id, tenant = %cert.tenant_id, serial = %cert.serial_hex, "automatic renewal");
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(e) = renew(&app, &cert.tenant_id, &cert.station_id).await {
+                    tracing::warn!(station = %cert.station_id, error = %e, "automatic renewal did not start");
+                }
+            });
+        }
+        if !full {
             return;
         }
-    };
-    let mut started = 0;
-    for cert in due {
-        if started >= MAX_RENEWALS_PER_TICK {
-            break;
-        }
-        if now < renewal_start(cert.not_after, window, &cert.serial_hex) {
-            continue;
-        }
-        if app.sessions.get(&cert.station_id).is_none_or(|h| *h.tenant_id != *cert.tenant_id) {
-            continue;
-        }
-        let busy = match app.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
-            Ok(rs) => rs.iter().any(|r| {
-                matches!(
-                    r.state.as_str(),
-                    state::REQUESTED | state::TRIGGERED | state::CSR_RECEIVED | state::ISSUED | state::DELIVERED
-                ) && now - r.updated_at < 3_600_000
-            }),
-            Err(_) => true,
-        };
-        if busy {
-            continue;
-        }
-        started += 1;
-        tracing::info!(station = %cert.station_id, tenant = %cert.tenant_id, serial = %cert.serial_hex, "automatic renewal");
-        let app = app.clone();
-        tokio::spawn(async move {
-            if let Err(e) = renew(&app, &cert.tenant_id, &cert.station_id).await {
-                tracing::warn!(station = %cert.station_id, error = %e, "automatic renewal did not start");
-            }
-        });
+        after = last;
     }
 }
 

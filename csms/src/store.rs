@@ -147,6 +147,21 @@ pub struct CertRequest {
     pub updated_at: i64,
 }
 
+/// A change to a certificate request; `None` fields keep their value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestChange<'a> {
+    pub to: &'a str,
+    pub csr_pem: Option<&'a str>,
+    pub serial_hex: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+impl<'a> RequestChange<'a> {
+    pub fn to(state: &'a str) -> Self {
+        RequestChange { to: state, ..Default::default() }
+    }
+}
+
 /// One recorded API call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -941,22 +956,26 @@ impl Store {
         Ok(rows)
     }
 
-    /// Certificates to renew: unrevoked, not superseded, expiring before
-    /// `window_end`, of stations that hold no certificate valid beyond it.
+    /// Certificates to renew: unrevoked, not superseded, valid after `after`
+    /// and expiring before `window_end`, of stations that hold no certificate
+    /// valid beyond it; soonest first. Pass the last `not_after` of one page as
+    /// `after` for the next.
     pub async fn certificates_expiring(
         &self,
+        after: i64,
         window_end: i64,
         limit: u32,
     ) -> Result<Vec<CertificateRecord>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(&format!(
                 "SELECT {CERTIFICATE_COLUMNS} FROM certificates c \
-                 WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after < $1 \
+                 WHERE revoked_at IS NULL AND superseded_at IS NULL AND not_after < $1 AND not_after > $2 \
                    AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.tenant_id = c.tenant_id \
                        AND n.station_id = c.station_id AND n.revoked_at IS NULL AND n.not_after >= $1) \
-                 ORDER BY not_after LIMIT $2"
+                 ORDER BY not_after LIMIT $3"
             ))
             .bind(window_end)
+            .bind(after)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?
@@ -1218,47 +1237,91 @@ impl Store {
         Ok(id)
     }
 
-    /// Moves a request on; `None` fields keep their value.
+    /// Moves request `id` to `change.to` if it is in one of `from` (any state if
+    /// `from` is empty; at most three). `None` fields keep their value. Returns
+    /// whether it moved: concurrent deliveries claim a request this way.
     pub async fn update_cert_request(
         &self,
         id: i64,
-        state: &str,
-        csr_pem: Option<&str>,
-        serial_hex: Option<&str>,
-        detail: Option<&str>,
+        from: &[&str],
+        change: RequestChange<'_>,
         now: i64,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, |p| {
+    ) -> Result<bool, StoreError> {
+        let pick = |i: usize| from.get(i).copied().unwrap_or("");
+        let n = with_pool!(self, |p| {
             sqlx::query(
                 "UPDATE certificate_requests SET state = $1, csr_pem = COALESCE($2, csr_pem), \
-                   serial_hex = COALESCE($3, serial_hex), detail = COALESCE($4, detail), updated_at = $5 WHERE id = $6",
+                   serial_hex = COALESCE($3, serial_hex), detail = COALESCE($4, detail), updated_at = $5 \
+                 WHERE id = $6 AND ($7 OR state = $8 OR state = $9 OR state = $10)",
             )
-            .bind(state)
-            .bind(csr_pem)
-            .bind(serial_hex)
-            .bind(detail)
+            .bind(change.to)
+            .bind(change.csr_pem)
+            .bind(change.serial_hex)
+            .bind(change.detail)
             .bind(now)
             .bind(id)
+            .bind(from.is_empty())
+            .bind(pick(0))
+            .bind(pick(1))
+            .bind(pick(2))
             .execute(p)
-            .await?;
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(n == 1)
     }
 
-    /// A station's requests, newest first (at most `limit`), optionally only in `states`.
+    /// One request by id, within the tenant.
+    pub async fn cert_request(&self, tenant_id: &str, id: i64) -> Result<Option<CertRequest>, StoreError> {
+        Ok(self.cert_requests_where(tenant_id, None, Some(id), &[], 1).await?.into_iter().next())
+    }
+
+    /// A station's requests in one of `states` (at most four; oldest first).
+    pub async fn cert_requests_in(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        states: &[&str],
+    ) -> Result<Vec<CertRequest>, StoreError> {
+        let mut rows = self.cert_requests_where(tenant_id, Some(station_id), None, states, 100).await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// A station's requests, newest first (at most `limit`).
     pub async fn cert_requests(
         &self,
         tenant_id: &str,
         station_id: &str,
         limit: u32,
     ) -> Result<Vec<CertRequest>, StoreError> {
+        self.cert_requests_where(tenant_id, Some(station_id), None, &[], limit).await
+    }
+
+    async fn cert_requests_where(
+        &self,
+        tenant_id: &str,
+        station_id: Option<&str>,
+        id: Option<i64>,
+        states: &[&str],
+        limit: u32,
+    ) -> Result<Vec<CertRequest>, StoreError> {
+        let pick = |i: usize| states.get(i).copied().unwrap_or("");
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT id, tenant_id, station_id, origin, state, csr_pem, serial_hex, detail, created_at, updated_at \
-                 FROM certificate_requests WHERE tenant_id = $1 AND station_id = $2 ORDER BY id DESC LIMIT $3",
+                 FROM certificate_requests WHERE tenant_id = $1 AND ($2 IS NULL OR station_id = $2) \
+                   AND ($3 IS NULL OR id = $3) AND ($4 OR state = $5 OR state = $6 OR state = $7 OR state = $8) \
+                 ORDER BY id DESC LIMIT $9",
             )
             .bind(tenant_id)
             .bind(station_id)
+            .bind(id)
+            .bind(states.is_empty())
+            .bind(pick(0))
+            .bind(pick(1))
+            .bind(pick(2))
+            .bind(pick(3))
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?

@@ -1237,3 +1237,39 @@ async fn revocations_made_elsewhere_close_live_sessions() {
     .unwrap();
     assert_eq!(closed, Some(1008));
 }
+
+#[tokio::test]
+async fn a_certificate_the_station_refuses_is_revoked_and_a_second_delivery_does_not_reissue() {
+    let api = Arc::new(api().await);
+    let op = tok("alpha", Role::Operator);
+    api.post("/api/v1/stations", &op, json!({"id": "RJ-1", "securityProfile": 3})).await;
+    let mut ws = connect(&api, "RJ-1", "alpha").await;
+    answer(&mut ws, json!([2, "s1", "SignCertificate", {"csr": csr_with_org("RJ-1", "Alpha Charging")}])).await;
+    assert_eq!(next_call(&mut ws).await[2]["status"], "Accepted");
+    let signed = next_call(&mut ws).await;
+    // A concurrent delivery of the same request (as a reconnection's resume) finds
+    // it claimed: it neither issues again nor sends a second CertificateSigned.
+    let requests = api.get("/api/v1/stations/RJ-1/certificate-requests", &op).await;
+    assert_eq!(requests.body[0]["state"], "delivering", "{}", requests.text);
+    let id = requests.body[0]["id"].as_i64().unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        csms::lifecycle::deliver(api.app.clone(), "alpha".into(), "RJ-1".into(), id),
+    )
+    .await
+    .expect("a claimed request is left alone");
+    answer(&mut ws, json!([3, signed[1], {"status": "Rejected"}])).await;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = api.get("/api/v1/stations/RJ-1/certificate-requests", &op).await.body[0].clone();
+        if last["state"] == "station_rejected" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(last["state"], "station_rejected", "{last}");
+    let certs = api.get("/api/v1/certificates?stationId=RJ-1", &op).await;
+    let items = certs.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "issued once: {}", certs.text);
+    assert_eq!(items[0]["status"], "revoked", "a refused certificate does not stay valid");
+}

@@ -304,6 +304,22 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
     assert_eq!(rows.iter().map(|r| r.status).collect::<Vec<_>>(), [201, 403]);
     assert_eq!(s.audit_page("acme", Some(rows[0].id), 10).await.unwrap().len(), 1);
     assert!(s.audit_page("other", None, 10).await.unwrap().is_empty());
+    {
+        use csms::store::RequestChange;
+        let id = s.insert_cert_request("acme", "S3", "operator", "requested", None, 1).await.unwrap();
+        // Compare-and-set: only from the expected state.
+        assert!(!s.update_cert_request(id, &["triggered"], RequestChange::to("failed"), 2).await.unwrap());
+        let to_csr = RequestChange { to: "csr_received", csr_pem: Some("CSR"), ..Default::default() };
+        assert!(s.update_cert_request(id, &["requested", "triggered"], to_csr, 3).await.unwrap());
+        assert!(!s.update_cert_request(id, &["requested"], RequestChange::to("triggered"), 4).await.unwrap());
+        let r = s.cert_request("acme", id).await.unwrap().unwrap();
+        assert_eq!((r.state.as_str(), r.csr_pem.as_deref(), r.updated_at), ("csr_received", Some("CSR"), 3));
+        assert!(s.cert_request("other", id).await.unwrap().is_none(), "requests are per tenant");
+        let pending = s.cert_requests_in("acme", "S3", &["csr_received", "issued"]).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(s.update_cert_request(id, &[], RequestChange::to("installed"), 5).await.unwrap(), "any state");
+        assert!(s.cert_requests_in("acme", "S3", &["csr_received"]).await.unwrap().is_empty());
+    }
     let tenants = s.tenants_page(None, 10).await.unwrap();
     assert_eq!(tenants.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["acme", "other"]);
     assert_eq!(s.tenants_page(Some("acme"), 10).await.unwrap().len(), 1);
