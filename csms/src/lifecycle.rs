@@ -197,12 +197,13 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
             tracing::info!(station, tenant, request = id, "certificate delivered");
         }
         Some(detail) => {
-            let change = RequestChange { to: state::STATION_REJECTED, detail: Some(&detail), ..Default::default() };
-            app.store.update_cert_request(id, &[state::DELIVERING], change, now_ms).await?;
-            // A certificate the station will not use must not count as its replacement.
+            // A certificate the station will not use must not count as its
+            // replacement: revoked first, so the recorded refusal implies it.
             if let Some(serial) = serial {
                 app.store.revoke_certificate(tenant, &serial, now_ms, "superseded").await?;
             }
+            let change = RequestChange { to: state::STATION_REJECTED, detail: Some(&detail), ..Default::default() };
+            app.store.update_cert_request(id, &[state::DELIVERING], change, now_ms).await?;
             tracing::info!(station, tenant, request = id, detail, "station refused its certificate");
         }
     }
@@ -233,17 +234,19 @@ pub async fn resume(app: Arc<App>, tenant: String, station: String) {
 pub async fn admitted_with(app: Arc<App>, tenant: String, station: String, serial: String) {
     let now = app.clock.now_millis();
     let result: Result<(), StoreError> = async {
+        // Older certificates first (revoked at once when the grace is 0), so
+        // that `installed` implies it.
+        if app.store.supersede_certificates(&tenant, &station, &serial, now).await? > 0
+            && app.config.superseded_grace_secs == 0
+        {
+            sweep(&app).await;
+        }
         let requests = app.store.cert_requests(&tenant, &station, 20).await?;
         if let Some(r) = requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial.as_str())) {
             let from = [state::DELIVERED, state::DELIVERING, state::ISSUED];
             if app.store.update_cert_request(r.id, &from, RequestChange::to(state::INSTALLED), now).await? {
                 tracing::info!(station, tenant, serial, "station connected with its new certificate");
             }
-        }
-        if app.store.supersede_certificates(&tenant, &station, &serial, now).await? > 0
-            && app.config.superseded_grace_secs == 0
-        {
-            sweep(&app).await;
         }
         Ok(())
     }
