@@ -394,12 +394,17 @@ pub async fn issue_for(
         None => store.record_certificate(&record).await,
     }
     .map_err(|e| EnrollError::Internal(e.into()))?;
-    let mut chain = cert.pem.clone();
+    Ok((chain_pem(&cert.pem, ca.cert_pem()), record))
+}
+
+/// What stations are handed: the leaf, then the issuing CA, PEM.
+pub fn chain_pem(leaf: &str, issuer: &str) -> String {
+    let mut chain = leaf.to_owned();
     if !chain.ends_with('\n') {
         chain.push('\n');
     }
-    chain.push_str(ca.cert_pem());
-    Ok((chain, record))
+    chain.push_str(issuer);
+    chain
 }
 
 /// Public PEM files for people and scripts: `<data>/pki/...`.

@@ -163,7 +163,7 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
             let Some(serial) = &req.serial_hex else { return Ok(()) };
             let Some(rec) = app.store.certificate(tenant, serial).await? else { return Ok(()) };
             let ca = app.store.credential(tenant, authority::STATION_CA).await?.map(|c| c.cert_pem).unwrap_or_default();
-            format!("{}{}{}", rec.cert_pem, if rec.cert_pem.ends_with('\n') { "" } else { "\n" }, ca)
+            authority::chain_pem(&rec.cert_pem, &ca)
         }
         _ => return Ok(()),
     };

@@ -152,9 +152,7 @@ fn certificate_out(c: store::CertificateRecord, now: i64, with_pem: bool, chain:
 
 /// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    ocpp::v201::DateTime::from(t).to_string()
+    ocpp::v201::DateTime::from(crate::clock::from_unix_millis(ms)).to_string()
 }
 
 fn parse_time(field: &str, value: &str) -> Result<i64, ServiceError> {
@@ -293,17 +291,8 @@ impl Service for RestService {
             {
                 return Err(invalid("/ocppHostname", "not a DNS host name"));
             }
+            // Names and host names (case-insensitively) are unique in the database.
             let store = &self.app.store;
-            if let Some(h) = host.as_deref()
-                && store
-                    .tenants()
-                    .await
-                    .map_err(internal)?
-                    .iter()
-                    .any(|x| x.ocpp_hostname.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(h)))
-            {
-                return Err(ServiceError::Conflict(format!("host name '{h}' belongs to another tenant")));
-            }
             match store.create_tenant(&t.name, org, host.as_deref(), self.now()).await {
                 Ok(_) => {}
                 Err(StoreError::AlreadyExists { .. }) => {

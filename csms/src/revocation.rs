@@ -16,6 +16,7 @@ use time::Duration;
 
 use crate::app::App;
 use crate::authority::{self, STATION_CA};
+use crate::clock::from_unix_millis;
 
 /// How long a CRL or an OCSP answer may be relied on.
 pub const VALIDITY: Duration = Duration::hours(1);
@@ -85,7 +86,11 @@ async fn crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
     };
     let entries: Vec<Revoked> = revoked
         .into_iter()
-        .map(|(serial_hex, at, why)| Revoked { serial_hex, revoked_at: at_time(at), reason: reason(why.as_deref()) })
+        .map(|(serial_hex, at, why)| Revoked {
+            serial_hex,
+            revoked_at: from_unix_millis(at),
+            reason: reason(why.as_deref()),
+        })
         .collect();
     let now = p.app.clock.now();
     // The CRL number only grows: issuance time in milliseconds.
@@ -97,11 +102,6 @@ async fn crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
             plain(StatusCode::INTERNAL_SERVER_ERROR, "the CRL could not be produced\n")
         }
     }
-}
-
-fn at_time(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 async fn ocsp_post(State(p): State<Pki>, Path(tenant): Path<String>, body: Bytes) -> Response {
@@ -136,9 +136,10 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
         } else {
             match p.app.store.certificate(tenant, &id.serial_hex).await {
                 Ok(Some(rec)) => match rec.revoked_at {
-                    Some(at) => {
-                        CertStatus::Revoked { at: at_time(at), reason: reason(rec.revocation_reason.as_deref()) }
-                    }
+                    Some(at) => CertStatus::Revoked {
+                        at: from_unix_millis(at),
+                        reason: reason(rec.revocation_reason.as_deref()),
+                    },
                     None => CertStatus::Good,
                 },
                 Ok(None) => CertStatus::Unknown,

@@ -1,13 +1,11 @@
 //! The REST API of a real server: the README's curl session, and remote
 //! commands reaching the PyPI `ocpp` ChargePoint.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{CSMS, Db, Env, python, strs, tls_args, workspace};
+use crate::harness::{BackgroundCharger, CSMS, Db, Env, python, strs, tls_args, wait_for, workspace};
 
 /// The first ```sh block after the README heading `heading`.
 fn readme_block(heading: &str) -> String {
@@ -79,22 +77,12 @@ fn remote_commands_reach_a_python_station() {
 
     // The station boots and stays to answer calls.
     let args = tls_args(&server, &server.wss(), "CS-API-1", Some(&creds));
-    let mut station = Command::new(python())
-        .arg(workspace().join("tests/interop/charger.py"))
-        .args([strs(&args), vec!["--steps", "boot,serve", "--serve-seconds", "30"]].concat())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let station =
+        BackgroundCharger::spawn(&[strs(&args), vec!["--steps", "boot,serve", "--serve-seconds", "30"]].concat());
+    wait_for("the station to connect and boot", 20, || {
         let (_, s) = server.api("GET", "/api/v1/stations/CS-API-1", &token, None);
-        if s["connected"] == true && s["boot"]["status"] == "Accepted" {
-            assert_eq!(s["boot"]["vendor"], "PyOCPP");
-            break;
-        }
-        assert!(Instant::now() < deadline, "station never connected: {s}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        s["connected"] == true && s["boot"]["status"] == "Accepted" && s["boot"]["vendor"] == "PyOCPP"
+    });
 
     let get = json!({"getVariableData": [
         {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
@@ -118,13 +106,7 @@ fn remote_commands_reach_a_python_station() {
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["field"], "/type");
 
-    station.kill().unwrap();
-    let lines: Vec<Value> = BufReader::new(station.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
-    station.wait().unwrap();
+    let lines = station.finish();
     let received: Vec<&Value> = lines.iter().filter(|l| l["step"] == "received").collect();
     assert_eq!(received.len(), 2, "{lines:?}");
     assert_eq!(received[0]["action"], "GetVariables");
@@ -154,17 +136,11 @@ fn remote_commands_reach_a_python_station() {
     );
 
     // Disconnected: 409.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for("the station to be gone", 10, || {
         let (status, problem) =
             server.api("POST", "/api/v1/stations/CS-API-1/reset", &token, Some(&json!({"type": "Immediate"})));
-        if status == 409 {
-            assert_eq!(problem["type"], "urn:anchorpoint:problem:station-not-connected");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still connected: {status} {problem}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        status == 409 && problem["type"] == "urn:anchorpoint:problem:station-not-connected"
+    });
 }
 
 /// schemathesis (PyPI) against the served OpenAPI document with a valid token:

@@ -329,3 +329,39 @@ pub fn tls_args<'a>(
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// The Python charger running in the background (`--steps ...,serve`), answering
+/// CSMS calls; [`BackgroundCharger::finish`] stops it and returns its JSON lines.
+pub struct BackgroundCharger(Child);
+
+impl BackgroundCharger {
+    pub fn spawn(args: &[&str]) -> BackgroundCharger {
+        let child = Command::new(python())
+            .arg(workspace().join("tests/interop/charger.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        BackgroundCharger(child)
+    }
+
+    pub fn finish(mut self) -> Vec<Value> {
+        self.0.kill().unwrap();
+        let lines = BufReader::new(self.0.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect();
+        self.0.wait().unwrap();
+        lines
+    }
+}
+
+/// Polls `check` until it holds; panics naming `what` after `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

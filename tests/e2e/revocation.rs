@@ -137,13 +137,9 @@ fn revocation_is_published_postgres() {
 /// is then revoked (superseded) according to our OCSP responder.
 #[test]
 fn a02_renewal_with_a_python_station() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
+    use serde_json::json;
 
-    use serde_json::{Value, json};
-
-    use crate::harness::{StationCreds, python, workspace};
+    use crate::harness::{BackgroundCharger, StationCreds, wait_for};
 
     let env = Env::new(Db::Sqlite);
     let old = env.add_station("CS-A02", 3, None).unwrap();
@@ -152,21 +148,15 @@ fn a02_renewal_with_a_python_station() {
     let new = StationCreds { cert: env.path("new.pem"), key: env.path("new.key") };
 
     let args = tls_args(&server, &server.wss(), "CS-A02", Some(&old));
-    let mut station = Command::new(python())
-        .arg(workspace().join("tests/interop/charger.py"))
-        .args([strs(&args), vec!["--steps", "boot,serve", "--serve-seconds", "30"]].concat())
-        .args(["--new-cert-out", new.cert.to_str().unwrap(), "--new-key-out", new.key.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !check() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for("the station to connect", &|| {
+    let station = BackgroundCharger::spawn(
+        &[
+            strs(&args),
+            vec!["--steps", "boot,serve", "--serve-seconds", "30"],
+            vec!["--new-cert-out", new.cert.to_str().unwrap(), "--new-key-out", new.key.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    wait_for("the station to connect", 20, || {
         server.api("GET", "/api/v1/stations/CS-A02", &token, None).1["connected"] == true
     });
 
@@ -176,16 +166,10 @@ fn a02_renewal_with_a_python_station() {
         let (_, list) = server.api("GET", "/api/v1/stations/CS-A02/certificate-requests", &token, None);
         list[0]["state"].as_str().unwrap_or("").to_owned()
     };
-    wait_for("delivery", &|| state() == "delivered");
+    wait_for("delivery", 20, || state() == "delivered");
     assert!(new.cert.exists() && new.key.exists());
 
-    station.kill().unwrap();
-    let lines: Vec<Value> = BufReader::new(station.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
-    station.wait().unwrap();
+    let lines = station.finish();
     let steps: Vec<&str> = lines.iter().filter_map(|l| l["step"].as_str()).collect();
     assert!(steps.contains(&"sign_certificate") && steps.contains(&"certificate_signed"), "{lines:?}");
     let signed = lines.iter().find(|l| l["step"] == "certificate_signed").unwrap();
@@ -211,7 +195,7 @@ fn a02_renewal_with_a_python_station() {
     let (ok, lines) = py("charger.py", &[strs(&new_args), vec!["--steps", "boot"]].concat());
     assert!(ok, "{lines:?}");
     assert_eq!(lines[1]["status"], "Accepted");
-    wait_for("installation", &|| state() == "installed");
+    wait_for("installation", 20, || state() == "installed");
 
     // The old certificate is revoked (superseded), the new one good.
     let old_status = ocsp_status(&env, &server.api, &old.cert);
