@@ -86,6 +86,8 @@ fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::revoke_certificate))
         .routes(routes!(routes::csms_root))
         .routes(routes!(routes::station_ca_chain))
+        .routes(routes!(routes::rotate_station_ca))
+        .routes(routes!(routes::import_station_ca))
         .routes(routes!(routes::security_events))
         .routes(routes!(routes::audit_log))
         .routes(routes!(routes::events))

@@ -478,9 +478,20 @@ pub struct PasswordUpdated {
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CaCertificate {
+    /// First 16 hex digits of the certificate's SHA-256: names the CA in its CRL URL.
+    pub id: String,
     /// `root` (the trust anchor stations' certificates chain to) or `issuing`
     /// (the sub-CA that signs station certificates).
     pub role: String,
+    /// The CA in use. A replaced CA stays trusted until `trustedUntil`.
+    pub current: bool,
+    #[schema(format = DateTime)]
+    pub replaced_at: Option<String>,
+    /// End of the overlap: certificates of this replaced CA are refused after it.
+    #[schema(format = DateTime)]
+    pub trusted_until: Option<String>,
+    /// The CRL this issuing CA signs (issuing CAs only).
+    pub crl_url: Option<String>,
     pub subject: String,
     #[schema(format = DateTime)]
     pub not_before: String,
@@ -490,5 +501,47 @@ pub struct CaCertificate {
     pub fingerprint: String,
     /// The private key is held by a PKCS#11 token.
     pub hsm: bool,
+    /// An operator's root imported without its private key.
+    pub key_with_operator: bool,
+    /// The CA certificate, then (for an operator's sub-CA) the intermediates above it.
     pub pem: String,
+}
+
+/// Replace the issuing sub-CA with a new one under the same root.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaRotation {
+    /// Days the replaced sub-CA stays trusted while its stations are renewed
+    /// by the new one (1-3650, default 30).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub overlap_days: Option<u32>,
+}
+
+/// An operator's own CA to issue station certificates with.
+#[derive(Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaImport {
+    /// PEM: the CA certificate first, then each certificate above it up to and
+    /// including the self-signed root. A root alone gets a new issuing sub-CA
+    /// under it; a sub-CA issues station certificates itself.
+    pub certificate_chain: String,
+    /// The CA's private key, PKCS#8 PEM (unencrypted). Stored sealed under the
+    /// master key; never returned or logged. Exclusive with `pkcs11KeyLabel`.
+    pub private_key: Option<String>,
+    /// Label of the CA's key in the configured PKCS#11 token, instead of `privateKey`.
+    pub pkcs11_key_label: Option<String>,
+    /// Days the previous root and sub-CA stay trusted (1-3650, default 30).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub overlap_days: Option<u32>,
+}
+
+impl std::fmt::Debug for CaImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaImport")
+            .field("certificate_chain", &format_args!("[{} characters]", self.certificate_chain.len()))
+            .field("private_key", &self.private_key.as_ref().map(|_| "[redacted]"))
+            .field("pkcs11_key_label", &self.pkcs11_key_label)
+            .field("overlap_days", &self.overlap_days)
+            .finish()
+    }
 }

@@ -12,9 +12,10 @@ use http::{HeaderValue, StatusCode, header};
 use crate::auth::{Authenticator, Principal};
 use crate::extract::{JsonBody, PathParam, QueryParams, cursor};
 use crate::model::{
-    AuditPage, CaCertificate, Certificate, CertificateFilter, CertificatePage, CertificateRequest, EnrollRequest,
-    EnrollResponse, NewStation, NewTenant, PageQuery, PasswordUpdate, PasswordUpdated, RevokeRequest,
-    SecurityEventFilter, SecurityEventPage, Station, StationFilter, StationPage, StationPatch, Tenant, TenantPage,
+    AuditPage, CaCertificate, CaImport, CaRotation, Certificate, CertificateFilter, CertificatePage,
+    CertificateRequest, EnrollRequest, EnrollResponse, NewStation, NewTenant, PageQuery, PasswordUpdate,
+    PasswordUpdated, RevokeRequest, SecurityEventFilter, SecurityEventPage, Station, StationFilter, StationPage,
+    StationPatch, Tenant, TenantPage,
 };
 use crate::problem::{Kind, Problem};
 use crate::responses::{
@@ -368,11 +369,12 @@ pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<
     Ok(res)
 }
 
-/// The tenant's station PKI: the root that station certificates chain to and
-/// the issuing sub-CA, with validity, fingerprints and whether an HSM holds the key.
+/// The tenant's station PKI: the root that station certificates chain to, the
+/// issuing sub-CA, and the CAs they replaced (with the end of their overlap),
+/// with validity, fingerprints, CRL URLs and whether an HSM holds the key.
 #[utoipa::path(get, path = "/api/v1/pki/station-ca", tag = "pki",
     responses(
-        (status = 200, description = "Root first, then the issuing sub-CA", body = Vec<CaCertificate>),
+        (status = 200, description = "Current root, current issuing sub-CA, then replaced CAs, newest first", body = Vec<CaCertificate>),
         Unauthenticated,
         Forbidden,
         Unavailable,
@@ -381,6 +383,54 @@ pub async fn csms_root(State(st): State<ApiState>, who: Principal) -> ApiResult<
 pub async fn station_ca_chain(State(st): State<ApiState>, who: Principal) -> ApiResult<Json<Vec<CaCertificate>>> {
     let tenant = who.reader()?;
     Ok(Json(st.service.station_ca_chain(tenant).await?))
+}
+
+/// Rotate the issuing sub-CA (admin): a new sub-CA under the same root issues
+/// from now on. The replaced one stays trusted for `overlapDays`, keeps its CRL
+/// and OCSP answers, and its stations are renewed by the new one, spread over
+/// the first half of the overlap.
+#[utoipa::path(post, path = "/api/v1/pki/station-ca/rotate", tag = "pki", request_body = CaRotation,
+    responses(
+        (status = 200, description = "The station CAs after the rotation", body = Vec<CaCertificate>),
+        Unauthenticated,
+        Forbidden,
+        (status = 409, description = "The root's key is held by the operator, or another rotation came first", body = Problem, content_type = "application/problem+json"),
+        BodyRejected,
+        Unavailable,
+    ),
+    security(("bearer" = [])))]
+pub async fn rotate_station_ca(
+    State(st): State<ApiState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CaRotation>,
+) -> ApiResult<Json<Vec<CaCertificate>>> {
+    let tenant = who.admin()?;
+    Ok(Json(st.service.rotate_station_ca(tenant, body).await?))
+}
+
+/// Import the operator's own CA (admin). A self-signed root becomes the station
+/// root and Anchorpoint creates an issuing sub-CA under it; a sub-CA (with the
+/// certificates above it) issues station certificates itself. The previous CAs
+/// stay trusted for `overlapDays`. A refused CA says which rule failed
+/// (`import.pem`, `import.key`, `import.ca`, `import.key_match`, `import.validity`,
+/// `import.chain`, `import.path_length`).
+#[utoipa::path(post, path = "/api/v1/pki/station-ca/import", tag = "pki", request_body = CaImport,
+    responses(
+        (status = 200, description = "The station CAs after the import", body = Vec<CaCertificate>),
+        Unauthenticated,
+        Forbidden,
+        (status = 409, description = "The CA is already one of the tenant's, or another change came first", body = Problem, content_type = "application/problem+json"),
+        BodyRejected,
+        Unavailable,
+    ),
+    security(("bearer" = [])))]
+pub async fn import_station_ca(
+    State(st): State<ApiState>,
+    who: Principal,
+    JsonBody(body): JsonBody<CaImport>,
+) -> ApiResult<Json<Vec<CaCertificate>>> {
+    let tenant = who.admin()?;
+    Ok(Json(st.service.import_station_ca(tenant, body).await?))
 }
 
 // ---- security events --------------------------------------------------------------

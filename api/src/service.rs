@@ -7,9 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::model::{
-    AuditEntry, AuditRecord, CaCertificate, Certificate, CertificateFilter, CertificateRequest, EnrollRequest,
-    EnrollResponse, NewStation, NewTenant, PasswordUpdate, PasswordUpdated, RevokeRequest, SecurityEvent,
-    SecurityEventFilter, Station, StationFilter, StationPatch, Tenant,
+    AuditEntry, AuditRecord, CaCertificate, CaImport, CaRotation, Certificate, CertificateFilter, CertificateRequest,
+    EnrollRequest, EnrollResponse, NewStation, NewTenant, PasswordUpdate, PasswordUpdated, RevokeRequest,
+    SecurityEvent, SecurityEventFilter, Station, StationFilter, StationPatch, Tenant,
 };
 use crate::problem::{Kind, Problem};
 
@@ -116,6 +116,10 @@ pub trait Service: Send + Sync + 'static {
     fn revoke_certificate(&self, tenant: String, serial: String, req: RevokeRequest) -> ServiceFuture<'_, Certificate>;
     /// The tenant's station PKI: root, then issuing sub-CA.
     fn station_ca_chain(&self, tenant: String) -> ServiceFuture<'_, Vec<CaCertificate>>;
+    /// Replaces the issuing sub-CA; the list of CAs afterwards.
+    fn rotate_station_ca(&self, tenant: String, req: CaRotation) -> ServiceFuture<'_, Vec<CaCertificate>>;
+    /// Makes an operator's CA the station CA; the list of CAs afterwards.
+    fn import_station_ca(&self, tenant: String, req: CaImport) -> ServiceFuture<'_, Vec<CaCertificate>>;
     /// PEM of the CSMS root certificate the tenant's stations must trust.
     fn csms_root(&self, tenant: String) -> ServiceFuture<'_, String>;
 

@@ -47,6 +47,7 @@ fn issue_one(ca: &pki::CertificateAuthority, csr_pem: &str, organization: &str) 
         issued_at: SystemClock.now_millis(),
         revoked_at: None,
         revocation_reason: None,
+        issuer_id: None,
     }
 }
 
@@ -70,7 +71,8 @@ fn issuance(c: &mut Criterion) {
         };
         store.create_station(&station, clock.now_millis()).await.expect("station");
         let mut ca = authority::load_ca(&store, &master, "bench", STATION_CA).await.expect("ca");
-        ca.set_revocation_endpoints(authority::revocation_endpoints("http://csms.example", "bench"));
+        let id = ca.id();
+        ca.set_revocation_endpoints(authority::revocation_endpoints("http://csms.example", "bench", &id));
         (store, Arc::new(ca), tenant.organization)
     });
     let csrs: Vec<String> = (0..CSRS).map(|_| csr("CS-BENCH")).collect();

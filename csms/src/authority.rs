@@ -117,6 +117,51 @@ fn new_hierarchy(
     }
 }
 
+/// A key for a new CA: in the HSM when one is configured, else in software
+/// (sealed under the master key when stored).
+pub fn new_ca_key(tenant: &str, role: &str, now: OffsetDateTime) -> anyhow::Result<pki::CaKey> {
+    Ok(match HSM.get() {
+        Some(token) => pki::CaKey::Pkcs11(
+            token.generate_key(&format!("anchorpoint/{tenant}/{role}/{}", now.unix_timestamp_nanos()))?,
+        ),
+        None => pki::CaKey::software()?,
+    })
+}
+
+/// An existing key in the configured HSM, by label.
+pub fn hsm_key(key_label: &str) -> anyhow::Result<pki::CaKey> {
+    let token = HSM.get().context("no PKCS#11 token is configured")?;
+    Ok(pki::CaKey::Pkcs11(token.key(key_label)?))
+}
+
+/// The stored form of a CA: a sealed software key or the HSM key's label.
+/// `extra_pem` (certificates above an operator's sub-CA) follows the CA's own.
+pub fn credential_record(
+    master: &MasterKey,
+    tenant: &str,
+    name: &str,
+    ca: &CertificateAuthority,
+    extra_pem: &str,
+) -> anyhow::Result<CredentialRecord> {
+    let base = name.split('@').next().unwrap_or(name);
+    let mut rec = match ca.hsm_key_label() {
+        // The key stays in the token; the row names it.
+        Some(key_label) => CredentialRecord {
+            cert_pem: ca.cert_pem().to_owned(),
+            sealed_key: [HSM_MARKER, key_label.as_bytes()].concat(),
+        },
+        None => {
+            let stored = ca.to_stored(master, &label(tenant, base))?;
+            CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }
+        }
+    };
+    if !rec.cert_pem.ends_with('\n') {
+        rec.cert_pem.push('\n');
+    }
+    rec.cert_pem.push_str(extra_pem);
+    Ok(rec)
+}
+
 /// Stores CAs that belong together, unless another process already stored them.
 async fn store_cas(
     store: &Store,
@@ -127,18 +172,7 @@ async fn store_cas(
 ) -> anyhow::Result<bool> {
     let mut records = Vec::with_capacity(cas.len());
     for (name, ca) in cas {
-        let record = match ca.hsm_key_label() {
-            // The key stays in the token; the row names it.
-            Some(key_label) => CredentialRecord {
-                cert_pem: ca.cert_pem().to_owned(),
-                sealed_key: [HSM_MARKER, key_label.as_bytes()].concat(),
-            },
-            None => {
-                let stored = ca.to_stored(master, &label(tenant, name))?;
-                CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }
-            }
-        };
-        records.push((*name, record));
+        records.push((*name, credential_record(master, tenant, name, ca, "")?));
     }
     let refs: Vec<(&str, &CredentialRecord)> = records.iter().map(|(n, c)| (*n, c)).collect();
     Ok(store.insert_credentials(tenant, &refs, now).await?)
@@ -151,17 +185,36 @@ pub async fn load_ca(
     name: &str,
 ) -> anyhow::Result<CertificateAuthority> {
     let rec = store.credential(tenant, name).await?.with_context(|| format!("no {name} for tenant {tenant}"))?;
+    open_ca(master, tenant, name, rec)
+}
+
+/// Opens a stored CA. Its PEM may hold certificates above the CA (an imported
+/// operator sub-CA's intermediates); the first one is the CA.
+pub fn open_ca(
+    master: &MasterKey,
+    tenant: &str,
+    name: &str,
+    mut rec: CredentialRecord,
+) -> anyhow::Result<CertificateAuthority> {
+    if rec.sealed_key.is_empty() {
+        anyhow::bail!("the private key of the {name} of tenant {tenant} is held by its operator, not by Anchorpoint");
+    }
+    let der = pki::pem_to_der_chain(&rec.cert_pem)?;
+    if der.len() > 1 {
+        rec.cert_pem = pki::certificate_pem(&der[0]);
+    }
     if let Some(key_label) = rec.sealed_key.strip_prefix(HSM_MARKER) {
         let token =
             HSM.get().with_context(|| format!("the {name} of tenant {tenant} is in an HSM, and none is configured"))?;
         let key_label = std::str::from_utf8(key_label).context("HSM key label")?;
-        let mut der = pki::pem_to_der_chain(&rec.cert_pem)?;
-        anyhow::ensure!(der.len() == 1, "stored CA must hold exactly one certificate");
         let key = token.key(key_label)?;
-        return Ok(CertificateAuthority::from_certificate_and_key(der.remove(0), pki::CaKey::Pkcs11(key))?);
+        let first = der.into_iter().next().context("stored CA holds no certificate")?;
+        return Ok(CertificateAuthority::from_certificate_and_key(first, pki::CaKey::Pkcs11(key))?);
     }
+    // Sealed keys stay bound to the name the CA was created under.
+    let base = name.split('@').next().unwrap_or(name);
     let stored = StoredCa { cert_pem: rec.cert_pem, sealed_key: rec.sealed_key };
-    CertificateAuthority::from_stored(&stored, master, &label(tenant, name))
+    CertificateAuthority::from_stored(&stored, master, &label(tenant, base))
         .with_context(|| format!("opening {name} of tenant {tenant} (wrong master key?)"))
 }
 
@@ -284,10 +337,11 @@ async fn issue_server_identity(
     })
 }
 
-/// Station roots of all tenants as (tenant, DER), for client-certificate checks.
-pub async fn station_trust_roots(store: &Store) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// Station roots of all tenants as (tenant, DER), for client-certificate checks:
+/// current roots and replaced ones still within their overlap.
+pub async fn station_trust_roots(store: &Store, now_ms: i64) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for (tenant, pem) in store.credential_certs_named(STATION_ROOT).await? {
+    for (tenant, pem) in store.trusted_station_roots(now_ms).await? {
         for der in pki::pem_to_der_chain(&pem)? {
             out.push((tenant.clone(), der));
         }
@@ -345,12 +399,14 @@ pub struct Signer<'a> {
     pub writes: Option<&'a crate::group_commit::GroupCommit>,
 }
 
-/// Where a tenant's CRL and OCSP responder are published, under the CSMS's
-/// public base URL (`Config::public_url`).
-pub fn revocation_endpoints(public_url: &str, tenant: &str) -> pki::RevocationEndpoints {
+/// Where the CRL of a tenant's issuing CA `ca_id` and the tenant's OCSP responder
+/// are published, under the CSMS's public base URL (`Config::public_url`). Each
+/// issuing CA has its own CRL, so certificates of a replaced CA keep a CRL that
+/// its key signs.
+pub fn revocation_endpoints(public_url: &str, tenant: &str, ca_id: &str) -> pki::RevocationEndpoints {
     let base = public_url.trim_end_matches('/');
     pki::RevocationEndpoints {
-        crl_url: Some(format!("{base}/pki/{tenant}/station-ca.crl")),
+        crl_url: Some(format!("{base}/pki/{tenant}/ca/{ca_id}.crl")),
         ocsp_url: Some(format!("{base}/ocsp/{tenant}")),
     }
 }
@@ -373,8 +429,15 @@ pub async fn issue_for(
 ) -> Result<(String, CertificateRecord), EnrollError> {
     let Signer { store, master, public_url, writes } = *signer;
     let Validity { not_before, not_after } = validity;
-    let mut ca = load_ca(store, master, &tenant.id, STATION_CA).await?;
-    ca.set_revocation_endpoints(revocation_endpoints(public_url, &tenant.id));
+    let rec = store
+        .credential(&tenant.id, STATION_CA)
+        .await
+        .map_err(|e| EnrollError::Internal(e.into()))?
+        .with_context(|| format!("no {STATION_CA} for tenant {}", tenant.id))?;
+    let issuer_chain = rec.cert_pem.clone();
+    let mut ca = open_ca(master, &tenant.id, STATION_CA, rec)?;
+    let ca_id = ca.id();
+    ca.set_revocation_endpoints(revocation_endpoints(public_url, &tenant.id, &ca_id));
     let cert =
         ca.issue_station_certificate(csr, &tenant.organization, not_before, not_after).map_err(anyhow::Error::from)?;
     let record = CertificateRecord {
@@ -388,16 +451,18 @@ pub async fn issue_for(
         issued_at: unix_millis(now),
         revoked_at: None,
         revocation_reason: None,
+        issuer_id: Some(ca_id),
     };
     match writes {
         Some(w) => w.write(crate::store::StationWrite::Certificate(Box::new(record.clone()))).await,
         None => store.record_certificate(&record).await,
     }
     .map_err(|e| EnrollError::Internal(e.into()))?;
-    Ok((chain_pem(&cert.pem, ca.cert_pem()), record))
+    Ok((chain_pem(&cert.pem, &issuer_chain), record))
 }
 
-/// What stations are handed: the leaf, then the issuing CA, PEM.
+/// What stations are handed: the leaf, then the issuing CA (and, for an
+/// operator's sub-CA, the intermediates above it), PEM.
 pub fn chain_pem(leaf: &str, issuer: &str) -> String {
     let mut chain = leaf.to_owned();
     if !chain.ends_with('\n') {

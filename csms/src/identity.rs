@@ -34,6 +34,8 @@ pub enum Refusal {
     CertificateWrongTenant,
     CertificateCnMismatch,
     CertificateRevoked,
+    /// Issued by a station CA that was replaced and whose overlap has ended.
+    CertificateCaRetired,
     CertificateUnreadable,
     TenantHostMismatch,
     MissingBasicAuth,
@@ -54,6 +56,7 @@ impl Refusal {
             Refusal::CertificateWrongTenant => "certificate_wrong_tenant",
             Refusal::CertificateCnMismatch => "certificate_cn_mismatch",
             Refusal::CertificateRevoked => "certificate_revoked",
+            Refusal::CertificateCaRetired => "certificate_ca_retired",
             Refusal::CertificateUnreadable => "certificate_unreadable",
             Refusal::TenantHostMismatch => "tenant_host_mismatch",
             Refusal::MissingBasicAuth => "missing_basic_auth",
@@ -185,7 +188,19 @@ async fn verify_certificate(
     }
     match app.store.certificate(&station.tenant_id, &info.serial_hex).await {
         Ok(Some(rec)) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
-        Ok(_) => Ok(info.serial_hex),
+        Ok(Some(rec)) => {
+            // A certificate of a replaced CA is accepted until its overlap ends.
+            let Some(issuer) = rec.issuer_id.as_deref() else { return Ok(info.serial_hex) };
+            match app.store.replaced_ca_trusted_until(&station.tenant_id, issuer).await {
+                Ok(Some(until)) if until <= app.clock.now_millis() => Err(Refusal::CertificateCaRetired),
+                Ok(_) => Ok(info.serial_hex),
+                Err(e) => {
+                    tracing::error!(error = %e, "issuer lookup failed");
+                    Err(Refusal::Internal)
+                }
+            }
+        }
+        Ok(None) => Ok(info.serial_hex),
         Err(e) => {
             tracing::error!(error = %e, "certificate lookup failed");
             Err(Refusal::Internal)

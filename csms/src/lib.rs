@@ -19,6 +19,7 @@ pub mod rest;
 pub mod revocation;
 pub mod server;
 pub mod session;
+pub mod station_ca;
 pub mod store;
 pub mod tls;
 pub mod transport;

@@ -162,7 +162,9 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
             }
             let Some(serial) = &req.serial_hex else { return Ok(()) };
             let Some(rec) = app.store.certificate(tenant, serial).await? else { return Ok(()) };
-            let ca = app.store.credential(tenant, authority::STATION_CA).await?.map(|c| c.cert_pem).unwrap_or_default();
+            let ca = crate::station_ca::issuer_chain(&app.store, tenant, rec.issuer_id.as_deref())
+                .await?
+                .unwrap_or_default();
             authority::chain_pem(&rec.cert_pem, &ca)
         }
         _ => return Ok(()),
@@ -348,13 +350,15 @@ pub fn renewal_start(not_after: i64, window_ms: i64, serial_hex: &str) -> i64 {
 
 /// Automatic renewal: certificates expiring within the window whose moment has
 /// come, of connected stations without a renewal under way, are renewed (A02).
+/// Then, while a replaced station CA is within its overlap, its certificates are
+/// renewed by the current CA, spread over the overlap's first half.
 pub async fn auto_renew(app: &Arc<App>) {
     let now = app.clock.now_millis();
     let window = i64::from(app.config.renewal_window_days) * 86_400_000;
     let mut started: Vec<(String, String)> = Vec::new();
     let mut after = now;
     // Pages of candidates, soonest first, until enough were started.
-    for _ in 0..20 {
+    'expiring: for _ in 0..20 {
         let due = match app.store.certificates_expiring(after, now + window, 500).await {
             Ok(d) => d,
             Err(e) => {
@@ -362,53 +366,102 @@ pub async fn auto_renew(app: &Arc<App>) {
                 return;
             }
         };
-        let Some(last) = due.last().map(|c| c.not_after) else { return };
+        let Some(last) = due.last().map(|c| c.not_after) else { break };
         let full = due.len() == 500;
         for cert in due {
-            if started.len() >= MAX_RENEWALS_PER_TICK {
+            let start = renewal_start(cert.not_after, window, &cert.serial_hex);
+            if !try_renew(app, cert, start, now, &mut started, "automatic renewal").await {
                 return;
             }
-            let key = (cert.tenant_id.clone(), cert.station_id.clone());
-            if started.contains(&key) || now < renewal_start(cert.not_after, window, &cert.serial_hex) {
-                continue;
-            }
-            if app.sessions.get(&cert.station_id).is_none_or(|h| *h.tenant_id != *cert.tenant_id) {
-                continue;
-            }
-            let busy = match app.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
-                Ok(rs) => rs.iter().any(|r| {
-                    let age = now - r.updated_at;
-                    match r.state.as_str() {
-                        state::REQUESTED
-                        | state::TRIGGERED
-                        | state::CSR_RECEIVED
-                        | state::ISSUING
-                        | state::ISSUED
-                        | state::DELIVERED => age < 3_600_000,
-                        // A station that refused: back off for a day.
-                        state::FAILED | state::REJECTED | state::STATION_REJECTED => age < 86_400_000,
-                        _ => false,
-                    }
-                }),
-                Err(_) => true,
-            };
-            if busy {
-                continue;
-            }
-            started.push(key);
-            tracing::info!(station = %cert.station_id, tenant = %cert.tenant_id, serial = %cert.serial_hex, "automatic renewal");
-            let app = app.clone();
-            tokio::spawn(async move {
-                if let Err(e) = renew(&app, &cert.tenant_id, &cert.station_id).await {
-                    tracing::warn!(station = %cert.station_id, error = %e, "automatic renewal did not start");
-                }
-            });
         }
         if !full {
-            return;
+            break 'expiring;
         }
         after = last;
     }
+    let overlapping = match app.store.overlapping_station_cas(now).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading replaced station CAs");
+            return;
+        }
+    };
+    for (tenant, name, replaced_at, trusted_until) in overlapping {
+        let Some((_, issuer)) = name.split_once('@') else { continue };
+        let mut after = String::new();
+        for _ in 0..20 {
+            let batch = match app.store.certificates_to_move(&tenant, issuer, now, &after, 500).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading certificates of a replaced CA");
+                    return;
+                }
+            };
+            let Some(last) = batch.last().map(|c| c.serial_hex.clone()) else { break };
+            let full = batch.len() == 500;
+            for cert in batch {
+                let start = renewal_start(trusted_until, trusted_until - replaced_at, &cert.serial_hex);
+                if !try_renew(app, cert, start, now, &mut started, "renewal by the new station CA").await {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+            after = last;
+        }
+    }
+}
+
+/// Starts a renewal of `cert`'s station if its moment (`start`) has come, it is
+/// connected here and nothing is under way; `false` once the tick's budget is spent.
+async fn try_renew(
+    app: &Arc<App>,
+    cert: crate::store::CertificateRecord,
+    start: i64,
+    now: i64,
+    started: &mut Vec<(String, String)>,
+    why: &'static str,
+) -> bool {
+    if started.len() >= MAX_RENEWALS_PER_TICK {
+        return false;
+    }
+    let key = (cert.tenant_id.clone(), cert.station_id.clone());
+    if started.contains(&key) || now < start {
+        return true;
+    }
+    if app.sessions.get(&cert.station_id).is_none_or(|h| *h.tenant_id != *cert.tenant_id) {
+        return true;
+    }
+    let busy = match app.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
+        Ok(rs) => rs.iter().any(|r| {
+            let age = now - r.updated_at;
+            match r.state.as_str() {
+                state::REQUESTED
+                | state::TRIGGERED
+                | state::CSR_RECEIVED
+                | state::ISSUING
+                | state::ISSUED
+                | state::DELIVERED => age < 3_600_000,
+                // A station that refused: back off for a day.
+                state::FAILED | state::REJECTED | state::STATION_REJECTED => age < 86_400_000,
+                _ => false,
+            }
+        }),
+        Err(_) => true,
+    };
+    if busy {
+        return true;
+    }
+    started.push(key);
+    tracing::info!(station = %cert.station_id, tenant = %cert.tenant_id, serial = %cert.serial_hex, "{why}");
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = renew(&app, &cert.tenant_id, &cert.station_id).await {
+            tracing::warn!(station = %cert.station_id, error = %e, "automatic renewal did not start");
+        }
+    });
+    true
 }
 
 #[cfg(test)]

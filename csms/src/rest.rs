@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::authority::{self, EnrollError};
 use crate::password;
 use crate::session::CallFailure;
+use crate::station_ca;
 use crate::store::{self, AuditRow, NewStation as StoreNewStation, PLATFORM, Registration, StationQuery, StoreError};
 
 /// Longest description, most tags, longest tag.
@@ -54,6 +55,62 @@ impl RestService {
         let not_found = || ServiceError::NotFound { what: "certificate", id: printable(serial) };
         let canonical = authority::canonical_serial(serial).filter(|s| s.len() <= 42).ok_or_else(not_found)?;
         self.app.store.certificate(tenant, &canonical).await.map_err(internal)?.ok_or_else(not_found)
+    }
+
+    async fn own_tenant(&self, tenant: &str) -> Result<store::Tenant, ServiceError> {
+        self.app
+            .store
+            .tenant(tenant)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ServiceError::NotFound { what: "tenant", id: tenant.to_owned() })
+    }
+
+    async fn reload_trust(&self) {
+        match authority::station_trust_roots(&self.app.store, self.now()).await {
+            Ok(roots) => {
+                if let Err(e) = self.app.trust.reload(&roots) {
+                    tracing::error!(error = %e, "reloading station trust anchors");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
+        }
+    }
+
+    /// The tenant's station CAs as the API shows them.
+    async fn station_cas_out(&self, tenant: &str) -> Result<Vec<m::CaCertificate>, ServiceError> {
+        let cas = station_ca::list(&self.app.store, tenant).await.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "reading the station CAs");
+            ServiceError::Internal
+        })?;
+        if cas.is_empty() {
+            return Err(ServiceError::Unavailable("the tenant's station CA does not exist yet".into()));
+        }
+        let public_url = self.app.config.public_url();
+        Ok(cas
+            .into_iter()
+            .map(|c| m::CaCertificate {
+                role: if c.root { "root" } else { "issuing" }.to_owned(),
+                current: c.current,
+                replaced_at: c.row.replaced_at.map(rfc3339),
+                trusted_until: c.row.trusted_until.map(rfc3339),
+                crl_url: (!c.root)
+                    .then(|| authority::revocation_endpoints(&public_url, tenant, &c.id).crl_url)
+                    .flatten(),
+                subject: format!(
+                    "CN={}, O={}",
+                    c.info.subject_cn.clone().unwrap_or_default(),
+                    c.info.subject_o.clone().unwrap_or_default()
+                ),
+                not_before: rfc3339(crate::clock::unix_millis(c.info.not_before)),
+                not_after: rfc3339(crate::clock::unix_millis(c.info.not_after)),
+                fingerprint: c.info.sha256_fingerprint_hex.clone(),
+                hsm: c.hsm(),
+                key_with_operator: c.key_with_operator(),
+                id: c.id,
+                pem: c.row.cert_pem,
+            })
+            .collect())
     }
 
     fn connected(&self, s: &store::Station) -> bool {
@@ -161,6 +218,31 @@ fn parse_time(field: &str, value: &str) -> Result<i64, ServiceError> {
         detail: format!("'{value}' is not an RFC 3339 date-time"),
     })?;
     Ok(crate::clock::unix_millis(t.into_inner()))
+}
+
+fn overlap_days(days: Option<u32>) -> Result<u32, ServiceError> {
+    match days.unwrap_or(station_ca::DEFAULT_OVERLAP_DAYS) {
+        d @ 1..=station_ca::MAX_OVERLAP_DAYS => Ok(d),
+        _ => Err(invalid("/overlapDays", format!("must be 1 to {} days", station_ca::MAX_OVERLAP_DAYS))),
+    }
+}
+
+fn ca_admin_error(e: station_ca::CaAdminError) -> ServiceError {
+    use station_ca::CaAdminError;
+    match e {
+        CaAdminError::Rejected(r) => {
+            let field = match r {
+                pki::ImportRejection::Key(_) | pki::ImportRejection::KeyMismatch => "/privateKey",
+                _ => "/certificateChain",
+            };
+            invalid(field, CaAdminError::Rejected(r).to_string())
+        }
+        CaAdminError::Conflict(d) => ServiceError::Conflict(d),
+        CaAdminError::Internal(e) => {
+            tracing::error!(error = %format!("{e:#}"), "station CA change failed");
+            ServiceError::Internal
+        }
+    }
 }
 
 fn internal(e: StoreError) -> ServiceError {
@@ -309,7 +391,7 @@ impl Service for RestService {
                         ServiceError::Internal
                     })?;
             // Its stations can connect at once, not only after the next refresh.
-            match authority::station_trust_roots(store).await {
+            match authority::station_trust_roots(store, self.app.clock.now_millis()).await {
                 Ok(roots) => {
                     if let Err(e) = self.app.trust.reload(&roots) {
                         tracing::error!(error = %e, "reloading station trust anchors");
@@ -647,8 +729,12 @@ impl Service for RestService {
     fn certificate(&self, tenant: String, serial: String) -> ServiceFuture<'_, m::Certificate> {
         Box::pin(async move {
             let rec = self.own_certificate(&tenant, &serial).await?;
-            let chain =
-                self.app.store.credential(&tenant, authority::STATION_CA).await.map_err(internal)?.map(|c| c.cert_pem);
+            let chain = crate::station_ca::issuer_chain(&self.app.store, &tenant, rec.issuer_id.as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "reading the issuing CA");
+                    ServiceError::Internal
+                })?;
             Ok(certificate_out(rec, self.now(), true, chain))
         })
     }
@@ -675,31 +761,48 @@ impl Service for RestService {
     }
 
     fn station_ca_chain(&self, tenant: String) -> ServiceFuture<'_, Vec<m::CaCertificate>> {
+        Box::pin(async move { self.station_cas_out(&tenant).await })
+    }
+
+    fn rotate_station_ca(&self, tenant: String, req: m::CaRotation) -> ServiceFuture<'_, Vec<m::CaCertificate>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            for (role, name) in [("root", authority::STATION_ROOT), ("issuing", authority::STATION_CA)] {
-                let Some(rec) = self.app.store.credential(&tenant, name).await.map_err(internal)? else {
-                    return Err(ServiceError::Unavailable("the tenant's station CA does not exist yet".into()));
-                };
-                let der =
-                    pki::pem_to_der_chain(&rec.cert_pem).ok().and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
-                let info =
-                    der.as_deref().and_then(|d| pki::inspect_certificate(d).ok()).ok_or(ServiceError::Internal)?;
-                out.push(m::CaCertificate {
-                    role: role.to_owned(),
-                    subject: format!(
-                        "CN={}, O={}",
-                        info.subject_cn.unwrap_or_default(),
-                        info.subject_o.unwrap_or_default()
-                    ),
-                    not_before: rfc3339(crate::clock::unix_millis(info.not_before)),
-                    not_after: rfc3339(crate::clock::unix_millis(info.not_after)),
-                    fingerprint: info.sha256_fingerprint_hex,
-                    hsm: rec.sealed_key.starts_with(b"pkcs11:"),
-                    pem: rec.cert_pem,
-                });
-            }
-            Ok(out)
+            let overlap = overlap_days(req.overlap_days)?;
+            let t = self.own_tenant(&tenant).await?;
+            station_ca::rotate(&self.app.store, &self.master, self.app.clock.as_ref(), &t, overlap)
+                .await
+                .map_err(ca_admin_error)?;
+            self.station_cas_out(&tenant).await
+        })
+    }
+
+    fn import_station_ca(&self, tenant: String, req: m::CaImport) -> ServiceFuture<'_, Vec<m::CaCertificate>> {
+        Box::pin(async move {
+            let overlap = overlap_days(req.overlap_days)?;
+            let key = match (req.private_key, req.pkcs11_key_label) {
+                (Some(pem), None) => station_ca::ImportKey::Pem(pem),
+                (None, Some(label)) => station_ca::ImportKey::Pkcs11Label(label),
+                (Some(_), Some(_)) => {
+                    return Err(invalid("/pkcs11KeyLabel", "give privateKey or pkcs11KeyLabel, not both"));
+                }
+                (None, None) => {
+                    return Err(invalid("/privateKey", "the CA's privateKey (or pkcs11KeyLabel) is required"));
+                }
+            };
+            let t = self.own_tenant(&tenant).await?;
+            station_ca::import(
+                &self.app.store,
+                &self.master,
+                self.app.clock.as_ref(),
+                &t,
+                &req.certificate_chain,
+                key,
+                overlap,
+            )
+            .await
+            .map_err(ca_admin_error)?;
+            // Stations chaining to the new root can connect at once.
+            self.reload_trust().await;
+            self.station_cas_out(&tenant).await
         })
     }
 

@@ -1,6 +1,7 @@
 //! Public revocation endpoints on the API listener, no token needed (relying
 //! parties and stations fetch them): each tenant's station-CA CRL and an
-//! RFC 6960 OCSP responder (GET and POST), both signed by the station CA.
+//! RFC 6960 OCSP responder (GET and POST). Each issuing CA, current or
+//! replaced, signs its own CRL and the OCSP answers about its certificates.
 
 use std::sync::Arc;
 
@@ -15,8 +16,9 @@ use pki::{CertStatus, OcspError, OcspRequest, RevocationReason, Revoked};
 use time::Duration;
 
 use crate::app::App;
-use crate::authority::{self, STATION_CA};
+use crate::authority;
 use crate::clock::from_unix_millis;
+use crate::station_ca;
 
 /// How long a CRL or an OCSP answer may be relied on.
 pub const VALIDITY: Duration = Duration::hours(1);
@@ -31,7 +33,8 @@ struct Pki {
 
 pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>) -> Router {
     Router::new()
-        .route("/pki/{tenant}/station-ca.crl", get(crl))
+        .route("/pki/{tenant}/station-ca.crl", get(current_crl))
+        .route("/pki/{tenant}/ca/{file}", get(ca_crl))
         .route("/ocsp/{tenant}", post(ocsp_post))
         .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST))
@@ -49,35 +52,53 @@ fn der(content_type: &'static str, body: Vec<u8>) -> Response {
     res
 }
 
-async fn station_ca(p: &Pki, tenant: &str) -> Result<pki::CertificateAuthority, Response> {
+/// The tenant's issuing CAs (current first), or the response to give instead.
+async fn issuing_cas(p: &Pki, tenant: &str) -> Result<Vec<(pki::CertificateAuthority, bool)>, Response> {
     if !authority::valid_tenant_id(tenant) {
         return Err(plain(StatusCode::NOT_FOUND, "no such tenant\n"));
     }
-    match p.app.store.credential(tenant, STATION_CA).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(plain(StatusCode::NOT_FOUND, "no such tenant\n")),
+    match station_ca::issuing_cas(&p.app.store, &p.master, tenant).await {
+        Ok(cas) if cas.is_empty() => Err(plain(StatusCode::NOT_FOUND, "no such tenant\n")),
+        Ok(cas) => Ok(cas),
         Err(e) => {
-            tracing::error!(error = %e, "reading the station CA");
-            return Err(plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"));
+            tracing::error!(error = %e, tenant, "opening the station CAs");
+            Err(plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"))
         }
     }
-    authority::load_ca(&p.app.store, &p.master, tenant, STATION_CA).await.map_err(|e| {
-        tracing::error!(error = %e, tenant, "opening the station CA");
-        plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n")
-    })
 }
 
 fn reason(r: Option<&str>) -> RevocationReason {
     r.and_then(|r| r.parse().ok()).unwrap_or(RevocationReason::Unspecified)
 }
 
-/// The tenant's station-CA CRL (DER).
-async fn crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
-    let ca = match station_ca(&p, &tenant).await {
-        Ok(ca) => ca,
-        Err(res) => return res,
+/// The CRL of the tenant's current issuing CA (DER). Certificates name the CRL
+/// of their own issuer (`/pki/<tenant>/ca/<id>.crl`); this is for people.
+async fn current_crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
+    match issuing_cas(&p, &tenant).await {
+        Ok(cas) => match cas.into_iter().find(|(_, current)| *current) {
+            Some((ca, _)) => crl(&p, &tenant, &ca, true).await,
+            None => plain(StatusCode::NOT_FOUND, "no such tenant\n"),
+        },
+        Err(res) => res,
+    }
+}
+
+/// The CRL of one issuing CA, current or replaced: `<id>.crl`.
+async fn ca_crl(State(p): State<Pki>, Path((tenant, file)): Path<(String, String)>) -> Response {
+    let Some(id) = file.strip_suffix(".crl") else {
+        return plain(StatusCode::NOT_FOUND, "no such CRL\n");
     };
-    let revoked = match p.app.store.revoked_certificates(&tenant).await {
+    match issuing_cas(&p, &tenant).await {
+        Ok(cas) => match cas.into_iter().find(|(ca, _)| ca.id() == id) {
+            Some((ca, current)) => crl(&p, &tenant, &ca, current).await,
+            None => plain(StatusCode::NOT_FOUND, "no such CA\n"),
+        },
+        Err(res) => res,
+    }
+}
+
+async fn crl(p: &Pki, tenant: &str, ca: &pki::CertificateAuthority, current: bool) -> Response {
+    let revoked = match p.app.store.revoked_certificates(tenant, &ca.id(), current).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "reading revoked certificates");
@@ -121,28 +142,33 @@ async fn ocsp_get(State(p): State<Pki>, Path((tenant, request)): Path<(String, S
 }
 
 async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
-    let ca = match station_ca(p, tenant).await {
-        Ok(ca) => ca,
+    let cas = match issuing_cas(p, tenant).await {
+        Ok(cas) => cas,
         Err(res) => return res,
     };
     let req = match OcspRequest::parse(request) {
         Ok(r) => r,
         Err(e) => return der("application/ocsp-response", e.response()),
     };
+    // One responder signs the whole answer: the CA the first certificate names
+    // (current or replaced); certificates of another issuer are `unknown`.
+    let chosen = req.certs.first().and_then(|id| cas.iter().position(|(ca, _)| ca.issued(id))).unwrap_or(0);
+    let (ca, current) = &cas[chosen];
+    let ca_id = ca.id();
     let mut statuses = Vec::with_capacity(req.certs.len());
     for id in &req.certs {
         let status = if !ca.issued(id) {
             CertStatus::Unknown
         } else {
             match p.app.store.certificate(tenant, &id.serial_hex).await {
-                Ok(Some(rec)) => match rec.revoked_at {
+                Ok(Some(rec)) if rec.issuer_id.as_deref().map_or(*current, |i| i == ca_id) => match rec.revoked_at {
                     Some(at) => CertStatus::Revoked {
                         at: from_unix_millis(at),
                         reason: reason(rec.revocation_reason.as_deref()),
                     },
                     None => CertStatus::Good,
                 },
-                Ok(None) => CertStatus::Unknown,
+                Ok(_) => CertStatus::Unknown,
                 Err(e) => {
                     tracing::error!(error = %e, "OCSP lookup");
                     return der("application/ocsp-response", OcspError::Internal.response());

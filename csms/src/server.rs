@@ -67,7 +67,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let provider = tls::provider();
     let trust = Arc::new(StationTrust::new(provider.clone()));
-    trust.reload(&authority::station_trust_roots(&store).await?)?;
+    trust.reload(&authority::station_trust_roots(&store, clock.now_millis()).await?)?;
     let certs =
         Arc::new(ServerCertificates::new(tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone())?));
     drop(identity);
@@ -113,7 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
-            match authority::station_trust_roots(&refresh_store).await {
+            match authority::station_trust_roots(&refresh_store, sweep_app.clock.now_millis()).await {
                 Ok(roots) => {
                     if let Err(e) = trust.reload(&roots) {
                         tracing::error!(error = %e, "reloading station trust anchors");

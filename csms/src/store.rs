@@ -273,6 +273,30 @@ pub struct CertificateRecord {
     pub revoked_at: Option<i64>,
     /// RFC 5280 CRLReason name, when revoked.
     pub revocation_reason: Option<String>,
+    /// Id of the issuing CA (`pki::ca_id`); `None` for certificates issued before
+    /// the tenant's first CA rotation.
+    pub issuer_id: Option<String>,
+}
+
+/// A station CA (root or issuing), current or replaced.
+#[derive(Debug, Clone)]
+pub struct CaRow {
+    /// `station-ca`, `station-root`, or `<one of those>@<id>` once replaced.
+    pub name: String,
+    pub cert_pem: String,
+    pub sealed_key: Vec<u8>,
+    pub created_at: i64,
+    pub replaced_at: Option<i64>,
+    pub trusted_until: Option<i64>,
+}
+
+/// A credential to rename when a newer one takes its place.
+#[derive(Debug, Clone)]
+pub struct Retirement<'a> {
+    pub name: &'a str,
+    /// The certificate the row must still hold (another rotation got there first otherwise).
+    pub cert_pem: &'a str,
+    pub new_name: String,
 }
 
 /// A CA certificate with its sealed private key.
@@ -323,7 +347,8 @@ fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
                 1 => dir,
                 2 => "api",
                 3 => "revocation",
-                _ => "certificate requests",
+                4 => "certificate requests",
+                _ => "ca rotation",
             };
             Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
         })
@@ -356,6 +381,7 @@ impl Store {
                     (2, include_str!("../../migrations/sqlite/0002_api.sql")),
                     (3, include_str!("../../migrations/sqlite/0003_revocation.sql")),
                     (4, include_str!("../../migrations/sqlite/0004_certificate_requests.sql")),
+                    (5, include_str!("../../migrations/sqlite/0005_ca_rotation.sql")),
                 ],
             );
             // SQLite has no migration lock: when two processes open a new database at
@@ -383,6 +409,7 @@ impl Store {
                     (2, include_str!("../../migrations/postgres/0002_api.sql")),
                     (3, include_str!("../../migrations/postgres/0003_revocation.sql")),
                     (4, include_str!("../../migrations/postgres/0004_certificate_requests.sql")),
+                    (5, include_str!("../../migrations/postgres/0005_ca_rotation.sql")),
                 ],
             )
             .run(&pool)
@@ -566,6 +593,196 @@ impl Store {
                     Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?))
                 })
                 .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// A tenant's station CAs named `base` (`station-ca` or `station-root`): the
+    /// current one and those it replaced, newest first.
+    pub async fn station_cas(&self, tenant_id: &str, base: &str) -> Result<Vec<CaRow>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT name, cert_pem, sealed_key, created_at, replaced_at, trusted_until FROM credentials \
+                 WHERE tenant_id = $1 AND (name = $2 OR name LIKE $3) ORDER BY created_at DESC, name",
+            )
+            .bind(tenant_id)
+            .bind(base)
+            .bind(format!("{base}@%"))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<CaRow, sqlx::Error> {
+                Ok(CaRow {
+                    name: r.try_get("name")?,
+                    cert_pem: r.try_get("cert_pem")?,
+                    sealed_key: r.try_get("sealed_key")?,
+                    created_at: r.try_get("created_at")?,
+                    replaced_at: r.try_get("replaced_at")?,
+                    trusted_until: r.try_get("trusted_until")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Certificates (PEM) of every tenant's station roots still trusted at `now`:
+    /// the current ones and replaced ones within their overlap.
+    pub async fn trusted_station_roots(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT tenant_id, cert_pem FROM credentials \
+                 WHERE (name = 'station-root' OR name LIKE 'station-root@%') \
+                   AND (trusted_until IS NULL OR trusted_until > $1) ORDER BY tenant_id, name",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<(String, String), sqlx::Error> { Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?)) })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// When the overlap of a replaced issuing CA ends: `None` when `issuer_id` is
+    /// not a replaced CA of the tenant (it is the current one).
+    pub async fn replaced_ca_trusted_until(&self, tenant_id: &str, issuer_id: &str) -> Result<Option<i64>, StoreError> {
+        let row: Option<Option<i64>> = with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT trusted_until FROM credentials WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(format!("station-ca@{issuer_id}"))
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(|t| t.unwrap_or(i64::MAX)))
+    }
+
+    /// Replaced issuing CAs still within their overlap at `now`, every tenant:
+    /// (tenant, name, replaced at, trusted until).
+    pub async fn overlapping_station_cas(&self, now: i64) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT tenant_id, name, replaced_at, trusted_until FROM credentials \
+                 WHERE name LIKE 'station-ca@%' AND trusted_until > $1 AND replaced_at IS NOT NULL \
+                 ORDER BY tenant_id, name",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<(String, String, i64, i64), sqlx::Error> {
+                Ok((
+                    r.try_get("tenant_id")?,
+                    r.try_get("name")?,
+                    r.try_get("replaced_at")?,
+                    r.try_get("trusted_until")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Replaces station CAs in one transaction: certificates without a recorded
+    /// issuer are attributed to `previous_issuer`, each retired row is renamed and
+    /// given its overlap (only if it still holds the expected certificate), and the
+    /// new rows are stored. `false`: another rotation changed the CAs first.
+    pub async fn replace_station_cas(
+        &self,
+        tenant_id: &str,
+        previous_issuer: &str,
+        retire: &[Retirement<'_>],
+        insert: &[(&str, &CredentialRecord)],
+        now: i64,
+        trusted_until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE certificates SET issuer_id = $1 WHERE tenant_id = $2 AND issuer_id IS NULL")
+                .bind(previous_issuer)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut ok = true;
+            for r in retire {
+                let n = sqlx::query(
+                    "UPDATE credentials SET name = $1, replaced_at = $2, trusted_until = $3 \
+                     WHERE tenant_id = $4 AND name = $5 AND cert_pem = $6",
+                )
+                .bind(&r.new_name)
+                .bind(now)
+                .bind(trusted_until)
+                .bind(tenant_id)
+                .bind(r.name)
+                .bind(r.cert_pem)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                for (name, cred) in insert {
+                    let n = sqlx::query(
+                        "INSERT INTO credentials (tenant_id, name, cert_pem, sealed_key, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO NOTHING",
+                    )
+                    .bind(tenant_id)
+                    .bind(*name)
+                    .bind(&cred.cert_pem)
+                    .bind(&cred.sealed_key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            ok
+        });
+        Ok(done)
+    }
+
+    /// Valid certificates issued by `issuer_id` whose station has nothing newer:
+    /// the ones to move to the current CA during an overlap. By serial, after `after`.
+    pub async fn certificates_to_move(
+        &self,
+        tenant_id: &str,
+        issuer_id: &str,
+        now: i64,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates c \
+                 WHERE tenant_id = $1 AND issuer_id = $2 AND revoked_at IS NULL AND superseded_at IS NULL \
+                   AND not_after > $3 AND serial_hex > $4 \
+                   AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.tenant_id = c.tenant_id \
+                       AND n.station_id = c.station_id AND n.revoked_at IS NULL AND n.issued_at > c.issued_at) \
+                 ORDER BY serial_hex LIMIT $5"
+            ))
+            .bind(tenant_id)
+            .bind(issuer_id)
+            .bind(now)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(certificate_from_row)
+            .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
     }
@@ -771,7 +988,7 @@ impl Store {
                     StationWrite::Certificate(c) => {
                         sqlx::query(
                             "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
-                               cert_pem, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                               cert_pem, issued_at, issuer_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         )
                         .bind(&c.tenant_id)
                         .bind(&c.serial_hex)
@@ -781,6 +998,7 @@ impl Store {
                         .bind(c.not_after)
                         .bind(&c.cert_pem)
                         .bind(c.issued_at)
+                        .bind(&c.issuer_id)
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -854,8 +1072,8 @@ impl Store {
     pub async fn record_certificate(&self, c: &CertificateRecord) -> Result<(), StoreError> {
         with_pool!(self, |p| {
             sqlx::query(
-                "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at, issuer_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&c.tenant_id)
             .bind(&c.serial_hex)
@@ -866,6 +1084,7 @@ impl Store {
             .bind(&c.cert_pem)
             .bind(c.issued_at)
             .bind(c.revoked_at)
+            .bind(&c.issuer_id)
             .execute(p)
             .await?;
         });
@@ -1002,17 +1221,24 @@ impl Store {
         Ok(rows)
     }
 
-    /// The tenant's revoked certificates: (serial, revoked at, reason), for CRLs.
+    /// Revoked certificates of one issuing CA: (serial, revoked at, reason), for
+    /// its CRL. `current`: the CA is the tenant's current one, which also answers
+    /// for certificates issued before the first rotation (no issuer recorded).
     pub async fn revoked_certificates(
         &self,
         tenant_id: &str,
+        issuer_id: &str,
+        current: bool,
     ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
-                 WHERE tenant_id = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at, serial_hex",
+                 WHERE tenant_id = $1 AND revoked_at IS NOT NULL AND (issuer_id = $2 OR ($3 AND issuer_id IS NULL)) \
+                 ORDER BY revoked_at, serial_hex",
             )
             .bind(tenant_id)
+            .bind(issuer_id)
+            .bind(current)
             .fetch_all(p)
             .await?
             .into_iter()
@@ -1449,7 +1675,7 @@ impl Store {
 }
 
 const CERTIFICATE_COLUMNS: &str = "tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, \
-    issued_at, revoked_at, revocation_reason";
+    issued_at, revoked_at, revocation_reason, issuer_id";
 
 fn certificate_from_row<R>(r: &R) -> Result<CertificateRecord, sqlx::Error>
 where
@@ -1469,6 +1695,7 @@ where
         issued_at: r.try_get("issued_at")?,
         revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
+        issuer_id: r.try_get("issuer_id")?,
     })
 }
 

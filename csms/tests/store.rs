@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use csms::store::{
-    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, StationWrite, Store,
-    StoreError,
+    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, Retirement,
+    StationWrite, Store, StoreError,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -175,6 +175,7 @@ async fn certificates_and_credentials(s: &Store) {
         issued_at: 1,
         revoked_at: None,
         revocation_reason: None,
+        issuer_id: None,
     };
     s.record_certificate(&rec).await.unwrap();
     assert_eq!(s.certificate("acme", "0a1b").await.unwrap().unwrap(), rec);
@@ -192,10 +193,12 @@ async fn certificates_and_credentials(s: &Store) {
         "and its reason"
     );
     assert_eq!(
-        s.revoked_certificates("acme").await.unwrap(),
-        [("0a1b".to_owned(), 50, Some("keyCompromise".to_owned()))]
+        s.revoked_certificates("acme", "ca1", true).await.unwrap(),
+        [("0a1b".to_owned(), 50, Some("keyCompromise".to_owned()))],
+        "a certificate without a recorded issuer belongs to the current CA"
     );
-    assert!(s.revoked_certificates("other").await.unwrap().is_empty());
+    assert!(s.revoked_certificates("acme", "ca1", false).await.unwrap().is_empty(), "not to a replaced one");
+    assert!(s.revoked_certificates("other", "ca1", true).await.unwrap().is_empty());
     assert!(matches!(s.revoke_certificate("other", "0a1b", 1, "unspecified").await, Err(StoreError::NotFound { .. })));
 
     let cred = CredentialRecord { cert_pem: "A".into(), sealed_key: vec![1, 2, 3] };
@@ -278,6 +281,7 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
         issued_at: 0,
         revoked_at: None,
         revocation_reason: None,
+        issuer_id: None,
     };
     s.record_certificate(&cert).await.unwrap();
     s.delete_station("acme", "S1", 99).await.unwrap();
@@ -325,6 +329,67 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
     assert_eq!(s.tenants_page(Some("acme"), 10).await.unwrap().len(), 1);
 }
 
+async fn station_ca_replacement(s: &Store) {
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    let cred = |pem: &str| CredentialRecord { cert_pem: pem.into(), sealed_key: vec![1] };
+    let (root, old) = (cred("ROOT"), cred("OLD"));
+    assert!(s.insert_credentials("acme", &[("station-root", &root), ("station-ca", &old)], 10).await.unwrap());
+    let cert = |serial: &str, station: &str, issued_at: i64, issuer: Option<&str>| CertificateRecord {
+        tenant_id: "acme".into(),
+        serial_hex: serial.into(),
+        station_id: station.into(),
+        fingerprint: "ff".into(),
+        not_before: 1,
+        not_after: 10_000,
+        cert_pem: "PEM".into(),
+        issued_at,
+        revoked_at: None,
+        revocation_reason: None,
+        issuer_id: issuer.map(str::to_owned),
+    };
+    s.record_certificate(&cert("01", "CS1", 20, None)).await.unwrap();
+    s.record_certificate(&cert("02", "CS2", 20, None)).await.unwrap();
+
+    let new = cred("NEW");
+    let retire = [Retirement { name: "station-ca", cert_pem: "OLD", new_name: "station-ca@old".into() }];
+    assert!(s.replace_station_cas("acme", "old", &retire, &[("station-ca", &new)], 100, 5_000).await.unwrap());
+    // Certificates issued before the rotation are attributed to the old CA.
+    assert_eq!(s.certificate("acme", "01").await.unwrap().unwrap().issuer_id.as_deref(), Some("old"));
+    let cas = s.station_cas("acme", "station-ca").await.unwrap();
+    let names: Vec<(&str, &str, Option<i64>)> =
+        cas.iter().map(|c| (c.name.as_str(), c.cert_pem.as_str(), c.trusted_until)).collect();
+    assert_eq!(names, [("station-ca", "NEW", None), ("station-ca@old", "OLD", Some(5_000))]);
+    assert_eq!(cas[1].replaced_at, Some(100));
+    // A rotation from a stale view changes nothing.
+    let stale = [Retirement { name: "station-ca", cert_pem: "OLD", new_name: "station-ca@x".into() }];
+    assert!(!s.replace_station_cas("acme", "x", &stale, &[("station-ca", &cred("OTHER"))], 200, 9_000).await.unwrap());
+    assert_eq!(s.credential("acme", "station-ca").await.unwrap().unwrap().cert_pem, "NEW");
+
+    assert_eq!(s.replaced_ca_trusted_until("acme", "old").await.unwrap(), Some(5_000));
+    assert_eq!(s.replaced_ca_trusted_until("acme", "new").await.unwrap(), None, "the current CA is not replaced");
+    assert_eq!(s.overlapping_station_cas(4_999).await.unwrap(), [("acme".into(), "station-ca@old".into(), 100, 5_000)]);
+    assert!(s.overlapping_station_cas(5_000).await.unwrap().is_empty());
+
+    // Only a station without a newer certificate is still to move; revoked ones never.
+    s.record_certificate(&cert("03", "CS2", 150, Some("new"))).await.unwrap();
+    let to_move = s.certificates_to_move("acme", "old", 1_000, "", 10).await.unwrap();
+    assert_eq!(to_move.iter().map(|c| c.serial_hex.as_str()).collect::<Vec<_>>(), ["01"]);
+    assert!(s.certificates_to_move("acme", "old", 1_000, "01", 10).await.unwrap().is_empty(), "paged by serial");
+    s.revoke_certificate("acme", "01", 300, "superseded").await.unwrap();
+    assert!(s.certificates_to_move("acme", "old", 1_000, "", 10).await.unwrap().is_empty());
+    assert_eq!(s.revoked_certificates("acme", "old", false).await.unwrap().len(), 1);
+    assert!(s.revoked_certificates("acme", "new", true).await.unwrap().is_empty(), "each CA its own CRL");
+
+    // A replaced root is trusted until its overlap ends.
+    let retire = [Retirement { name: "station-root", cert_pem: "ROOT", new_name: "station-root@r1".into() }];
+    assert!(
+        s.replace_station_cas("acme", "new", &retire, &[("station-root", &cred("ROOT2"))], 400, 6_000).await.unwrap()
+    );
+    let pems = |v: Vec<(String, String)>| v.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    assert_eq!(pems(s.trusted_station_roots(5_999).await.unwrap()), ["ROOT2", "ROOT"]);
+    assert_eq!(pems(s.trusted_station_roots(6_000).await.unwrap()), ["ROOT2"]);
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -347,6 +412,7 @@ both!(boot_status_and_events);
 both!(certificates_and_credentials);
 both!(group_commit_isolates_failures);
 both!(api_pages_tags_deletion_and_audit);
+both!(station_ca_replacement);
 
 #[tokio::test]
 async fn unsupported_url() {

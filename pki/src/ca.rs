@@ -51,6 +51,13 @@ pub enum CaKey {
     Pkcs11(crate::Pkcs11Key),
 }
 
+impl CaKey {
+    /// A new ECDSA P-256 key in memory.
+    pub fn software() -> Result<CaKey, PkiError> {
+        Ok(CaKey::Software(generate_key()?))
+    }
+}
+
 impl rcgen::PublicKeyData for CaKey {
     fn der_bytes(&self) -> &[u8] {
         match self {
@@ -365,7 +372,7 @@ impl fmt::Debug for StoredCa {
     }
 }
 
-fn ca_params(
+pub(crate) fn ca_params(
     organization: &str,
     cn: &str,
     path_len: u8,
@@ -432,7 +439,7 @@ fn generate_key() -> Result<KeyPair, PkiError> {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|_| PkiError::KeyGeneration)
 }
 
-fn random_serial() -> Result<SerialNumber, PkiError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; SERIAL_LEN];
     SystemRandom::new().fill(&mut bytes).map_err(|_| PkiError::Random)?;
     // Positive, and exactly SERIAL_LEN bytes in DER: top bit clear, first byte non-zero.
@@ -444,7 +451,7 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
 }
 
 /// The same instant `years` calendar years later (29 February becomes 28 February).
-fn add_years(t: OffsetDateTime, years: i32) -> Result<OffsetDateTime, PkiError> {
+pub(crate) fn add_years(t: OffsetDateTime, years: i32) -> Result<OffsetDateTime, PkiError> {
     let year = t.year().checked_add(years).ok_or(PkiError::InvalidValidity)?;
     t.replace_year(year)
         .or_else(|_| t.replace_day(28).and_then(|t| t.replace_year(year)))
@@ -452,7 +459,7 @@ fn add_years(t: OffsetDateTime, years: i32) -> Result<OffsetDateTime, PkiError> 
 }
 
 /// UTC, whole seconds, and a year X.509 can encode.
-fn certificate_time(t: OffsetDateTime) -> Result<OffsetDateTime, PkiError> {
+pub(crate) fn certificate_time(t: OffsetDateTime) -> Result<OffsetDateTime, PkiError> {
     let t = t.to_offset(UtcOffset::UTC).replace_nanosecond(0).map_err(|_| PkiError::InvalidValidity)?;
     if !(1950..=9999).contains(&t.year()) {
         return Err(PkiError::InvalidValidity);

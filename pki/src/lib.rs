@@ -17,6 +17,7 @@ mod der;
 mod encoding;
 mod error;
 mod hsm;
+mod import;
 mod inspect;
 mod key;
 mod revocation;
@@ -29,6 +30,10 @@ pub use ca::{
 pub use csr::{CsrRejection, MAX_CSR_PEM_LEN, ValidatedCsr, validate_csr};
 pub use error::PkiError;
 pub use hsm::{Pkcs11Key, Pkcs11Token};
+pub use import::{
+    ImportRejection, ImportedCa, MAX_IMPORT_CHAIN, MAX_IMPORT_PEM_LEN, MIN_REMAINING_VALIDITY, ca_id, certificate_pem,
+    import_ca, software_key_from_pem,
+};
 pub use inspect::{CertInfo, inspect_certificate, pem_to_der_chain};
 pub use key::PrivateKey;
 pub use revocation::{

@@ -1,0 +1,267 @@
+//! A tenant's station CAs over time: rotation of the issuing sub-CA with an
+//! overlap, and import of an operator's own root or sub-CA.
+//!
+//! The current CAs are the credentials `station-root` and `station-ca`. A
+//! replaced one keeps its row as `station-root@<id>` / `station-ca@<id>` with
+//! the time it was replaced and the end of its overlap (`trusted_until`). During
+//! the overlap its certificates are still accepted, its CRL and OCSP answers
+//! stay published, and automatic renewal moves its stations to the current CA.
+//! After the overlap the gateway refuses its certificates; the CRL and OCSP
+//! answers stay published.
+
+use anyhow::Context;
+use pki::{CertificateAuthority, ImportRejection, MasterKey};
+use time::Duration;
+
+use crate::authority::{self, STATION_CA, STATION_ROOT};
+use crate::clock::Clock;
+use crate::store::{CaRow, CredentialRecord, Retirement, Store, Tenant};
+
+/// Overlap when a request names none.
+pub const DEFAULT_OVERLAP_DAYS: u32 = 30;
+/// Longest overlap accepted.
+pub const MAX_OVERLAP_DAYS: u32 = 3650;
+/// Validity of a new issuing sub-CA, capped by its root.
+const SUB_CA_YEARS: i32 = pki::STATION_CA_VALIDITY_YEARS;
+
+/// One station CA of a tenant, as stored.
+#[derive(Debug, Clone)]
+pub struct StationCa {
+    /// [`pki::ca_id`] of the certificate.
+    pub id: String,
+    pub root: bool,
+    pub current: bool,
+    pub info: pki::CertInfo,
+    pub row: CaRow,
+}
+
+impl StationCa {
+    pub fn hsm(&self) -> bool {
+        self.row.sealed_key.starts_with(b"pkcs11:")
+    }
+
+    /// An operator's root imported without its key.
+    pub fn key_with_operator(&self) -> bool {
+        self.row.sealed_key.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaAdminError {
+    #[error("{}", rejected(.0))]
+    Rejected(ImportRejection),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn rejected(r: &ImportRejection) -> String {
+    format!("{} refused by rule {}: {r}", what(r), r.rule())
+}
+
+/// What an import rejection is about: the key or the certificates.
+pub fn what(r: &ImportRejection) -> &'static str {
+    match r {
+        ImportRejection::Key(_) | ImportRejection::KeyMismatch => "private key",
+        _ => "CA certificate chain",
+    }
+}
+
+/// The tenant's station CAs: current root, current issuing CA, then replaced
+/// ones, newest first.
+pub async fn list(store: &Store, tenant: &str) -> anyhow::Result<Vec<StationCa>> {
+    let mut out = Vec::new();
+    for base in [STATION_ROOT, STATION_CA] {
+        for row in store.station_cas(tenant, base).await? {
+            let der = pki::pem_to_der_chain(&row.cert_pem)?.into_iter().next().context("empty CA row")?;
+            let info = pki::inspect_certificate(&der)?;
+            out.push(StationCa {
+                id: pki::ca_id(&der),
+                root: base == STATION_ROOT,
+                current: row.name == base,
+                info,
+                row,
+            });
+        }
+    }
+    out.sort_by_key(|c| (!c.current, !c.root, -c.row.replaced_at.unwrap_or(0)));
+    Ok(out)
+}
+
+/// The issuing CAs that can sign for the tenant (current first), opened.
+pub async fn issuing_cas(
+    store: &Store,
+    master: &MasterKey,
+    tenant: &str,
+) -> anyhow::Result<Vec<(CertificateAuthority, bool)>> {
+    let mut out = Vec::new();
+    for row in store.station_cas(tenant, STATION_CA).await? {
+        let current = row.name == STATION_CA;
+        let name = row.name.clone();
+        let ca = authority::open_ca(
+            master,
+            tenant,
+            &name,
+            CredentialRecord { cert_pem: row.cert_pem, sealed_key: row.sealed_key },
+        )?;
+        out.push((ca, current));
+    }
+    out.sort_by_key(|(_, current)| !current);
+    Ok(out)
+}
+
+/// What a station holding a certificate of `issuer_id` is given above its leaf:
+/// the stored PEM of that issuing CA (the current one for `None`).
+pub async fn issuer_chain(store: &Store, tenant: &str, issuer_id: Option<&str>) -> anyhow::Result<Option<String>> {
+    for row in store.station_cas(tenant, STATION_CA).await? {
+        let matches = match issuer_id {
+            None => row.name == STATION_CA,
+            Some(id) => {
+                let der = pki::pem_to_der_chain(&row.cert_pem)?.into_iter().next().context("empty CA row")?;
+                pki::ca_id(&der) == id
+            }
+        };
+        if matches {
+            return Ok(Some(row.cert_pem));
+        }
+    }
+    Ok(None)
+}
+
+fn current(cas: &[StationCa], root: bool) -> anyhow::Result<&StationCa> {
+    cas.iter()
+        .find(|c| c.current && c.root == root)
+        .with_context(|| format!("the tenant has no current {}", if root { STATION_ROOT } else { STATION_CA }))
+}
+
+fn overlap_end(now: i64, overlap_days: u32) -> i64 {
+    now + Duration::days(i64::from(overlap_days)).whole_milliseconds() as i64
+}
+
+/// Replaces the issuing sub-CA with a new one under the same root. The old one
+/// stays trusted for `overlap_days`. Needs the root's key.
+pub async fn rotate(
+    store: &Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    tenant: &Tenant,
+    overlap_days: u32,
+) -> Result<StationCa, CaAdminError> {
+    let cas = list(store, &tenant.id).await?;
+    let (root_row, old) = (current(&cas, true)?, current(&cas, false)?);
+    if root_row.key_with_operator() {
+        return Err(CaAdminError::Conflict(
+            "the station root's key is held by the operator: import a new sub-CA signed by it instead".into(),
+        ));
+    }
+    let root = authority::load_ca(store, master, &tenant.id, STATION_ROOT).await?;
+    let now = clock.now();
+    let key = authority::new_ca_key(&tenant.id, "station-ca", now)?;
+    let sub = root.issue_station_sub_ca(&tenant.organization, now, SUB_CA_YEARS, key).context("new sub-CA")?;
+    let rec = authority::credential_record(master, &tenant.id, STATION_CA, &sub, "")?;
+    let retire =
+        [Retirement { name: STATION_CA, cert_pem: &old.row.cert_pem, new_name: format!("{STATION_CA}@{}", old.id) }];
+    let now_ms = clock.now_millis();
+    let done = store
+        .replace_station_cas(
+            &tenant.id,
+            &old.id,
+            &retire,
+            &[(STATION_CA, &rec)],
+            now_ms,
+            overlap_end(now_ms, overlap_days),
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    if !done {
+        return Err(CaAdminError::Conflict("the station CA changed meanwhile; look again and retry".into()));
+    }
+    tracing::info!(tenant = %tenant.id, old = %old.id, new = %sub.id(), overlap_days, "issuing sub-CA rotated");
+    let new_id = sub.id();
+    list(store, &tenant.id).await?.into_iter().find(|c| c.id == new_id).context("new CA vanished").map_err(Into::into)
+}
+
+/// The key of an operator's CA being imported.
+pub enum ImportKey {
+    /// PKCS#8 PEM; sealed under the master key, never returned or logged.
+    Pem(String),
+    /// A key already in the configured PKCS#11 token.
+    Pkcs11Label(String),
+}
+
+/// Makes an operator's CA the tenant's station CA. A self-signed root becomes
+/// the station root and gets a new issuing sub-CA; a sub-CA (with the
+/// certificates above it up to its root) issues directly, and its root becomes
+/// the trust anchor. The previous root and sub-CA stay trusted for `overlap_days`.
+pub async fn import(
+    store: &Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    tenant: &Tenant,
+    chain_pem: &str,
+    key: ImportKey,
+    overlap_days: u32,
+) -> Result<Vec<StationCa>, CaAdminError> {
+    let key = match key {
+        ImportKey::Pem(pem) => pki::software_key_from_pem(&pem).map_err(CaAdminError::Rejected)?,
+        ImportKey::Pkcs11Label(l) => authority::hsm_key(&l)
+            .map_err(|e| CaAdminError::Rejected(ImportRejection::Key(format!("PKCS#11 key '{l}': {e:#}"))))?,
+    };
+    let now = clock.now();
+    let imported = pki::import_ca(chain_pem, key, now).map_err(CaAdminError::Rejected)?;
+    let cas = list(store, &tenant.id).await?;
+    let (old_root, old_sub) = (current(&cas, true)?, current(&cas, false)?);
+    if cas.iter().any(|c| c.id == imported.ca.id()) {
+        return Err(CaAdminError::Conflict(format!(
+            "CA {} is already one of this tenant's station CAs",
+            imported.ca.id()
+        )));
+    }
+    let t = &tenant.id;
+    let (root_rec, sub_rec) = if imported.is_root() {
+        let key = authority::new_ca_key(t, "station-ca", now)?;
+        let sub =
+            imported.ca.issue_station_sub_ca(&tenant.organization, now, SUB_CA_YEARS, key).context("new sub-CA")?;
+        (
+            authority::credential_record(master, t, STATION_ROOT, &imported.ca, "")?,
+            authority::credential_record(master, t, STATION_CA, &sub, "")?,
+        )
+    } else {
+        let (intermediates, root) = imported.above.split_at(imported.above.len() - 1);
+        let extra: String = intermediates.iter().map(|d| pki::certificate_pem(d)).collect();
+        // Anchorpoint never holds the operator root's key.
+        (
+            CredentialRecord { cert_pem: pki::certificate_pem(&root[0]), sealed_key: Vec::new() },
+            authority::credential_record(master, t, STATION_CA, &imported.ca, &extra)?,
+        )
+    };
+    let mut retire = vec![Retirement {
+        name: STATION_CA,
+        cert_pem: &old_sub.row.cert_pem,
+        new_name: format!("{STATION_CA}@{}", old_sub.id),
+    }];
+    let mut inserts = vec![(STATION_CA, &sub_rec)];
+    // A new sub-CA under the root already in place leaves the root as it is.
+    let same_root =
+        pki::pem_to_der_chain(&root_rec.cert_pem).map_err(anyhow::Error::from)?.first().map(|d| pki::ca_id(d))
+            == Some(old_root.id.clone());
+    if !same_root {
+        retire.push(Retirement {
+            name: STATION_ROOT,
+            cert_pem: &old_root.row.cert_pem,
+            new_name: format!("{STATION_ROOT}@{}", old_root.id),
+        });
+        inserts.push((STATION_ROOT, &root_rec));
+    }
+    let now_ms = clock.now_millis();
+    let done = store
+        .replace_station_cas(t, &old_sub.id, &retire, &inserts, now_ms, overlap_end(now_ms, overlap_days))
+        .await
+        .map_err(anyhow::Error::from)?;
+    if !done {
+        return Err(CaAdminError::Conflict("the station CA changed meanwhile; look again and retry".into()));
+    }
+    tracing::info!(tenant = %t, root = imported.is_root(), ca = %imported.ca.id(), overlap_days, "operator CA imported");
+    Ok(list(store, t).await?)
+}
