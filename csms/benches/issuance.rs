@@ -47,7 +47,7 @@ fn issue_one(ca: &pki::CertificateAuthority, csr_pem: &str, organization: &str) 
         issued_at: SystemClock.now_millis(),
         revoked_at: None,
         revocation_reason: None,
-        issuer_id: None,
+        issuer_id: Some(ca.id()),
     }
 }
 

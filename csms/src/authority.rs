@@ -479,15 +479,21 @@ pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) ->
     let root_path = dir.join("csms-root.pem");
     std::fs::write(&root_path, root_pem)?;
     for tenant in store.tenants().await? {
-        let tdir = dir.join("tenants").join(&tenant.id);
-        std::fs::create_dir_all(&tdir)?;
-        for name in [STATION_ROOT, STATION_CA, CSMS_ROOT] {
-            if let Some(c) = store.credential(&tenant.id, name).await? {
-                std::fs::write(tdir.join(format!("{name}.pem")), c.cert_pem)?;
-            }
-        }
+        write_tenant_pem(store, data_dir, &tenant.id).await?;
     }
     Ok(root_path)
+}
+
+/// A tenant's current CA certificates under `<data>/pki/tenants/<tenant>/`.
+pub async fn write_tenant_pem(store: &Store, data_dir: &Path, tenant: &str) -> anyhow::Result<()> {
+    let tdir = data_dir.join("pki").join("tenants").join(tenant);
+    std::fs::create_dir_all(&tdir)?;
+    for name in [STATION_ROOT, STATION_CA, CSMS_ROOT] {
+        if let Some(c) = store.credential(tenant, name).await? {
+            std::fs::write(tdir.join(format!("{name}.pem")), c.cert_pem)?;
+        }
+    }
+    Ok(())
 }
 
 /// Credential names of the API token signing keys (platform-wide).

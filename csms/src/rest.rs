@@ -66,6 +66,14 @@ impl RestService {
             .ok_or_else(|| ServiceError::NotFound { what: "tenant", id: tenant.to_owned() })
     }
 
+    /// After a rotation or import: this node's PEM files and trust anchors follow.
+    async fn station_ca_changed(&self, tenant: &str) {
+        if let Err(e) = authority::write_tenant_pem(&self.app.store, &self.app.config.data_dir, tenant).await {
+            tracing::warn!(error = %format!("{e:#}"), "writing the tenant's CA files");
+        }
+        self.reload_trust().await;
+    }
+
     async fn reload_trust(&self) {
         match authority::station_trust_roots(&self.app.store, self.now()).await {
             Ok(roots) => {
@@ -771,6 +779,7 @@ impl Service for RestService {
             station_ca::rotate(&self.app.store, &self.master, self.app.clock.as_ref(), &t, overlap)
                 .await
                 .map_err(ca_admin_error)?;
+            self.station_ca_changed(&tenant).await;
             self.station_cas_out(&tenant).await
         })
     }
@@ -801,7 +810,7 @@ impl Service for RestService {
             .await
             .map_err(ca_admin_error)?;
             // Stations chaining to the new root can connect at once.
-            self.reload_trust().await;
+            self.station_ca_changed(&tenant).await;
             self.station_cas_out(&tenant).await
         })
     }

@@ -660,6 +660,16 @@ fn body_for(path: &str) -> Option<Value> {
         "/api/v1/stations/{id}" => json!({"enabled": false}),
         "/api/v1/stations/{id}/certificates" => json!({"csr": csr("B-1")}),
         "/api/v1/certificates/{serial}/revoke" => json!({"reason": "keyCompromise"}),
+        "/api/v1/pki/station-ca/rotate" => json!({"overlapDays": 1}),
+        "/api/v1/pki/station-ca/import" => {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, "Operator Root");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+            let cert = params.self_signed(&key).unwrap();
+            json!({"certificateChain": cert.pem(), "privateKey": key.serialize_pem()})
+        }
         p if p.ends_with("/reset") || p.ends_with("/ocpp/{action}") => json!({"type": "Immediate"}),
         p if p.starts_with("/api/v1/stations/{id}/") => json!({}),
         _ => return None,
@@ -681,6 +691,7 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
     let b_serial = b_cert.body["serialNumber"].as_str().unwrap().to_owned();
     let doc = api.call(Method::GET, "/api/openapi.json", None, None).await.body;
     let ops = operations(&doc);
+    let b_cas = api.get("/api/v1/pki/station-ca", &b).await.body;
     let a_admin = tok("alpha", Role::Admin);
     let a_viewer = tok("alpha", Role::Viewer);
     for (method, path) in &ops {
@@ -731,6 +742,10 @@ async fn every_route_keeps_tenant_b_from_tenant_a_and_viewers_from_mutating() {
             assert_problem(&r, 403, "forbidden");
         }
     }
+    // Beta's CAs are as they were (alpha rotated and imported its own).
+    assert_eq!(api.get("/api/v1/pki/station-ca", &b).await.body, b_cas);
+    let a_cas = api.get("/api/v1/pki/station-ca", &a_admin).await.body;
+    assert_eq!(a_cas[0]["subject"], "CN=Operator Root, O=", "{a_cas}");
     // Beta's station is as it was, still connected, its certificate valid.
     let r = api.get(&format!("/api/v1/certificates/{b_serial}"), &b).await;
     assert_eq!(r.body["status"], "valid", "{}", r.text);

@@ -2,7 +2,8 @@
 //!
 //! What lives here: station-CA hierarchies ([`generate_hierarchy`]), the CSR policy
 //! ([`validate_csr`]), issuance of station and CSMS server certificates
-//! ([`CertificateAuthority`]), inspection of certificates presented by peers
+//! ([`CertificateAuthority`]), checks on an operator's own CA before it is used
+//! ([`import_ca`]), inspection of certificates presented by peers
 //! ([`inspect_certificate`]) and protection of private keys at rest ([`MasterKey`]).
 //!
 //! This crate knows nothing of HTTP or OCPP. Time is always injected (`now`), so validity

@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod ca_management;
 mod durability;
 mod frames;
 mod interop;

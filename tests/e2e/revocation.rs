@@ -26,7 +26,10 @@ fn revocation_is_published(db: Db) {
     let cert = creds.cert.to_str().unwrap();
     // The certificate points at this CSMS's CRL and OCSP responder.
     let text = openssl(&["x509", "-in", cert, "-noout", "-text"]);
-    assert!(text.contains("/pki/default/station-ca.crl") && text.contains("OCSP - URI:http://"), "{text}");
+    assert!(
+        text.contains("/pki/default/ca/") && text.contains(".crl") && text.contains("OCSP - URI:http://"),
+        "{text}"
+    );
 
     let before = ocsp_status(&env, &server.api, &creds.cert);
     assert!(before.contains(&format!("{cert}: good")), "{before}");
