@@ -279,4 +279,28 @@ fn ca_keys_in_softhsm2() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("verify OK"), "{out:?}");
+
+    // Rotation makes the new issuing sub-CA's key in the token as well, and it issues.
+    let admin = env.cli_env(&["token", "--tenant", "default", "--role", "admin"], &vars).trim().to_owned();
+    let (status, list) =
+        server.api("POST", "/api/v1/pki/station-ca/rotate", &admin, Some(&serde_json::json!({"overlapDays": 7})));
+    assert_eq!(status, 200, "{list}");
+    let issuing: Vec<&serde_json::Value> = list.as_array().unwrap().iter().filter(|c| c["role"] == "issuing").collect();
+    assert_eq!(issuing.len(), 2, "{list}");
+    assert!(issuing.iter().all(|c| c["hsm"] == true), "{list}");
+    let (_, csr2) = env.new_csr("hsm2", "CS-HSM");
+    let chain = env.cli_env(&["station", "enroll", "CS-HSM", "--csr", csr2.to_str().unwrap()], &vars);
+    let cert2 = env.path("hsm2.pem");
+    std::fs::write(&cert2, &chain).unwrap();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-untrusted",
+        cert2.to_str().unwrap(),
+        cert2.to_str().unwrap(),
+    ]);
+    assert!(ok.contains(": OK"), "{ok}");
+    let issuer = openssl(&["x509", "-in", cert2.to_str().unwrap(), "-noout", "-issuer"]);
+    assert!(issuer.contains("Station CA 20"), "issued by the rotated sub-CA: {issuer}");
 }
