@@ -528,7 +528,9 @@ pub struct CaImport {
     /// The CA's private key, PKCS#8 PEM (unencrypted). Stored sealed under the
     /// master key; never returned or logged. Exclusive with `pkcs11KeyLabel`.
     pub private_key: Option<String>,
-    /// Label of the CA's key in the configured PKCS#11 token, instead of `privateKey`.
+    /// Label of the CA's key in the configured PKCS#11 token, instead of
+    /// `privateKey`. It must start with `import/<tenant>/` (where the platform
+    /// operator puts keys for this tenant) and not be in use already.
     pub pkcs11_key_label: Option<String>,
     /// Days the previous root and sub-CA stay trusted (1-3650, default 30).
     #[schema(minimum = 1, maximum = 3650)]

@@ -36,6 +36,9 @@ pub enum Refusal {
     CertificateRevoked,
     /// Issued by a station CA that was replaced and whose overlap has ended.
     CertificateCaRetired,
+    /// Chains to the tenant's root but is not a certificate this CSMS issued and
+    /// recorded (e.g. signed with a replaced CA's key, or by an operator's CA outside it).
+    CertificateNotIssuedHere,
     CertificateUnreadable,
     TenantHostMismatch,
     MissingBasicAuth,
@@ -57,6 +60,7 @@ impl Refusal {
             Refusal::CertificateCnMismatch => "certificate_cn_mismatch",
             Refusal::CertificateRevoked => "certificate_revoked",
             Refusal::CertificateCaRetired => "certificate_ca_retired",
+            Refusal::CertificateNotIssuedHere => "certificate_not_issued_here",
             Refusal::CertificateUnreadable => "certificate_unreadable",
             Refusal::TenantHostMismatch => "tenant_host_mismatch",
             Refusal::MissingBasicAuth => "missing_basic_auth",
@@ -187,6 +191,10 @@ async fn verify_certificate(
         return Err(Refusal::CertificateCnMismatch);
     }
     match app.store.certificate(&station.tenant_id, &info.serial_hex).await {
+        // Only the very certificate recorded at issuance: revocation and retirement
+        // are decided on that record, so nothing may stand in for it.
+        Ok(None) => Err(Refusal::CertificateNotIssuedHere),
+        Ok(Some(rec)) if rec.fingerprint != info.sha256_fingerprint_hex => Err(Refusal::CertificateNotIssuedHere),
         Ok(Some(rec)) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
         Ok(Some(rec)) => {
             // A certificate of a replaced CA is accepted until its overlap ends.
@@ -200,7 +208,6 @@ async fn verify_certificate(
                 }
             }
         }
-        Ok(None) => Ok(info.serial_hex),
         Err(e) => {
             tracing::error!(error = %e, "certificate lookup failed");
             Err(Refusal::Internal)

@@ -235,12 +235,13 @@ fn overlap_days(days: Option<u32>) -> Result<u32, ServiceError> {
     }
 }
 
-fn ca_admin_error(e: station_ca::CaAdminError) -> ServiceError {
+/// `key_field`: where the key came from (`/privateKey` or `/pkcs11KeyLabel`).
+fn ca_admin_error(e: station_ca::CaAdminError, key_field: &str) -> ServiceError {
     use station_ca::CaAdminError;
     match e {
         CaAdminError::Rejected(r) => {
             let field = match r {
-                pki::ImportRejection::Key(_) | pki::ImportRejection::KeyMismatch => "/privateKey",
+                pki::ImportRejection::Key(_) | pki::ImportRejection::KeyMismatch => key_field,
                 _ => "/certificateChain",
             };
             invalid(field, CaAdminError::Rejected(r).to_string())
@@ -778,7 +779,7 @@ impl Service for RestService {
             let t = self.own_tenant(&tenant).await?;
             station_ca::rotate(&self.app.store, &self.master, self.app.clock.as_ref(), &t, overlap)
                 .await
-                .map_err(ca_admin_error)?;
+                .map_err(|e| ca_admin_error(e, "/privateKey"))?;
             self.station_ca_changed(&tenant).await;
             self.station_cas_out(&tenant).await
         })
@@ -797,6 +798,10 @@ impl Service for RestService {
                     return Err(invalid("/privateKey", "the CA's privateKey (or pkcs11KeyLabel) is required"));
                 }
             };
+            let key_field = match key {
+                station_ca::ImportKey::Pem(_) => "/privateKey",
+                station_ca::ImportKey::Pkcs11Label(_) => "/pkcs11KeyLabel",
+            };
             let t = self.own_tenant(&tenant).await?;
             station_ca::import(
                 &self.app.store,
@@ -808,7 +813,7 @@ impl Service for RestService {
                 overlap,
             )
             .await
-            .map_err(ca_admin_error)?;
+            .map_err(|e| ca_admin_error(e, key_field))?;
             // Stations chaining to the new root can connect at once.
             self.station_ca_changed(&tenant).await;
             self.station_cas_out(&tenant).await

@@ -33,7 +33,7 @@ struct Pki {
 
 pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>) -> Router {
     Router::new()
-        .route("/pki/{tenant}/station-ca.crl", get(current_crl))
+        .route("/pki/{tenant}/station-ca.crl", get(first_crl))
         .route("/pki/{tenant}/ca/{file}", get(ca_crl))
         .route("/ocsp/{tenant}", post(ocsp_post))
         .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
@@ -71,15 +71,24 @@ fn reason(r: Option<&str>) -> RevocationReason {
     r.and_then(|r| r.parse().ok()).unwrap_or(RevocationReason::Unspecified)
 }
 
-/// The CRL of the tenant's current issuing CA (DER). Certificates name the CRL
-/// of their own issuer (`/pki/<tenant>/ca/<id>.crl`); this is for people.
-async fn current_crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
-    match issuing_cas(&p, &tenant).await {
-        Ok(cas) => match cas.into_iter().find(|(_, current)| *current) {
-            Some((ca, _)) => crl(&p, &tenant, &ca, true).await,
-            None => plain(StatusCode::NOT_FOUND, "no such tenant\n"),
-        },
-        Err(res) => res,
+/// The CRL of the tenant's first issuing CA (DER). Certificates issued before
+/// each CA had its own CRL URL (`/pki/<tenant>/ca/<id>.crl`) point here, and
+/// they were all issued by the first CA.
+async fn first_crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
+    let cas = match issuing_cas(&p, &tenant).await {
+        Ok(cas) => cas,
+        Err(res) => return res,
+    };
+    let first = match station_ca::first_issuing_ca_id(&p.app.store, &tenant).await {
+        Ok(first) => first,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the station CAs");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n");
+        }
+    };
+    match cas.into_iter().find(|(ca, _)| Some(ca.id()) == first) {
+        Some((ca, current)) => crl(&p, &tenant, &ca, current).await,
+        None => plain(StatusCode::NOT_FOUND, "no such tenant\n"),
     }
 }
 

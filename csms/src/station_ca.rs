@@ -111,6 +111,14 @@ pub async fn issuing_cas(
     Ok(out)
 }
 
+/// Id of the tenant's first issuing CA (the oldest row), if any.
+pub async fn first_issuing_ca_id(store: &Store, tenant: &str) -> anyhow::Result<Option<String>> {
+    let rows = store.station_cas(tenant, STATION_CA).await?;
+    let Some(first) = rows.iter().min_by_key(|r| r.created_at) else { return Ok(None) };
+    let der = pki::pem_to_der_chain(&first.cert_pem)?.into_iter().next().context("empty CA row")?;
+    Ok(Some(pki::ca_id(&der)))
+}
+
 /// What a station holding a certificate of `issuer_id` is given above its leaf:
 /// the stored PEM of that issuing CA (the current one for `None`).
 pub async fn issuer_chain(store: &Store, tenant: &str, issuer_id: Option<&str>) -> anyhow::Result<Option<String>> {
@@ -182,6 +190,12 @@ pub async fn rotate(
     list(store, &tenant.id).await?.into_iter().find(|c| c.id == new_id).context("new CA vanished").map_err(Into::into)
 }
 
+/// Labels of PKCS#11 keys a tenant may import: the platform operator puts an
+/// operator's key in the token under `import/<tenant>/...`.
+pub fn import_label_prefix(tenant: &str) -> String {
+    format!("import/{tenant}/")
+}
+
 /// The key of an operator's CA being imported.
 pub enum ImportKey {
     /// PKCS#8 PEM; sealed under the master key, never returned or logged.
@@ -205,8 +219,20 @@ pub async fn import(
 ) -> Result<Vec<StationCa>, CaAdminError> {
     let key = match key {
         ImportKey::Pem(pem) => pki::software_key_from_pem(&pem).map_err(CaAdminError::Rejected)?,
-        ImportKey::Pkcs11Label(l) => authority::hsm_key(&l)
-            .map_err(|e| CaAdminError::Rejected(ImportRejection::Key(format!("PKCS#11 key '{l}': {e:#}"))))?,
+        ImportKey::Pkcs11Label(l) => {
+            // A tenant may use only keys put in the token for it, and none already in use.
+            let prefix = import_label_prefix(&tenant.id);
+            if !l.starts_with(&prefix) || l.len() == prefix.len() {
+                return Err(CaAdminError::Rejected(ImportRejection::Key(format!(
+                    "a PKCS#11 key label for this tenant starts with '{prefix}'"
+                ))));
+            }
+            if store.hsm_label_in_use(&l).await.map_err(anyhow::Error::from)? {
+                return Err(CaAdminError::Conflict(format!("the PKCS#11 key '{l}' is already in use")));
+            }
+            authority::hsm_key(&l)
+                .map_err(|e| CaAdminError::Rejected(ImportRejection::Key(format!("PKCS#11 key '{l}': {e:#}"))))?
+        }
     };
     let now = clock.now();
     let imported = pki::import_ca(chain_pem, key, now).map_err(CaAdminError::Rejected)?;

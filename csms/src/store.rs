@@ -658,6 +658,18 @@ impl Store {
         Ok(row.map(|t| t.unwrap_or(i64::MAX)))
     }
 
+    /// Whether a credential of any tenant names this PKCS#11 key.
+    pub async fn hsm_label_in_use(&self, key_label: &str) -> Result<bool, StoreError> {
+        let marker = [b"pkcs11:".as_slice(), key_label.as_bytes()].concat();
+        let n: i64 = with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM credentials WHERE sealed_key = $1")
+                .bind(&marker)
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n > 0)
+    }
+
     /// Replaced issuing CAs still within their overlap at `now`, every tenant:
     /// (tenant, name, replaced at, trusted until).
     pub async fn overlapping_station_cas(&self, now: i64) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
@@ -706,6 +718,12 @@ impl Store {
                 .await?;
             let mut ok = true;
             for r in retire {
+                // The same CA retired before (a root brought back): the new overlap replaces it.
+                sqlx::query("DELETE FROM credentials WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant_id)
+                    .bind(&r.new_name)
+                    .execute(&mut *tx)
+                    .await?;
                 let n = sqlx::query(
                     "UPDATE credentials SET name = $1, replaced_at = $2, trusted_until = $3 \
                      WHERE tenant_id = $4 AND name = $5 AND cert_pem = $6",

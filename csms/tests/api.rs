@@ -64,6 +64,8 @@ async fn api_with(config: Config) -> Api {
         csms::authority::ensure_tenant(&store, &master, &clock, t, org, None).await.unwrap();
     }
     csms::authority::server_identity(&store, &master, &clock, &["localhost".to_owned()]).await.unwrap();
+    // Files the server writes (CA PEMs after a rotation) stay in the test's directory.
+    let config = Config { data_dir: dir.path().to_owned(), ..config };
     let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
     app.set_signing_key(master.clone());
     let router = csms::http::router(app.clone(), master, Arc::new(api::auth::Authenticator::hs256(SECRET)));
@@ -431,6 +433,69 @@ async fn roles_limit_what_a_token_may_do() {
         api.post("/api/v1/stations", &g, json!({"id": "G-1", "securityProfile": 3})).await.status,
         StatusCode::CREATED
     );
+}
+
+/// An operator's root imported through the API: the key is sealed at rest,
+/// never returned, and PKCS#11 labels are confined to the tenant.
+#[tokio::test]
+async fn operator_ca_import_keeps_the_key_sealed_and_labels_to_the_tenant() {
+    let api = api().await;
+    let admin = tok("alpha", Role::Admin);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Alpha Operator Root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).unwrap();
+    let chain = cert.pem();
+
+    // Labels: not another tenant's, not without a token, not with a PEM key as well.
+    let r = api
+        .post(
+            "/api/v1/pki/station-ca/import",
+            &admin,
+            json!({"certificateChain": chain, "pkcs11KeyLabel": "import/beta/k"}),
+        )
+        .await;
+    assert_problem(&r, 422, "invalid-body");
+    assert_eq!(r.body["field"], "/pkcs11KeyLabel");
+    assert!(r.text.contains("import/alpha/"), "{}", r.text);
+    let r = api
+        .post(
+            "/api/v1/pki/station-ca/import",
+            &admin,
+            json!({"certificateChain": chain, "pkcs11KeyLabel": "import/alpha/k"}),
+        )
+        .await;
+    assert_problem(&r, 422, "invalid-body");
+    assert!(r.text.contains("no PKCS#11 token is configured"), "{}", r.text);
+    let both =
+        json!({"certificateChain": chain, "privateKey": key.serialize_pem(), "pkcs11KeyLabel": "import/alpha/k"});
+    assert_problem(&api.post("/api/v1/pki/station-ca/import", &admin, both).await, 422, "invalid-body");
+    let r = api.post("/api/v1/pki/station-ca/import", &admin, json!({"certificateChain": chain})).await;
+    assert_eq!((r.status.as_u16(), r.body["field"].as_str()), (422, Some("/privateKey")), "{}", r.text);
+    // Only an admin.
+    let op = tok("alpha", Role::Operator);
+    let body = json!({"certificateChain": chain, "privateKey": key.serialize_pem()});
+    assert_problem(&api.post("/api/v1/pki/station-ca/import", &op, body.clone()).await, 403, "forbidden");
+
+    let r = api.post("/api/v1/pki/station-ca/import", &admin, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!r.text.contains("PRIVATE KEY"), "{}", r.text);
+    // At rest: sealed, neither the PEM nor the DER key appears in the row.
+    let row = api.app.store.credential("alpha", "station-root").await.unwrap().unwrap();
+    assert!(row.cert_pem.contains(chain.lines().nth(1).unwrap()));
+    let der = key.serialize_der();
+    assert!(!row.sealed_key.windows(32).any(|w| der.windows(32).any(|d| d == w)), "key stored in clear");
+    assert!(!String::from_utf8_lossy(&row.sealed_key).contains("PRIVATE KEY"));
+    // The same CA again is a conflict, and the tenant's certificates now chain to it.
+    assert_problem(&api.post("/api/v1/pki/station-ca/import", &admin, body).await, 409, "conflict");
+    api.post("/api/v1/stations", &admin, json!({"id": "IMP-1", "securityProfile": 3})).await;
+    let r = api.post("/api/v1/stations/IMP-1/certificates", &admin, json!({"csr": csr("IMP-1")})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let pems = pki::pem_to_der_chain(r.body["certificateChain"].as_str().unwrap()).unwrap();
+    let sub = pki::inspect_certificate(&pems[1]).unwrap();
+    assert!(sub.issuer_dn.contains("CN=Alpha Operator Root"), "{}", sub.issuer_dn);
 }
 
 #[tokio::test]

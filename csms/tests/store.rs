@@ -388,6 +388,18 @@ async fn station_ca_replacement(s: &Store) {
     let pems = |v: Vec<(String, String)>| v.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
     assert_eq!(pems(s.trusted_station_roots(5_999).await.unwrap()), ["ROOT2", "ROOT"]);
     assert_eq!(pems(s.trusted_station_roots(6_000).await.unwrap()), ["ROOT2"]);
+    // A root brought back and replaced again: its earlier retirement gives way to the new one.
+    let retire = [Retirement { name: "station-root", cert_pem: "ROOT2", new_name: "station-root@r2".into() }];
+    assert!(
+        s.replace_station_cas("acme", "new", &retire, &[("station-root", &cred("ROOT"))], 500, 7_000).await.unwrap()
+    );
+    let retire = [Retirement { name: "station-root", cert_pem: "ROOT", new_name: "station-root@r1".into() }];
+    assert!(
+        s.replace_station_cas("acme", "new", &retire, &[("station-root", &cred("ROOT3"))], 600, 8_000).await.unwrap()
+    );
+    let roots = s.station_cas("acme", "station-root").await.unwrap();
+    let r1: Vec<_> = roots.iter().filter(|r| r.name == "station-root@r1").map(|r| r.trusted_until).collect();
+    assert_eq!(r1, [Some(8_000)]);
 }
 
 macro_rules! both {

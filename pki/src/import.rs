@@ -45,6 +45,10 @@ pub enum ImportRejection {
     /// A path length constraint forbids the CA from doing what it is imported for.
     #[error("path length: {0}")]
     PathLength(String),
+    /// The CA's subject cannot be reproduced as the issuer of what it signs (e.g. a
+    /// repeated attribute type, no CN), so its certificates would not chain.
+    #[error("subject name: {0}")]
+    Name(String),
 }
 
 impl ImportRejection {
@@ -58,6 +62,7 @@ impl ImportRejection {
             ImportRejection::Validity(_) => "import.validity",
             ImportRejection::Chain(_) => "import.chain",
             ImportRejection::PathLength(_) => "import.path_length",
+            ImportRejection::Name(_) => "import.name",
         }
     }
 }
@@ -129,7 +134,9 @@ pub fn import_ca(chain_pem: &str, key: CaKey, now: OffsetDateTime) -> Result<Imp
 
     for (i, cert) in certs.iter().enumerate() {
         let who = if i == 0 { "the CA".to_owned() } else { format!("certificate {}", i + 1) };
-        check_ca_usage(cert).map_err(|why| {
+        // The issuing CA signs CRLs; a root only signs the CA below it.
+        let signs_crls = i == 0 && certs.len() > 1;
+        check_ca_usage(cert, signs_crls, i == 0).map_err(|why| {
             if i == 0 { ImportRejection::NotACa(why) } else { ImportRejection::Chain(format!("{who}: {why}")) }
         })?;
     }
@@ -147,12 +154,22 @@ pub fn import_ca(chain_pem: &str, key: CaKey, now: OffsetDateTime) -> Result<Imp
             return Err(ImportRejection::Validity(format!("{who} expired on {}", v.not_after)));
         }
     }
-    if certs[0].validity().not_after.timestamp() < at + MIN_REMAINING_VALIDITY.whole_seconds() {
-        return Err(ImportRejection::Validity(format!(
-            "the CA expires on {}, within {} days",
-            certs[0].validity().not_after,
-            MIN_REMAINING_VALIDITY.whole_days()
-        )));
+    let ca_end = certs[0].validity().not_after;
+    for (i, cert) in certs.iter().enumerate() {
+        let end = cert.validity().not_after;
+        let who = if i == 0 { "the CA".to_owned() } else { format!("certificate {}", i + 1) };
+        if end.timestamp() < at + MIN_REMAINING_VALIDITY.whole_seconds() {
+            return Err(ImportRejection::Validity(format!(
+                "{who} expires on {end}, within {} days",
+                MIN_REMAINING_VALIDITY.whole_days()
+            )));
+        }
+        // Station certificates are capped at the CA's end; the chain above must last as long.
+        if i > 0 && end.timestamp() < ca_end.timestamp() {
+            return Err(ImportRejection::Validity(format!(
+                "{who} expires on {end}, before the CA ({ca_end}): certificates would stop chaining"
+            )));
+        }
     }
     for pair in certs.windows(2) {
         let (child, parent) = (&pair[0], &pair[1]);
@@ -193,21 +210,45 @@ pub fn import_ca(chain_pem: &str, key: CaKey, now: OffsetDateTime) -> Result<Imp
 
     let ca = CertificateAuthority::from_certificate_and_key(ders[0].clone(), key).map_err(|e| match e {
         PkiError::KeyMismatch => ImportRejection::KeyMismatch,
-        other => ImportRejection::NotACa(other.to_string()),
+        PkiError::NotACa => ImportRejection::NotACa(e.to_string()),
+        other => ImportRejection::Name(other.to_string()),
     })?;
+    // What the CA signs must name it exactly as its certificate does, or nothing chains.
+    let (probe, _) = ca
+        .issue_server_certificate(&["name-check.invalid".to_owned()], now, now + Duration::minutes(1))
+        .map_err(|e| ImportRejection::Key(format!("the key could not sign: {e}")))?;
+    let probe = parse_certificate(&probe.der).map_err(|e| ImportRejection::Name(e.to_string()))?;
+    if probe.issuer().as_raw() != certs[0].subject().as_raw() {
+        return Err(ImportRejection::Name(format!(
+            "\"{}\" cannot be reproduced as an issuer name (repeated attribute types or unusual string types)",
+            certs[0].subject()
+        )));
+    }
     Ok(ImportedCa { ca, above: ders[1..].to_vec() })
 }
 
-fn check_ca_usage(cert: &X509Certificate<'_>) -> Result<(), String> {
+fn check_ca_usage(cert: &X509Certificate<'_>, signs_crls: bool, needs_key_id: bool) -> Result<(), String> {
     let bc = cert.basic_constraints().map_err(|e| format!("basicConstraints: {e}"))?;
     if !bc.is_some_and(|b| b.value.ca) {
         return Err(format!("\"{}\" is not a CA certificate (basicConstraints cA is not TRUE)", cert.subject()));
     }
     let ku: Option<&KeyUsage> = cert.key_usage().map_err(|e| format!("keyUsage: {e}"))?.map(|k| k.value);
     if let Some(ku) = ku {
-        if !ku.key_cert_sign() || !ku.crl_sign() {
-            return Err(format!("\"{}\" keyUsage lacks keyCertSign or cRLSign", cert.subject()));
+        if !ku.key_cert_sign() {
+            return Err(format!("\"{}\" keyUsage lacks keyCertSign", cert.subject()));
         }
+        if signs_crls && !ku.crl_sign() {
+            return Err(format!("\"{}\" keyUsage lacks cRLSign, and the issuing CA signs the CRL", cert.subject()));
+        }
+    }
+    // RFC 5280 4.2.1.2: CA certificates carry a subjectKeyIdentifier; it becomes the
+    // authorityKeyIdentifier of what the CA signs (certificates and CRLs).
+    let has_ski = cert
+        .extensions()
+        .iter()
+        .any(|e| matches!(e.parsed_extension(), x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(_)));
+    if needs_key_id && !has_ski {
+        return Err(format!("\"{}\" has no subjectKeyIdentifier (RFC 5280 4.2.1.2)", cert.subject()));
     }
     Ok(())
 }
@@ -372,10 +413,26 @@ mod tests {
         p.is_ca = IsCa::ExplicitNoCa;
         let leaf2 = root(p);
         assert_eq!(rule(&leaf2.pem, key_of(&leaf2)), "import.ca");
+        // An issuing sub-CA must sign CRLs; a root only signs the sub-CA below it.
         let mut p = params("No CRL signing", None, 3650);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
         let r = root(p);
+        assert!(import_ca(&r.pem, key_of(&r), now()).is_ok());
+        let mut p = params("Sub without CRL signing", Some(0), 2000);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let sub = below(p, &r);
+        let e = import_ca(&format!("{}{}", sub.pem, r.pem), key_of(&sub), now()).unwrap_err();
+        assert_eq!(e.rule(), "import.ca");
+        assert!(e.to_string().contains("cRLSign"), "{e}");
+        let mut p = params("No certificate signing", None, 3650);
+        p.key_usages = vec![KeyUsagePurpose::CrlSign];
+        let r = root(p);
         assert_eq!(rule(&r.pem, key_of(&r)), "import.ca");
+        // No subjectKeyIdentifier (openssl can leave it out).
+        let (cert, key) = openssl_root("/O=Operator/CN=No SKI", &["subjectKeyIdentifier=none"]);
+        let e = import_ca(&cert, software_key_from_pem(&key).unwrap(), OffsetDateTime::now_utc()).unwrap_err();
+        assert_eq!(e.rule(), "import.ca");
+        assert!(e.to_string().contains("subjectKeyIdentifier"), "{e}");
         // Sanity: the helper makes CAs by default.
         assert!(import_ca(&leaf.pem, key_of(&leaf), now()).is_ok());
     }
@@ -401,6 +458,58 @@ mod tests {
         p.not_before = now() + Duration::days(1);
         let future = root(p);
         assert_eq!(rule(&future.pem, key_of(&future)), "import.validity");
+        // A root ending before the sub-CA below it.
+        let r = root(params("Short root", None, 400));
+        let sub = below(params("Long sub", Some(0), 2000), &r);
+        let e = import_ca(&format!("{}{}", sub.pem, r.pem), key_of(&sub), now()).unwrap_err();
+        assert_eq!(e.rule(), "import.validity");
+        assert!(e.to_string().contains("before the CA"), "{e}");
+    }
+
+    /// A self-signed CA made by openssl: (certificate PEM, PKCS#8 key PEM).
+    fn openssl_root(subj: &str, extra: &[&str]) -> (String, String) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let base =
+            std::env::temp_dir().join(format!("ap-import-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let (cert, key) = (base.with_extension("pem"), base.with_extension("key"));
+        let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        args.extend(["-days", "3650", "-subj", subj, "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()]);
+        args.extend([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        for e in extra {
+            args.extend(["-addext", e]);
+        }
+        crate::test_support::openssl(&args);
+        let out = (std::fs::read_to_string(&cert).unwrap(), std::fs::read_to_string(&key).unwrap());
+        let _ = (std::fs::remove_file(cert), std::fs::remove_file(key));
+        out
+    }
+
+    #[test]
+    fn an_openssl_root_is_accepted() {
+        let (cert, key) = openssl_root("/O=Operator/CN=Operator Root", &[]);
+        let imported = import_ca(&cert, software_key_from_pem(&key).unwrap(), OffsetDateTime::now_utc()).unwrap();
+        assert!(imported.is_root());
+    }
+
+    #[test]
+    fn rule_name() {
+        // Two OUs (as openssl writes them): rcgen would name the issuer with one, so
+        // nothing the CA signs would chain.
+        let (cert, key) = openssl_root("/O=Operator/OU=a/OU=b/CN=Two OUs", &[]);
+        let e = import_ca(&cert, software_key_from_pem(&key).unwrap(), OffsetDateTime::now_utc()).unwrap_err();
+        assert_eq!(e.rule(), "import.name", "{e}");
+        // No CN.
+        let mut p = params("x", None, 3650);
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::OrganizationName, "Only O");
+        let r = root(p);
+        assert_eq!(rule(&r.pem, key_of(&r)), "import.name");
     }
 
     #[test]

@@ -232,12 +232,29 @@ impl CertificateAuthority {
             data.push(der::tlv(der::ctx_cons(1), &der::seq(&[nonce])));
         }
         let tbs = der::seq(&data.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let alg_id = signature_algorithm(rcgen::PublicKeyData::algorithm(self.issuer.key()))?;
         let signature = self.issuer.key().sign(&tbs)?;
-        let ecdsa_sha256 = der::seq(&[&der::oid(&[1, 2, 840, 10045, 4, 3, 2])]);
         let certs = der::tlv(der::ctx_cons(0), &der::seq(&[&self.cert_der]));
-        let basic = der::seq(&[&tbs, &ecdsa_sha256, &der::bit_string(&signature), &certs]);
+        let basic = der::seq(&[&tbs, &alg_id, &der::bit_string(&signature), &certs]);
         let bytes = der::seq(&[&der::oid(&[1, 3, 6, 1, 5, 5, 7, 48, 1, 1]), &der::tlv(der::OCTET_STRING, &basic)]);
         Ok(der::seq(&[&der::tlv(der::ENUMERATED, &[0]), &der::tlv(der::ctx_cons(0), &bytes)]))
+    }
+}
+
+/// The AlgorithmIdentifier (DER) of the signatures a CA key makes: the ones
+/// rcgen signs with for the keys a CA may have (ECDSA P-256/P-384 with SHA-256/384,
+/// Ed25519, RSA PKCS#1 v1.5 with SHA-256).
+fn signature_algorithm(alg: &'static rcgen::SignatureAlgorithm) -> Result<Vec<u8>, PkiError> {
+    if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        Ok(der::seq(&[&der::oid(&[1, 2, 840, 10045, 4, 3, 2])]))
+    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+        Ok(der::seq(&[&der::oid(&[1, 2, 840, 10045, 4, 3, 3])]))
+    } else if alg == &rcgen::PKCS_ED25519 {
+        Ok(der::seq(&[&der::oid(&[1, 3, 101, 112])]))
+    } else if alg == &rcgen::PKCS_RSA_SHA256 {
+        Ok(der::seq(&[&der::oid(&[1, 2, 840, 113549, 1, 1, 11]), &der::tlv(0x05, &[])]))
+    } else {
+        Err(PkiError::Signing("no OCSP signature algorithm for this CA key".into()))
     }
 }
 

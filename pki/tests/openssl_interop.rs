@@ -400,3 +400,89 @@ fn crl_and_ocsp_agree_with_openssl() {
         }
     }
 }
+
+/// Operators' own roots made by openssl with RSA-2048, P-384 and Ed25519 keys:
+/// imported, they issue station certificates, a new sub-CA, CRLs and OCSP answers
+/// that openssl verifies (the OCSP signature algorithm follows the key).
+#[test]
+fn imported_operator_roots_of_every_key_type_sign_what_openssl_accepts() {
+    use pki::{CertStatus, OcspRequest, import_ca, software_key_from_pem};
+    for (name, newkey) in [
+        ("rsa", vec!["-newkey", "rsa:2048"]),
+        ("p384", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]),
+        ("ed25519", vec!["-newkey", "ed25519"]),
+    ] {
+        let dir = TempDir::new(&format!("import-{name}"));
+        let (root, key) = (dir.path("root.pem"), dir.path("root.key"));
+        let mut args = vec!["req", "-x509", "-nodes", "-days", "3650", "-subj", "/O=Operator/CN=Operator Root"];
+        args.extend(&newkey);
+        args.extend(["-keyout", s(&key), "-out", s(&root)]);
+        args.extend([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&args);
+        let ca_key = software_key_from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+        let imported = import_ca(&std::fs::read_to_string(&root).unwrap(), ca_key, now()).unwrap();
+        let ca = imported.ca;
+
+        // A station certificate straight from the operator's CA, checked by openssl.
+        let (csr_pem, _) =
+            openssl_csr(&dir, "leaf", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "CS-1");
+        let csr = validate_csr(&csr_pem, "CS-1").unwrap();
+        let leaf =
+            ca.issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30)).unwrap();
+        let leaf_path = dir.write("leaf.pem", &leaf.pem);
+        let ok = openssl(&["verify", "-CAfile", s(&root), s(&leaf_path)]);
+        assert!(ok.contains(": OK"), "{name}: {ok}");
+        // And a P-256 sub-CA under it, as Anchorpoint makes when a root is imported.
+        let sub = ca.issue_station_sub_ca(ORG, now(), 10, pki::CaKey::software().unwrap()).unwrap();
+        let sub_path = dir.write("sub.pem", sub.cert_pem());
+        let ok = openssl(&["verify", "-CAfile", s(&root), s(&sub_path)]);
+        assert!(ok.contains(": OK"), "{name}: {ok}");
+
+        // CRL signed with the operator's key.
+        let crl = ca.crl(&[], 1, now(), now() + Duration::hours(1)).unwrap();
+        let crl_path = dir.path("ca.crl");
+        std::fs::write(&crl_path, &crl).unwrap();
+        let out = openssl_raw(&["crl", "-inform", "DER", "-in", s(&crl_path), "-noout", "-CAfile", s(&root)]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("verify OK"), "{name}: {out:?}");
+
+        // OCSP answer signed with the operator's key, its algorithm named correctly.
+        let req_path = dir.path("leaf.req");
+        openssl(&["ocsp", "-issuer", s(&root), "-cert", s(&leaf_path), "-reqout", s(&req_path)]);
+        let req = OcspRequest::parse(&std::fs::read(&req_path).unwrap()).unwrap();
+        let resp = ca.ocsp_response(&req, &[CertStatus::Good], now(), now() + Duration::hours(1)).unwrap();
+        let resp_path = dir.path("leaf.resp");
+        std::fs::write(&resp_path, &resp).unwrap();
+        let out = openssl_raw(&[
+            "ocsp",
+            "-reqin",
+            s(&req_path),
+            "-respin",
+            s(&resp_path),
+            "-issuer",
+            s(&root),
+            "-CAfile",
+            s(&root),
+        ]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("Response verify OK"), "{name}: {text}");
+        let out = openssl_raw(&[
+            "ocsp",
+            "-respin",
+            s(&resp_path),
+            "-issuer",
+            s(&root),
+            "-CAfile",
+            s(&root),
+            "-cert",
+            s(&leaf_path),
+            "-no_nonce",
+        ]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains(": good"), "{name}: {text}");
+    }
+}

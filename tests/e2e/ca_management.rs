@@ -192,6 +192,9 @@ fn station_ca_rotation_and_operator_cas() {
     assert!(answer.contains(": revoked") && answer.contains("keyCompromise"), "{answer}");
     let answer = ocsp(&server, &ca1_pem, &root0_pem, &second.cert);
     assert!(answer.contains(": good"), "{answer}");
+    // The CRL URL of certificates from before per-CA CRLs is the first CA's.
+    let first_crl = crl_text(&env, &server, "/pki/default/station-ca.crl", &ca0_pem);
+    assert!(first_crl.contains(&format!("Serial Number: {serial}")), "{first_crl}");
     // Asked about a certificate under the wrong issuer, the responder does not vouch for it.
     let answer = ocsp(&server, &ca1_pem, &root0_pem, &first.cert);
     assert!(answer.contains(": unknown"), "{answer}");

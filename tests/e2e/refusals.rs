@@ -344,3 +344,49 @@ fn tls_1_1_is_refused() {
         assert!(text.contains("Verify return code: 0 (ok)"), "{v}: {text}");
     }
 }
+
+/// A certificate signed with the tenant's own station CA key but never recorded
+/// (as one minted with a leaked or replaced CA key would be) is refused, though
+/// it chains to the trusted root.
+#[test]
+fn certificate_not_issued_here() {
+    let env = Env::new(Db::Sqlite);
+    env.add_station("CS-MINT", 3, None);
+    let (key, csr) = env.new_csr("mint", "CS-MINT");
+    let csr_pem = std::fs::read_to_string(&csr).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let chain = rt.block_on(async {
+        let cfg = csms::config::Config {
+            data_dir: env.dir.path().to_path_buf(),
+            database_url: Some(env.db_url.clone()),
+            ..Default::default()
+        };
+        let opened = csms::server::open(cfg, &csms::clock::SystemClock).await.unwrap();
+        let ca =
+            csms::authority::load_ca(&opened.store, &opened.secrets.master, "default", csms::authority::STATION_CA)
+                .await
+                .unwrap();
+        let csr = pki::validate_csr(&csr_pem, "CS-MINT").unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let cert =
+            ca.issue_station_certificate(&csr, "Default Organization", now, now + time::Duration::days(30)).unwrap();
+        opened.store.close().await;
+        csms::authority::chain_pem(&cert.pem, ca.cert_pem())
+    });
+    let cert = env.path("mint.pem");
+    std::fs::write(&cert, &chain).unwrap();
+    let server = env.serve(&[]);
+    let root = env.path("pki/tenants/default/station-root.pem");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-untrusted",
+        cert.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(ok.contains(": OK"), "it does chain: {ok}");
+    let o = outcome(&server, "CS-MINT", Some(&StationCreds { cert, key }), &[]);
+    assert_eq!(o["status"], 401, "{o}");
+    assert_eq!(refused_reason(&server, "certificate_not_issued_here"), 1.0);
+}
