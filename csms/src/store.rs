@@ -511,35 +511,7 @@ impl Store {
         creds: &[(&str, &CredentialRecord)],
         now: i64,
     ) -> Result<bool, StoreError> {
-        let stored = with_pool!(self, |p| {
-            let mut tx = p.begin().await?;
-            let mut all = true;
-            for (name, cred) in creds {
-                let n = sqlx::query(
-                    "INSERT INTO credentials (tenant_id, name, cert_pem, sealed_key, created_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (tenant_id, name) DO NOTHING",
-                )
-                .bind(tenant_id)
-                .bind(*name)
-                .bind(&cred.cert_pem)
-                .bind(&cred.sealed_key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n != 1 {
-                    all = false;
-                    break;
-                }
-            }
-            if all {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            all
-        });
-        Ok(stored)
+        self.change_credentials(tenant_id, None, &[], creds, now, now).await
     }
 
     /// Replaces a credential (server certificate renewal).
@@ -709,13 +681,30 @@ impl Store {
         now: i64,
         trusted_until: i64,
     ) -> Result<bool, StoreError> {
+        self.change_credentials(tenant_id, Some(previous_issuer), retire, insert, now, trusted_until).await
+    }
+
+    /// One transaction: attribute unattributed certificates to `previous_issuer`,
+    /// retire rows, insert rows; all of it or, if a retirement finds another
+    /// certificate or an insertion an existing row, none of it (`false`).
+    async fn change_credentials(
+        &self,
+        tenant_id: &str,
+        previous_issuer: Option<&str>,
+        retire: &[Retirement<'_>],
+        insert: &[(&str, &CredentialRecord)],
+        now: i64,
+        trusted_until: i64,
+    ) -> Result<bool, StoreError> {
         let done = with_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query("UPDATE certificates SET issuer_id = $1 WHERE tenant_id = $2 AND issuer_id IS NULL")
-                .bind(previous_issuer)
-                .bind(tenant_id)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(previous) = previous_issuer {
+                sqlx::query("UPDATE certificates SET issuer_id = $1 WHERE tenant_id = $2 AND issuer_id IS NULL")
+                    .bind(previous)
+                    .bind(tenant_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let mut ok = true;
             for r in retire {
                 // The same CA retired before (a root brought back): the new overlap replaces it.

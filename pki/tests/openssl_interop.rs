@@ -365,35 +365,10 @@ fn crl_and_ocsp_agree_with_openssl() {
         let resp_path = dir.path(&format!("{name}.resp"));
         std::fs::write(&resp_path, &resp).unwrap();
         // Signature, signer authority and the echoed nonce, against the request as sent.
-        let out = openssl_raw(&[
-            "ocsp",
-            "-reqin",
-            s(&req_path),
-            "-respin",
-            s(&resp_path),
-            "-issuer",
-            s(&sub),
-            "-CAfile",
-            s(&root),
-        ]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.contains("Response verify OK"), "{text}");
+        let text = ocsp_verified(&req_path, &resp_path, &sub, &root);
         assert!(!text.contains("Nonce") && !text.contains("WARNING"), "{text}");
         // The status openssl reads for the certificate.
-        let out = openssl_raw(&[
-            "ocsp",
-            "-respin",
-            s(&resp_path),
-            "-issuer",
-            s(&sub),
-            "-CAfile",
-            s(&root),
-            "-cert",
-            s(leaf),
-            "-no_nonce",
-        ]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{text}");
+        let text = ocsp_status(&resp_path, &sub, &root, leaf);
         assert!(text.contains(&format!("{}: {name}", s(leaf))), "{text}");
         if name == "revoked" {
             assert!(text.contains("Reason: keyCompromise"), "{text}");
@@ -457,32 +432,36 @@ fn imported_operator_roots_of_every_key_type_sign_what_openssl_accepts() {
         let resp = ca.ocsp_response(&req, &[CertStatus::Good], now(), now() + Duration::hours(1)).unwrap();
         let resp_path = dir.path("leaf.resp");
         std::fs::write(&resp_path, &resp).unwrap();
-        let out = openssl_raw(&[
-            "ocsp",
-            "-reqin",
-            s(&req_path),
-            "-respin",
-            s(&resp_path),
-            "-issuer",
-            s(&root),
-            "-CAfile",
-            s(&root),
-        ]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.contains("Response verify OK"), "{name}: {text}");
-        let out = openssl_raw(&[
-            "ocsp",
-            "-respin",
-            s(&resp_path),
-            "-issuer",
-            s(&root),
-            "-CAfile",
-            s(&root),
-            "-cert",
-            s(&leaf_path),
-            "-no_nonce",
-        ]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.contains(": good"), "{name}: {text}");
+        ocsp_verified(&req_path, &resp_path, &root, &root);
+        let text = ocsp_status(&resp_path, &root, &root, &leaf_path);
+        assert!(text.contains(": good"), "{name}: {text}");
     }
+}
+
+/// openssl checks an OCSP response against the request it answers (signature,
+/// signer authority, nonce); returns what it printed.
+fn ocsp_verified(req: &Path, resp: &Path, issuer: &Path, root: &Path) -> String {
+    let out = openssl_raw(&["ocsp", "-reqin", s(req), "-respin", s(resp), "-issuer", s(issuer), "-CAfile", s(root)]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("Response verify OK"), "{text}");
+    text
+}
+
+/// The status openssl reads in an OCSP response for `leaf`; returns what it printed.
+fn ocsp_status(resp: &Path, issuer: &Path, root: &Path, leaf: &Path) -> String {
+    let out = openssl_raw(&[
+        "ocsp",
+        "-respin",
+        s(resp),
+        "-issuer",
+        s(issuer),
+        "-CAfile",
+        s(root),
+        "-cert",
+        s(leaf),
+        "-no_nonce",
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
 }

@@ -8,7 +8,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{BackgroundCharger, Env, Server, StationCreds, openssl, py, python, strs, tls_args, wait_for};
+use crate::harness::{
+    BackgroundCharger, Env, Server, StationCreds, openssl, openssl_verify, py, python, strs, tls_args, wait_for,
+};
 
 fn write(env: &Env, name: &str, text: &str) -> PathBuf {
     let p = env.path(name);
@@ -32,10 +34,6 @@ fn cas(server: &Server, token: &str) -> (Value, Value, Vec<Value>) {
 fn connects(server: &Server, station: &str, creds: &StationCreds) -> Value {
     let args = tls_args(server, &server.wss(), station, Some(creds));
     py("probe.py", &[vec!["connect"], strs(&args)].concat()).1[0].clone()
-}
-
-fn verify(root: &Path, chain: &Path) -> String {
-    openssl(&["verify", "-CAfile", s(root), "-untrusted", s(chain), s(chain)])
 }
 
 fn serial_of(cert: &Path) -> String {
@@ -159,7 +157,7 @@ fn station_ca_rotation_and_operator_cas() {
 
     // A station enrolled now gets the new sub-CA, pointing at its own CRL.
     let second = env.add_station("CS-SECOND", 3, None).unwrap();
-    assert!(verify(&root0_pem, &second.cert).contains(": OK"));
+    assert!(openssl_verify(&root0_pem, &second.cert).contains(": OK"));
     let issuer = openssl(&["x509", "-in", s(&second.cert), "-noout", "-issuer"]);
     assert!(
         issuer.contains(ca1["subject"].as_str().unwrap().split(", ").next().unwrap().trim_start_matches("CN=")),
@@ -233,7 +231,7 @@ fn station_ca_rotation_and_operator_cas() {
     assert!(all.iter().any(|c| c["id"] == root0["id"] && c["current"] == false), "old root kept for the overlap");
     // New certificates chain to the operator's root, checked by openssl with only that root.
     let third = env.add_station("CS-THIRD", 3, None).unwrap();
-    assert!(verify(&op_root, &third.cert).contains(": OK"));
+    assert!(openssl_verify(&op_root, &third.cert).contains(": OK"));
     assert_eq!(connects(&server, "CS-THIRD", &third)["outcome"], "connected", "trusted at once");
     assert_eq!(connects(&server, "CS-SECOND", &second)["outcome"], "connected", "the old root within its overlap");
 
@@ -264,7 +262,7 @@ fn station_ca_rotation_and_operator_cas() {
         list[0]["state"] == "delivered"
     });
     drop(station.finish());
-    assert!(verify(&op_root, &moved.cert).contains(": OK"), "moved under the operator's root");
+    assert!(openssl_verify(&op_root, &moved.cert).contains(": OK"), "moved under the operator's root");
     assert_eq!(connects(&server, "CS-SECOND", &moved)["outcome"], "connected");
 
     // After the overlap, certificates of the replaced CA are refused.
@@ -296,7 +294,7 @@ fn station_ca_rotation_and_operator_cas() {
     let (status, e) = server.api("POST", "/api/v1/pki/station-ca/rotate", &admin, Some(&json!({})));
     assert_eq!(status, 409, "no root key, no rotation: {e}");
     let fourth = env.add_station("CS-FOURTH", 3, None).unwrap();
-    assert!(verify(&root3, &fourth.cert).contains(": OK"));
+    assert!(openssl_verify(&root3, &fourth.cert).contains(": OK"));
     assert_eq!(connects(&server, "CS-FOURTH", &fourth)["outcome"], "connected");
     // Its CRL is signed by the operator's sub-CA.
     let sub3_crl = crl_text(&env, &server, ca4["crlUrl"].as_str().unwrap(), &sub3);

@@ -218,6 +218,13 @@ pub fn openssl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `openssl verify` of a PEM chain file (leaf first, then the CAs above it) against
+/// `root`; returns what openssl printed (`<file>: OK` when it holds).
+pub fn openssl_verify(root: &Path, chain: &Path) -> String {
+    let (root, chain) = (root.to_str().unwrap(), chain.to_str().unwrap());
+    openssl(&["verify", "-CAfile", root, "-untrusted", chain, chain])
+}
+
 pub struct Server {
     child: Child,
     pub ocpp: String,

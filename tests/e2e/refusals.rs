@@ -1,6 +1,6 @@
 //! Every way in that must stay shut, each with its own test.
 
-use crate::harness::{Db, Env, Server, StationCreds, openssl, py, strs, tls_args};
+use crate::harness::{Db, Env, Server, StationCreds, openssl, openssl_verify, py, strs, tls_args};
 
 fn outcome(server: &Server, station: &str, creds: Option<&StationCreds>, extra: &[&str]) -> serde_json::Value {
     let args = tls_args(server, &server.wss(), station, creds);
@@ -377,14 +377,7 @@ fn certificate_not_issued_here() {
     std::fs::write(&cert, &chain).unwrap();
     let server = env.serve(&[]);
     let root = env.path("pki/tenants/default/station-root.pem");
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        root.to_str().unwrap(),
-        "-untrusted",
-        cert.to_str().unwrap(),
-        cert.to_str().unwrap(),
-    ]);
+    let ok = openssl_verify(&root, &cert);
     assert!(ok.contains(": OK"), "it does chain: {ok}");
     let o = outcome(&server, "CS-MINT", Some(&StationCreds { cert, key }), &[]);
     assert_eq!(o["status"], 401, "{o}");

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Db, Env, openssl, py, strs, tls_args};
+use crate::harness::{Db, Env, openssl, openssl_verify, py, strs, tls_args};
 
 fn ocsp_status(env: &Env, api: &str, cert: &std::path::Path) -> String {
     let ca = env.path("pki/tenants/default/station-ca.pem");
@@ -181,14 +181,7 @@ fn a02_renewal_with_a_python_station() {
 
     // openssl agrees the new chain is valid, with CN and O as required.
     let root = env.path("pki/tenants/default/station-root.pem");
-    let verify = openssl(&[
-        "verify",
-        "-CAfile",
-        root.to_str().unwrap(),
-        "-untrusted",
-        new.cert.to_str().unwrap(),
-        new.cert.to_str().unwrap(),
-    ]);
+    let verify = openssl_verify(&root, &new.cert);
     assert!(verify.contains(": OK"), "{verify}");
     let subject = openssl(&["x509", "-in", new.cert.to_str().unwrap(), "-noout", "-subject"]);
     assert!(subject.contains("CN = CS-A02") && subject.contains("O = Default Organization"), "{subject}");
@@ -246,14 +239,7 @@ fn ca_keys_in_softhsm2() {
     std::fs::write(&cert, &chain).unwrap();
     let server = env.serve_env(&[], &vars);
     let root = env.path("pki/tenants/default/station-root.pem");
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        root.to_str().unwrap(),
-        "-untrusted",
-        cert.to_str().unwrap(),
-        cert.to_str().unwrap(),
-    ]);
+    let ok = openssl_verify(&root, &cert);
     assert!(ok.contains(": OK"), "{ok}");
 
     // Without the token the CA key is out of reach: nothing is signed.
@@ -292,14 +278,7 @@ fn ca_keys_in_softhsm2() {
     let chain = env.cli_env(&["station", "enroll", "CS-HSM", "--csr", csr2.to_str().unwrap()], &vars);
     let cert2 = env.path("hsm2.pem");
     std::fs::write(&cert2, &chain).unwrap();
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        root.to_str().unwrap(),
-        "-untrusted",
-        cert2.to_str().unwrap(),
-        cert2.to_str().unwrap(),
-    ]);
+    let ok = openssl_verify(&root, &cert2);
     assert!(ok.contains(": OK"), "{ok}");
     let issuer = openssl(&["x509", "-in", cert2.to_str().unwrap(), "-noout", "-issuer"]);
     assert!(issuer.contains("Station CA 20"), "issued by the rotated sub-CA: {issuer}");
