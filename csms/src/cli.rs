@@ -63,6 +63,46 @@ pub enum Command {
     /// Manage issued certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Manage a tenant's station CAs (as `/api/v1/pki/station-ca`).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// The tenant's station CAs as JSON lines: current root, current issuing
+    /// sub-CA, then the ones they replaced.
+    List {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+    /// Replace the issuing sub-CA with a new one under the same root.
+    Rotate {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        /// Days the replaced sub-CA stays trusted while its stations move (1-3650).
+        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::station_ca::MAX_OVERLAP_DAYS)))]
+        overlap_days: u32,
+    },
+    /// Make an operator's own root or sub-CA the tenant's station CA.
+    Import {
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+        /// PEM: the CA certificate, then each certificate above it up to the self-signed root.
+        #[arg(long)]
+        chain: PathBuf,
+        /// The CA's private key, unencrypted PKCS#8 PEM (sealed at once, never printed).
+        #[arg(long, required_unless_present = "pkcs11_key_label", conflicts_with = "pkcs11_key_label")]
+        key: Option<PathBuf>,
+        /// Label of the CA's key in the configured PKCS#11 token (`import/<tenant>/...`).
+        #[arg(long)]
+        pkcs11_key_label: Option<String>,
+        /// Days the previous CAs stay trusted (1-3650).
+        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::station_ca::MAX_OVERLAP_DAYS)))]
+        overlap_days: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +305,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Station(cmd) => station(cmd, config, &clock).await,
+        Command::Ca(cmd) => ca(cmd, config, &clock).await,
         Command::Cert(CertCommand::Revoke { serial, tenant, reason }) => {
             let opened = server::open(config, &clock).await?;
             let serial = authority::canonical_serial(&serial)
@@ -274,6 +315,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
+    use crate::station_ca::{self, ImportKey};
+    let opened = server::open(config, clock).await?;
+    let (store, master) = (&opened.store, &opened.secrets.master);
+    let tenant_id = match &cmd {
+        CaCommand::List { tenant } | CaCommand::Rotate { tenant, .. } | CaCommand::Import { tenant, .. } => tenant,
+    };
+    let tenant = store.tenant(tenant_id).await?.with_context(|| format!("unknown tenant '{tenant_id}'"))?;
+    match &cmd {
+        CaCommand::List { .. } => {}
+        CaCommand::Rotate { overlap_days, .. } => {
+            station_ca::rotate(store, master, clock, &tenant, *overlap_days).await?;
+        }
+        CaCommand::Import { chain, key, pkcs11_key_label, overlap_days, .. } => {
+            let chain = std::fs::read_to_string(chain).with_context(|| format!("reading {}", chain.display()))?;
+            let key = match (key, pkcs11_key_label) {
+                (Some(path), _) => ImportKey::Pem(
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                ),
+                (None, Some(label)) => ImportKey::Pkcs11Label(label.clone()),
+                (None, None) => bail!("give --key or --pkcs11-key-label"),
+            };
+            station_ca::import(store, master, clock, &tenant, &chain, key, *overlap_days).await?;
+        }
+    }
+    if !matches!(cmd, CaCommand::List { .. }) {
+        // A running server trusts the new anchors at its next 15-second refresh.
+        authority::write_tenant_pem(store, &opened.config.data_dir, &tenant.id).await?;
+    }
+    let base = opened.config.public_url();
+    for c in station_ca::list(store, &tenant.id).await? {
+        let crl = (!c.root).then(|| authority::revocation_endpoints(&base, &tenant.id, &c.id).crl_url).flatten();
+        let line = serde_json::json!({
+            "id": c.id,
+            "role": if c.root { "root" } else { "issuing" },
+            "current": c.current,
+            "subject": format!("CN={}, O={}", c.info.subject_cn.clone().unwrap_or_default(), c.info.subject_o.clone().unwrap_or_default()),
+            "notAfter": c.info.not_after.unix_timestamp(),
+            "replacedAt": c.row.replaced_at,
+            "trustedUntil": c.row.trusted_until,
+            "crlUrl": crl,
+            "hsm": c.hsm(),
+            "keyWithOperator": c.key_with_operator(),
+        });
+        println!("{line}");
+    }
+    Ok(())
 }
 
 async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {

@@ -300,3 +300,39 @@ fn station_ca_rotation_and_operator_cas() {
     let sub3_crl = crl_text(&env, &server, ca4["crlUrl"].as_str().unwrap(), &sub3);
     assert!(sub3_crl.contains("Operator Issuing 3"), "{sub3_crl}");
 }
+
+/// The same through the command line: list, rotate, a refused and an accepted
+/// import; the tenant's PEM files follow, and what is issued afterwards chains
+/// to the operator's root for openssl.
+#[test]
+fn ca_commands() {
+    let env = Env::new(crate::harness::Db::Sqlite);
+    env.add_station("CS-CLI", 3, None).unwrap();
+    let lines = |out: String| -> Vec<Value> { out.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let before = lines(env.cli(&["ca", "list"]));
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!((before[0]["role"].as_str(), before[0]["current"].as_bool()), (Some("root"), Some(true)));
+
+    let after = lines(env.cli(&["ca", "rotate", "--overlap-days", "7"]));
+    assert_eq!(after.len(), 3, "{after:?}");
+    let replaced = after.iter().find(|c| c["current"] == false).unwrap();
+    assert_eq!(replaced["id"], before[1]["id"]);
+    let week = replaced["trustedUntil"].as_i64().unwrap() - replaced["replacedAt"].as_i64().unwrap();
+    assert_eq!(week, 7 * 86_400_000);
+    let out = env.cli_raw(&["ca", "rotate", "--overlap-days", "0"]);
+    assert!(!out.status.success());
+
+    let (op_root, op_key) = openssl_ca(&env, "cli-root", "/O=Operator/CN=CLI Operator Root", None, None);
+    let (_, wrong_key) = openssl_ca(&env, "cli-other", "/O=Operator/CN=Other", None, None);
+    let out = env.cli_raw(&["ca", "import", "--chain", s(&op_root), "--key", s(&wrong_key)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("import.key_match"), "{err}");
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+    let imported = lines(env.cli(&["ca", "import", "--chain", s(&op_root), "--key", s(&op_key)]));
+    assert_eq!(imported[0]["subject"], "CN=CLI Operator Root, O=Operator");
+    let files = std::fs::read_to_string(env.path("pki/tenants/default/station-root.pem")).unwrap();
+    assert_eq!(files, std::fs::read_to_string(&op_root).unwrap().replace("\r\n", "\n"), "PEM files follow");
+
+    let creds = env.enroll("CS-CLI", "CS-CLI");
+    assert!(openssl_verify(&op_root, &creds.cert).contains(": OK"));
+}
