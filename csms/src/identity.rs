@@ -190,24 +190,15 @@ async fn verify_certificate(
     if info.subject_cn.as_deref() != Some(station.id.as_str()) {
         return Err(Refusal::CertificateCnMismatch);
     }
-    match app.store.certificate(&station.tenant_id, &info.serial_hex).await {
+    match app.store.certificate_at_connect(&station.tenant_id, &info.serial_hex).await {
         // Only the very certificate recorded at issuance: revocation and retirement
         // are decided on that record, so nothing may stand in for it.
         Ok(None) => Err(Refusal::CertificateNotIssuedHere),
-        Ok(Some(rec)) if rec.fingerprint != info.sha256_fingerprint_hex => Err(Refusal::CertificateNotIssuedHere),
-        Ok(Some(rec)) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
-        Ok(Some(rec)) => {
-            // A certificate of a replaced CA is accepted until its overlap ends.
-            let Some(issuer) = rec.issuer_id.as_deref() else { return Ok(info.serial_hex) };
-            match app.store.replaced_ca_trusted_until(&station.tenant_id, issuer).await {
-                Ok(Some(until)) if until <= app.clock.now_millis() => Err(Refusal::CertificateCaRetired),
-                Ok(_) => Ok(info.serial_hex),
-                Err(e) => {
-                    tracing::error!(error = %e, "issuer lookup failed");
-                    Err(Refusal::Internal)
-                }
-            }
-        }
+        Ok(Some((rec, _))) if rec.fingerprint != info.sha256_fingerprint_hex => Err(Refusal::CertificateNotIssuedHere),
+        Ok(Some((rec, _))) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
+        // A certificate of a replaced CA is accepted until its overlap ends.
+        Ok(Some((_, Some(until)))) if until <= app.clock.now_millis() => Err(Refusal::CertificateCaRetired),
+        Ok(Some(_)) => Ok(info.serial_hex),
         Err(e) => {
             tracing::error!(error = %e, "certificate lookup failed");
             Err(Refusal::Internal)

@@ -18,7 +18,7 @@ use time::Duration;
 use crate::app::App;
 use crate::authority;
 use crate::clock::from_unix_millis;
-use crate::station_ca;
+use crate::station_ca::{self, IssuingCa};
 
 /// How long a CRL or an OCSP answer may be relied on.
 pub const VALIDITY: Duration = Duration::hours(1);
@@ -53,16 +53,28 @@ fn der(content_type: &'static str, body: Vec<u8>) -> Response {
 }
 
 /// The tenant's issuing CAs (current first), or the response to give instead.
-async fn issuing_cas(p: &Pki, tenant: &str) -> Result<Vec<(pki::CertificateAuthority, bool)>, Response> {
+async fn issuing_cas(p: &Pki, tenant: &str) -> Result<Vec<IssuingCa>, Response> {
     if !authority::valid_tenant_id(tenant) {
         return Err(plain(StatusCode::NOT_FOUND, "no such tenant\n"));
     }
-    match station_ca::issuing_cas(&p.app.store, &p.master, tenant).await {
+    match station_ca::issuing_cas(&p.app.store, tenant).await {
         Ok(cas) if cas.is_empty() => Err(plain(StatusCode::NOT_FOUND, "no such tenant\n")),
         Ok(cas) => Ok(cas),
         Err(e) => {
-            tracing::error!(error = %e, tenant, "opening the station CAs");
+            tracing::error!(error = %e, tenant, "reading the station CAs");
             Err(plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"))
+        }
+    }
+}
+
+/// Opens the one CA an answer needs (`None`, logged, if its key cannot be used).
+fn open(p: &Pki, tenant: &str, ca: IssuingCa) -> Option<(pki::CertificateAuthority, bool)> {
+    let current = ca.current;
+    match ca.open(&p.master, tenant) {
+        Ok(opened) => Some((opened, current)),
+        Err(e) => {
+            tracing::error!(error = %e, tenant, "opening a station CA");
+            None
         }
     }
 }
@@ -75,21 +87,7 @@ fn reason(r: Option<&str>) -> RevocationReason {
 /// each CA had its own CRL URL (`/pki/<tenant>/ca/<id>.crl`) point here, and
 /// they were all issued by the first CA.
 async fn first_crl(State(p): State<Pki>, Path(tenant): Path<String>) -> Response {
-    let cas = match issuing_cas(&p, &tenant).await {
-        Ok(cas) => cas,
-        Err(res) => return res,
-    };
-    let first = match station_ca::first_issuing_ca_id(&p.app.store, &tenant).await {
-        Ok(first) => first,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the station CAs");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n");
-        }
-    };
-    match cas.into_iter().find(|(ca, _)| Some(ca.id()) == first) {
-        Some((ca, current)) => crl(&p, &tenant, &ca, current).await,
-        None => plain(StatusCode::NOT_FOUND, "no such tenant\n"),
-    }
+    ca_crl_where(&p, &tenant, |cas| cas.iter().enumerate().min_by_key(|(_, c)| c.created_at).map(|(i, _)| i)).await
 }
 
 /// The CRL of one issuing CA, current or replaced: `<id>.crl`.
@@ -97,12 +95,18 @@ async fn ca_crl(State(p): State<Pki>, Path((tenant, file)): Path<(String, String
     let Some(id) = file.strip_suffix(".crl") else {
         return plain(StatusCode::NOT_FOUND, "no such CRL\n");
     };
-    match issuing_cas(&p, &tenant).await {
-        Ok(cas) => match cas.into_iter().find(|(ca, _)| ca.id() == id) {
-            Some((ca, current)) => crl(&p, &tenant, &ca, current).await,
-            None => plain(StatusCode::NOT_FOUND, "no such CA\n"),
-        },
-        Err(res) => res,
+    ca_crl_where(&p, &tenant, |cas| cas.iter().position(|c| c.id == id)).await
+}
+
+async fn ca_crl_where(p: &Pki, tenant: &str, pick: impl FnOnce(&[IssuingCa]) -> Option<usize>) -> Response {
+    let mut cas = match issuing_cas(p, tenant).await {
+        Ok(cas) => cas,
+        Err(res) => return res,
+    };
+    let Some(i) = pick(&cas) else { return plain(StatusCode::NOT_FOUND, "no such CA\n") };
+    match open(p, tenant, cas.swap_remove(i)) {
+        Some((ca, current)) => crl(p, tenant, &ca, current).await,
+        None => plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"),
     }
 }
 
@@ -151,7 +155,7 @@ async fn ocsp_get(State(p): State<Pki>, Path((tenant, request)): Path<(String, S
 }
 
 async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
-    let cas = match issuing_cas(p, tenant).await {
+    let mut cas = match issuing_cas(p, tenant).await {
         Ok(cas) => cas,
         Err(res) => return res,
     };
@@ -161,8 +165,11 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
     };
     // One responder signs the whole answer: the CA the first certificate names
     // (current or replaced); certificates of another issuer are `unknown`.
-    let chosen = req.certs.first().and_then(|id| cas.iter().position(|(ca, _)| ca.issued(id))).unwrap_or(0);
-    let (ca, current) = &cas[chosen];
+    let chosen = req.certs.first().and_then(|id| cas.iter().position(|c| id.names_issuer(&c.der))).unwrap_or(0);
+    let Some((ca, current)) = open(p, tenant, cas.swap_remove(chosen)) else {
+        return der("application/ocsp-response", OcspError::Internal.response());
+    };
+    let current = &current;
     let ca_id = ca.id();
     let mut statuses = Vec::with_capacity(req.certs.len());
     for id in &req.certs {

@@ -89,52 +89,51 @@ pub async fn list(store: &Store, tenant: &str) -> anyhow::Result<Vec<StationCa>>
     Ok(out)
 }
 
-/// The issuing CAs that can sign for the tenant (current first), opened.
-pub async fn issuing_cas(
-    store: &Store,
-    master: &MasterKey,
-    tenant: &str,
-) -> anyhow::Result<Vec<(CertificateAuthority, bool)>> {
-    let mut out = Vec::new();
-    for row in store.station_cas(tenant, STATION_CA).await? {
-        let current = row.name == STATION_CA;
-        let name = row.name.clone();
-        let ca = authority::open_ca(
-            master,
-            tenant,
-            &name,
-            CredentialRecord { cert_pem: row.cert_pem, sealed_key: row.sealed_key },
-        )?;
-        out.push((ca, current));
-    }
-    out.sort_by_key(|(_, current)| !current);
-    Ok(out)
+/// One of a tenant's issuing CAs, current or replaced, not yet opened.
+#[derive(Debug)]
+pub struct IssuingCa {
+    /// [`pki::ca_id`] of the certificate.
+    pub id: String,
+    pub current: bool,
+    /// The CA certificate (DER).
+    pub der: Vec<u8>,
+    pub created_at: i64,
+    row: CaRow,
 }
 
-/// Id of the tenant's first issuing CA (the oldest row), if any.
-pub async fn first_issuing_ca_id(store: &Store, tenant: &str) -> anyhow::Result<Option<String>> {
-    let rows = store.station_cas(tenant, STATION_CA).await?;
-    let Some(first) = rows.iter().min_by_key(|r| r.created_at) else { return Ok(None) };
-    let der = pki::pem_to_der_chain(&first.cert_pem)?.into_iter().next().context("empty CA row")?;
-    Ok(Some(pki::ca_id(&der)))
+impl IssuingCa {
+    /// Opens the CA's key (unsealing it, or finding it in the HSM).
+    pub fn open(self, master: &MasterKey, tenant: &str) -> anyhow::Result<CertificateAuthority> {
+        let rec = CredentialRecord { cert_pem: self.row.cert_pem, sealed_key: self.row.sealed_key };
+        authority::open_ca(master, tenant, &self.row.name, rec)
+    }
+}
+
+/// The tenant's issuing CAs, current first, then replaced ones oldest first.
+pub async fn issuing_cas(store: &Store, tenant: &str) -> anyhow::Result<Vec<IssuingCa>> {
+    let mut out = Vec::new();
+    for row in store.station_cas(tenant, STATION_CA).await? {
+        let der = pki::pem_to_der_chain(&row.cert_pem)?.into_iter().next().context("empty CA row")?;
+        out.push(IssuingCa {
+            id: pki::ca_id(&der),
+            current: row.name == STATION_CA,
+            der,
+            created_at: row.created_at,
+            row,
+        });
+    }
+    out.sort_by_key(|c| (!c.current, c.created_at));
+    Ok(out)
 }
 
 /// What a station holding a certificate of `issuer_id` is given above its leaf:
 /// the stored PEM of that issuing CA (the current one for `None`).
 pub async fn issuer_chain(store: &Store, tenant: &str, issuer_id: Option<&str>) -> anyhow::Result<Option<String>> {
-    for row in store.station_cas(tenant, STATION_CA).await? {
-        let matches = match issuer_id {
-            None => row.name == STATION_CA,
-            Some(id) => {
-                let der = pki::pem_to_der_chain(&row.cert_pem)?.into_iter().next().context("empty CA row")?;
-                pki::ca_id(&der) == id
-            }
-        };
-        if matches {
-            return Ok(Some(row.cert_pem));
-        }
-    }
-    Ok(None)
+    Ok(issuing_cas(store, tenant)
+        .await?
+        .into_iter()
+        .find(|c| issuer_id.map_or(c.current, |id| c.id == id))
+        .map(|c| c.row.cert_pem))
 }
 
 fn current(cas: &[StationCa], root: bool) -> anyhow::Result<&StationCa> {

@@ -617,17 +617,31 @@ impl Store {
         Ok(rows)
     }
 
-    /// When the overlap of a replaced issuing CA ends: `None` when `issuer_id` is
-    /// not a replaced CA of the tenant (it is the current one).
-    pub async fn replaced_ca_trusted_until(&self, tenant_id: &str, issuer_id: &str) -> Result<Option<i64>, StoreError> {
-        let row: Option<Option<i64>> = with_pool!(self, |p| {
-            sqlx::query_scalar("SELECT trusted_until FROM credentials WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant_id)
-                .bind(format!("station-ca@{issuer_id}"))
-                .fetch_optional(p)
-                .await?
+    /// A certificate presented at connect, with the end of its issuer's overlap
+    /// when that issuer is a replaced CA (`None`: the current CA), in one query.
+    pub async fn certificate_at_connect(
+        &self,
+        tenant_id: &str,
+        serial_hex: &str,
+    ) -> Result<Option<(CertificateRecord, Option<i64>)>, StoreError> {
+        let row = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT c.tenant_id, c.serial_hex, c.station_id, c.fingerprint, c.not_before, c.not_after, c.cert_pem, \
+                   c.issued_at, c.revoked_at, c.revocation_reason, c.issuer_id, cr.trusted_until AS issuer_trusted_until \
+                 FROM certificates c \
+                 LEFT JOIN credentials cr ON cr.tenant_id = c.tenant_id AND cr.name = 'station-ca@' || c.issuer_id \
+                 WHERE c.tenant_id = $1 AND c.serial_hex = $2",
+            )
+            .bind(tenant_id)
+            .bind(serial_hex)
+            .fetch_optional(p)
+            .await?
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((certificate_from_row(&r)?, r.try_get::<Option<i64>, _>("issuer_trusted_until")?))
+            })
+            .transpose()?
         });
-        Ok(row.map(|t| t.unwrap_or(i64::MAX)))
+        Ok(row)
     }
 
     /// Whether a credential of any tenant names this PKCS#11 key.

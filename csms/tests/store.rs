@@ -365,13 +365,15 @@ async fn station_ca_replacement(s: &Store) {
     assert!(!s.replace_station_cas("acme", "x", &stale, &[("station-ca", &cred("OTHER"))], 200, 9_000).await.unwrap());
     assert_eq!(s.credential("acme", "station-ca").await.unwrap().unwrap().cert_pem, "NEW");
 
-    assert_eq!(s.replaced_ca_trusted_until("acme", "old").await.unwrap(), Some(5_000));
-    assert_eq!(s.replaced_ca_trusted_until("acme", "new").await.unwrap(), None, "the current CA is not replaced");
+    let (rec, until) = s.certificate_at_connect("acme", "01").await.unwrap().unwrap();
+    assert_eq!((rec.serial_hex.as_str(), until), ("01", Some(5_000)), "issued by the replaced CA");
+    assert!(s.certificate_at_connect("acme", "99").await.unwrap().is_none());
     assert_eq!(s.overlapping_station_cas(4_999).await.unwrap(), [("acme".into(), "station-ca@old".into(), 100, 5_000)]);
     assert!(s.overlapping_station_cas(5_000).await.unwrap().is_empty());
 
     // Only a station without a newer certificate is still to move; revoked ones never.
     s.record_certificate(&cert("03", "CS2", 150, Some("new"))).await.unwrap();
+    assert_eq!(s.certificate_at_connect("acme", "03").await.unwrap().unwrap().1, None, "the current CA's");
     let to_move = s.certificates_to_move("acme", "old", 1_000, "", 10).await.unwrap();
     assert_eq!(to_move.iter().map(|c| c.serial_hex.as_str()).collect::<Vec<_>>(), ["01"]);
     assert!(s.certificates_to_move("acme", "old", 1_000, "01", 10).await.unwrap().is_empty(), "paged by serial");

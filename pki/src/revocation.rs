@@ -187,14 +187,7 @@ impl CertificateAuthority {
 
     /// Whether `id` names a certificate issued by this CA (issuer name and key hashes).
     pub fn issued(&self, id: &CertId) -> bool {
-        let Ok(cert) = parse_certificate(&self.cert_der) else { return false };
-        let alg = match id.hash {
-            HashAlg::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-            HashAlg::Sha256 => &digest::SHA256,
-        };
-        let name = digest::digest(alg, cert.subject().as_raw());
-        let key = digest::digest(alg, cert.public_key().subject_public_key.data.as_ref());
-        name.as_ref() == id.issuer_name_hash.as_slice() && key.as_ref() == id.issuer_key_hash.as_slice()
+        id.names_issuer(&self.cert_der)
     }
 
     /// A signed, successful OCSP response (DER) giving `statuses[i]` for
@@ -255,6 +248,21 @@ fn signature_algorithm(alg: &'static rcgen::SignatureAlgorithm) -> Result<Vec<u8
         Ok(der::seq(&[&der::oid(&[1, 2, 840, 113549, 1, 1, 11]), &der::tlv(0x05, &[])]))
     } else {
         Err(PkiError::Signing("no OCSP signature algorithm for this CA key".into()))
+    }
+}
+
+impl CertId {
+    /// Whether the CA certificate `ca_der` is the issuer this CertID names
+    /// (hashes of its subject name and public key), without opening its key.
+    pub fn names_issuer(&self, ca_der: &[u8]) -> bool {
+        let Ok(cert) = parse_certificate(ca_der) else { return false };
+        let alg = match self.hash {
+            HashAlg::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+            HashAlg::Sha256 => &digest::SHA256,
+        };
+        let name = digest::digest(alg, cert.subject().as_raw());
+        let key = digest::digest(alg, cert.public_key().subject_public_key.data.as_ref());
+        name.as_ref() == self.issuer_name_hash.as_slice() && key.as_ref() == self.issuer_key_hash.as_slice()
     }
 }
 
