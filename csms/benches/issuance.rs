@@ -54,12 +54,11 @@ fn issue_one(ca: &pki::CertificateAuthority, csr_pem: &str, organization: &str) 
 fn issuance(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let master = pki::MasterKey::generate().expect("master key");
+    let keys = authority::KeyBackend::software(Arc::new(pki::MasterKey::generate().expect("master key")));
     let clock = SystemClock;
     let (store, ca, organization) = rt.block_on(async {
         let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.expect("store");
-        let tenant =
-            authority::ensure_tenant(&store, &master, &clock, "bench", "Bench Org", None).await.expect("tenant");
+        let tenant = authority::ensure_tenant(&store, &keys, &clock, "bench", "Bench Org", None).await.expect("tenant");
         let station = NewStation {
             id: "CS-BENCH".into(),
             tenant_id: "bench".into(),
@@ -70,7 +69,7 @@ fn issuance(c: &mut Criterion) {
             tags: Vec::new(),
         };
         store.create_station(&station, clock.now_millis()).await.expect("station");
-        let mut ca = authority::load_ca(&store, &master, "bench", STATION_CA).await.expect("ca");
+        let mut ca = authority::load_ca(&store, &keys, "bench", STATION_CA).await.expect("ca");
         let id = ca.id();
         ca.set_revocation_endpoints(authority::revocation_endpoints("http://csms.example", "bench", &id));
         (store, Arc::new(ca), tenant.organization)

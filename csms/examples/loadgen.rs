@@ -79,7 +79,7 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
     let mut cfg = csms::config::Config { data_dir: args.data_dir.clone(), ..Default::default() };
     cfg.database_url = args.database_url.clone();
     let clock = csms::clock::SystemClock;
-    let opened = csms::server::open(cfg, &clock).await?;
+    let opened = csms::serve::open(cfg, &clock).await?;
     let tenant = opened.store.tenant("default").await?.context("tenant default")?;
     let now = time::OffsetDateTime::now_utc();
     let validity = csms::authority::Validity {
@@ -108,12 +108,8 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
         let csr_pem = params.serialize_request(&key)?.pem()?;
         let csr = pki::validate_csr(&csr_pem, &id)?;
         let public_url = opened.config.public_url();
-        let signer = csms::authority::Signer {
-            store: &opened.store,
-            master: &opened.secrets.master,
-            public_url: &public_url,
-            writes: None,
-        };
+        let signer =
+            csms::authority::Signer { store: &opened.store, keys: &opened.keys, public_url: &public_url, writes: None };
         let (chain_pem, _) = csms::authority::issue_for(&signer, &tenant, &id, &csr, validity, now).await?;
         let chain = pki::pem_to_der_chain(&chain_pem)?.into_iter().map(CertificateDer::from).collect();
         out.push(Creds { id, chain, key: key.serialize_der() });
@@ -132,7 +128,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<Tcp
 
 async fn connect_and_boot(url: &str, root: &rustls::RootCertStore, creds: &Creds) -> anyhow::Result<Ws> {
     let u: url_parts::Url = url_parts::parse(url)?;
-    let config = rustls::ClientConfig::builder_with_provider(csms::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(csms::gateway::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(root.clone())
         .with_client_auth_cert(

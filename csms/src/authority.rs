@@ -6,6 +6,7 @@
 //! station sub-CA that signs station certificates.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine;
@@ -23,7 +24,7 @@ pub const STATION_CA: &str = "station-ca";
 
 /// Secrets the process needs before it can read its own keys.
 pub struct Secrets {
-    pub master: std::sync::Arc<MasterKey>,
+    pub master: Arc<MasterKey>,
     pub jwt_secret: Vec<u8>,
 }
 
@@ -39,7 +40,7 @@ pub fn load_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
     let master = secret_bytes(data_dir.join("master.key"), "ANCHORPOINT_MASTER_KEY")?;
     let master = MasterKey::from_bytes(&master).context("master key must be 32 bytes")?;
     let jwt_secret = secret_bytes(data_dir.join("jwt.secret"), "ANCHORPOINT_JWT_SECRET")?;
-    Ok(Secrets { master: std::sync::Arc::new(master), jwt_secret })
+    Ok(Secrets { master: Arc::new(master), jwt_secret })
 }
 
 fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {
@@ -91,88 +92,161 @@ fn label(tenant: &str, name: &str) -> String {
 /// Marks a credential whose key lives in the HSM; the rest is the token label.
 const HSM_MARKER: &[u8] = b"pkcs11:";
 
-static HSM: std::sync::OnceLock<std::sync::Arc<pki::Pkcs11Token>> = std::sync::OnceLock::new();
-
-/// Makes CA keys created from now on live in this PKCS#11 token (configured
-/// with `pkcs11_module`, `pkcs11_token`, `pkcs11_pin`).
-pub fn use_hsm(token: std::sync::Arc<pki::Pkcs11Token>) {
-    let _ = HSM.set(token);
+/// Where CA private keys live: in software, sealed under the master key, or,
+/// when a PKCS#11 token is configured (`pkcs11_module`, `pkcs11_token`,
+/// `pkcs11_pin`), generated in the token and never leaving it. One value is
+/// made at start-up and handed to everything that signs; nothing reaches keys
+/// any other way.
+#[derive(Clone)]
+pub struct KeyBackend {
+    master: Arc<MasterKey>,
+    token: Option<Arc<pki::Pkcs11Token>>,
 }
 
-/// A new CA hierarchy for `tenant`: keys in the HSM when one is configured.
-fn new_hierarchy(
-    tenant: &str,
-    organization: &str,
-    root_cn: &str,
-    now: OffsetDateTime,
-) -> anyhow::Result<pki::Hierarchy> {
-    match HSM.get() {
-        None => Ok(pki::generate_hierarchy(organization, root_cn, now)?),
-        Some(token) => {
-            let unique = now.unix_timestamp_nanos();
-            Ok(pki::generate_hierarchy_with(organization, root_cn, now, &mut |role| {
-                Ok(pki::CaKey::Pkcs11(token.generate_key(&format!("anchorpoint/{tenant}/{role}/{unique}"))?))
-            })?)
-        }
+impl std::fmt::Debug for KeyBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.token.is_some() { "KeyBackend(pkcs11)" } else { "KeyBackend(software)" })
     }
 }
 
-/// A key for a new CA: in the HSM when one is configured, else in software
-/// (sealed under the master key when stored).
-pub fn new_ca_key(tenant: &str, role: &str, now: OffsetDateTime) -> anyhow::Result<pki::CaKey> {
-    Ok(match HSM.get() {
-        Some(token) => pki::CaKey::Pkcs11(
-            token.generate_key(&format!("anchorpoint/{tenant}/{role}/{}", now.unix_timestamp_nanos()))?,
-        ),
-        None => pki::CaKey::software()?,
-    })
-}
-
-/// An existing key in the configured HSM, by label.
-pub fn hsm_key(key_label: &str) -> anyhow::Result<pki::CaKey> {
-    let token = HSM.get().context("no PKCS#11 token is configured")?;
-    Ok(pki::CaKey::Pkcs11(token.key(key_label)?))
-}
-
-/// The stored form of a CA: a sealed software key or the HSM key's label.
-/// `extra_pem` (certificates above an operator's sub-CA) follows the CA's own.
-pub fn credential_record(
-    master: &MasterKey,
-    tenant: &str,
-    name: &str,
-    ca: &CertificateAuthority,
-    extra_pem: &str,
-) -> anyhow::Result<CredentialRecord> {
-    let base = name.split('@').next().unwrap_or(name);
-    let mut rec = match ca.hsm_key_label() {
-        // The key stays in the token; the row names it.
-        Some(key_label) => CredentialRecord {
-            cert_pem: ca.cert_pem().to_owned(),
-            sealed_key: [HSM_MARKER, key_label.as_bytes()].concat(),
-        },
-        None => {
-            let stored = ca.to_stored(master, &label(tenant, base))?;
-            CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }
-        }
-    };
-    if !rec.cert_pem.ends_with('\n') {
-        rec.cert_pem.push('\n');
+impl KeyBackend {
+    /// Keys in software only.
+    pub fn software(master: Arc<MasterKey>) -> KeyBackend {
+        KeyBackend { master, token: None }
     }
-    rec.cert_pem.push_str(extra_pem);
-    Ok(rec)
+
+    /// New CA keys in `token`; software keys made earlier stay readable.
+    pub fn with_token(master: Arc<MasterKey>, token: Arc<pki::Pkcs11Token>) -> KeyBackend {
+        KeyBackend { master, token: Some(token) }
+    }
+
+    /// The key that seals software keys and other secrets at rest.
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// Whether new CA keys are made in a PKCS#11 token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// A new CA hierarchy for `tenant`: keys in the token when one is configured.
+    fn new_hierarchy(
+        &self,
+        tenant: &str,
+        organization: &str,
+        root_cn: &str,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<pki::Hierarchy> {
+        match &self.token {
+            None => Ok(pki::generate_hierarchy(organization, root_cn, now)?),
+            Some(token) => {
+                let unique = now.unix_timestamp_nanos();
+                Ok(pki::generate_hierarchy_with(organization, root_cn, now, &mut |role| {
+                    Ok(pki::CaKey::Pkcs11(token.generate_key(&format!("anchorpoint/{tenant}/{role}/{unique}"))?))
+                })?)
+            }
+        }
+    }
+
+    /// A key for a new CA: in the token when one is configured, else in
+    /// software (sealed under the master key when stored).
+    pub fn new_ca_key(&self, tenant: &str, role: &str, now: OffsetDateTime) -> anyhow::Result<pki::CaKey> {
+        Ok(match &self.token {
+            Some(token) => pki::CaKey::Pkcs11(
+                token.generate_key(&format!("anchorpoint/{tenant}/{role}/{}", now.unix_timestamp_nanos()))?,
+            ),
+            None => pki::CaKey::software()?,
+        })
+    }
+
+    /// An existing key in the configured token, by label.
+    pub fn token_key(&self, key_label: &str) -> anyhow::Result<pki::CaKey> {
+        let token = self.token.as_ref().context("no PKCS#11 token is configured")?;
+        Ok(pki::CaKey::Pkcs11(token.key(key_label)?))
+    }
+
+    /// The stored form of a CA: a sealed software key or the token key's label.
+    /// `extra_pem` (certificates above an operator's sub-CA) follows the CA's own.
+    pub fn record(
+        &self,
+        tenant: &str,
+        name: &str,
+        ca: &CertificateAuthority,
+        extra_pem: &str,
+    ) -> anyhow::Result<CredentialRecord> {
+        let base = name.split('@').next().unwrap_or(name);
+        let mut rec = match ca.hsm_key_label() {
+            // The key stays in the token; the row names it.
+            Some(key_label) => CredentialRecord {
+                cert_pem: ca.cert_pem().to_owned(),
+                sealed_key: [HSM_MARKER, key_label.as_bytes()].concat(),
+            },
+            None => {
+                let stored = ca.to_stored(&self.master, &label(tenant, base))?;
+                CredentialRecord { cert_pem: stored.cert_pem, sealed_key: stored.sealed_key }
+            }
+        };
+        if !rec.cert_pem.ends_with('\n') {
+            rec.cert_pem.push('\n');
+        }
+        rec.cert_pem.push_str(extra_pem);
+        Ok(rec)
+    }
+
+    /// Opens a stored CA. Its PEM may hold certificates above the CA (an
+    /// imported operator sub-CA's intermediates); the first one is the CA.
+    /// Unsealing is CPU work: async callers use [`open_blocking`](Self::open_blocking).
+    pub fn open(&self, tenant: &str, name: &str, mut rec: CredentialRecord) -> anyhow::Result<CertificateAuthority> {
+        if rec.sealed_key.is_empty() {
+            anyhow::bail!(
+                "the private key of the {name} of tenant {tenant} is held by its operator, not by Anchorpoint"
+            );
+        }
+        let der = pki::pem_to_der_chain(&rec.cert_pem)?;
+        if der.len() > 1 {
+            rec.cert_pem = pki::certificate_pem(&der[0]);
+        }
+        if let Some(key_label) = rec.sealed_key.strip_prefix(HSM_MARKER) {
+            let token = self
+                .token
+                .as_ref()
+                .with_context(|| format!("the {name} of tenant {tenant} is in an HSM, and none is configured"))?;
+            let key_label = std::str::from_utf8(key_label).context("HSM key label")?;
+            let key = token.key(key_label)?;
+            let first = der.into_iter().next().context("stored CA holds no certificate")?;
+            return Ok(CertificateAuthority::from_certificate_and_key(first, pki::CaKey::Pkcs11(key))?);
+        }
+        // Sealed keys stay bound to the name the CA was created under.
+        let base = name.split('@').next().unwrap_or(name);
+        let stored = StoredCa { cert_pem: rec.cert_pem, sealed_key: rec.sealed_key };
+        CertificateAuthority::from_stored(&stored, &self.master, &label(tenant, base))
+            .with_context(|| format!("opening {name} of tenant {tenant} (wrong master key?)"))
+    }
+
+    /// [`open`](Self::open) on a blocking thread, off the async runtime.
+    pub async fn open_blocking(
+        &self,
+        tenant: &str,
+        name: &str,
+        rec: CredentialRecord,
+    ) -> anyhow::Result<CertificateAuthority> {
+        let (keys, tenant, name) = (self.clone(), tenant.to_owned(), name.to_owned());
+        tokio::task::spawn_blocking(move || keys.open(&tenant, &name, rec)).await.context("key backend task failed")?
+    }
 }
 
 /// Stores CAs that belong together, unless another process already stored them.
 async fn store_cas(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     tenant: &str,
     cas: &[(&str, &CertificateAuthority)],
     now: i64,
 ) -> anyhow::Result<bool> {
     let mut records = Vec::with_capacity(cas.len());
     for (name, ca) in cas {
-        records.push((*name, credential_record(master, tenant, name, ca, "")?));
+        records.push((*name, keys.record(tenant, name, ca, "")?));
     }
     let refs: Vec<(&str, &CredentialRecord)> = records.iter().map(|(n, c)| (*n, c)).collect();
     Ok(store.insert_credentials(tenant, &refs, now).await?)
@@ -180,49 +254,33 @@ async fn store_cas(
 
 pub async fn load_ca(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     tenant: &str,
     name: &str,
 ) -> anyhow::Result<CertificateAuthority> {
     let rec = store.credential(tenant, name).await?.with_context(|| format!("no {name} for tenant {tenant}"))?;
-    open_ca(master, tenant, name, rec)
+    keys.open_blocking(tenant, name, rec).await
 }
 
-/// Opens a stored CA. Its PEM may hold certificates above the CA (an imported
-/// operator sub-CA's intermediates); the first one is the CA.
-pub fn open_ca(
-    master: &MasterKey,
-    tenant: &str,
-    name: &str,
-    mut rec: CredentialRecord,
-) -> anyhow::Result<CertificateAuthority> {
-    if rec.sealed_key.is_empty() {
-        anyhow::bail!("the private key of the {name} of tenant {tenant} is held by its operator, not by Anchorpoint");
+/// Checks that every tenant's issuing CA can sign: its key unseals under this
+/// master key, or is in the configured token. A server that cannot issue
+/// certificates refuses to start, naming the tenant, rather than failing the
+/// first renewal.
+pub async fn check_signing(store: &Store, keys: &KeyBackend) -> anyhow::Result<()> {
+    for tenant in store.tenants().await? {
+        let Some(rec) = store.credential(&tenant.id, STATION_CA).await? else { continue };
+        keys.open_blocking(&tenant.id, STATION_CA, rec)
+            .await
+            .with_context(|| format!("this server cannot sign station certificates of tenant '{}'", tenant.id))?;
     }
-    let der = pki::pem_to_der_chain(&rec.cert_pem)?;
-    if der.len() > 1 {
-        rec.cert_pem = pki::certificate_pem(&der[0]);
-    }
-    if let Some(key_label) = rec.sealed_key.strip_prefix(HSM_MARKER) {
-        let token =
-            HSM.get().with_context(|| format!("the {name} of tenant {tenant} is in an HSM, and none is configured"))?;
-        let key_label = std::str::from_utf8(key_label).context("HSM key label")?;
-        let key = token.key(key_label)?;
-        let first = der.into_iter().next().context("stored CA holds no certificate")?;
-        return Ok(CertificateAuthority::from_certificate_and_key(first, pki::CaKey::Pkcs11(key))?);
-    }
-    // Sealed keys stay bound to the name the CA was created under.
-    let base = name.split('@').next().unwrap_or(name);
-    let stored = StoredCa { cert_pem: rec.cert_pem, sealed_key: rec.sealed_key };
-    CertificateAuthority::from_stored(&stored, master, &label(tenant, base))
-        .with_context(|| format!("opening {name} of tenant {tenant} (wrong master key?)"))
+    Ok(())
 }
 
 /// Creates the tenant and its station CA hierarchy if they do not exist yet.
 /// A tenant with its own OCPP host name also gets its own CSMS root.
 pub async fn ensure_tenant(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     id: &str,
     organization: &str,
@@ -240,36 +298,15 @@ pub async fn ensure_tenant(
     // CN is limited to 64 characters (RFC 5280).
     let short: String = tenant.organization.chars().take(40).collect();
     if store.credential(id, STATION_CA).await?.is_none() {
-        let h = new_hierarchy(id, &tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
+        let h = keys.new_hierarchy(id, &tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
         let now = clock.now_millis();
-        store_cas(store, master, id, &[(STATION_ROOT, &h.root), (STATION_CA, &h.station_ca)], now).await?;
+        store_cas(store, keys, id, &[(STATION_ROOT, &h.root), (STATION_CA, &h.station_ca)], now).await?;
     }
     if tenant.ocpp_hostname.is_some() && store.credential(id, CSMS_ROOT).await?.is_none() {
-        let h = new_hierarchy(id, &tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
-        store_cas(store, master, id, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
+        let h = keys.new_hierarchy(id, &tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
+        store_cas(store, keys, id, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     Ok(tenant)
-}
-
-/// A DNS host name: labels of letters, digits and '-', at most 253 characters.
-pub fn valid_hostname(h: &str) -> bool {
-    h.len() <= 253
-        && h.split('.').count() >= 2
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-/// Validates a tenant id: 1-63 of `[a-z0-9-]`, not starting with '-'.
-pub fn valid_tenant_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 63
-        && !id.starts_with('-')
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The server's certificate chain (DER, leaf first), its PKCS#8 key, and the
@@ -289,39 +326,39 @@ impl std::fmt::Debug for ServerIdentity {
 /// Ensures the platform CSMS root exists and issues a fresh server certificate.
 pub async fn server_identity(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     names: &[String],
 ) -> anyhow::Result<ServerIdentity> {
     if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
-        let h = new_hierarchy(PLATFORM, "Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
-        store_cas(store, master, PLATFORM, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
+        let h = keys.new_hierarchy(PLATFORM, "Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
+        store_cas(store, keys, PLATFORM, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
-    issue_server_identity(store, master, clock, PLATFORM, names).await
+    issue_server_identity(store, keys, clock, PLATFORM, names).await
 }
 
 /// Issues a server certificate for a tenant's own host name under its own CSMS root.
 pub async fn tenant_server_identity(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     tenant: &Tenant,
 ) -> anyhow::Result<ServerIdentity> {
     let host = tenant.ocpp_hostname.clone().context("tenant has no OCPP host name")?;
-    issue_server_identity(store, master, clock, &tenant.id, &[host]).await
+    issue_server_identity(store, keys, clock, &tenant.id, &[host]).await
 }
 
 async fn issue_server_identity(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     tenant: &str,
     names: &[String],
 ) -> anyhow::Result<ServerIdentity> {
-    let root = load_ca(store, master, tenant, CSMS_ROOT).await?;
+    let root = load_ca(store, keys, tenant, CSMS_ROOT).await?;
     let now = clock.now();
     let (cert, key) = root.issue_server_certificate(names, now - Duration::minutes(5), now + Duration::days(365))?;
-    let sealed = key.seal(master, &label(tenant, SERVER))?;
+    let sealed = key.seal(keys.master(), &label(tenant, SERVER))?;
     store
         .replace_credential(
             tenant,
@@ -363,7 +400,7 @@ pub enum EnrollError {
 /// station CA and returns the PEM chain (leaf, then sub-CA).
 pub async fn enroll(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     now: OffsetDateTime,
     station_id: &str,
     csr_pem: &str,
@@ -385,14 +422,14 @@ pub async fn enroll(
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
     let validity =
         Validity { not_before: now - Duration::minutes(5), not_after: now + Duration::days(i64::from(validity_days)) };
-    issue_for(&Signer { store, master, public_url, writes: None }, &tenant, station_id, &csr, validity, now).await
+    issue_for(&Signer { store, keys, public_url, writes: None }, &tenant, station_id, &csr, validity, now).await
 }
 
 /// What issuing needs besides the request: where CA keys are and how to open
 /// them, and the CSMS's public base URL (for the CRL and OCSP extensions).
 pub struct Signer<'a> {
     pub store: &'a Store,
-    pub master: &'a MasterKey,
+    pub keys: &'a KeyBackend,
     pub public_url: &'a str,
     /// Persist through this group commit (many issuances per transaction under
     /// load) instead of one transaction each.
@@ -427,7 +464,7 @@ pub async fn issue_for(
     validity: Validity,
     now: OffsetDateTime,
 ) -> Result<(String, CertificateRecord), EnrollError> {
-    let Signer { store, master, public_url, writes } = *signer;
+    let Signer { store, keys, public_url, writes } = *signer;
     let Validity { not_before, not_after } = validity;
     let rec = store
         .credential(&tenant.id, STATION_CA)
@@ -435,11 +472,18 @@ pub async fn issue_for(
         .map_err(|e| EnrollError::Internal(e.into()))?
         .with_context(|| format!("no {STATION_CA} for tenant {}", tenant.id))?;
     let issuer_chain = rec.cert_pem.clone();
-    let mut ca = open_ca(master, &tenant.id, STATION_CA, rec)?;
-    let ca_id = ca.id();
-    ca.set_revocation_endpoints(revocation_endpoints(public_url, &tenant.id, &ca_id));
-    let cert =
-        ca.issue_station_certificate(csr, &tenant.organization, not_before, not_after).map_err(anyhow::Error::from)?;
+    // Unsealing and signing (in software or in the token) are CPU or device
+    // work: done on a blocking thread, off the async runtime.
+    let (keys, tenant_id, organization, csr, endpoints_base) =
+        (keys.clone(), tenant.id.clone(), tenant.organization.clone(), csr.clone(), public_url.to_owned());
+    let (cert, ca_id) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut ca = keys.open(&tenant_id, STATION_CA, rec)?;
+        let ca_id = ca.id();
+        ca.set_revocation_endpoints(revocation_endpoints(&endpoints_base, &tenant_id, &ca_id));
+        Ok((ca.issue_station_certificate(&csr, &organization, not_before, not_after)?, ca_id))
+    })
+    .await
+    .context("key backend task failed")??;
     let record = CertificateRecord {
         tenant_id: tenant.id.clone(),
         serial_hex: cert.serial_hex.clone(),

@@ -6,14 +6,19 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::Arc;
+
+use api::auth::{self as token, Claims, Role};
+use api::model as m;
+
 use crate::authority;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::password;
-use crate::server::{self, DEFAULT_TENANT};
-use crate::store::{NewStation, Registration};
-use crate::transport::valid_station_id;
-use api::auth::{self as token, Claims, Role};
+use crate::gateway::tls::{StationTrust, provider};
+use crate::runtime::Node;
+use crate::serve::{self as server, DEFAULT_TENANT};
+use crate::services::{Actor, Operation, Services};
+use crate::store::Registration;
 
 #[derive(Debug, Parser)]
 #[command(name = "csms", version, about = "Anchorpoint: OCPP 2.0.1 CSMS with its own PKI")]
@@ -81,8 +86,7 @@ pub enum CaCommand {
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
         /// Days the replaced sub-CA stays trusted while its stations move (1-3650).
-        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS,
-              value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::station_ca::MAX_OVERLAP_DAYS)))]
+        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS)]
         overlap_days: u32,
     },
     /// Make an operator's own root or sub-CA the tenant's station CA.
@@ -99,8 +103,7 @@ pub enum CaCommand {
         #[arg(long)]
         pkcs11_key_label: Option<String>,
         /// Days the previous CAs stay trusted (1-3650).
-        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS,
-              value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::station_ca::MAX_OVERLAP_DAYS)))]
+        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS)]
         overlap_days: u32,
     },
 }
@@ -144,7 +147,7 @@ pub enum StationCommand {
     Add {
         id: String,
         /// Security profile: 1 (Basic, plain), 2 (Basic over TLS), 3 (mutual TLS).
-        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        #[arg(long)]
         profile: u8,
         /// HTTP Basic password (profiles 1 and 2), 16-40 characters.
         #[arg(long, env = "ANCHORPOINT_STATION_PASSWORD")]
@@ -160,7 +163,8 @@ pub enum StationCommand {
     /// Change a station's settings.
     Update {
         id: String,
-        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        /// Security profile: 1, 2 or 3.
+        #[arg(long)]
         profile: Option<u8>,
         #[arg(long, env = "ANCHORPOINT_STATION_PASSWORD")]
         password: Option<String>,
@@ -269,31 +273,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant(cmd) => {
-            let opened = server::open(config, &clock).await?;
+            let (opened, services) = services(config, &clock).await?;
             match cmd {
                 TenantCommand::Add { name, org, hostname } => {
-                    if !authority::valid_tenant_id(&name) {
-                        bail!("tenant name must be 1-63 characters of a-z, 0-9 and '-'");
-                    }
-                    if org.trim().is_empty() || org.len() > 64 {
-                        bail!("organisation name must be 1-64 characters");
-                    }
-                    if opened.store.tenant(&name).await?.is_some() {
-                        bail!("tenant '{name}' already exists");
-                    }
-                    let hostname = hostname.map(|h| h.to_ascii_lowercase());
-                    if hostname.as_deref().is_some_and(|h| !authority::valid_hostname(h)) {
-                        bail!("--hostname must be a DNS name such as ocpp.example.com");
-                    }
-                    let t = authority::ensure_tenant(
-                        &opened.store,
-                        &opened.secrets.master,
-                        &clock,
-                        &name,
-                        org.trim(),
-                        hostname.as_deref(),
-                    )
-                    .await?;
+                    let op = Operation { tenant: None, method: "POST", path: "/api/v1/tenants".into() };
+                    let request = m::NewTenant { name, organization_name: org, ocpp_hostname: hostname };
+                    let t = services.audited(&actor(), op, services.create_tenant(request)).await?;
                     println!("{}", serde_json::to_string(&t)?);
                 }
                 TenantCommand::List => {
@@ -307,28 +292,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Station(cmd) => station(cmd, config, &clock).await,
         Command::Ca(cmd) => ca(cmd, config, &clock).await,
         Command::Cert(CertCommand::Revoke { serial, tenant, reason }) => {
-            let opened = server::open(config, &clock).await?;
-            let serial = authority::canonical_serial(&serial)
-                .with_context(|| format!("'{serial}' is not a hexadecimal serial number"))?;
-            opened.store.revoke_certificate(&tenant, &serial, clock.now_millis(), reason.as_str()).await?;
-            println!("revoked {serial}");
+            let (_, services) = services(config, &clock).await?;
+            let op = Operation {
+                tenant: Some(tenant.clone()),
+                method: "POST",
+                path: format!("/api/v1/certificates/{}/revoke", crate::services::printable(&serial)),
+            };
+            let rec = services.audited(&actor(), op, services.revoke_certificate(&tenant, &serial, reason)).await?;
+            println!("revoked {}", rec.serial_hex);
             Ok(())
         }
     }
 }
 
-async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
-    use crate::station_ca::{self, ImportKey};
+/// Whoever runs this command, as the audit log names them.
+fn actor() -> Actor {
+    Actor::cli(std::env::var("USER").ok().as_deref())
+}
+
+/// The service layer over the opened data directory, as the server has it
+/// (no stations are connected to this process).
+async fn services(config: Config, clock: &SystemClock) -> anyhow::Result<(server::Opened, Arc<Services>)> {
     let opened = server::open(config, clock).await?;
-    let (store, master) = (&opened.store, &opened.secrets.master);
+    let node = Node::new(
+        opened.config.clone(),
+        opened.store.clone(),
+        Arc::new(*clock),
+        opened.keys.clone(),
+        Arc::new(StationTrust::new(provider())),
+        None,
+    )?;
+    let services = node.services.clone();
+    Ok((opened, services))
+}
+
+async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
+    use crate::services::ImportKey;
+    let (opened, services) = services(config, clock).await?;
     let tenant_id = match &cmd {
         CaCommand::List { tenant } | CaCommand::Rotate { tenant, .. } | CaCommand::Import { tenant, .. } => tenant,
     };
-    let tenant = store.tenant(tenant_id).await?.with_context(|| format!("unknown tenant '{tenant_id}'"))?;
+    let tenant = services.own_tenant(tenant_id).await?;
+    let op = |what: &str| Operation {
+        tenant: Some(tenant.id.clone()),
+        method: "POST",
+        path: format!("/api/v1/pki/station-ca/{what}"),
+    };
     match &cmd {
         CaCommand::List { .. } => {}
         CaCommand::Rotate { overlap_days, .. } => {
-            station_ca::rotate(store, master, clock, &tenant, *overlap_days).await?;
+            services
+                .audited(&actor(), op("rotate"), services.rotate_station_ca(&tenant.id, Some(*overlap_days)))
+                .await?;
         }
         CaCommand::Import { chain, key, pkcs11_key_label, overlap_days, .. } => {
             let chain = std::fs::read_to_string(chain).with_context(|| format!("reading {}", chain.display()))?;
@@ -339,15 +354,13 @@ async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Resu
                 (None, Some(label)) => ImportKey::Pkcs11Label(label.clone()),
                 (None, None) => bail!("give --key or --pkcs11-key-label"),
             };
-            station_ca::import(store, master, clock, &tenant, &chain, key, *overlap_days).await?;
+            let import = services.import_station_ca(&tenant.id, &chain, key, Some(*overlap_days));
+            services.audited(&actor(), op("import"), import).await?;
         }
     }
-    if !matches!(cmd, CaCommand::List { .. }) {
-        // A running server trusts the new anchors at its next 15-second refresh.
-        authority::write_tenant_pem(store, &opened.config.data_dir, &tenant.id).await?;
-    }
+    // A running server trusts the new anchors at its next 15-second refresh.
     let base = opened.config.public_url();
-    for c in station_ca::list(store, &tenant.id).await? {
+    for c in services.station_cas(&tenant.id).await? {
         let crl = (!c.root).then(|| authority::revocation_endpoints(&base, &tenant.id, &c.id).crl_url).flatten();
         let line = serde_json::json!({
             "id": c.id,
@@ -366,42 +379,41 @@ async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Resu
     Ok(())
 }
 
+fn registration(r: Registration) -> m::Registration {
+    match r {
+        Registration::Accepted => m::Registration::Accepted,
+        Registration::Pending => m::Registration::Pending,
+        Registration::Rejected => m::Registration::Rejected,
+    }
+}
+
 async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
-    let iterations = config.password_hash_iterations;
-    let cert_days = config.station_certificate_days;
-    let opened = server::open(config, clock).await?;
+    let (opened, services) = services(config, clock).await?;
     let store = &opened.store;
+    // The tenant of an existing station (the command line acts for the platform).
+    let tenant_of = |id: String| async move {
+        match store.station(&id).await? {
+            Some(s) => Ok::<_, anyhow::Error>(s.tenant_id),
+            None => Err(crate::error::Error::NotFound { what: "station", id }.into()),
+        }
+    };
+    let path = |id: &str, rest: &str| format!("/api/v1/stations/{}{rest}", crate::services::printable(id));
     match cmd {
-        StationCommand::Add { id, profile, password, tenant, registration, description } => {
-            if !valid_station_id(&id) {
-                bail!("station id must be 1-48 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'");
-            }
-            if store.tenant(&tenant).await?.is_none() {
-                bail!("unknown tenant '{tenant}'");
-            }
-            if profile < 3 && password.is_none() {
-                bail!("security profile {profile} authenticates with HTTP Basic: give --password");
-            }
-            let password_hash = password.map(|p| password::hash(&p, iterations)).transpose()?;
-            let s = store
-                .create_station(
-                    &NewStation {
-                        id,
-                        tenant_id: tenant,
-                        security_profile: profile,
-                        password_hash,
-                        registration,
-                        description,
-                        tags: Vec::new(),
-                    },
-                    clock.now_millis(),
-                )
-                .await?;
+        StationCommand::Add { id, profile, password, tenant, registration: reg, description } => {
+            let op = Operation { tenant: Some(tenant.clone()), method: "POST", path: "/api/v1/stations".into() };
+            let request = m::NewStation {
+                id,
+                security_profile: profile,
+                password,
+                registration: Some(registration(reg)),
+                description,
+                tags: None,
+            };
+            let s = services.audited(&actor(), op, services.create_station(&tenant, request)).await?;
             println!("{}", serde_json::to_string(&s)?);
         }
-        StationCommand::Update { id, profile, password, registration, enable, disable } => {
-            let tenant = store.station(&id).await?.with_context(|| format!("station '{id}' not found"))?.tenant_id;
-            let password_hash = password.map(|p| password::hash(&p, iterations)).transpose()?;
+        StationCommand::Update { id, profile, password, registration: reg, enable, disable } => {
+            let tenant = tenant_of(id.clone()).await?;
             let enabled = if enable {
                 Some(true)
             } else if disable {
@@ -409,8 +421,16 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             } else {
                 None
             };
-            let s =
-                store.update_station(&tenant, &id, profile, password_hash.as_deref(), registration, enabled).await?;
+            let patch = m::StationPatch {
+                security_profile: profile,
+                password,
+                registration: reg.map(registration),
+                enabled,
+                description: None,
+                tags: None,
+            };
+            let op = Operation { tenant: Some(tenant.clone()), method: "PATCH", path: path(&id, "") };
+            let s = services.audited(&actor(), op, services.update_station(&tenant, &id, patch)).await?;
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Show { id } => {
@@ -427,16 +447,10 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
         }
         StationCommand::Enroll { id, csr, days } => {
             let pem = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
-            let (chain, rec) = authority::enroll(
-                store,
-                &opened.secrets.master,
-                clock.now(),
-                &id,
-                &pem,
-                days.unwrap_or(cert_days),
-                &opened.config.public_url(),
-            )
-            .await?;
+            let tenant = tenant_of(id.clone()).await?;
+            let op = Operation { tenant: Some(tenant.clone()), method: "POST", path: path(&id, "/certificates") };
+            let request = m::EnrollRequest { csr: pem, validity_days: days };
+            let (chain, rec) = services.audited(&actor(), op, services.enroll(&tenant, &id, request)).await?;
             eprintln!("issued certificate serial {} to {id}, valid until {}", rec.serial_hex, rec.not_after);
             print!("{chain}");
         }

@@ -10,16 +10,16 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::app::App;
+use crate::runtime::Node;
 
-pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>, auth: Arc<api::auth::Authenticator>) -> Router {
-    let service = Arc::new(crate::rest::RestService::new(app.clone(), master.clone()));
+pub fn router(node: Arc<Node>, auth: Arc<api::auth::Authenticator>) -> Router {
+    let service = Arc::new(crate::rest::RestService::new(node.clone()));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(app.clone())
-        .merge(crate::revocation::router(app, master))
+        .with_state(node.clone())
+        .merge(crate::revocation::router(node))
         .merge(api::router(service, auth, &command_schemas()))
 }
 
@@ -52,7 +52,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: listeners bound and the database reachable.
-async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+async fn readyz(State(app): State<Arc<Node>>) -> impl IntoResponse {
     if !app.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n");
     }
@@ -65,6 +65,6 @@ async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+async fn metrics(State(app): State<Arc<Node>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.encode())
 }

@@ -1,25 +1,40 @@
-//! Anchorpoint CSMS server: TLS/mTLS termination, station sessions, OCPP
-//! handlers, storage. The `csms` binary is a thin wrapper over [`cli::run`].
+//! Anchorpoint CSMS server. The `csms` binary is a thin wrapper over [`cli::run`].
+//!
+//! Layers, each using only those below it:
+//! 1. leaves: [`store`], [`clock`], [`metrics`], [`config`], [`events`], [`ids`],
+//!    [`password`], [`group_commit`], [`error`]; the PKI side: [`authority`]
+//!    (the key backend and issuance) and [`station_ca`];
+//! 2. the seams: [`link`] (typed calls to a station) and the [`engines`] trait
+//!    with the narrow context an engine gets;
+//! 3. the engines, one folder each under `engines/`;
+//! 4. [`session`] and [`gateway`]: route each frame to the engine registered for
+//!    its action;
+//! 5. [`runtime`]: builds the capabilities and registers the engines; [`serve`]
+//!    starts the listeners;
+//! 6. [`services`], then [`rest`] (with [`http`] and the public [`revocation`]
+//!    endpoints) and [`cli`] on top.
 
 #![forbid(unsafe_code)]
 
-pub mod app;
 pub mod authority;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod engines;
+pub mod error;
+pub mod events;
+pub mod gateway;
 pub mod group_commit;
-pub mod handlers;
 pub mod http;
-pub mod identity;
-pub mod lifecycle;
+pub mod ids;
+pub mod link;
 pub mod metrics;
 pub mod password;
 pub mod rest;
 pub mod revocation;
-pub mod server;
+pub mod runtime;
+pub mod serve;
+pub mod services;
 pub mod session;
 pub mod station_ca;
 pub mod store;
-pub mod tls;
-pub mod transport;

@@ -15,9 +15,9 @@ use base64::Engine;
 use pki::{CertStatus, OcspError, OcspRequest, RevocationReason, Revoked};
 use time::Duration;
 
-use crate::app::App;
-use crate::authority;
 use crate::clock::from_unix_millis;
+use crate::ids::valid_tenant_id;
+use crate::runtime::Node;
 use crate::station_ca::{self, IssuingCa};
 
 /// How long a CRL or an OCSP answer may be relied on.
@@ -27,18 +27,17 @@ const MAX_OCSP_REQUEST: usize = 8 * 1024;
 
 #[derive(Clone)]
 struct Pki {
-    app: Arc<App>,
-    master: Arc<pki::MasterKey>,
+    node: Arc<Node>,
 }
 
-pub fn router(app: Arc<App>, master: Arc<pki::MasterKey>) -> Router {
+pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/pki/{tenant}/station-ca.crl", get(first_crl))
         .route("/pki/{tenant}/ca/{file}", get(ca_crl))
         .route("/ocsp/{tenant}", post(ocsp_post))
         .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST))
-        .with_state(Pki { app, master })
+        .with_state(Pki { node })
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -54,10 +53,10 @@ fn der(content_type: &'static str, body: Vec<u8>) -> Response {
 
 /// The tenant's issuing CAs (current first), or the response to give instead.
 async fn issuing_cas(p: &Pki, tenant: &str) -> Result<Vec<IssuingCa>, Response> {
-    if !authority::valid_tenant_id(tenant) {
+    if !valid_tenant_id(tenant) {
         return Err(plain(StatusCode::NOT_FOUND, "no such tenant\n"));
     }
-    match station_ca::issuing_cas(&p.app.store, tenant).await {
+    match station_ca::issuing_cas(&p.node.store, tenant).await {
         Ok(cas) if cas.is_empty() => Err(plain(StatusCode::NOT_FOUND, "no such tenant\n")),
         Ok(cas) => Ok(cas),
         Err(e) => {
@@ -68,9 +67,9 @@ async fn issuing_cas(p: &Pki, tenant: &str) -> Result<Vec<IssuingCa>, Response> 
 }
 
 /// Opens the one CA an answer needs (`None`, logged, if its key cannot be used).
-fn open(p: &Pki, tenant: &str, ca: IssuingCa) -> Option<(pki::CertificateAuthority, bool)> {
+async fn open(p: &Pki, tenant: &str, ca: IssuingCa) -> Option<(pki::CertificateAuthority, bool)> {
     let current = ca.current;
-    match ca.open(&p.master, tenant) {
+    match ca.open(&p.node.keys, tenant).await {
         Ok(opened) => Some((opened, current)),
         Err(e) => {
             tracing::error!(error = %e, tenant, "opening a station CA");
@@ -104,14 +103,14 @@ async fn ca_crl_where(p: &Pki, tenant: &str, pick: impl FnOnce(&[IssuingCa]) -> 
         Err(res) => return res,
     };
     let Some(i) = pick(&cas) else { return plain(StatusCode::NOT_FOUND, "no such CA\n") };
-    match open(p, tenant, cas.swap_remove(i)) {
+    match open(p, tenant, cas.swap_remove(i)).await {
         Some((ca, current)) => crl(p, tenant, &ca, current).await,
         None => plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"),
     }
 }
 
 async fn crl(p: &Pki, tenant: &str, ca: &pki::CertificateAuthority, current: bool) -> Response {
-    let revoked = match p.app.store.revoked_certificates(tenant, &ca.id(), current).await {
+    let revoked = match p.node.store.revoked_certificates(tenant, &ca.id(), current).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "reading revoked certificates");
@@ -126,9 +125,9 @@ async fn crl(p: &Pki, tenant: &str, ca: &pki::CertificateAuthority, current: boo
             reason: reason(why.as_deref()),
         })
         .collect();
-    let now = p.app.clock.now();
+    let now = p.node.clock.now();
     // The CRL number only grows: issuance time in milliseconds.
-    let number = u64::try_from(p.app.clock.now_millis()).unwrap_or(0);
+    let number = u64::try_from(p.node.clock.now_millis()).unwrap_or(0);
     match ca.crl(&entries, number, now, now + VALIDITY) {
         Ok(der_bytes) => der("application/pkix-crl", der_bytes),
         Err(e) => {
@@ -166,7 +165,7 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
     // One responder signs the whole answer: the CA the first certificate names
     // (current or replaced); certificates of another issuer are `unknown`.
     let chosen = req.certs.first().and_then(|id| cas.iter().position(|c| id.names_issuer(&c.der))).unwrap_or(0);
-    let Some((ca, current)) = open(p, tenant, cas.swap_remove(chosen)) else {
+    let Some((ca, current)) = open(p, tenant, cas.swap_remove(chosen)).await else {
         return der("application/ocsp-response", OcspError::Internal.response());
     };
     let current = &current;
@@ -176,7 +175,7 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
         let status = if !ca.issued(id) {
             CertStatus::Unknown
         } else {
-            match p.app.store.certificate(tenant, &id.serial_hex).await {
+            match p.node.store.certificate(tenant, &id.serial_hex).await {
                 Ok(Some(rec)) if rec.issuer_id.as_deref().map_or(*current, |i| i == ca_id) => match rec.revoked_at {
                     Some(at) => CertStatus::Revoked {
                         at: from_unix_millis(at),
@@ -193,7 +192,7 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
         };
         statuses.push(status);
     }
-    let now = p.app.clock.now();
+    let now = p.node.clock.now();
     match ca.ocsp_response(&req, &statuses, now, now + VALIDITY) {
         Ok(bytes) => der("application/ocsp-response", bytes),
         Err(e) => {

@@ -10,10 +10,10 @@
 //! answers stay published.
 
 use anyhow::Context;
-use pki::{CertificateAuthority, ImportRejection, MasterKey};
+use pki::{CertificateAuthority, ImportRejection};
 use time::Duration;
 
-use crate::authority::{self, STATION_CA, STATION_ROOT};
+use crate::authority::{self, KeyBackend, STATION_CA, STATION_ROOT};
 use crate::clock::Clock;
 use crate::store::{CaRow, CredentialRecord, Retirement, Store, Tenant};
 
@@ -103,9 +103,10 @@ pub struct IssuingCa {
 
 impl IssuingCa {
     /// Opens the CA's key (unsealing it, or finding it in the HSM).
-    pub fn open(self, master: &MasterKey, tenant: &str) -> anyhow::Result<CertificateAuthority> {
+    /// Unsealing is CPU work: this runs on a blocking thread.
+    pub async fn open(self, keys: &KeyBackend, tenant: &str) -> anyhow::Result<CertificateAuthority> {
         let rec = CredentialRecord { cert_pem: self.row.cert_pem, sealed_key: self.row.sealed_key };
-        authority::open_ca(master, tenant, &self.row.name, rec)
+        keys.open_blocking(tenant, &self.row.name, rec).await
     }
 }
 
@@ -150,7 +151,7 @@ fn overlap_end(now: i64, overlap_days: u32) -> i64 {
 /// stays trusted for `overlap_days`. Needs the root's key.
 pub async fn rotate(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     tenant: &Tenant,
     overlap_days: u32,
@@ -162,11 +163,11 @@ pub async fn rotate(
             "the station root's key is held by the operator: import a new sub-CA signed by it instead".into(),
         ));
     }
-    let root = authority::load_ca(store, master, &tenant.id, STATION_ROOT).await?;
+    let root = authority::load_ca(store, keys, &tenant.id, STATION_ROOT).await?;
     let now = clock.now();
-    let key = authority::new_ca_key(&tenant.id, "station-ca", now)?;
+    let key = keys.new_ca_key(&tenant.id, "station-ca", now)?;
     let sub = root.issue_station_sub_ca(&tenant.organization, now, SUB_CA_YEARS, key).context("new sub-CA")?;
-    let rec = authority::credential_record(master, &tenant.id, STATION_CA, &sub, "")?;
+    let rec = keys.record(&tenant.id, STATION_CA, &sub, "")?;
     let retire =
         [Retirement { name: STATION_CA, cert_pem: &old.row.cert_pem, new_name: format!("{STATION_CA}@{}", old.id) }];
     let now_ms = clock.now_millis();
@@ -209,7 +210,7 @@ pub enum ImportKey {
 /// the trust anchor. The previous root and sub-CA stay trusted for `overlap_days`.
 pub async fn import(
     store: &Store,
-    master: &MasterKey,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     tenant: &Tenant,
     chain_pem: &str,
@@ -229,7 +230,7 @@ pub async fn import(
             if store.hsm_label_in_use(&l).await.map_err(anyhow::Error::from)? {
                 return Err(CaAdminError::Conflict(format!("the PKCS#11 key '{l}' is already in use")));
             }
-            authority::hsm_key(&l)
+            keys.token_key(&l)
                 .map_err(|e| CaAdminError::Rejected(ImportRejection::Key(format!("PKCS#11 key '{l}': {e:#}"))))?
         }
     };
@@ -245,20 +246,17 @@ pub async fn import(
     }
     let t = &tenant.id;
     let (root_rec, sub_rec) = if imported.is_root() {
-        let key = authority::new_ca_key(t, "station-ca", now)?;
+        let key = keys.new_ca_key(t, "station-ca", now)?;
         let sub =
             imported.ca.issue_station_sub_ca(&tenant.organization, now, SUB_CA_YEARS, key).context("new sub-CA")?;
-        (
-            authority::credential_record(master, t, STATION_ROOT, &imported.ca, "")?,
-            authority::credential_record(master, t, STATION_CA, &sub, "")?,
-        )
+        (keys.record(t, STATION_ROOT, &imported.ca, "")?, keys.record(t, STATION_CA, &sub, "")?)
     } else {
         let (intermediates, root) = imported.above.split_at(imported.above.len() - 1);
         let extra: String = intermediates.iter().map(|d| pki::certificate_pem(d)).collect();
         // Anchorpoint never holds the operator root's key.
         (
             CredentialRecord { cert_pem: pki::certificate_pem(&root[0]), sealed_key: Vec::new() },
-            authority::credential_record(master, t, STATION_CA, &imported.ca, &extra)?,
+            keys.record(t, STATION_CA, &imported.ca, &extra)?,
         )
     };
     let mut retire = vec![Retirement {

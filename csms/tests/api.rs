@@ -9,11 +9,14 @@ use std::sync::Arc;
 use api::auth::{Claims, ISSUER, Role, mint};
 use axum::Router;
 use axum::body::Body;
-use csms::app::App;
+use csms::authority::KeyBackend;
 use csms::clock::SystemClock;
 use csms::config::Config;
+use csms::engines::ConnectedStation;
+use csms::gateway::tls::{StationTrust, provider};
+use csms::runtime::Node;
+use csms::session::SessionState;
 use csms::store::Store;
-use csms::tls::{StationTrust, provider};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -23,7 +26,7 @@ const SECRET: &[u8] = b"api-test-secret-api-test-secret!";
 
 struct Api {
     router: Router,
-    app: Arc<App>,
+    node: Arc<Node>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,17 +62,18 @@ async fn api_with(config: Config) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.unwrap();
     let master = Arc::new(pki::MasterKey::generate().unwrap());
+    let keys = KeyBackend::software(master);
     let clock = SystemClock;
     for (t, org) in [("alpha", "Alpha Charging"), ("beta", "Beta Power")] {
-        csms::authority::ensure_tenant(&store, &master, &clock, t, org, None).await.unwrap();
+        csms::authority::ensure_tenant(&store, &keys, &clock, t, org, None).await.unwrap();
     }
-    csms::authority::server_identity(&store, &master, &clock, &["localhost".to_owned()]).await.unwrap();
+    csms::authority::server_identity(&store, &keys, &clock, &["localhost".to_owned()]).await.unwrap();
     // Files the server writes (CA PEMs after a rotation) stay in the test's directory.
     let config = Config { data_dir: dir.path().to_owned(), ..config };
-    let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
-    app.set_signing_key(master.clone());
-    let router = csms::http::router(app.clone(), master, Arc::new(api::auth::Authenticator::hs256(SECRET)));
-    Api { router, app, _dir: dir }
+    let trust = Arc::new(StationTrust::new(provider()));
+    let node = Node::new(config, store, Arc::new(SystemClock), keys, trust, None).unwrap();
+    let router = csms::http::router(node.clone(), Arc::new(api::auth::Authenticator::hs256(SECRET)));
+    Api { router, node, _dir: dir }
 }
 
 impl Api {
@@ -483,7 +487,7 @@ async fn operator_ca_import_keeps_the_key_sealed_and_labels_to_the_tenant() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(!r.text.contains("PRIVATE KEY"), "{}", r.text);
     // At rest: sealed, neither the PEM nor the DER key appears in the row.
-    let row = api.app.store.credential("alpha", "station-root").await.unwrap().unwrap();
+    let row = api.node.store.credential("alpha", "station-root").await.unwrap().unwrap();
     assert!(row.cert_pem.contains(chain.lines().nth(1).unwrap()));
     let der = key.serialize_der();
     assert!(!row.sealed_key.windows(32).any(|w| der.windows(32).any(|d| d == w)), "key stored in clear");
@@ -560,7 +564,7 @@ async fn mutating_calls_are_audited_with_their_outcome() {
         ]
     );
     // Durable: the rows are in the database, not in memory.
-    assert_eq!(api.app.store.audit_page("alpha", None, 10).await.unwrap().len(), 3);
+    assert_eq!(api.node.store.audit_page("alpha", None, 10).await.unwrap().len(), 3);
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>;
@@ -571,11 +575,11 @@ async fn connect(api: &Api, id: &str, tenant: &str) -> Ws {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
     let client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
-    let state =
-        csms::handlers::SessionState::new(id.into(), Arc::from(tenant), Some(csms::store::Registration::Accepted));
-    tokio::spawn(csms::session::run(api.app.clone(), server, state));
+    let station = ConnectedStation { tenant_id: Arc::from(tenant), station_id: id.into(), certificate_serial: None };
+    let state = SessionState::new(station, Some(csms::store::Registration::Accepted));
+    tokio::spawn(csms::session::run(api.node.session_context(), server, state));
     for _ in 0..200 {
-        if api.app.sessions.get(id).is_some() {
+        if api.node.link.is_connected(tenant, id) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -906,7 +910,7 @@ async fn event_streams_end_with_their_token_and_are_capped_per_tenant() {
 
     let viewer = tok("alpha", Role::Viewer);
     let mut open = Vec::new();
-    for _ in 0..csms::app::MAX_EVENT_STREAMS_PER_TENANT {
+    for _ in 0..csms::events::MAX_EVENT_STREAMS_PER_TENANT {
         let req = Request::get("/api/v1/events")
             .header("authorization", format!("Bearer {viewer}"))
             .body(Body::empty())
@@ -1039,25 +1043,25 @@ async fn certificate_inventory_and_revocation() {
 
     // K-1 is connected with its first certificate; revoking it closes that session only.
     let connect_with = |id: &'static str, serial: String| {
-        let app = api.app.clone();
+        let sessions = api.node.session_context();
         async move {
             let (server_io, client_io) = tokio::io::duplex(64 * 1024);
             let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
             let client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
-            let mut state = csms::handlers::SessionState::new(
-                id.into(),
-                Arc::from("alpha"),
-                Some(csms::store::Registration::Accepted),
-            );
-            state.certificate_serial = Some(serial);
-            tokio::spawn(csms::session::run(app, server, state));
+            let station = ConnectedStation {
+                tenant_id: Arc::from("alpha"),
+                station_id: id.into(),
+                certificate_serial: Some(serial),
+            };
+            let state = SessionState::new(station, Some(csms::store::Registration::Accepted));
+            tokio::spawn(csms::session::run(sessions, server, state));
             client
         }
     };
     let mut k1_ws = connect_with("K-1", serials[0].clone()).await;
     let _k2_ws = connect_with("K-2", serials[2].clone()).await;
     for _ in 0..200 {
-        if api.app.sessions.len() == 2 {
+        if api.node.link.connected() == 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -1087,7 +1091,7 @@ async fn certificate_inventory_and_revocation() {
     .await
     .unwrap();
     assert_eq!(closed, Some(1008), "the session using the revoked certificate is closed");
-    assert!(api.app.sessions.get("K-2").is_some(), "other sessions stay");
+    assert!(api.node.link.is_connected("alpha", "K-2"), "other sessions stay");
     let again =
         api.post(&format!("/api/v1/certificates/{}/revoke", serials[0]), &op, json!({"reason": "superseded"})).await;
     assert_eq!(again.body["revocationReason"], "keyCompromise", "the first reason stands");
@@ -1205,7 +1209,7 @@ async fn a01_password_switches_only_when_the_station_accepts() {
         .await;
     let mut ws = connect(&api, "PW-1", "alpha").await;
     let stored =
-        |api: Arc<Api>| async move { api.app.store.station("PW-1").await.unwrap().unwrap().password_hash.unwrap() };
+        |api: Arc<Api>| async move { api.node.store.station("PW-1").await.unwrap().unwrap().password_hash.unwrap() };
 
     // The station refuses: the CSMS keeps expecting the old password.
     let (a, o) = (api.clone(), op.clone());
@@ -1256,7 +1260,7 @@ async fn certificates_near_expiry_are_renewed_without_an_operator() {
     }
     // AR-1 is connected, AR-2 is not: only AR-1 can be renewed now.
     let mut ws = connect(&api, "AR-1", "alpha").await;
-    csms::lifecycle::auto_renew(&api.app).await;
+    api.node.certificates.auto_renew().await;
     let trigger = next_call(&mut ws).await;
     assert_eq!(trigger[3], json!({"requestedMessage": "SignChargingStationCertificate"}));
     answer(&mut ws, json!([3, trigger[1], {"status": "Accepted"}])).await;
@@ -1272,7 +1276,7 @@ async fn certificates_near_expiry_are_renewed_without_an_operator() {
     assert_eq!(state, "triggered");
     assert_eq!(api.get("/api/v1/stations/AR-2/certificate-requests", &op).await.body, json!([]));
     // A renewal under way is not started twice.
-    csms::lifecycle::auto_renew(&api.app).await;
+    api.node.certificates.auto_renew().await;
     use futures_util::StreamExt;
     let again = tokio::time::timeout(std::time::Duration::from_millis(300), ws.next()).await;
     assert!(again.is_err(), "a second trigger was sent: {again:?}");
@@ -1289,20 +1293,22 @@ async fn revocations_made_elsewhere_close_live_sessions() {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
     let mut client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
-    let mut state =
-        csms::handlers::SessionState::new("X-1".into(), Arc::from("alpha"), Some(csms::store::Registration::Accepted));
-    state.certificate_serial = Some(serial.clone());
-    tokio::spawn(csms::session::run(api.app.clone(), server, state));
+    let station = ConnectedStation {
+        tenant_id: Arc::from("alpha"),
+        station_id: "X-1".into(),
+        certificate_serial: Some(serial.clone()),
+    };
+    let state = SessionState::new(station, Some(csms::store::Registration::Accepted));
+    tokio::spawn(csms::session::run(api.node.session_context(), server, state));
     for _ in 0..200 {
-        if api.app.sessions.get("X-1").is_some() {
+        if api.node.link.is_connected("alpha", "X-1") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let since = api.app.clock.now_millis();
     // Revoked by another process (the CLI writes the database directly).
-    api.app.store.revoke_certificate("alpha", &serial, api.app.clock.now_millis(), "keyCompromise").await.unwrap();
-    csms::lifecycle::close_revoked_sessions(&api.app, since).await;
+    api.node.store.revoke_certificate("alpha", &serial, api.node.clock.now_millis(), "keyCompromise").await.unwrap();
+    api.node.certificates.close_revoked_sessions().await;
     use futures_util::StreamExt;
     let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         loop {
@@ -1332,12 +1338,9 @@ async fn a_certificate_the_station_refuses_is_revoked_and_a_second_delivery_does
     let requests = api.get("/api/v1/stations/RJ-1/certificate-requests", &op).await;
     assert_eq!(requests.body[0]["state"], "delivering", "{}", requests.text);
     let id = requests.body[0]["id"].as_i64().unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        csms::lifecycle::deliver(api.app.clone(), "alpha".into(), "RJ-1".into(), id),
-    )
-    .await
-    .expect("a claimed request is left alone");
+    tokio::time::timeout(std::time::Duration::from_secs(2), api.node.certificates.deliver("alpha", "RJ-1", id))
+        .await
+        .expect("a claimed request is left alone");
     answer(&mut ws, json!([3, signed[1], {"status": "Rejected"}])).await;
     let mut last = Value::Null;
     for _ in 0..100 {

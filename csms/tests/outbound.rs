@@ -6,13 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use csms::app::App;
+use csms::authority::KeyBackend;
 use csms::clock::SystemClock;
 use csms::config::Config;
-use csms::handlers::SessionState;
-use csms::session::CallFailure;
+use csms::engines::ConnectedStation;
+use csms::gateway::tls::{StationTrust, provider};
+use csms::link::{CallFailure, StationLink};
+use csms::runtime::Node;
+use csms::session::SessionState;
 use csms::store::{Registration, Store};
-use csms::tls::{StationTrust, provider};
 use futures_util::{SinkExt, StreamExt};
 use ocpp::v201::Action;
 use serde_json::{Value, json};
@@ -22,25 +24,48 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 type Client = WebSocketStream<tokio::io::DuplexStream>;
 
-async fn connected(call_timeout_secs: u64) -> (Arc<App>, Client, tempfile::TempDir) {
+/// Calls to the test's one station through the node's station link.
+#[derive(Clone)]
+struct Handle(Arc<dyn StationLink>);
+
+impl Handle {
+    async fn call(&self, action: Action, payload: Value) -> Result<Value, CallFailure> {
+        self.0.send("default", "CS1", action, payload).await
+    }
+}
+
+fn handle(node: &Node) -> Handle {
+    assert!(node.link.is_connected("default", "CS1"));
+    Handle(node.link.clone())
+}
+
+fn gone(node: &Node) -> bool {
+    !node.link.is_connected("default", "CS1")
+}
+
+async fn connected(call_timeout_secs: u64) -> (Arc<Node>, Client, tempfile::TempDir) {
     connected_with(Config { call_timeout_secs, ..Config::default() }).await
 }
 
-async fn connected_with(config: Config) -> (Arc<App>, Client, tempfile::TempDir) {
+async fn connected_with(config: Config) -> (Arc<Node>, Client, tempfile::TempDir) {
     connected_as(config, Some(Registration::Accepted)).await
 }
 
-async fn connected_as(config: Config, registration: Option<Registration>) -> (Arc<App>, Client, tempfile::TempDir) {
+async fn connected_as(config: Config, registration: Option<Registration>) -> (Arc<Node>, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::sqlite_url(dir.path()), 2).await.unwrap();
-    let app = Arc::new(App::new(config, store, Arc::new(SystemClock), Arc::new(StationTrust::new(provider()))));
+    let keys = KeyBackend::software(Arc::new(pki::MasterKey::generate().unwrap()));
+    let trust = Arc::new(StationTrust::new(provider()));
+    let app = Node::new(config, store, Arc::new(SystemClock), keys, trust, None).unwrap();
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
     let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let state = SessionState::new("CS1".into(), Arc::from("default"), registration);
-    tokio::spawn(csms::session::run(app.clone(), server, state));
+    let station =
+        ConnectedStation { tenant_id: Arc::from("default"), station_id: "CS1".into(), certificate_serial: None };
+    let state = SessionState::new(station, registration);
+    tokio::spawn(csms::session::run(app.session_context(), server, state));
     for _ in 0..100 {
-        if app.sessions.get("CS1").is_some() {
+        if !gone(&app) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -65,7 +90,7 @@ async fn send(client: &mut Client, v: Value) {
 #[tokio::test]
 async fn call_result_reaches_the_caller() {
     let (app, mut client, _dir) = connected(5).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     let call = tokio::spawn(async move { handle.call(Action::Reset, json!({"type": "Immediate"})).await });
     let frame = next_frame(&mut client).await;
     assert_eq!(frame[0], 2);
@@ -80,7 +105,7 @@ async fn call_result_reaches_the_caller() {
 #[tokio::test]
 async fn one_call_in_flight_at_a_time() {
     let (app, mut client, _dir) = connected(5).await;
-    let h1 = app.sessions.get("CS1").unwrap();
+    let h1 = handle(&app);
     let h2 = h1.clone();
     let first = tokio::spawn(async move { h1.call(Action::Reset, json!({"type": "OnIdle"})).await });
     let f1 = next_frame(&mut client).await;
@@ -106,7 +131,7 @@ async fn one_call_in_flight_at_a_time() {
 #[tokio::test]
 async fn timeout_frees_the_slot() {
     let (app, mut client, _dir) = connected(1).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     let h = handle.clone();
     let first = tokio::spawn(async move { h.call(Action::ClearCache, json!({})).await });
     let f1 = next_frame(&mut client).await;
@@ -122,7 +147,7 @@ async fn timeout_frees_the_slot() {
 #[tokio::test]
 async fn invalid_payloads_in_both_directions() {
     let (app, mut client, _dir) = connected(5).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     // Our own request is checked before it leaves.
     match handle.call(Action::Reset, json!({"type": "Sometime"})).await {
         Err(CallFailure::InvalidRequest(v)) => assert_eq!(v.code, ocpp::ErrorCode::PropertyConstraintViolation),
@@ -141,13 +166,13 @@ async fn invalid_payloads_in_both_directions() {
 #[tokio::test]
 async fn disconnect_fails_pending_call() {
     let (app, mut client, _dir) = connected(30).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     let call = tokio::spawn(async move { handle.call(Action::ClearCache, json!({})).await });
     let _ = next_frame(&mut client).await;
     client.close(None).await.unwrap();
     assert_eq!(call.await.unwrap(), Err(CallFailure::Closed));
     for _ in 0..100 {
-        if app.sessions.get("CS1").is_none() {
+        if gone(&app) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -178,7 +203,7 @@ async fn silent_station_is_disconnected_after_the_idle_timeout() {
     .unwrap();
     assert_eq!(closed, Some(1001));
     for _ in 0..100 {
-        if app.sessions.get("CS1").is_none() {
+        if gone(&app) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -189,7 +214,7 @@ async fn silent_station_is_disconnected_after_the_idle_timeout() {
 #[tokio::test]
 async fn malformed_reply_is_not_answered_and_fails_the_call_at_once() {
     let (app, mut client, _dir) = connected(30).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     let h = handle.clone();
     let call = tokio::spawn(async move { h.call(Action::ClearCache, json!({})).await });
     let f = next_frame(&mut client).await;
@@ -212,7 +237,7 @@ async fn malformed_reply_is_not_answered_and_fails_the_call_at_once() {
 #[tokio::test]
 async fn pending_station_may_send_what_the_csms_asked_for() {
     let (app, mut client, _dir) = connected_as(Config::default(), Some(Registration::Pending)).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     let report = json!({"generatedAt": "2026-11-26T00:00:00Z", "requestId": 7, "seqNo": 0, "tbc": false});
     // B02.FR.09: unsolicited while Pending.
     send(&mut client, json!([2, "r1", "NotifyReport", report])).await;
@@ -245,7 +270,7 @@ async fn pending_station_may_send_what_the_csms_asked_for() {
 #[tokio::test]
 async fn nothing_is_sent_to_a_rejected_station() {
     let (app, mut client, _dir) = connected_as(Config::default(), Some(Registration::Rejected)).await;
-    let handle = app.sessions.get("CS1").unwrap();
+    let handle = handle(&app);
     assert_eq!(handle.call(Action::ClearCache, json!({})).await, Err(CallFailure::StationRejected));
     let sent = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
     assert!(sent.is_err(), "a call reached a rejected station: {sent:?}");

@@ -154,17 +154,13 @@ fn issue_in_past(env: &Env, station: &str, csr_pem: &str) -> String {
             ..Default::default()
         };
         let clock = csms::clock::SystemClock;
-        let opened = csms::server::open(cfg, &clock).await.unwrap();
+        let opened = csms::serve::open(cfg, &clock).await.unwrap();
         let tenant = opened.store.tenant("default").await.unwrap().unwrap();
         let csr = pki::validate_csr(csr_pem, station).unwrap();
         let now = time::OffsetDateTime::now_utc();
         let public_url = opened.config.public_url();
-        let signer = csms::authority::Signer {
-            store: &opened.store,
-            master: &opened.secrets.master,
-            public_url: &public_url,
-            writes: None,
-        };
+        let signer =
+            csms::authority::Signer { store: &opened.store, keys: &opened.keys, public_url: &public_url, writes: None };
         let (chain, _) = csms::authority::issue_for(
             &signer,
             &tenant,
@@ -361,11 +357,10 @@ fn certificate_not_issued_here() {
             database_url: Some(env.db_url.clone()),
             ..Default::default()
         };
-        let opened = csms::server::open(cfg, &csms::clock::SystemClock).await.unwrap();
-        let ca =
-            csms::authority::load_ca(&opened.store, &opened.secrets.master, "default", csms::authority::STATION_CA)
-                .await
-                .unwrap();
+        let opened = csms::serve::open(cfg, &csms::clock::SystemClock).await.unwrap();
+        let ca = csms::authority::load_ca(&opened.store, &opened.keys, "default", csms::authority::STATION_CA)
+            .await
+            .unwrap();
         let csr = pki::validate_csr(&csr_pem, "CS-MINT").unwrap();
         let now = time::OffsetDateTime::now_utc();
         let cert =

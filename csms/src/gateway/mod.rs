@@ -1,9 +1,13 @@
-//! Accepting stations: TCP -> TLS -> HTTP/1.1 upgrade -> identity -> session.
+//! The gateway: accepting stations. TCP -> TLS -> HTTP/1.1 upgrade ->
+//! identity -> session.
 //!
 //! Everything before the session is bounded: a connection cap, a cap on
 //! concurrent handshakes, and one deadline for TLS plus the upgrade request.
 //! Refusals are decided before the upgrade and answered with an HTTP status; the
 //! precise reason is logged and counted, never sent to the client.
+
+pub mod identity;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,28 +21,82 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::app::App;
-use crate::handlers::SessionState;
-use crate::identity::{self, Refusal, Transport};
-use crate::session;
+use identity::{Refusal, Transport};
+use tls::{ServerCertificates, StationTrust};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engines::ConnectedStation;
+use crate::ids::valid_station_id;
+use crate::metrics::Metrics;
+use crate::session::{self, SessionContext, SessionState};
+use crate::store::Store;
 
 /// The one subprotocol this CSMS speaks.
 pub const SUBPROTOCOL: &str = "ocpp2.0.1";
-/// OCPP 2.0.1: a charging station identity is at most 48 characters.
-pub const MAX_STATION_ID_LEN: usize = 48;
+
+/// What the listeners need to let stations in.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub trust: Arc<StationTrust>,
+    /// Server certificates by SNI host (absent when no TLS listener runs).
+    pub server_certs: Option<Arc<ServerCertificates>>,
+    /// Where admitted stations' sessions run.
+    pub sessions: Arc<SessionContext>,
+    /// Open connections (sessions and handshakes in progress).
+    connection_permits: Arc<Semaphore>,
+    /// TLS handshakes and upgrade requests in progress.
+    handshake_permits: Arc<Semaphore>,
+    /// PBKDF2 verifications in progress (CPU-bound).
+    password_permits: Semaphore,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        trust: Arc<StationTrust>,
+        server_certs: Option<Arc<ServerCertificates>>,
+        sessions: Arc<SessionContext>,
+    ) -> Gateway {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Gateway {
+            connection_permits: Arc::new(Semaphore::new(config.max_connections)),
+            handshake_permits: Arc::new(Semaphore::new(config.max_concurrent_handshakes.max(1))),
+            password_permits: Semaphore::new(cores),
+            config,
+            store,
+            clock,
+            metrics,
+            trust,
+            server_certs,
+            sessions,
+        }
+    }
+
+    /// The tenant whose own host name `sni` is, if any.
+    pub fn tenant_of_host(&self, sni: &str) -> Option<String> {
+        self.server_certs.as_ref()?.tenant_of_host(sni)
+    }
+}
 
 mod bytes_body {
     pub type Body = http_body_util::Full<hyper::body::Bytes>;
 }
 
 /// Accepts TLS connections until the listener fails.
-pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConfig>) {
+pub async fn serve_tls(app: Arc<Gateway>, listener: TcpListener, tls: Arc<ServerConfig>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let Some((tcp, peer, permit)) = accept(&app, &listener).await else {
@@ -56,7 +114,7 @@ pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConf
             let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    let reason = crate::tls::classify_handshake_error(&e);
+                    let reason = tls::classify_handshake_error(&e);
                     tracing::info!(%peer, reason, error = %e, "TLS handshake failed");
                     app.metrics.handshake_failed(reason);
                     return;
@@ -76,7 +134,7 @@ pub async fn serve_tls(app: Arc<App>, listener: TcpListener, tls: Arc<ServerConf
 }
 
 /// Waits for one of the bounded handshake slots, at most until `deadline`.
-async fn handshake_permit(app: &App, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
+async fn handshake_permit(app: &Gateway, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
     match tokio::time::timeout_at(deadline, app.handshake_permits.clone().acquire_owned()).await {
         Ok(Ok(p)) => Some(p),
         Ok(Err(_)) => None,
@@ -88,7 +146,7 @@ async fn handshake_permit(app: &App, deadline: tokio::time::Instant) -> Option<O
 }
 
 /// Plain WebSocket listener for security profile 1 (off unless configured).
-pub async fn serve_plain(app: Arc<App>, listener: TcpListener) {
+pub async fn serve_plain(app: Arc<Gateway>, listener: TcpListener) {
     loop {
         let Some((tcp, peer, permit)) = accept(&app, &listener).await else {
             continue;
@@ -105,7 +163,7 @@ pub async fn serve_plain(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-async fn accept(app: &App, listener: &TcpListener) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+async fn accept(app: &Gateway, listener: &TcpListener) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let (tcp, peer) = match listener.accept().await {
         Ok(x) => x,
         Err(e) => {
@@ -130,7 +188,7 @@ struct Admitted {
 }
 
 async fn upgrade_and_run<IO>(
-    app: Arc<App>,
+    app: Arc<Gateway>,
     io: TokioIo<IO>,
     peer: SocketAddr,
     transport: Transport,
@@ -181,12 +239,12 @@ async fn upgrade_and_run<IO>(
         }
     };
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&app))).await;
-    session::run(app, ws, state).await;
+    session::run(app.sessions.clone(), ws, state).await;
     drop(conn_permit);
 }
 
 /// Small buffers: most stations are idle most of the time.
-fn ws_config(app: &App) -> WebSocketConfig {
+fn ws_config(app: &Gateway) -> WebSocketConfig {
     let max = app.config.max_message_bytes;
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
@@ -207,7 +265,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 
 /// Checks the upgrade request and, if the station is let in, answers 101.
 async fn upgrade_request(
-    app: &App,
+    app: &Gateway,
     peer: SocketAddr,
     transport: &Transport,
     mut req: Request<Incoming>,
@@ -243,8 +301,12 @@ async fn upgrade_request(
     };
     let station = &admission.station;
     let registration = station.boot_status.as_deref().and_then(|s| s.parse().ok());
-    let mut state = SessionState::new(station.id.clone(), Arc::from(station.tenant_id.as_str()), registration);
-    state.certificate_serial = admission.certificate_serial.clone();
+    let connected = ConnectedStation {
+        tenant_id: Arc::from(station.tenant_id.as_str()),
+        station_id: station.id.clone(),
+        certificate_serial: admission.certificate_serial.clone(),
+    };
+    let state = SessionState::new(connected, registration);
     if slot.set(Admitted { on_upgrade: hyper::upgrade::on(&mut req), state }).is_err() {
         // Refusals close the connection and a 101 ends HTTP on it: never reached.
         return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");
@@ -303,13 +365,6 @@ pub fn station_id_from_path(path: &str) -> Option<String> {
     let raw = path.strip_prefix("/ocpp/")?;
     let id = percent_decode(raw)?;
     valid_station_id(&id).then_some(id)
-}
-
-/// 1 to 48 characters from RFC 3986's unreserved set; never ':' (Basic auth) or '/'.
-pub fn valid_station_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_STATION_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 fn percent_decode(s: &str) -> Option<String> {

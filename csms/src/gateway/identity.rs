@@ -7,7 +7,7 @@
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 
-use crate::app::App;
+use super::Gateway;
 use crate::password;
 use crate::store::Station;
 
@@ -90,7 +90,7 @@ pub struct Admission {
 /// Decides whether `station_id` may open a session over `transport` with the
 /// given `Authorization` header.
 pub async fn authenticate(
-    app: &App,
+    app: &Gateway,
     station_id: &str,
     transport: &Transport,
     authorization: Option<&str>,
@@ -153,7 +153,7 @@ pub async fn authenticate(
 /// A refusal that must not be told apart by its timing: when the client sent a
 /// password, one PBKDF2 verification is spent as for a known station, so an
 /// unknown or disabled id is not answered measurably faster than a wrong password.
-async fn equal_time(app: &App, authorization: Option<&str>, refusal: Refusal) -> Refusal {
+async fn equal_time(app: &Gateway, authorization: Option<&str>, refusal: Refusal) -> Refusal {
     static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let Some((_, pass)) = authorization.and_then(parse_basic) else {
         return refusal;
@@ -172,7 +172,7 @@ async fn equal_time(app: &App, authorization: Option<&str>, refusal: Refusal) ->
 
 /// Checks the chain for this station; returns the leaf's serial.
 async fn verify_certificate(
-    app: &App,
+    app: &Gateway,
     station: &Station,
     chain: &[CertificateDer<'static>],
 ) -> Result<String, Refusal> {
@@ -182,7 +182,7 @@ async fn verify_certificate(
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(app.clock.now().unix_timestamp()).unwrap_or(0),
     ));
-    let algs = crate::tls::signature_algorithms();
+    let algs = super::tls::signature_algorithms();
     ee.verify_for_usage(algs.all, &anchors, &chain[1..], now, webpki::KeyUsage::client_auth(), None, None)
         .map_err(|_| Refusal::CertificateWrongTenant)?;
     let info = pki::inspect_certificate(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
@@ -206,7 +206,7 @@ async fn verify_certificate(
     }
 }
 
-async fn verify_basic(app: &App, station: &Station, authorization: Option<&str>) -> Result<(), Refusal> {
+async fn verify_basic(app: &Gateway, station: &Station, authorization: Option<&str>) -> Result<(), Refusal> {
     let (user, pass) = authorization.and_then(parse_basic).ok_or(Refusal::MissingBasicAuth)?;
     if user != station.id {
         return Err(Refusal::BasicUserMismatch);

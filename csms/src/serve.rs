@@ -1,4 +1,5 @@
 //! `csms serve`: open everything, bind the listeners, run until stopped.
+//! Every other command opens the same way ([`open`]) and stops there.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -8,21 +9,24 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::app::App;
-use crate::authority;
+use crate::authority::{self, KeyBackend};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::gateway::tls::{self, ServerCertificates, StationTrust};
+use crate::runtime::Node;
 use crate::store::Store;
-use crate::tls::{self, ServerCertificates, StationTrust};
 
 /// Tenant created on first start.
 pub const DEFAULT_TENANT: &str = "default";
 pub const DEFAULT_ORGANIZATION: &str = "Default Organization";
 
-/// What every command needs: the data directory, secrets, database and default tenant.
+/// What every command needs: the data directory, secrets, the key backend,
+/// the database and the default tenant.
 pub struct Opened {
     pub config: Config,
     pub secrets: authority::Secrets,
+    /// The one way to CA keys: the master key, and the PKCS#11 token if configured.
+    pub keys: KeyBackend,
     pub store: Store,
 }
 
@@ -31,17 +35,21 @@ pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let secrets = authority::load_secrets(&config.data_dir)?;
-    if let Some(module) = &config.pkcs11_module {
-        let token = config.pkcs11_token.as_deref().context("pkcs11_module is set: set pkcs11_token too")?;
-        let pin = config.pkcs11_pin.as_deref().context("pkcs11_module is set: set pkcs11_pin too")?;
-        authority::use_hsm(pki::Pkcs11Token::open(module, token, pin).context("opening the PKCS#11 token")?);
-    }
+    let keys = match &config.pkcs11_module {
+        Some(module) => {
+            let token = config.pkcs11_token.as_deref().context("pkcs11_module is set: set pkcs11_token too")?;
+            let pin = config.pkcs11_pin.as_deref().context("pkcs11_module is set: set pkcs11_pin too")?;
+            let token = pki::Pkcs11Token::open(module, token, pin).context("opening the PKCS#11 token")?;
+            KeyBackend::with_token(secrets.master.clone(), token)
+        }
+        None => KeyBackend::software(secrets.master.clone()),
+    };
     let url = config.database_url();
     let store = Store::open(&url, config.database_max_connections)
         .await
         .with_context(|| format!("opening database {}", redact_url(&url)))?;
-    authority::ensure_tenant(&store, &secrets.master, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION, None).await?;
-    Ok(Opened { config, secrets, store })
+    authority::ensure_tenant(&store, &keys, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION, None).await?;
+    Ok(Opened { config, secrets, keys, store })
 }
 
 /// Hides a password in a database URL for printing.
@@ -60,9 +68,11 @@ pub fn redact_url(url: &str) -> String {
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let Opened { config, secrets, store } = open(config, clock.as_ref()).await?;
+    let Opened { config, secrets, keys, store } = open(config, clock.as_ref()).await?;
+    // A server that cannot sign says so now, not at the first renewal.
+    authority::check_signing(&store, &keys).await?;
 
-    let identity = authority::server_identity(&store, &secrets.master, clock.as_ref(), &config.server_names).await?;
+    let identity = authority::server_identity(&store, &keys, clock.as_ref(), &config.server_names).await?;
     let root_path = authority::write_public_pem(&store, &config.data_dir, &identity.root_pem).await?;
 
     let provider = tls::provider();
@@ -71,7 +81,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let certs =
         Arc::new(ServerCertificates::new(tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone())?));
     drop(identity);
-    add_tenant_hosts(&store, &secrets, clock.as_ref(), &provider, &certs).await?;
+    add_tenant_hosts(&store, &keys, clock.as_ref(), &provider, &certs).await?;
     let tls_config = Arc::new(tls::server_config(provider.clone(), trust.clone(), certs.clone())?);
 
     let ocpp = TcpListener::bind(config.ocpp_addr)
@@ -90,15 +100,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let api_addr = api.local_addr()?;
     let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
 
-    let app = Arc::new(App::new(config.clone(), store.clone(), clock.clone(), trust.clone()));
-    app.set_server_certificates(certs.clone());
-    app.set_signing_key(secrets.master.clone());
-    tokio::spawn(crate::transport::serve_tls(app.clone(), ocpp, tls_config));
+    let node =
+        Node::new(config.clone(), store.clone(), clock.clone(), keys.clone(), trust.clone(), Some(certs.clone()))?;
+    tokio::spawn(crate::gateway::serve_tls(node.gateway.clone(), ocpp, tls_config));
     if let Some(l) = plain {
-        tokio::spawn(crate::transport::serve_plain(app.clone(), l));
+        tokio::spawn(crate::gateway::serve_plain(node.gateway.clone(), l));
     }
     let auth = authority::jwt_authenticator(&store, &secrets, config.jwt_algorithm, clock.now_millis()).await?;
-    let router = crate::http::router(app.clone(), secrets.master.clone(), Arc::new(auth));
+    let router = crate::http::router(node.clone(), Arc::new(auth));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api, router).await {
             tracing::error!(error = %e, "API listener failed");
@@ -107,13 +116,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Tenants created by other processes (CLI, other nodes) become trusted here,
     // and their own host names get a server certificate.
     let refresh_store = store.clone();
-    let sweep_app = app.clone();
-    let mut revoked_since = clock.now_millis();
+    let tick_node = node.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
-            match authority::station_trust_roots(&refresh_store, sweep_app.clock.now_millis()).await {
+            match authority::station_trust_roots(&refresh_store, tick_node.clock.now_millis()).await {
                 Ok(roots) => {
                     if let Err(e) = trust.reload(&roots) {
                         tracing::error!(error = %e, "reloading station trust anchors");
@@ -121,15 +129,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
             }
-            if let Err(e) = add_tenant_hosts(&refresh_store, &secrets, clock.as_ref(), &provider, &certs).await {
+            if let Err(e) = add_tenant_hosts(&refresh_store, &keys, clock.as_ref(), &provider, &certs).await {
                 tracing::warn!(error = %e, "issuing tenant server certificates");
             }
-            crate::lifecycle::sweep(&sweep_app).await;
-            revoked_since = crate::lifecycle::close_revoked_sessions(&sweep_app, revoked_since).await;
-            crate::lifecycle::auto_renew(&sweep_app).await;
+            // Each engine's periodic work (renewals, revocation sweeps, ...).
+            tick_node.engines.tick().await;
         }
     });
-    app.ready.store(true, Ordering::Release);
+    node.ready.store(true, Ordering::Release);
 
     let ocpp_host = config.server_names.first().cloned().unwrap_or_else(|| "localhost".into());
     let mut out = std::io::stdout().lock();
@@ -151,7 +158,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    app.ready.store(false, Ordering::Release);
+    node.ready.store(false, Ordering::Release);
     store.close().await;
     Ok(())
 }
@@ -159,7 +166,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Issues a server certificate for every tenant host name not served yet.
 async fn add_tenant_hosts(
     store: &Store,
-    secrets: &authority::Secrets,
+    keys: &KeyBackend,
     clock: &dyn Clock,
     provider: &rustls::crypto::CryptoProvider,
     certs: &ServerCertificates,
@@ -169,7 +176,7 @@ async fn add_tenant_hosts(
         if certs.has_host(host) {
             continue;
         }
-        let id = authority::tenant_server_identity(store, &secrets.master, clock, &tenant).await?;
+        let id = authority::tenant_server_identity(store, keys, clock, &tenant).await?;
         certs.insert(host, &tenant.id, tls::certified_key(provider, &id.chain, id.key_pkcs8.clone())?);
         tracing::info!(tenant = %tenant.id, host, "serving the tenant's own server certificate");
     }

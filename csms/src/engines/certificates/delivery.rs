@@ -1,0 +1,195 @@
+//! Issuing and delivering accepted requests (A02/A03), and what follows when a
+//! station connects with its new certificate.
+
+use ocpp::v201::{CertificateSignedRequest, CertificateSignedStatusEnumType, CertificateSigningUseEnumType};
+
+use super::state;
+use crate::authority::{self, EnrollError, Signer, Validity};
+use crate::engines::EngineContext;
+use crate::link::CallFailure;
+use crate::store::{RequestChange, StoreError};
+
+/// A request claimed (`issuing`, `delivering`) this long ago by a process that
+/// then died is taken over. Longer than a call timeout.
+pub(super) const CLAIM_STALE_MS: i64 = 120_000;
+
+/// Why a delivery did not complete (it resumes at the station's next connection).
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("issuing the certificate: {0}")]
+    Issue(#[from] EnrollError),
+    #[error("the stored CSR no longer passes the CSR rules: {0}")]
+    Csr(#[from] pki::CsrRejection),
+    #[error("reading the issuing CA: {0:#}")]
+    IssuerChain(anyhow::Error),
+    #[error("the tenant vanished")]
+    NoTenant,
+    #[error("CertificateSigned: {0}")]
+    Call(CallFailure),
+}
+
+/// Issues (if not done yet) and delivers the certificate of request `id`.
+pub(super) async fn deliver(ctx: &EngineContext, tenant: &str, station: &str, id: i64) {
+    if let Err(e) = deliver_inner(ctx, tenant, station, id).await {
+        tracing::warn!(station, tenant, request = id, error = %e, "certificate delivery did not complete; resumes at the next connection");
+    }
+}
+
+async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64) -> Result<(), DeliveryError> {
+    let Some(req) = ctx.store.cert_request(tenant, id).await? else {
+        return Ok(());
+    };
+    let now_ms = ctx.clock.now_millis();
+    let stale = now_ms - req.updated_at > CLAIM_STALE_MS;
+    let Some(csr_pem) = req.csr_pem.as_deref() else { return Ok(()) };
+    // Each step is claimed with a compare-and-set, so of two deliveries of one
+    // request (a reply's and a reconnection's) only one issues and one sends.
+    let chain = match req.state.as_str() {
+        state::CSR_RECEIVED | state::ISSUING => {
+            let from: &[&str] =
+                if req.state == state::ISSUING && stale { &[state::ISSUING] } else { &[state::CSR_RECEIVED] };
+            if !ctx.store.update_cert_request(id, from, RequestChange::to(state::ISSUING), now_ms).await? {
+                return Ok(());
+            }
+            let tenant_rec = ctx.store.tenant(tenant).await?.ok_or(DeliveryError::NoTenant)?;
+            let csr = pki::validate_csr(csr_pem, station)?;
+            let now = ctx.clock.now();
+            let public_url = ctx.config.public_url();
+            let signer =
+                Signer { store: &ctx.store, keys: &ctx.keys, public_url: &public_url, writes: Some(&ctx.writes) };
+            let days = i64::from(ctx.config.station_certificate_days);
+            let validity =
+                Validity { not_before: now - time::Duration::minutes(5), not_after: now + time::Duration::days(days) };
+            let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
+            let issued =
+                RequestChange { to: state::DELIVERING, serial_hex: Some(&rec.serial_hex), ..Default::default() };
+            ctx.store.update_cert_request(id, &[state::ISSUING], issued, ctx.clock.now_millis()).await?;
+            chain
+        }
+        state::ISSUED | state::DELIVERING => {
+            // Issued before a crash or disconnect: deliver the same certificate again.
+            let from: &[&str] =
+                if req.state == state::DELIVERING && stale { &[state::DELIVERING] } else { &[state::ISSUED] };
+            if !ctx.store.update_cert_request(id, from, RequestChange::to(state::DELIVERING), now_ms).await? {
+                return Ok(());
+            }
+            let Some(serial) = &req.serial_hex else { return Ok(()) };
+            let Some(rec) = ctx.store.certificate(tenant, serial).await? else { return Ok(()) };
+            let ca = crate::station_ca::issuer_chain(&ctx.store, tenant, rec.issuer_id.as_deref())
+                .await
+                .map_err(DeliveryError::IssuerChain)?
+                .unwrap_or_default();
+            authority::chain_pem(&rec.cert_pem, &ca)
+        }
+        _ => return Ok(()),
+    };
+    let request = CertificateSignedRequest {
+        custom_data: None,
+        certificate_chain: chain,
+        certificate_type: Some(CertificateSigningUseEnumType::ChargingStationCertificate),
+    };
+    let refusal = match ctx.link.call(tenant, station, request).await {
+        Ok(answer) if answer.status == CertificateSignedStatusEnumType::Accepted => None,
+        Ok(answer) => Some(match answer.status_info {
+            Some(info) => format!(
+                "CertificateSigned answered Rejected ({}{})",
+                info.reason_code,
+                info.additional_info.map(|i| format!(": {i}")).unwrap_or_default()
+            ),
+            None => "CertificateSigned answered Rejected".to_owned(),
+        }),
+        Err(CallFailure::Rejected { code, description }) => Some(format!("{}: {description}", code.as_str())),
+        Err(e) => {
+            // Not delivered: back to `issued`, for the next connection.
+            let back = RequestChange::to(state::ISSUED);
+            ctx.store.update_cert_request(id, &[state::DELIVERING], back, ctx.clock.now_millis()).await?;
+            return Err(DeliveryError::Call(e));
+        }
+    };
+    let serial = ctx.store.cert_request(tenant, id).await?.and_then(|r| r.serial_hex);
+    let now_ms = ctx.clock.now_millis();
+    match refusal {
+        None => {
+            ctx.store
+                .update_cert_request(id, &[state::DELIVERING], RequestChange::to(state::DELIVERED), now_ms)
+                .await?;
+            tracing::info!(station, tenant, request = id, "certificate delivered");
+        }
+        Some(detail) => {
+            // A certificate the station will not use must not count as its
+            // replacement: revoked first, so the recorded refusal implies it.
+            if let Some(serial) = serial {
+                ctx.store.revoke_certificate(tenant, &serial, now_ms, "superseded").await?;
+            }
+            let change = RequestChange { to: state::STATION_REJECTED, detail: Some(&detail), ..Default::default() };
+            ctx.store.update_cert_request(id, &[state::DELIVERING], change, now_ms).await?;
+            tracing::info!(station, tenant, request = id, detail, "station refused its certificate");
+        }
+    }
+    Ok(())
+}
+
+/// On (re)connection, and after an accepted SignCertificate: deliver whatever
+/// was accepted but not delivered.
+pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str) {
+    let pending = match ctx
+        .store
+        .cert_requests_in(tenant, station, &[state::CSR_RECEIVED, state::ISSUING, state::ISSUED, state::DELIVERING])
+        .await
+    {
+        Ok(rs) => rs,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading pending certificate requests");
+            return;
+        }
+    };
+    for r in pending {
+        deliver(ctx, tenant, station, r.id).await;
+    }
+}
+
+/// A station connected with certificate `serial`: a delivered request for it is
+/// installed, and the station's older certificates are superseded (revoked now
+/// when the grace period is zero, else by [`sweep`]).
+pub(super) async fn admitted_with(ctx: &EngineContext, tenant: &str, station: &str, serial: &str) {
+    let now = ctx.clock.now_millis();
+    let result: Result<(), StoreError> = async {
+        // Older certificates first (revoked at once when the grace is 0), so
+        // that `installed` implies it.
+        if ctx.store.supersede_certificates(tenant, station, serial, now).await? > 0
+            && ctx.config.superseded_grace_secs == 0
+        {
+            sweep(ctx).await;
+        }
+        let requests = ctx.store.cert_requests(tenant, station, 20).await?;
+        if let Some(r) = requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial)) {
+            let from = [state::DELIVERED, state::DELIVERING, state::ISSUED];
+            if ctx.store.update_cert_request(r.id, &from, RequestChange::to(state::INSTALLED), now).await? {
+                tracing::info!(station, tenant, serial, "station connected with its new certificate");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "recording the certificate a station connected with");
+    }
+}
+
+/// Revokes certificates superseded longer ago than the grace period; closes
+/// sessions still using them.
+pub(super) async fn sweep(ctx: &EngineContext) {
+    let now = ctx.clock.now_millis();
+    let cutoff = now - i64::try_from(ctx.config.superseded_grace_secs).unwrap_or(i64::MAX / 2_000).saturating_mul(1000);
+    match ctx.store.revoke_superseded(cutoff, now).await {
+        Ok(revoked) => {
+            for (tenant, serial) in revoked {
+                tracing::info!(tenant, serial, "superseded certificate revoked");
+                ctx.link.disconnect_certificate(&tenant, &serial);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "revoking superseded certificates"),
+    }
+}

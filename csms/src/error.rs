@@ -1,0 +1,113 @@
+//! The csms error type, grouped by whose fault it is (as rustls groups its
+//! errors): the caller's (operator input, configuration), the station's, or
+//! ours (storage, keys, the environment). Each converts explicitly: into an HTTP
+//! problem for the REST API ([`api::service::ServiceError`]) and into a message
+//! naming the field for the command line. A cause that is ours is logged where
+//! it happens; the caller learns only that it failed.
+
+use crate::link::CallFailure;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- the caller's fault ----------------------------------------------------
+    /// A field of the request is invalid; `field` is a JSON pointer into the
+    /// request body (`/password`) or the name of a parameter (`cursor`).
+    #[error("invalid {field}: {detail}")]
+    Invalid { field: String, detail: String },
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    /// The request conflicts with the current state (exists already, changed meanwhile).
+    #[error("{0}")]
+    Conflict(String),
+    /// The configuration or the command line is wrong.
+    #[error("{0}")]
+    Config(String),
+
+    // ---- the station's ---------------------------------------------------------
+    #[error("station '{0}' is not connected")]
+    NotConnected(String),
+    #[error("{0}")]
+    StationTimeout(String),
+    /// The station answered with a CALLERROR, an invalid payload, or a refusal.
+    #[error("{0}")]
+    Station(String),
+
+    // ---- ours --------------------------------------------------------------------
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    /// Something else of ours failed; the text is for the log.
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Error {
+        Error::Invalid { field: field.to_owned(), detail: detail.into() }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { context: context.into(), source }
+    }
+
+    pub fn internal(what: impl std::fmt::Display) -> Error {
+        Error::Internal(what.to_string())
+    }
+
+    /// A failed CSMS-initiated call, said from the operator's side.
+    pub fn call(station: &str, action: &str, failure: CallFailure) -> Error {
+        match failure {
+            CallFailure::InvalidRequest(v) => {
+                let field = if v.path.is_empty() { "/".to_owned() } else { v.path.clone() };
+                Error::Invalid { field, detail: format!("{} ({}): {}", v.message, v.code.as_str(), v.path) }
+            }
+            CallFailure::NotConnected | CallFailure::Closed => Error::NotConnected(station.to_owned()),
+            CallFailure::StationRejected => {
+                Error::Conflict(format!("station '{station}' is Rejected; the CSMS sends it nothing"))
+            }
+            CallFailure::Busy => Error::Unavailable(format!("too many calls queued for station '{station}'")),
+            CallFailure::Timeout(d) => {
+                Error::StationTimeout(format!("station '{station}' did not answer {action} within {}s", d.as_secs()))
+            }
+            CallFailure::Rejected { code, description } => {
+                Error::Station(format!("station '{station}' answered {action} with {}: {description}", code.as_str()))
+            }
+            CallFailure::InvalidResponse(v) => Error::Station(format!(
+                "station '{station}' answered {action} with an invalid payload: {} at {}",
+                v.message, v.path
+            )),
+            CallFailure::MalformedResponse(why) => {
+                Error::Station(format!("station '{station}' answered {action} with a malformed frame: {why}"))
+            }
+        }
+    }
+}
+
+impl From<Error> for api::service::ServiceError {
+    fn from(e: Error) -> Self {
+        use api::service::ServiceError as S;
+        match e {
+            Error::Invalid { field, detail } => S::Invalid { field, detail },
+            Error::NotFound { what, id } => S::NotFound { what, id },
+            Error::Conflict(d) => S::Conflict(d),
+            Error::NotConnected(id) => S::NotConnected(id),
+            Error::StationTimeout(d) => S::Timeout(d),
+            Error::Station(d) => S::Station(d),
+            Error::Unavailable(d) => S::Unavailable(d),
+            Error::Store(StoreError::Unavailable) => S::Unavailable("the storage writer has stopped".into()),
+            other => {
+                tracing::error!(error = %other, "request failed");
+                S::Internal
+            }
+        }
+    }
+}
