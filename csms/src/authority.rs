@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use crate::error::{Context, Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use pki::{CertificateAuthority, MasterKey, StoredCa};
@@ -36,27 +36,27 @@ impl std::fmt::Debug for Secrets {
 
 /// `ANCHORPOINT_MASTER_KEY` / `ANCHORPOINT_JWT_SECRET` (base64), else files in the
 /// data directory, created with mode 0600 on first use.
-pub fn load_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
+pub fn load_secrets(data_dir: &Path) -> Result<Secrets> {
     let master = secret_bytes(data_dir.join("master.key"), "ANCHORPOINT_MASTER_KEY")?;
-    let master = MasterKey::from_bytes(&master).context("master key must be 32 bytes")?;
+    let master = MasterKey::from_bytes(&master).map_err(|e| Error::Config(format!("the master key: {e}")))?;
     let jwt_secret = secret_bytes(data_dir.join("jwt.secret"), "ANCHORPOINT_JWT_SECRET")?;
     Ok(Secrets { master: Arc::new(master), jwt_secret })
 }
 
-fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {
+fn secret_bytes(path: PathBuf, env: &str) -> Result<Vec<u8>> {
     if let Ok(v) = std::env::var(env) {
-        return B64.decode(v.trim()).with_context(|| format!("{env} is not base64"));
+        return B64.decode(v.trim()).map_err(|_| Error::Config(format!("{env} is not base64")));
     }
-    let read = |path: &Path| -> anyhow::Result<Vec<u8>> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        B64.decode(text.trim()).with_context(|| format!("{} is not base64", path.display()))
+    let read = |path: &Path| -> Result<Vec<u8>> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        B64.decode(text.trim()).map_err(|_| Error::Config(format!("{} is not base64", path.display())))
     };
     if path.exists() {
         return read(&path);
     }
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+        .map_err(|_| Error::internal("random number generator failed"))?;
     // Written aside, then linked into place: a concurrent reader never sees a
     // partial file, and of two processes creating it at once one wins cleanly.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -66,12 +66,12 @@ fn secret_bytes(path: PathBuf, env: &str) -> anyhow::Result<Vec<u8>> {
     match linked {
         Ok(()) => Ok(bytes.to_vec()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
     }
 }
 
 /// Writes a file readable by its owner only.
-pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -79,9 +79,10 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let written = |e| Error::io(format!("writing {}", path.display()), e);
+    f.write_all(contents.as_bytes()).map_err(written)?;
+    f.sync_all().map_err(written)?;
     Ok(())
 }
 
@@ -137,7 +138,7 @@ impl KeyBackend {
         organization: &str,
         root_cn: &str,
         now: OffsetDateTime,
-    ) -> anyhow::Result<pki::Hierarchy> {
+    ) -> Result<pki::Hierarchy> {
         match &self.token {
             None => Ok(pki::generate_hierarchy(organization, root_cn, now)?),
             Some(token) => {
@@ -151,7 +152,7 @@ impl KeyBackend {
 
     /// A key for a new CA: in the token when one is configured, else in
     /// software (sealed under the master key when stored).
-    pub fn new_ca_key(&self, tenant: &str, role: &str, now: OffsetDateTime) -> anyhow::Result<pki::CaKey> {
+    pub fn new_ca_key(&self, tenant: &str, role: &str, now: OffsetDateTime) -> Result<pki::CaKey> {
         Ok(match &self.token {
             Some(token) => pki::CaKey::Pkcs11(
                 token.generate_key(&format!("anchorpoint/{tenant}/{role}/{}", now.unix_timestamp_nanos()))?,
@@ -161,8 +162,8 @@ impl KeyBackend {
     }
 
     /// An existing key in the configured token, by label.
-    pub fn token_key(&self, key_label: &str) -> anyhow::Result<pki::CaKey> {
-        let token = self.token.as_ref().context("no PKCS#11 token is configured")?;
+    pub fn token_key(&self, key_label: &str) -> Result<pki::CaKey> {
+        let token = self.token.as_ref().ok_or_else(|| Error::Config("no PKCS#11 token is configured".into()))?;
         Ok(pki::CaKey::Pkcs11(token.key(key_label)?))
     }
 
@@ -174,7 +175,7 @@ impl KeyBackend {
         name: &str,
         ca: &CertificateAuthority,
         extra_pem: &str,
-    ) -> anyhow::Result<CredentialRecord> {
+    ) -> Result<CredentialRecord> {
         let base = name.split('@').next().unwrap_or(name);
         let mut rec = match ca.hsm_key_label() {
             // The key stays in the token; the row names it.
@@ -197,21 +198,20 @@ impl KeyBackend {
     /// Opens a stored CA. Its PEM may hold certificates above the CA (an
     /// imported operator sub-CA's intermediates); the first one is the CA.
     /// Unsealing is CPU work: async callers use [`open_blocking`](Self::open_blocking).
-    pub fn open(&self, tenant: &str, name: &str, mut rec: CredentialRecord) -> anyhow::Result<CertificateAuthority> {
+    pub fn open(&self, tenant: &str, name: &str, mut rec: CredentialRecord) -> Result<CertificateAuthority> {
         if rec.sealed_key.is_empty() {
-            anyhow::bail!(
+            return Err(Error::Conflict(format!(
                 "the private key of the {name} of tenant {tenant} is held by its operator, not by Anchorpoint"
-            );
+            )));
         }
         let der = pki::pem_to_der_chain(&rec.cert_pem)?;
         if der.len() > 1 {
             rec.cert_pem = pki::certificate_pem(&der[0]);
         }
         if let Some(key_label) = rec.sealed_key.strip_prefix(HSM_MARKER) {
-            let token = self
-                .token
-                .as_ref()
-                .with_context(|| format!("the {name} of tenant {tenant} is in an HSM, and none is configured"))?;
+            let token = self.token.as_ref().ok_or_else(|| {
+                Error::Config(format!("the {name} of tenant {tenant} is in an HSM, and none is configured"))
+            })?;
             let key_label = std::str::from_utf8(key_label).context("HSM key label")?;
             let key = token.key(key_label)?;
             let first = der.into_iter().next().context("stored CA holds no certificate")?;
@@ -225,12 +225,7 @@ impl KeyBackend {
     }
 
     /// [`open`](Self::open) on a blocking thread, off the async runtime.
-    pub async fn open_blocking(
-        &self,
-        tenant: &str,
-        name: &str,
-        rec: CredentialRecord,
-    ) -> anyhow::Result<CertificateAuthority> {
+    pub async fn open_blocking(&self, tenant: &str, name: &str, rec: CredentialRecord) -> Result<CertificateAuthority> {
         let (keys, tenant, name) = (self.clone(), tenant.to_owned(), name.to_owned());
         tokio::task::spawn_blocking(move || keys.open(&tenant, &name, rec)).await.context("key backend task failed")?
     }
@@ -243,7 +238,7 @@ async fn store_cas(
     tenant: &str,
     cas: &[(&str, &CertificateAuthority)],
     now: i64,
-) -> anyhow::Result<bool> {
+) -> Result<bool> {
     let mut records = Vec::with_capacity(cas.len());
     for (name, ca) in cas {
         records.push((*name, keys.record(tenant, name, ca, "")?));
@@ -252,12 +247,7 @@ async fn store_cas(
     Ok(store.insert_credentials(tenant, &refs, now).await?)
 }
 
-pub async fn load_ca(
-    store: &Store,
-    keys: &KeyBackend,
-    tenant: &str,
-    name: &str,
-) -> anyhow::Result<CertificateAuthority> {
+pub async fn load_ca(store: &Store, keys: &KeyBackend, tenant: &str, name: &str) -> Result<CertificateAuthority> {
     let rec = store.credential(tenant, name).await?.with_context(|| format!("no {name} for tenant {tenant}"))?;
     keys.open_blocking(tenant, name, rec).await
 }
@@ -266,12 +256,12 @@ pub async fn load_ca(
 /// master key, or is in the configured token. A server that cannot issue
 /// certificates refuses to start, naming the tenant, rather than failing the
 /// first renewal.
-pub async fn check_signing(store: &Store, keys: &KeyBackend) -> anyhow::Result<()> {
+pub async fn check_signing(store: &Store, keys: &KeyBackend) -> Result<()> {
     for tenant in store.tenants().await? {
         let Some(rec) = store.credential(&tenant.id, STATION_CA).await? else { continue };
-        keys.open_blocking(&tenant.id, STATION_CA, rec)
-            .await
-            .with_context(|| format!("this server cannot sign station certificates of tenant '{}'", tenant.id))?;
+        keys.open_blocking(&tenant.id, STATION_CA, rec).await.map_err(|e| {
+            Error::Config(format!("this server cannot sign station certificates of tenant '{}': {e}", tenant.id))
+        })?;
     }
     Ok(())
 }
@@ -285,7 +275,7 @@ pub async fn ensure_tenant(
     id: &str,
     organization: &str,
     ocpp_hostname: Option<&str>,
-) -> anyhow::Result<Tenant> {
+) -> Result<Tenant> {
     let tenant = match store.tenant(id).await? {
         Some(t) => t,
         None => match store.create_tenant(id, organization, ocpp_hostname, clock.now_millis()).await {
@@ -329,7 +319,7 @@ pub async fn server_identity(
     keys: &KeyBackend,
     clock: &dyn Clock,
     names: &[String],
-) -> anyhow::Result<ServerIdentity> {
+) -> Result<ServerIdentity> {
     if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
         let h = keys.new_hierarchy(PLATFORM, "Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
         store_cas(store, keys, PLATFORM, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
@@ -343,7 +333,7 @@ pub async fn tenant_server_identity(
     keys: &KeyBackend,
     clock: &dyn Clock,
     tenant: &Tenant,
-) -> anyhow::Result<ServerIdentity> {
+) -> Result<ServerIdentity> {
     let host = tenant.ocpp_hostname.clone().context("tenant has no OCPP host name")?;
     issue_server_identity(store, keys, clock, &tenant.id, &[host]).await
 }
@@ -354,7 +344,7 @@ async fn issue_server_identity(
     clock: &dyn Clock,
     tenant: &str,
     names: &[String],
-) -> anyhow::Result<ServerIdentity> {
+) -> Result<ServerIdentity> {
     let root = load_ca(store, keys, tenant, CSMS_ROOT).await?;
     let now = clock.now();
     let (cert, key) = root.issue_server_certificate(names, now - Duration::minutes(5), now + Duration::days(365))?;
@@ -376,7 +366,7 @@ async fn issue_server_identity(
 
 /// Station roots of all tenants as (tenant, DER), for client-certificate checks:
 /// current roots and replaced ones still within their overlap.
-pub async fn station_trust_roots(store: &Store, now_ms: i64) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+pub async fn station_trust_roots(store: &Store, now_ms: i64) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for (tenant, pem) in store.trusted_station_roots(now_ms).await? {
         for der in pki::pem_to_der_chain(&pem)? {
@@ -393,7 +383,7 @@ pub enum EnrollError {
     #[error("CSR rejected ({rule}): {detail}")]
     Csr { rule: &'static str, detail: String },
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(#[from] Error),
 }
 
 /// Manufacturing-time enrollment: signs the station's CSR with its tenant's
@@ -416,7 +406,7 @@ pub async fn enroll(
         .tenant(&station.tenant_id)
         .await
         .map_err(|e| EnrollError::Internal(e.into()))?
-        .ok_or_else(|| EnrollError::Internal(anyhow::anyhow!("tenant of station missing")))?;
+        .ok_or_else(|| EnrollError::Internal(Error::internal("tenant of station missing")))?;
     let csr = pki::validate_csr(csr_pem, station_id)
         .and_then(|c| c.check_organization(&tenant.organization).map(|()| c))
         .map_err(|r| EnrollError::Csr { rule: r.rule(), detail: r.to_string() })?;
@@ -476,7 +466,7 @@ pub async fn issue_for(
     // work: done on a blocking thread, off the async runtime.
     let (keys, tenant_id, organization, csr, endpoints_base) =
         (keys.clone(), tenant.id.clone(), tenant.organization.clone(), csr.clone(), public_url.to_owned());
-    let (cert, ca_id) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (cert, ca_id) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut ca = keys.open(&tenant_id, STATION_CA, rec)?;
         let ca_id = ca.id();
         ca.set_revocation_endpoints(revocation_endpoints(&endpoints_base, &tenant_id, &ca_id));
@@ -517,11 +507,11 @@ pub fn chain_pem(leaf: &str, issuer: &str) -> String {
 }
 
 /// Public PEM files for people and scripts: `<data>/pki/...`.
-pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) -> anyhow::Result<PathBuf> {
+pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) -> Result<PathBuf> {
     let dir = data_dir.join("pki");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let root_path = dir.join("csms-root.pem");
-    std::fs::write(&root_path, root_pem)?;
+    std::fs::write(&root_path, root_pem).map_err(|e| Error::io(format!("writing {}", root_path.display()), e))?;
     for tenant in store.tenants().await? {
         write_tenant_pem(store, data_dir, &tenant.id).await?;
     }
@@ -529,12 +519,13 @@ pub async fn write_public_pem(store: &Store, data_dir: &Path, root_pem: &str) ->
 }
 
 /// A tenant's current CA certificates under `<data>/pki/tenants/<tenant>/`.
-pub async fn write_tenant_pem(store: &Store, data_dir: &Path, tenant: &str) -> anyhow::Result<()> {
+pub async fn write_tenant_pem(store: &Store, data_dir: &Path, tenant: &str) -> Result<()> {
     let tdir = data_dir.join("pki").join("tenants").join(tenant);
-    std::fs::create_dir_all(&tdir)?;
+    std::fs::create_dir_all(&tdir).map_err(|e| Error::io(format!("creating {}", tdir.display()), e))?;
     for name in [STATION_ROOT, STATION_CA, CSMS_ROOT] {
         if let Some(c) = store.credential(tenant, name).await? {
-            std::fs::write(tdir.join(format!("{name}.pem")), c.cert_pem)?;
+            let path = tdir.join(format!("{name}.pem"));
+            std::fs::write(&path, c.cert_pem).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         }
     }
     Ok(())
@@ -552,7 +543,7 @@ pub async fn jwt_authenticator(
     secrets: &Secrets,
     alg: api::auth::Algorithm,
     now_ms: i64,
-) -> anyhow::Result<api::auth::Authenticator> {
+) -> Result<api::auth::Authenticator> {
     use api::auth::{Algorithm, Authenticator};
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
     let name = match alg {
@@ -567,7 +558,7 @@ pub async fn jwt_authenticator(
             Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
             _ => Ed25519KeyPair::generate_pkcs8(&rng),
         }
-        .map_err(|_| anyhow::anyhow!("generating the {name} key failed"))?;
+        .map_err(|_| Error::internal(format!("generating the {name} key failed")))?;
         let sealed = secrets.master.seal(pkcs8.as_ref(), &label)?;
         // Another process may store its key first; then that one is used.
         let rec = CredentialRecord { cert_pem: String::new(), sealed_key: sealed };
@@ -579,12 +570,12 @@ pub async fn jwt_authenticator(
     Ok(match alg {
         Algorithm::ES256 => {
             let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-                .map_err(|_| anyhow::anyhow!("the stored ES256 key is invalid"))?;
+                .map_err(|_| Error::internal("the stored ES256 key is invalid"))?;
             Authenticator::es256(&pkcs8, pair.public_key().as_ref())
         }
         _ => {
             let pair =
-                Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("the stored EdDSA key is invalid"))?;
+                Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| Error::internal("the stored EdDSA key is invalid"))?;
             Authenticator::eddsa(&pkcs8, pair.public_key().as_ref())
         }
     })

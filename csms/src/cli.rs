@@ -1,4 +1,5 @@
-//! The `csms` command line.
+//! The `csms` command line. Changes go through the service layer, which
+//! validates them as the REST API does and records them in the audit log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,14 +12,14 @@ use std::sync::Arc;
 use api::auth::{self as token, Claims, Role};
 use api::model as m;
 
-use crate::authority;
-use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::gateway::tls::{StationTrust, provider};
-use crate::runtime::Node;
-use crate::serve::{self as server, DEFAULT_TENANT};
-use crate::services::{Actor, Operation, Services};
-use crate::store::Registration;
+use csms::authority;
+use csms::clock::{Clock, SystemClock};
+use csms::config::Config;
+use csms::gateway::tls::{StationTrust, provider};
+use csms::runtime::Node;
+use csms::serve::{self as server, DEFAULT_TENANT};
+use csms::services::{Actor, Operation, Services};
+use csms::store::Registration;
 
 #[derive(Debug, Parser)]
 #[command(name = "csms", version, about = "Anchorpoint: OCPP 2.0.1 CSMS with its own PKI")]
@@ -86,7 +87,7 @@ pub enum CaCommand {
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
         /// Days the replaced sub-CA stays trusted while its stations move (1-3650).
-        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS)]
+        #[arg(long, default_value_t = csms::station_ca::DEFAULT_OVERLAP_DAYS)]
         overlap_days: u32,
     },
     /// Make an operator's own root or sub-CA the tenant's station CA.
@@ -103,7 +104,7 @@ pub enum CaCommand {
         #[arg(long)]
         pkcs11_key_label: Option<String>,
         /// Days the previous CAs stay trusted (1-3650).
-        #[arg(long, default_value_t = crate::station_ca::DEFAULT_OVERLAP_DAYS)]
+        #[arg(long, default_value_t = csms::station_ca::DEFAULT_OVERLAP_DAYS)]
         overlap_days: u32,
     },
 }
@@ -241,7 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(n) = args.server_names {
                 config.server_names = n;
             }
-            server::serve(config).await
+            Ok(server::serve(config).await?)
         }
         Command::Token { tenant, role, ttl_hours, subject } => {
             if let Some(s) = &subject
@@ -262,7 +263,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 iat: now,
                 exp: now + i64::from(ttl_hours) * 3600,
             };
-            let auth = crate::authority::jwt_authenticator(
+            let auth = csms::authority::jwt_authenticator(
                 &opened.store,
                 &opened.secrets,
                 opened.config.jwt_algorithm,
@@ -296,7 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let op = Operation {
                 tenant: Some(tenant.clone()),
                 method: "POST",
-                path: format!("/api/v1/certificates/{}/revoke", crate::services::printable(&serial)),
+                path: format!("/api/v1/certificates/{}/revoke", csms::services::printable(&serial)),
             };
             let rec = services.audited(&actor(), op, services.revoke_certificate(&tenant, &serial, reason)).await?;
             println!("revoked {}", rec.serial_hex);
@@ -327,7 +328,7 @@ async fn services(config: Config, clock: &SystemClock) -> anyhow::Result<(server
 }
 
 async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
-    use crate::services::ImportKey;
+    use csms::services::ImportKey;
     let (opened, services) = services(config, clock).await?;
     let tenant_id = match &cmd {
         CaCommand::List { tenant } | CaCommand::Rotate { tenant, .. } | CaCommand::Import { tenant, .. } => tenant,
@@ -394,10 +395,10 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
     let tenant_of = |id: String| async move {
         match store.station(&id).await? {
             Some(s) => Ok::<_, anyhow::Error>(s.tenant_id),
-            None => Err(crate::error::Error::NotFound { what: "station", id }.into()),
+            None => Err(csms::error::Error::NotFound { what: "station", id }.into()),
         }
     };
-    let path = |id: &str, rest: &str| format!("/api/v1/stations/{}{rest}", crate::services::printable(id));
+    let path = |id: &str, rest: &str| format!("/api/v1/stations/{}{rest}", csms::services::printable(id));
     match cmd {
         StationCommand::Add { id, profile, password, tenant, registration: reg, description } => {
             let op = Operation { tenant: Some(tenant.clone()), method: "POST", path: "/api/v1/stations".into() };

@@ -33,23 +33,44 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to; for tests and for issuing
-/// certificates at a chosen time.
+/// A clock that only moves when told to (millisecond steps); clones share the
+/// time. For tests of time-dependent rules, and for issuing certificates at a
+/// chosen time.
 #[derive(Debug, Clone)]
 pub struct FixedClock(Arc<AtomicI64>);
 
 impl FixedClock {
     pub fn at(t: OffsetDateTime) -> Self {
-        FixedClock(Arc::new(AtomicI64::new(t.unix_timestamp())))
+        FixedClock(Arc::new(AtomicI64::new(unix_millis(t))))
     }
 
     pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.0.fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
+    }
+
+    pub fn advance_millis(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for FixedClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(self.0.load(Ordering::SeqCst)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        from_unix_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_clock_moves_only_when_told_and_clones_share_it() {
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let clock = FixedClock::at(t);
+        let other = clock.clone();
+        assert_eq!(clock.now(), t);
+        other.advance(90);
+        other.advance_millis(5);
+        assert_eq!(clock.now_millis(), 1_800_000_090_005);
     }
 }

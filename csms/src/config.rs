@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,14 +98,20 @@ impl Default for Config {
     }
 }
 
+/// An environment variable that does not hold what it should.
+fn bad_env(name: &str, e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{name}: {e}"))
+}
+
 impl Config {
     /// Reads `file` (if given) over the defaults, then applies the environment.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(file: Option<&Path>) -> Result<Config> {
         let mut cfg = match file {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io(format!("reading config file {}", path.display()), e))?;
+                toml::from_str(&text)
+                    .map_err(|e| Error::Config(format!("parsing config file {}: {e}", path.display())))?
             }
             None => Config::default(),
         };
@@ -116,18 +122,18 @@ impl Config {
     /// Environment overrides: `ANCHORPOINT_DATA_DIR`, `ANCHORPOINT_OCPP_ADDR`,
     /// `ANCHORPOINT_OCPP_PLAIN_ADDR`, `ANCHORPOINT_API_ADDR`, `ANCHORPOINT_DATABASE_URL`,
     /// `ANCHORPOINT_SERVER_NAMES` (comma-separated), `ANCHORPOINT_JWT_ALGORITHM`.
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = var("ANCHORPOINT_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = var("ANCHORPOINT_OCPP_ADDR") {
-            self.ocpp_addr = v.parse().context("ANCHORPOINT_OCPP_ADDR")?;
+            self.ocpp_addr = v.parse().map_err(|e| bad_env("ANCHORPOINT_OCPP_ADDR", e))?;
         }
         if let Some(v) = var("ANCHORPOINT_OCPP_PLAIN_ADDR") {
-            self.ocpp_plain_addr = Some(v.parse().context("ANCHORPOINT_OCPP_PLAIN_ADDR")?);
+            self.ocpp_plain_addr = Some(v.parse().map_err(|e| bad_env("ANCHORPOINT_OCPP_PLAIN_ADDR", e))?);
         }
         if let Some(v) = var("ANCHORPOINT_API_ADDR") {
-            self.api_addr = v.parse().context("ANCHORPOINT_API_ADDR")?;
+            self.api_addr = v.parse().map_err(|e| bad_env("ANCHORPOINT_API_ADDR", e))?;
         }
         if let Some(v) = var("ANCHORPOINT_PKCS11_MODULE") {
             self.pkcs11_module = Some(PathBuf::from(v));
@@ -139,13 +145,13 @@ impl Config {
             self.pkcs11_pin = Some(v);
         }
         if let Some(v) = var("ANCHORPOINT_SUPERSEDED_GRACE_SECS") {
-            self.superseded_grace_secs = v.parse().context("ANCHORPOINT_SUPERSEDED_GRACE_SECS")?;
+            self.superseded_grace_secs = v.parse().map_err(|e| bad_env("ANCHORPOINT_SUPERSEDED_GRACE_SECS", e))?;
         }
         if let Some(v) = var("ANCHORPOINT_PUBLIC_URL") {
             self.public_url = Some(v);
         }
         if let Some(v) = var("ANCHORPOINT_JWT_ALGORITHM") {
-            self.jwt_algorithm = v.parse().map_err(anyhow::Error::msg).context("ANCHORPOINT_JWT_ALGORITHM")?;
+            self.jwt_algorithm = v.parse().map_err(|e: String| bad_env("ANCHORPOINT_JWT_ALGORITHM", e))?;
         }
         if let Some(v) = var("ANCHORPOINT_DATABASE_URL") {
             self.database_url = Some(v);
@@ -156,23 +162,27 @@ impl Config {
         Ok(())
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.server_names.is_empty() {
-            bail!("server_names must name at least one host");
+            return Err(Error::Config("server_names must name at least one host".into()));
         }
         if self.max_message_bytes < 1024 {
-            bail!("max_message_bytes must be at least 1024");
+            return Err(Error::Config("max_message_bytes must be at least 1024".into()));
         }
         if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
-            bail!("intervals and timeouts must be positive");
+            return Err(Error::Config("intervals and timeouts must be positive".into()));
         }
         if self.idle_timeout_secs <= u64::from(self.heartbeat_interval_secs) {
-            bail!("idle_timeout_secs must exceed heartbeat_interval_secs, or healthy stations get disconnected");
+            return Err(Error::Config(
+                "idle_timeout_secs must exceed heartbeat_interval_secs, or healthy stations get disconnected".into(),
+            ));
         }
         // B02.FR.06: a Pending station waits boot_retry_interval_secs between
         // BootNotifications and must not be cut off meanwhile.
         if self.idle_timeout_secs <= u64::from(self.boot_retry_interval_secs) {
-            bail!("idle_timeout_secs must exceed boot_retry_interval_secs, or Pending stations get disconnected");
+            return Err(Error::Config(
+                "idle_timeout_secs must exceed boot_retry_interval_secs, or Pending stations get disconnected".into(),
+            ));
         }
         Ok(())
     }

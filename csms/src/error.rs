@@ -111,3 +111,30 @@ impl From<Error> for api::service::ServiceError {
         }
     }
 }
+
+/// Adds what was being done to a failure of ours, as [`Error::Internal`]. For
+/// the caller's faults use the specific variants instead.
+pub trait Context<T> {
+    fn context(self, doing: &str) -> Result<T>;
+    fn with_context<S: std::fmt::Display>(self, doing: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, doing: &str) -> Result<T> {
+        self.map_err(|e| Error::Internal(format!("{doing}: {e}")))
+    }
+
+    fn with_context<S: std::fmt::Display>(self, doing: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::Internal(format!("{}: {e}", doing())))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, missing: &str) -> Result<T> {
+        self.ok_or_else(|| Error::Internal(missing.to_owned()))
+    }
+
+    fn with_context<S: std::fmt::Display>(self, missing: impl FnOnce() -> S) -> Result<T> {
+        self.ok_or_else(|| Error::Internal(missing().to_string()))
+    }
+}

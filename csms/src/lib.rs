@@ -1,4 +1,5 @@
-//! Anchorpoint CSMS server. The `csms` binary is a thin wrapper over [`cli::run`].
+//! Anchorpoint CSMS server. The `csms` binary (`src/main.rs`, with its command
+//! line in `src/cli.rs`) is a thin layer over this library.
 //!
 //! Layers, each using only those below it:
 //! 1. leaves: [`store`], [`clock`], [`metrics`], [`config`], [`events`], [`ids`],
@@ -12,12 +13,11 @@
 //! 5. [`runtime`]: builds the capabilities and registers the engines; [`serve`]
 //!    starts the listeners;
 //! 6. [`services`], then [`rest`] (with [`http`] and the public [`revocation`]
-//!    endpoints) and [`cli`] on top.
+//!    endpoints), and the command line of the binary, on top.
 
 #![forbid(unsafe_code)]
 
 pub mod authority;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engines;

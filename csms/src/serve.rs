@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::{Context, Error, Result};
 use tokio::net::TcpListener;
 
 use crate::authority::{self, KeyBackend};
@@ -30,16 +30,18 @@ pub struct Opened {
     pub store: Store,
 }
 
-pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
+pub async fn open(config: Config, clock: &dyn Clock) -> Result<Opened> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        .map_err(|e| Error::io(format!("creating data dir {}", config.data_dir.display()), e))?;
     let secrets = authority::load_secrets(&config.data_dir)?;
     let keys = match &config.pkcs11_module {
         Some(module) => {
-            let token = config.pkcs11_token.as_deref().context("pkcs11_module is set: set pkcs11_token too")?;
-            let pin = config.pkcs11_pin.as_deref().context("pkcs11_module is set: set pkcs11_pin too")?;
-            let token = pki::Pkcs11Token::open(module, token, pin).context("opening the PKCS#11 token")?;
+            let missing = |what: &str| Error::Config(format!("pkcs11_module is set: set {what} too"));
+            let token = config.pkcs11_token.as_deref().ok_or_else(|| missing("pkcs11_token"))?;
+            let pin = config.pkcs11_pin.as_deref().ok_or_else(|| missing("pkcs11_pin"))?;
+            let token = pki::Pkcs11Token::open(module, token, pin)
+                .map_err(|e| Error::Config(format!("opening the PKCS#11 token: {e}")))?;
             KeyBackend::with_token(secrets.master.clone(), token)
         }
         None => KeyBackend::software(secrets.master.clone()),
@@ -47,7 +49,7 @@ pub async fn open(config: Config, clock: &dyn Clock) -> anyhow::Result<Opened> {
     let url = config.database_url();
     let store = Store::open(&url, config.database_max_connections)
         .await
-        .with_context(|| format!("opening database {}", redact_url(&url)))?;
+        .map_err(|e| Error::Config(format!("opening database {}: {e}", redact_url(&url))))?;
     authority::ensure_tenant(&store, &keys, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION, None).await?;
     Ok(Opened { config, secrets, keys, store })
 }
@@ -66,7 +68,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let Opened { config, secrets, keys, store } = open(config, clock.as_ref()).await?;
     // A server that cannot sign says so now, not at the first renewal.
@@ -77,31 +79,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let provider = tls::provider();
     let trust = Arc::new(StationTrust::new(provider.clone()));
-    trust.reload(&authority::station_trust_roots(&store, clock.now_millis()).await?)?;
-    let certs =
-        Arc::new(ServerCertificates::new(tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone())?));
+    trust
+        .reload(&authority::station_trust_roots(&store, clock.now_millis()).await?)
+        .context("station trust anchors")?;
+    let certs = Arc::new(ServerCertificates::new(
+        tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone()).context("server certificate")?,
+    ));
     drop(identity);
     add_tenant_hosts(&store, &keys, clock.as_ref(), &provider, &certs).await?;
-    let tls_config = Arc::new(tls::server_config(provider.clone(), trust.clone(), certs.clone())?);
+    let tls_config =
+        Arc::new(tls::server_config(provider.clone(), trust.clone(), certs.clone()).context("TLS configuration")?);
 
     let ocpp = TcpListener::bind(config.ocpp_addr)
         .await
-        .with_context(|| format!("binding OCPP listener {}", config.ocpp_addr))?;
+        .map_err(|e| Error::io(format!("binding OCPP listener {}", config.ocpp_addr), e))?;
     let plain = match config.ocpp_plain_addr {
-        Some(addr) => {
-            Some(TcpListener::bind(addr).await.with_context(|| format!("binding plain OCPP listener {addr}"))?)
-        }
+        Some(addr) => Some(
+            TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding plain OCPP listener {addr}"), e))?,
+        ),
         None => None,
     };
     let api = TcpListener::bind(config.api_addr)
         .await
-        .with_context(|| format!("binding API listener {}", config.api_addr))?;
-    let ocpp_addr = ocpp.local_addr()?;
-    let api_addr = api.local_addr()?;
-    let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
+        .map_err(|e| Error::io(format!("binding API listener {}", config.api_addr), e))?;
+    let local = |e| Error::io("reading a listener's address", e);
+    let ocpp_addr = ocpp.local_addr().map_err(local)?;
+    let api_addr = api.local_addr().map_err(local)?;
+    let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose().map_err(local)?;
 
     let node =
-        Node::new(config.clone(), store.clone(), clock.clone(), keys.clone(), trust.clone(), Some(certs.clone()))?;
+        Node::new(config.clone(), store.clone(), clock.clone(), keys.clone(), trust.clone(), Some(certs.clone()))
+            .context("registering the engines")?;
     tokio::spawn(crate::gateway::serve_tls(node.gateway.clone(), ocpp, tls_config));
     if let Some(l) = plain {
         tokio::spawn(crate::gateway::serve_plain(node.gateway.clone(), l));
@@ -139,22 +147,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     node.ready.store(true, Ordering::Release);
 
     let ocpp_host = config.server_names.first().cloned().unwrap_or_else(|| "localhost".into());
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "Anchorpoint CSMS {}", env!("CARGO_PKG_VERSION"))?;
-    writeln!(out, "  data dir     {}", config.data_dir.display())?;
-    writeln!(out, "  database     {} ({})", redact_url(&config.database_url()), store.backend_name())?;
-    writeln!(out, "  CSMS root    {}  (stations install it as CSMSRootCertificate)", root_path.display())?;
-    writeln!(out, "  station CAs  {}", config.data_dir.join("pki/tenants").display())?;
-    writeln!(out, "  OCPP         wss://{ocpp_host}:{}/ocpp/{{stationId}}  (profiles 2 and 3)", ocpp_addr.port())?;
-    match plain_addr {
-        Some(a) => writeln!(out, "  OCPP plain   ws://{a}/ocpp/{{stationId}}  (profile 1)")?,
-        None => writeln!(out, "  OCPP plain   off (profile 1 disabled)")?,
-    }
-    writeln!(out, "  API          http://{api_addr}/api/v1  (OpenAPI: /api/openapi.json; /healthz /readyz /metrics)")?;
-    let plain_text = plain_addr.map(|a| format!(" plain={a}")).unwrap_or_default();
-    writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
-    out.flush()?;
-    drop(out);
+    let banner = || -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Anchorpoint CSMS {}", env!("CARGO_PKG_VERSION"))?;
+        writeln!(out, "  data dir     {}", config.data_dir.display())?;
+        writeln!(out, "  database     {} ({})", redact_url(&config.database_url()), store.backend_name())?;
+        writeln!(out, "  CSMS root    {}  (stations install it as CSMSRootCertificate)", root_path.display())?;
+        writeln!(out, "  station CAs  {}", config.data_dir.join("pki/tenants").display())?;
+        writeln!(out, "  OCPP         wss://{ocpp_host}:{}/ocpp/{{stationId}}  (profiles 2 and 3)", ocpp_addr.port())?;
+        match plain_addr {
+            Some(a) => writeln!(out, "  OCPP plain   ws://{a}/ocpp/{{stationId}}  (profile 1)")?,
+            None => writeln!(out, "  OCPP plain   off (profile 1 disabled)")?,
+        }
+        writeln!(
+            out,
+            "  API          http://{api_addr}/api/v1  (OpenAPI: /api/openapi.json; /healthz /readyz /metrics)"
+        )?;
+        let plain_text = plain_addr.map(|a| format!(" plain={a}")).unwrap_or_default();
+        writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
+        out.flush()?;
+        drop(out);
+        Ok(())
+    };
+    banner().map_err(|e| Error::io("writing to standard output", e))?;
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -170,14 +185,18 @@ async fn add_tenant_hosts(
     clock: &dyn Clock,
     provider: &rustls::crypto::CryptoProvider,
     certs: &ServerCertificates,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     for tenant in store.tenants().await? {
         let Some(host) = tenant.ocpp_hostname.as_deref() else { continue };
         if certs.has_host(host) {
             continue;
         }
         let id = authority::tenant_server_identity(store, keys, clock, &tenant).await?;
-        certs.insert(host, &tenant.id, tls::certified_key(provider, &id.chain, id.key_pkcs8.clone())?);
+        certs.insert(
+            host,
+            &tenant.id,
+            tls::certified_key(provider, &id.chain, id.key_pkcs8.clone()).context("tenant server certificate")?,
+        );
         tracing::info!(tenant = %tenant.id, host, "serving the tenant's own server certificate");
     }
     Ok(())

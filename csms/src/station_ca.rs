@@ -9,7 +9,7 @@
 //! After the overlap the gateway refuses its certificates; the CRL and OCSP
 //! answers stay published.
 
-use anyhow::Context;
+use crate::error::{Context, Error, Result};
 use pki::{CertificateAuthority, ImportRejection};
 use time::Duration;
 
@@ -53,7 +53,7 @@ pub enum CaAdminError {
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(#[from] Error),
 }
 
 fn rejected(r: &ImportRejection) -> String {
@@ -70,7 +70,7 @@ pub fn what(r: &ImportRejection) -> &'static str {
 
 /// The tenant's station CAs: current root, current issuing CA, then replaced
 /// ones, newest first.
-pub async fn list(store: &Store, tenant: &str) -> anyhow::Result<Vec<StationCa>> {
+pub async fn list(store: &Store, tenant: &str) -> Result<Vec<StationCa>> {
     let mut out = Vec::new();
     for base in [STATION_ROOT, STATION_CA] {
         for row in store.station_cas(tenant, base).await? {
@@ -104,14 +104,14 @@ pub struct IssuingCa {
 impl IssuingCa {
     /// Opens the CA's key (unsealing it, or finding it in the HSM).
     /// Unsealing is CPU work: this runs on a blocking thread.
-    pub async fn open(self, keys: &KeyBackend, tenant: &str) -> anyhow::Result<CertificateAuthority> {
+    pub async fn open(self, keys: &KeyBackend, tenant: &str) -> Result<CertificateAuthority> {
         let rec = CredentialRecord { cert_pem: self.row.cert_pem, sealed_key: self.row.sealed_key };
         keys.open_blocking(tenant, &self.row.name, rec).await
     }
 }
 
 /// The tenant's issuing CAs, current first, then replaced ones oldest first.
-pub async fn issuing_cas(store: &Store, tenant: &str) -> anyhow::Result<Vec<IssuingCa>> {
+pub async fn issuing_cas(store: &Store, tenant: &str) -> Result<Vec<IssuingCa>> {
     let mut out = Vec::new();
     for row in store.station_cas(tenant, STATION_CA).await? {
         let der = pki::pem_to_der_chain(&row.cert_pem)?.into_iter().next().context("empty CA row")?;
@@ -129,7 +129,7 @@ pub async fn issuing_cas(store: &Store, tenant: &str) -> anyhow::Result<Vec<Issu
 
 /// What a station holding a certificate of `issuer_id` is given above its leaf:
 /// the stored PEM of that issuing CA (the current one for `None`).
-pub async fn issuer_chain(store: &Store, tenant: &str, issuer_id: Option<&str>) -> anyhow::Result<Option<String>> {
+pub async fn issuer_chain(store: &Store, tenant: &str, issuer_id: Option<&str>) -> Result<Option<String>> {
     Ok(issuing_cas(store, tenant)
         .await?
         .into_iter()
@@ -137,7 +137,7 @@ pub async fn issuer_chain(store: &Store, tenant: &str, issuer_id: Option<&str>) 
         .map(|c| c.row.cert_pem))
 }
 
-fn current(cas: &[StationCa], root: bool) -> anyhow::Result<&StationCa> {
+fn current(cas: &[StationCa], root: bool) -> Result<&StationCa> {
     cas.iter()
         .find(|c| c.current && c.root == root)
         .with_context(|| format!("the tenant has no current {}", if root { STATION_ROOT } else { STATION_CA }))
@@ -181,7 +181,7 @@ pub async fn rotate(
             overlap_end(now_ms, overlap_days),
         )
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(Error::from)?;
     if !done {
         return Err(CaAdminError::Conflict("the station CA changed meanwhile; look again and retry".into()));
     }
@@ -227,7 +227,7 @@ pub async fn import(
                     "a PKCS#11 key label for this tenant starts with '{prefix}'"
                 ))));
             }
-            if store.hsm_label_in_use(&l).await.map_err(anyhow::Error::from)? {
+            if store.hsm_label_in_use(&l).await.map_err(Error::from)? {
                 return Err(CaAdminError::Conflict(format!("the PKCS#11 key '{l}' is already in use")));
             }
             keys.token_key(&l)
@@ -266,9 +266,8 @@ pub async fn import(
     }];
     let mut inserts = vec![(STATION_CA, &sub_rec)];
     // A new sub-CA under the root already in place leaves the root as it is.
-    let same_root =
-        pki::pem_to_der_chain(&root_rec.cert_pem).map_err(anyhow::Error::from)?.first().map(|d| pki::ca_id(d))
-            == Some(old_root.id.clone());
+    let same_root = pki::pem_to_der_chain(&root_rec.cert_pem).map_err(Error::from)?.first().map(|d| pki::ca_id(d))
+        == Some(old_root.id.clone());
     if !same_root {
         retire.push(Retirement {
             name: STATION_ROOT,
@@ -281,7 +280,7 @@ pub async fn import(
     let done = store
         .replace_station_cas(t, &old_sub.id, &retire, &inserts, now_ms, overlap_end(now_ms, overlap_days))
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(Error::from)?;
     if !done {
         return Err(CaAdminError::Conflict("the station CA changed meanwhile; look again and retry".into()));
     }

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 
 use api::auth::{Claims, ISSUER, Role, mint};
@@ -12,10 +14,8 @@ use axum::body::Body;
 use csms::authority::KeyBackend;
 use csms::clock::SystemClock;
 use csms::config::Config;
-use csms::engines::ConnectedStation;
 use csms::gateway::tls::{StationTrust, provider};
 use csms::runtime::Node;
-use csms::session::SessionState;
 use csms::store::Store;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -122,11 +122,7 @@ fn assert_problem(r: &Reply, status: u16, kind: &str) {
 }
 
 fn csr(cn: &str) -> String {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    params.serialize_request(&key).unwrap().pem().unwrap()
+    support::csr_for(cn, None)
 }
 
 /// Every documented operation: (method, path with `{params}`).
@@ -567,39 +563,19 @@ async fn mutating_calls_are_audited_with_their_outcome() {
     assert_eq!(api.node.store.audit_page("alpha", None, 10).await.unwrap().len(), 3);
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>;
+use support::Ws;
 
 /// Connects `id` (of tenant `tenant`) through an in-memory WebSocket; returns the station's end.
 async fn connect(api: &Api, id: &str, tenant: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
-    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
-    let client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
-    let station = ConnectedStation { tenant_id: Arc::from(tenant), station_id: id.into(), certificate_serial: None };
-    let state = SessionState::new(station, Some(csms::store::Registration::Accepted));
-    tokio::spawn(csms::session::run(api.node.session_context(), server, state));
-    for _ in 0..200 {
-        if api.node.link.is_connected(tenant, id) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    client
+    support::connect_station(&api.node, tenant, id, None).await
 }
 
 async fn next_call(ws: &mut Ws) -> Value {
-    use futures_util::StreamExt;
-    loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
+    support::next_frame(ws).await
 }
 
 async fn answer(ws: &mut Ws, frame: Value) {
-    use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::text(frame.to_string())).await.unwrap();
+    support::send(ws, frame).await
 }
 
 #[tokio::test]
@@ -989,7 +965,6 @@ async fn security_events_are_listed_filtered_and_paged() {
 
 #[tokio::test]
 async fn certificate_inventory_and_revocation() {
-    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
     let api = api().await;
     let op = tok("alpha", Role::Operator);
     api.post("/api/v1/stations", &op, json!({"id": "K-1", "securityProfile": 3})).await;
@@ -1042,30 +1017,8 @@ async fn certificate_inventory_and_revocation() {
     assert!(one.body["issuerChainPem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
 
     // K-1 is connected with its first certificate; revoking it closes that session only.
-    let connect_with = |id: &'static str, serial: String| {
-        let sessions = api.node.session_context();
-        async move {
-            let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-            let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
-            let client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
-            let station = ConnectedStation {
-                tenant_id: Arc::from("alpha"),
-                station_id: id.into(),
-                certificate_serial: Some(serial),
-            };
-            let state = SessionState::new(station, Some(csms::store::Registration::Accepted));
-            tokio::spawn(csms::session::run(sessions, server, state));
-            client
-        }
-    };
-    let mut k1_ws = connect_with("K-1", serials[0].clone()).await;
-    let _k2_ws = connect_with("K-2", serials[2].clone()).await;
-    for _ in 0..200 {
-        if api.node.link.connected() == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let mut k1_ws = support::connect_station(&api.node, "alpha", "K-1", Some(serials[0].clone())).await;
+    let _k2_ws = support::connect_station(&api.node, "alpha", "K-2", Some(serials[2].clone())).await;
     assert_problem(
         &api.post(&format!("/api/v1/certificates/{}/revoke", serials[0]), &viewer, json!({})).await,
         403,
@@ -1112,12 +1065,7 @@ async fn certificate_inventory_and_revocation() {
 }
 
 fn csr_with_org(cn: &str, org: &str) -> String {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
-    params.serialize_request(&key).unwrap().pem().unwrap()
+    support::csr_for(cn, Some(org))
 }
 
 #[tokio::test]
@@ -1284,28 +1232,12 @@ async fn certificates_near_expiry_are_renewed_without_an_operator() {
 
 #[tokio::test]
 async fn revocations_made_elsewhere_close_live_sessions() {
-    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
     let api = api().await;
     let op = tok("alpha", Role::Operator);
     api.post("/api/v1/stations", &op, json!({"id": "X-1", "securityProfile": 3})).await;
     let cert = api.post("/api/v1/stations/X-1/certificates", &op, json!({"csr": csr("X-1")})).await;
     let serial = cert.body["serialNumber"].as_str().unwrap().to_owned();
-    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let server = tokio_tungstenite::WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
-    let mut client = tokio_tungstenite::WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
-    let station = ConnectedStation {
-        tenant_id: Arc::from("alpha"),
-        station_id: "X-1".into(),
-        certificate_serial: Some(serial.clone()),
-    };
-    let state = SessionState::new(station, Some(csms::store::Registration::Accepted));
-    tokio::spawn(csms::session::run(api.node.session_context(), server, state));
-    for _ in 0..200 {
-        if api.node.link.is_connected("alpha", "X-1") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let mut client = support::connect_station(&api.node, "alpha", "X-1", Some(serial.clone())).await;
     // Revoked by another process (the CLI writes the database directly).
     api.node.store.revoke_certificate("alpha", &serial, api.node.clock.now_millis(), "keyCompromise").await.unwrap();
     api.node.certificates.close_revoked_sessions().await;

@@ -12,4 +12,5 @@ mod interop;
 mod ops;
 mod refusals;
 mod revocation;
+mod services;
 mod tenants;

@@ -32,6 +32,10 @@ pub enum Refusal {
     NoClientCertificate,
     BasicAuthForProfile3,
     CertificateWrongTenant,
+    /// Outside its validity at the CSMS's time (the TLS layer checks first;
+    /// this holds when the clocks disagree).
+    CertificateExpired,
+    CertificateNotYetValid,
     CertificateCnMismatch,
     CertificateRevoked,
     /// Issued by a station CA that was replaced and whose overlap has ended.
@@ -57,6 +61,8 @@ impl Refusal {
             Refusal::NoClientCertificate => "no_client_certificate",
             Refusal::BasicAuthForProfile3 => "basic_auth_for_profile3",
             Refusal::CertificateWrongTenant => "certificate_wrong_tenant",
+            Refusal::CertificateExpired => "certificate_expired",
+            Refusal::CertificateNotYetValid => "certificate_not_yet_valid",
             Refusal::CertificateCnMismatch => "certificate_cn_mismatch",
             Refusal::CertificateRevoked => "certificate_revoked",
             Refusal::CertificateCaRetired => "certificate_ca_retired",
@@ -183,8 +189,13 @@ async fn verify_certificate(
         u64::try_from(app.clock.now().unix_timestamp()).unwrap_or(0),
     ));
     let algs = super::tls::signature_algorithms();
-    ee.verify_for_usage(algs.all, &anchors, &chain[1..], now, webpki::KeyUsage::client_auth(), None, None)
-        .map_err(|_| Refusal::CertificateWrongTenant)?;
+    ee.verify_for_usage(algs.all, &anchors, &chain[1..], now, webpki::KeyUsage::client_auth(), None, None).map_err(
+        |e| match e {
+            webpki::Error::CertExpired { .. } => Refusal::CertificateExpired,
+            webpki::Error::CertNotValidYet { .. } => Refusal::CertificateNotYetValid,
+            _ => Refusal::CertificateWrongTenant,
+        },
+    )?;
     let info = pki::inspect_certificate(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
     // A00.FR.405: the certificate belongs to this station.
     if info.subject_cn.as_deref() != Some(station.id.as_str()) {

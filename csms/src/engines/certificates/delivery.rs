@@ -22,8 +22,8 @@ enum DeliveryError {
     Issue(#[from] EnrollError),
     #[error("the stored CSR no longer passes the CSR rules: {0}")]
     Csr(#[from] pki::CsrRejection),
-    #[error("reading the issuing CA: {0:#}")]
-    IssuerChain(anyhow::Error),
+    #[error("reading the issuing CA: {0}")]
+    IssuerChain(crate::error::Error),
     #[error("the tenant vanished")]
     NoTenant,
     #[error("CertificateSigned: {0}")]

@@ -67,9 +67,9 @@ impl Certificates {
         renewal::renew(&self.ctx, tenant, station).await
     }
 
-    /// One automatic-renewal pass (what the tick runs).
-    pub async fn auto_renew(&self) {
-        renewal::auto_renew(&self.ctx).await;
+    /// One automatic-renewal pass (what the tick runs); how many it started.
+    pub async fn auto_renew(&self) -> usize {
+        renewal::auto_renew(&self.ctx).await
     }
 
     /// Issues (if not done yet) and delivers the certificate of request `id`.

@@ -13,6 +13,9 @@ use crate::store::{CertRequest, CertificateRecord, RequestChange, StoreError};
 /// Renewals one maintenance tick may start in this process.
 pub const MAX_RENEWALS_PER_TICK: usize = 50;
 
+/// Why an automatic renewal pass stopped early.
+const READING: &str = "reading certificates to renew";
+
 /// Why an operator's renewal could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
@@ -73,8 +76,9 @@ pub fn renewal_start(not_after: i64, window_ms: i64, serial_hex: &str) -> i64 {
 /// Automatic renewal: certificates expiring within the window whose moment has
 /// come, of connected stations without a renewal under way, are renewed (A02).
 /// Then, while a replaced station CA is within its overlap, its certificates are
-/// renewed by the current CA, spread over the overlap's first half.
-pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
+/// renewed by the current CA, spread over the overlap's first half. Returns how
+/// many renewals it started.
+pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) -> usize {
     let now = ctx.clock.now_millis();
     let window = i64::from(ctx.config.renewal_window_days) * 86_400_000;
     let mut started: Vec<(String, String)> = Vec::new();
@@ -84,8 +88,8 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
         let due = match ctx.store.certificates_expiring(after, now + window, 500).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "reading expiring certificates");
-                return;
+                tracing::warn!(error = %e, "{READING}: expiring");
+                return started.len();
             }
         };
         let Some(last) = due.last().map(|c| c.not_after) else { break };
@@ -93,7 +97,7 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
         for cert in due {
             let start = renewal_start(cert.not_after, window, &cert.serial_hex);
             if !try_renew(ctx, cert, start, now, &mut started, "automatic renewal").await {
-                return;
+                return started.len();
             }
         }
         if !full {
@@ -104,8 +108,8 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
     let overlapping = match ctx.store.overlapping_station_cas(now).await {
         Ok(o) => o,
         Err(e) => {
-            tracing::warn!(error = %e, "reading replaced station CAs");
-            return;
+            tracing::warn!(error = %e, "{READING}: replaced station CAs");
+            return started.len();
         }
     };
     for (tenant, name, replaced_at, trusted_until) in overlapping {
@@ -115,8 +119,8 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
             let batch = match ctx.store.certificates_to_move(&tenant, issuer, now, &after, 500).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading certificates of a replaced CA");
-                    return;
+                    tracing::warn!(error = %e, "{READING}: of a replaced CA");
+                    return started.len();
                 }
             };
             let Some(last) = batch.last().map(|c| c.serial_hex.clone()) else { break };
@@ -124,7 +128,7 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
             for cert in batch {
                 let start = renewal_start(trusted_until, trusted_until - replaced_at, &cert.serial_hex);
                 if !try_renew(ctx, cert, start, now, &mut started, "renewal by the new station CA").await {
-                    return;
+                    return started.len();
                 }
             }
             if !full {
@@ -133,6 +137,7 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) {
             after = last;
         }
     }
+    started.len()
 }
 
 /// Starts a renewal of `cert`'s station if its moment (`start`) has come, it is

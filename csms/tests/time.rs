@@ -1,0 +1,199 @@
+//! The time-dependent rules, tested with injected time (a `FixedClock` the
+//! node reads) instead of waiting: the A03 rate limit, the takeover of a claim
+//! left by a dead process, the back-off of automatic renewal after a refusal,
+//! certificate expiry at the gateway, and the end of a replaced CA's overlap.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::model as m;
+use csms::authority::KeyBackend;
+use csms::clock::{Clock, FixedClock};
+use csms::config::Config;
+use csms::gateway::identity::{self, Refusal, Transport};
+use csms::gateway::tls::{StationTrust, provider};
+use csms::runtime::Node;
+use csms::store::{RequestChange, Store};
+use rustls::pki_types::CertificateDer;
+use serde_json::{Value, json};
+use support::{Ws, connect_station, csr_for, next_frame, send};
+
+const TENANT: &str = "alpha";
+const ORG: &str = "Alpha Charging";
+
+struct Rig {
+    node: Arc<Node>,
+    clock: FixedClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(config: Config) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::sqlite_url(dir.path()), 4).await.unwrap();
+    let keys = KeyBackend::software(Arc::new(pki::MasterKey::generate().unwrap()));
+    let clock = FixedClock::at(time::OffsetDateTime::now_utc());
+    csms::authority::ensure_tenant(&store, &keys, &clock, TENANT, ORG, None).await.unwrap();
+    let trust = Arc::new(StationTrust::new(provider()));
+    trust.reload(&csms::authority::station_trust_roots(&store, clock.now_millis()).await.unwrap()).unwrap();
+    let config = Config { data_dir: dir.path().to_owned(), password_hash_iterations: 1000, ..config };
+    let node = Node::new(config, store, Arc::new(clock.clone()), keys, trust, None).unwrap();
+    Rig { node, clock, _dir: dir }
+}
+
+impl Rig {
+    async fn station(&self, id: &str) {
+        let s = m::NewStation {
+            id: id.into(),
+            security_profile: 3,
+            password: None,
+            registration: None,
+            description: None,
+            tags: None,
+        };
+        self.node.services.create_station(TENANT, s).await.unwrap();
+    }
+
+    /// Enrolls `id` for `days`; its chain (DER, leaf first) and serial.
+    async fn enroll(&self, id: &str, days: u32) -> (Vec<CertificateDer<'static>>, String) {
+        let req = m::EnrollRequest { csr: csr_for(id, None), validity_days: Some(days) };
+        let (chain, rec) = self.node.services.enroll(TENANT, id, req).await.unwrap();
+        let der = pki::pem_to_der_chain(&chain).unwrap().into_iter().map(CertificateDer::from).collect();
+        (der, rec.serial_hex)
+    }
+
+    async fn requests(&self, id: &str) -> Vec<csms::store::CertRequest> {
+        self.node.store.cert_requests(TENANT, id, 50).await.unwrap()
+    }
+
+    /// What the gateway decides for `id` presenting `chain` now.
+    async fn admit(&self, id: &str, chain: &[CertificateDer<'static>]) -> Result<(), Refusal> {
+        let transport = Transport { tls: true, client_chain: Some(chain.to_vec()), sni: None };
+        identity::authenticate(&self.node.gateway, id, &transport, None).await.map(|_| ())
+    }
+}
+
+/// Sends a SignCertificate and returns the station's answer to it.
+async fn sign_certificate(ws: &mut Ws, id: &str, csr: &str) -> Value {
+    send(ws, json!([2, id, "SignCertificate", {"csr": csr}])).await;
+    let reply = next_frame(ws).await;
+    assert_eq!((reply[0].clone(), reply[1].clone()), (json!(3), json!(id)), "{reply}");
+    reply[2].clone()
+}
+
+#[tokio::test]
+async fn a03_rate_limit_counts_the_last_hour_of_the_clock() {
+    let rig = rig(Config::default()).await;
+    rig.station("R-1").await;
+    let mut ws = connect_station(&rig.node, TENANT, "R-1", None).await;
+    // CSRs for another station's name: refused, but each counts as a request.
+    let wrong = csr_for("SOMEONE-ELSE", None);
+    for i in 0..csms::engines::certificates::MAX_REQUESTS_PER_HOUR {
+        let answer = sign_certificate(&mut ws, &format!("s{i}"), &wrong).await;
+        assert_eq!(answer["statusInfo"]["reasonCode"], "InvalidCSR", "{answer}");
+        rig.clock.advance(60);
+    }
+    let limited = sign_certificate(&mut ws, "over", &wrong).await;
+    assert_eq!(limited["statusInfo"]["reasonCode"], "RateLimited", "{limited}");
+    // The first request leaves the hour: one more is considered again.
+    rig.clock.advance(3600 - 60 * 10 + 61);
+    let again = sign_certificate(&mut ws, "later", &wrong).await;
+    assert_eq!(again["statusInfo"]["reasonCode"], "InvalidCSR", "{again}");
+    // A rate-limited request is not recorded: ten refusals and the last one.
+    assert_eq!(rig.requests("R-1").await.len(), 11);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_dead_process_is_taken_over_after_two_minutes() {
+    use csms::engines::certificates::state;
+    let rig = rig(Config::default()).await;
+    rig.station("S-1").await;
+    let mut ws = connect_station(&rig.node, TENANT, "S-1", None).await;
+    let store = &rig.node.store;
+    let now = rig.clock.now_millis();
+    let csr = csr_for("S-1", Some(ORG));
+    let id = store.insert_cert_request(TENANT, "S-1", "station", state::CSR_RECEIVED, Some(&csr), now).await.unwrap();
+    // Another process claimed it for issuance, then died.
+    assert!(
+        store.update_cert_request(id, &[state::CSR_RECEIVED], RequestChange::to(state::ISSUING), now).await.unwrap()
+    );
+
+    // Within two minutes the claim stands: nothing is issued or sent, and the
+    // delivery returns at once (a call to the station would wait for its answer).
+    rig.clock.advance(110);
+    tokio::time::timeout(Duration::from_secs(5), rig.node.certificates.deliver(TENANT, "S-1", id)).await.unwrap();
+    assert_eq!(rig.requests("S-1").await[0].state, state::ISSUING);
+
+    // After that it is taken over: issued and delivered.
+    rig.clock.advance(11);
+    let node = rig.node.clone();
+    let delivery = tokio::spawn(async move { node.certificates.deliver(TENANT, "S-1", id).await });
+    let signed = next_frame(&mut ws).await;
+    assert_eq!(signed[2], "CertificateSigned", "{signed}");
+    send(&mut ws, json!([3, signed[1], {"status": "Accepted"}])).await;
+    delivery.await.unwrap();
+    let r = &rig.requests("S-1").await[0];
+    assert_eq!(r.state, state::DELIVERED);
+    assert!(r.serial_hex.is_some());
+}
+
+#[tokio::test]
+async fn automatic_renewal_backs_off_for_a_day_after_a_refusal() {
+    // A window longer than the validity: every certificate is due at once.
+    let rig = rig(Config { renewal_window_days: 1000, ..Config::default() }).await;
+    rig.station("B-1").await;
+    rig.enroll("B-1", 365).await;
+    let mut ws = connect_station(&rig.node, TENANT, "B-1", None).await;
+    let refuse_one_trigger = async |ws: &mut Ws| {
+        let trigger = next_frame(ws).await;
+        assert_eq!(trigger[2], "TriggerMessage", "{trigger}");
+        send(ws, json!([3, trigger[1], {"status": "Rejected"}])).await;
+    };
+
+    assert_eq!(rig.node.certificates.auto_renew().await, 1);
+    refuse_one_trigger(&mut ws).await;
+    for _ in 0..100 {
+        if rig.requests("B-1").await.first().is_some_and(|r| r.state == "failed") {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.requests("B-1").await[0].state, "failed");
+
+    // The station said no: not asked again within the day.
+    assert_eq!(rig.node.certificates.auto_renew().await, 0);
+    rig.clock.advance(23 * 3600);
+    assert_eq!(rig.node.certificates.auto_renew().await, 0);
+    rig.clock.advance(3601);
+    assert_eq!(rig.node.certificates.auto_renew().await, 1, "asked again after a day");
+    refuse_one_trigger(&mut ws).await;
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_an_expired_certificate_by_the_csms_clock() {
+    let rig = rig(Config::default()).await;
+    rig.station("E-1").await;
+    let (chain, _) = rig.enroll("E-1", 2).await;
+    assert_eq!(rig.admit("E-1", &chain).await, Ok(()));
+    rig.clock.advance(2 * 86_400 + 3600);
+    assert_eq!(rig.admit("E-1", &chain).await, Err(Refusal::CertificateExpired));
+}
+
+#[tokio::test]
+async fn a_replaced_station_ca_is_trusted_until_its_overlap_ends() {
+    let rig = rig(Config::default()).await;
+    rig.station("O-1").await;
+    let (old_chain, _) = rig.enroll("O-1", 365).await;
+    rig.node.services.rotate_station_ca(TENANT, Some(1)).await.unwrap();
+    rig.clock.advance(3600);
+    assert_eq!(rig.admit("O-1", &old_chain).await, Ok(()), "within the overlap");
+    rig.clock.advance(86_400 - 3600 + 1);
+    assert_eq!(rig.admit("O-1", &old_chain).await, Err(Refusal::CertificateCaRetired));
+    // The new CA's certificates are unaffected.
+    let (new_chain, _) = rig.enroll("O-1", 365).await;
+    assert_eq!(rig.admit("O-1", &new_chain).await, Ok(()));
+}
