@@ -1,0 +1,203 @@
+//! Persistent storage: SQLite (embedded default, WAL) and PostgreSQL.
+//!
+//! Both back-ends run the same SQL: every statement uses `$N` placeholders in
+//! increasing order, which SQLite and PostgreSQL both accept, and times are
+//! Unix milliseconds in 64-bit integers. The [`with_pool!`] macro expands one
+//! body per back-end, so a query is written once and type-checked twice.
+//!
+//! Durability: a write method returns only after the transaction committed
+//! (SQLite `synchronous=FULL`, PostgreSQL's default `synchronous_commit=on`), so
+//! a handler may answer "Accepted" as soon as the call returns.
+//!
+//! One file per aggregate, each with its rows and its own `impl Store`:
+//! `tenants`, `stations` (with tags and connector statuses), `credentials`
+//! (CA material, station CA rotation and replacement), `certificates` (issued
+//! station certificates, revocation, supersession), `cert_requests` (A02/A03),
+//! `reports` (what stations report) and `audit`.
+
+mod audit;
+mod cert_requests;
+mod certificates;
+mod credentials;
+mod reports;
+mod stations;
+mod tenants;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use audit::AuditRow;
+pub use cert_requests::{CertRequest, RequestChange};
+pub use certificates::{CertificateQuery, CertificateRecord};
+pub use credentials::{CaRow, CredentialRecord, Retirement};
+pub use reports::{BootRecord, SecurityEvent, StationWrite};
+pub use stations::{ConnectorStatus, NewStation, Registration, Station, StationQuery};
+pub use tenants::Tenant;
+
+/// Tenant id of platform-wide rows (the platform CSMS root, the server certificate).
+pub const PLATFORM: &str = "*";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("{what} '{id}' already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("the storage writer has stopped")]
+    Unavailable,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.backend {
+            Backend::Sqlite(_) => "Store(sqlite)",
+            Backend::Postgres(_) => "Store(postgres)",
+        })
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either back-end.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+use with_pool;
+
+/// Migrations embedded in the binary; version 1 keeps the description it was
+/// first applied with.
+fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
+    let migrations = sqls
+        .iter()
+        .map(|&(version, sql)| {
+            let description = match version {
+                1 => dir,
+                2 => "api",
+                3 => "revocation",
+                4 => "certificate requests",
+                _ => "ca rotation",
+            };
+            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+        })
+        .collect();
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit survives power loss, not only a process crash.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
+            let migrations = migrator(
+                "sqlite",
+                &[
+                    (1, include_str!("../../../migrations/sqlite/0001_foundation.sql")),
+                    (2, include_str!("../../../migrations/sqlite/0002_api.sql")),
+                    (3, include_str!("../../../migrations/sqlite/0003_revocation.sql")),
+                    (4, include_str!("../../../migrations/sqlite/0004_certificate_requests.sql")),
+                    (5, include_str!("../../../migrations/sqlite/0005_ca_rotation.sql")),
+                ],
+            );
+            // SQLite has no migration lock: when two processes open a new database at
+            // once, the loser fails on tables the winner created; on retry it finds
+            // the migration applied.
+            let mut attempt = 0;
+            while let Err(e) = migrations.run(&pool).await {
+                attempt += 1;
+                if attempt >= 5 {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            migrator(
+                "postgres",
+                &[
+                    (1, include_str!("../../../migrations/postgres/0001_foundation.sql")),
+                    (2, include_str!("../../../migrations/postgres/0002_api.sql")),
+                    (3, include_str!("../../../migrations/postgres/0003_revocation.sql")),
+                    (4, include_str!("../../../migrations/postgres/0004_certificate_requests.sql")),
+                    (5, include_str!("../../../migrations/postgres/0005_ca_rotation.sql")),
+                ],
+            )
+            .run(&pool)
+            .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        Ok(Store { backend })
+    }
+
+    /// `sqlite://<dir>/anchorpoint.db`
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("anchorpoint.db").display())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Cheap round trip for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |p| p.close().await)
+    }
+}
