@@ -400,7 +400,7 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Update { id, profile, password, registration, enable, disable } => {
-            let tenant = store.station(&id).await?.with_context(|| format!("station '{id}' not found"))?.tenant_id;
+            let tenant = store.station_tenant(&id).await?.with_context(|| format!("station '{id}' not found"))?;
             let password_hash = password.map(|p| password::hash(&p, iterations)).transpose()?;
             let enabled = if enable {
                 Some(true)
@@ -414,7 +414,9 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Show { id } => {
-            let s = store.station(&id).await?.with_context(|| format!("station '{id}' not found"))?;
+            let not_found = || format!("station '{id}' not found");
+            let tenant = store.station_tenant(&id).await?.with_context(not_found)?;
+            let s = store.station(&tenant, &id).await?.with_context(not_found)?;
             let connectors = store.connector_statuses(&s.tenant_id, &id).await?;
             let mut v = serde_json::to_value(&s)?;
             v["connectors"] = serde_json::to_value(connectors)?;

@@ -14,22 +14,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::authority::{self, Signer, Validity};
 use crate::session::CallFailure;
-use crate::store::{CertRequest, RequestChange, StoreError};
-
-/// Request states, as stored and shown.
-pub mod state {
-    pub const REQUESTED: &str = "requested";
-    pub const TRIGGERED: &str = "triggered";
-    pub const CSR_RECEIVED: &str = "csr_received";
-    pub const ISSUING: &str = "issuing";
-    pub const REJECTED: &str = "rejected";
-    pub const ISSUED: &str = "issued";
-    pub const DELIVERING: &str = "delivering";
-    pub const DELIVERED: &str = "delivered";
-    pub const STATION_REJECTED: &str = "station_rejected";
-    pub const INSTALLED: &str = "installed";
-    pub const FAILED: &str = "failed";
-}
+use crate::store::{CaOverlap, CertRequest, CertRequestState as State, CertificateRef, RequestChange, StoreError};
 
 /// Most SignCertificate requests one station may make per hour (A03 rate limit).
 pub const MAX_REQUESTS_PER_HOUR: usize = 10;
@@ -67,7 +52,7 @@ pub async fn sign_certificate(
         .iter()
         .find(|r| {
             r.origin == "operator"
-                && (r.state == state::TRIGGERED || r.state == state::REQUESTED)
+                && (r.state == State::Triggered || r.state == State::Requested)
                 && now - r.updated_at < 3_600_000
         })
         .map(|r| r.id);
@@ -82,30 +67,26 @@ pub async fn sign_certificate(
     }
     let organization = app.store.tenant(tenant).await?.map(|t| t.organization).unwrap_or_default();
     let checked = pki::validate_csr(&req.csr, station).and_then(|c| c.check_organization(&organization).map(|()| c));
-    let open_states = [state::REQUESTED, state::TRIGGERED];
+    let open_states = [State::Requested, State::Triggered];
     if let Err(rule) = checked {
         let detail = format!("{}: {rule}", rule.rule());
         tracing::info!(station, tenant, rule = rule.rule(), "CSR rejected");
         let change =
-            RequestChange { to: state::REJECTED, csr_pem: Some(&req.csr), serial_hex: None, detail: Some(&detail) };
+            RequestChange { csr_pem: Some(&req.csr), detail: Some(&detail), ..RequestChange::to(State::Rejected) };
         let attached = match open {
-            Some(id) => app.store.update_cert_request(id, &open_states, change, now).await?,
+            Some(id) => app.store.update_cert_request(tenant, id, &open_states, change, now).await?,
             None => false,
         };
         if !attached {
-            let id =
-                app.store.insert_cert_request(tenant, station, "station", state::REJECTED, Some(&req.csr), now).await?;
-            app.store.update_cert_request(id, &[], change, now).await?;
+            app.store.insert_cert_request(tenant, station, "station", change, now).await?;
         }
         return Ok((rejected("InvalidCSR", detail), None));
     }
     // Durable before Accepted.
-    let change = RequestChange { to: state::CSR_RECEIVED, csr_pem: Some(&req.csr), serial_hex: None, detail: None };
+    let change = RequestChange { csr_pem: Some(&req.csr), ..RequestChange::to(State::CsrReceived) };
     let id = match open {
-        Some(id) if app.store.update_cert_request(id, &open_states, change, now).await? => id,
-        _ => {
-            app.store.insert_cert_request(tenant, station, "station", state::CSR_RECEIVED, Some(&req.csr), now).await?
-        }
+        Some(id) if app.store.update_cert_request(tenant, id, &open_states, change, now).await? => id,
+        _ => app.store.insert_cert_request(tenant, station, "station", change, now).await?,
     };
     Ok((json!({ "status": "Accepted" }), Some(id)))
 }
@@ -130,11 +111,11 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
     let Some(csr_pem) = req.csr_pem.as_deref() else { return Ok(()) };
     // Each step is claimed with a compare-and-set, so of two deliveries of one
     // request (a reply's and a reconnection's) only one issues and one sends.
-    let chain = match req.state.as_str() {
-        state::CSR_RECEIVED | state::ISSUING => {
-            let from: &[&str] =
-                if req.state == state::ISSUING && stale { &[state::ISSUING] } else { &[state::CSR_RECEIVED] };
-            if !app.store.update_cert_request(id, from, RequestChange::to(state::ISSUING), now_ms).await? {
+    let chain = match req.state {
+        State::CsrReceived | State::Issuing => {
+            let from: &[State] =
+                if req.state == State::Issuing && stale { &[State::Issuing] } else { &[State::CsrReceived] };
+            if !app.store.update_cert_request(tenant, id, from, RequestChange::to(State::Issuing), now_ms).await? {
                 return Ok(());
             }
             let master = app.signing_key().ok_or_else(|| anyhow::anyhow!("no signing key"))?;
@@ -148,16 +129,15 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
             let validity =
                 Validity { not_before: now - time::Duration::minutes(5), not_after: now + time::Duration::days(days) };
             let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
-            let issued =
-                RequestChange { to: state::DELIVERING, serial_hex: Some(&rec.serial_hex), ..Default::default() };
-            app.store.update_cert_request(id, &[state::ISSUING], issued, app.clock.now_millis()).await?;
+            let issued = RequestChange { serial_hex: Some(&rec.serial_hex), ..RequestChange::to(State::Delivering) };
+            app.store.update_cert_request(tenant, id, &[State::Issuing], issued, app.clock.now_millis()).await?;
             chain
         }
-        state::ISSUED | state::DELIVERING => {
+        State::Issued | State::Delivering => {
             // Issued before a crash or disconnect: deliver the same certificate again.
-            let from: &[&str] =
-                if req.state == state::DELIVERING && stale { &[state::DELIVERING] } else { &[state::ISSUED] };
-            if !app.store.update_cert_request(id, from, RequestChange::to(state::DELIVERING), now_ms).await? {
+            let from: &[State] =
+                if req.state == State::Delivering && stale { &[State::Delivering] } else { &[State::Issued] };
+            if !app.store.update_cert_request(tenant, id, from, RequestChange::to(State::Delivering), now_ms).await? {
                 return Ok(());
             }
             let Some(serial) = &req.serial_hex else { return Ok(()) };
@@ -172,7 +152,13 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
     let release = || async {
         // Not delivered: back to `issued`, for the next connection.
         app.store
-            .update_cert_request(id, &[state::DELIVERING], RequestChange::to(state::ISSUED), app.clock.now_millis())
+            .update_cert_request(
+                tenant,
+                id,
+                &[State::Delivering],
+                RequestChange::to(State::Issued),
+                app.clock.now_millis(),
+            )
             .await
     };
     let Some(session) = app.sessions.get(station).filter(|h| *h.tenant_id == *tenant) else {
@@ -194,7 +180,7 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
     match refusal {
         None => {
             app.store
-                .update_cert_request(id, &[state::DELIVERING], RequestChange::to(state::DELIVERED), now_ms)
+                .update_cert_request(tenant, id, &[State::Delivering], RequestChange::to(State::Delivered), now_ms)
                 .await?;
             tracing::info!(station, tenant, request = id, "certificate delivered");
         }
@@ -204,8 +190,8 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
             if let Some(serial) = serial {
                 app.store.revoke_certificate(tenant, &serial, now_ms, "superseded").await?;
             }
-            let change = RequestChange { to: state::STATION_REJECTED, detail: Some(&detail), ..Default::default() };
-            app.store.update_cert_request(id, &[state::DELIVERING], change, now_ms).await?;
+            let change = RequestChange { detail: Some(&detail), ..RequestChange::to(State::StationRejected) };
+            app.store.update_cert_request(tenant, id, &[State::Delivering], change, now_ms).await?;
             tracing::info!(station, tenant, request = id, detail, "station refused its certificate");
         }
     }
@@ -216,7 +202,7 @@ async fn deliver_inner(app: &App, tenant: &str, station: &str, id: i64) -> anyho
 pub async fn resume(app: Arc<App>, tenant: String, station: String) {
     let pending = match app
         .store
-        .cert_requests_in(&tenant, &station, &[state::CSR_RECEIVED, state::ISSUING, state::ISSUED, state::DELIVERING])
+        .cert_requests_in(&tenant, &station, &[State::CsrReceived, State::Issuing, State::Issued, State::Delivering])
         .await
     {
         Ok(rs) => rs,
@@ -245,8 +231,8 @@ pub async fn admitted_with(app: Arc<App>, tenant: String, station: String, seria
         }
         let requests = app.store.cert_requests(&tenant, &station, 20).await?;
         if let Some(r) = requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial.as_str())) {
-            let from = [state::DELIVERED, state::DELIVERING, state::ISSUED];
-            if app.store.update_cert_request(r.id, &from, RequestChange::to(state::INSTALLED), now).await? {
+            let from = [State::Delivered, State::Delivering, State::Issued];
+            if app.store.update_cert_request(&tenant, r.id, &from, RequestChange::to(State::Installed), now).await? {
                 tracing::info!(station, tenant, serial, "station connected with its new certificate");
             }
         }
@@ -264,7 +250,7 @@ pub async fn close_revoked_sessions(app: &App, since: i64) -> i64 {
     let now = app.clock.now_millis();
     match app.store.revoked_since(since).await {
         Ok(revoked) => {
-            for (tenant, serial) in revoked {
+            for CertificateRef { tenant_id: tenant, serial_hex: serial } in revoked {
                 if app.sessions.disconnect_certificate(&tenant, &serial) > 0 {
                     tracing::info!(tenant, serial, "session closed: its certificate was revoked");
                 }
@@ -287,7 +273,7 @@ pub async fn sweep(app: &App) {
     let cutoff = now - i64::try_from(app.config.superseded_grace_secs).unwrap_or(i64::MAX / 2_000).saturating_mul(1000);
     match app.store.revoke_superseded(cutoff, now).await {
         Ok(revoked) => {
-            for (tenant, serial) in revoked {
+            for CertificateRef { tenant_id: tenant, serial_hex: serial } in revoked {
                 tracing::info!(tenant, serial, "superseded certificate revoked");
                 app.sessions.disconnect_certificate(&tenant, &serial);
             }
@@ -314,7 +300,8 @@ pub async fn renew(app: &App, tenant: &str, station: &str) -> Result<CertRequest
         return Err(RenewError::NotConnected(station.to_owned()));
     };
     let now = app.clock.now_millis();
-    let id = app.store.insert_cert_request(tenant, station, "operator", state::REQUESTED, None, now).await?;
+    let id =
+        app.store.insert_cert_request(tenant, station, "operator", RequestChange::to(State::Requested), now).await?;
     let trigger = json!({ "requestedMessage": "SignChargingStationCertificate" });
     let outcome = session.call(Action::TriggerMessage, trigger).await;
     let detail = match &outcome {
@@ -324,10 +311,10 @@ pub async fn renew(app: &App, tenant: &str, station: &str) -> Result<CertRequest
     };
     // Only from REQUESTED: the CSR may already have moved the request on.
     let change = match &detail {
-        None => RequestChange::to(state::TRIGGERED),
-        Some(d) => RequestChange { to: state::FAILED, detail: Some(d), ..Default::default() },
+        None => RequestChange::to(State::Triggered),
+        Some(d) => RequestChange { detail: Some(d), ..RequestChange::to(State::Failed) },
     };
-    app.store.update_cert_request(id, &[state::REQUESTED], change, app.clock.now_millis()).await?;
+    app.store.update_cert_request(tenant, id, &[State::Requested], change, app.clock.now_millis()).await?;
     if let Some(d) = detail {
         return Err(RenewError::Refused(d));
     }
@@ -386,7 +373,7 @@ pub async fn auto_renew(app: &Arc<App>) {
             return;
         }
     };
-    for (tenant, name, replaced_at, trusted_until) in overlapping {
+    for CaOverlap { tenant_id: tenant, name, replaced_at, trusted_until } in overlapping {
         let Some((_, issuer)) = name.split_once('@') else { continue };
         let mut after = String::new();
         for _ in 0..20 {
@@ -436,16 +423,16 @@ async fn try_renew(
     let busy = match app.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
         Ok(rs) => rs.iter().any(|r| {
             let age = now - r.updated_at;
-            match r.state.as_str() {
-                state::REQUESTED
-                | state::TRIGGERED
-                | state::CSR_RECEIVED
-                | state::ISSUING
-                | state::ISSUED
-                | state::DELIVERED => age < 3_600_000,
+            match r.state {
+                State::Requested
+                | State::Triggered
+                | State::CsrReceived
+                | State::Issuing
+                | State::Issued
+                | State::Delivered => age < 3_600_000,
                 // A station that refused: back off for a day.
-                state::FAILED | state::REJECTED | state::STATION_REJECTED => age < 86_400_000,
-                _ => false,
+                State::Failed | State::Rejected | State::StationRejected => age < 86_400_000,
+                State::Delivering | State::Installed => false,
             }
         }),
         Err(_) => true,

@@ -44,9 +44,9 @@ impl RestService {
         if !crate::transport::valid_station_id(id) {
             return Err(ServiceError::NotFound { what: "station", id: printable(id) });
         }
-        match self.app.store.station(id).await.map_err(internal)? {
-            Some(s) if s.tenant_id == tenant => Ok(s),
-            _ => Err(ServiceError::NotFound { what: "station", id: id.to_owned() }),
+        match self.app.store.station(tenant, id).await.map_err(internal)? {
+            Some(s) => Ok(s),
+            None => Err(ServiceError::NotFound { what: "station", id: id.to_owned() }),
         }
     }
 
@@ -184,7 +184,7 @@ fn cert_request_out(r: store::CertRequest) -> m::CertificateRequest {
         id: r.id,
         station_id: r.station_id,
         origin: r.origin,
-        state: r.state,
+        state: r.state.as_str().to_owned(),
         serial_number: r.serial_hex,
         detail: r.detail,
         created_at: rfc3339(r.created_at),

@@ -18,7 +18,7 @@ fn now_rfc3339(app: &App) -> String {
 /// B01-B03: the answer follows the registration the operator set for the station.
 pub(super) async fn boot_notification(app: &App, state: &mut SessionState, payload: Value) -> HandlerResult {
     let req: BootNotificationRequest = v201::decode_request(payload.clone())?;
-    let station = app.store.station(&state.station_id).await?;
+    let station = app.store.station(&state.tenant_id, &state.station_id).await?;
     let status = station.map(|s| s.registration).unwrap_or(Registration::Rejected);
     let now = app.clock.now_millis();
     let cs = &req.charging_station;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, with_pool};
+use super::{StationWrite, Store, StoreError, with_pool};
 
 /// A certificate issued to a station.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,27 +37,37 @@ pub struct CertificateQuery<'a> {
     pub now: i64,
 }
 
+/// Which certificate, on the whole platform: serials are unique per tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRef {
+    pub tenant_id: String,
+    pub serial_hex: String,
+}
+
+/// An entry of an issuing CA's CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedCertificate {
+    pub serial_hex: String,
+    pub revoked_at: i64,
+    /// RFC 5280 CRLReason name.
+    pub reason: Option<String>,
+}
+
+/// A certificate a station presents at connect, with what decides whether its
+/// issuer is still trusted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateAtConnect {
+    pub certificate: CertificateRecord,
+    /// End of the overlap of its issuer, when that is a replaced CA; `None`: the
+    /// current CA issued it.
+    pub issuer_trusted_until: Option<i64>,
+}
+
 impl Store {
+    /// Records a certificate in a transaction of its own (issuance without the
+    /// group commit, which records it as a [`StationWrite::Certificate`]).
     pub async fn record_certificate(&self, c: &CertificateRecord) -> Result<(), StoreError> {
-        with_pool!(self, |p| {
-            sqlx::query(
-                "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, cert_pem, issued_at, revoked_at, issuer_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&c.tenant_id)
-            .bind(&c.serial_hex)
-            .bind(&c.station_id)
-            .bind(&c.fingerprint)
-            .bind(c.not_before)
-            .bind(c.not_after)
-            .bind(&c.cert_pem)
-            .bind(c.issued_at)
-            .bind(c.revoked_at)
-            .bind(&c.issuer_id)
-            .execute(p)
-            .await?;
-        });
-        Ok(())
+        self.apply_writes(&[StationWrite::Certificate(Box::new(c.clone()))]).await
     }
 
     pub async fn certificate(
@@ -80,13 +90,13 @@ impl Store {
         Ok(row)
     }
 
-    /// A certificate presented at connect, with the end of its issuer's overlap
-    /// when that issuer is a replaced CA (`None`: the current CA), in one query.
+    /// A certificate presented at connect, with the end of its issuer's overlap,
+    /// in one query.
     pub async fn certificate_at_connect(
         &self,
         tenant_id: &str,
         serial_hex: &str,
-    ) -> Result<Option<(CertificateRecord, Option<i64>)>, StoreError> {
+    ) -> Result<Option<CertificateAtConnect>, StoreError> {
         let row = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT c.tenant_id, c.serial_hex, c.station_id, c.fingerprint, c.not_before, c.not_after, c.cert_pem, \
@@ -100,7 +110,10 @@ impl Store {
             .fetch_optional(p)
             .await?
             .map(|r| -> Result<_, sqlx::Error> {
-                Ok((certificate_from_row(&r)?, r.try_get::<Option<i64>, _>("issuer_trusted_until")?))
+                Ok(CertificateAtConnect {
+                    certificate: certificate_from_row(&r)?,
+                    issuer_trusted_until: r.try_get("issuer_trusted_until")?,
+                })
             })
             .transpose()?
         });
@@ -171,10 +184,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// Certificates to renew: unrevoked, not superseded, valid after `after`
-    /// and expiring before `window_end`, of stations that hold no certificate
-    /// valid beyond it; soonest first. Pass the last `not_after` of one page as
-    /// `after` for the next.
+    /// Across tenants: certificates to renew, for the maintenance tick.
+    /// Unrevoked, not superseded, valid after `after` and expiring before
+    /// `window_end`, of stations that hold no certificate valid beyond it;
+    /// soonest first. Pass the last `not_after` of one page as `after` for the next.
     pub async fn certificates_expiring(
         &self,
         after: i64,
@@ -234,31 +247,30 @@ impl Store {
         Ok(rows)
     }
 
-    /// Certificates revoked at or after `since` (any tenant): (tenant, serial).
-    pub async fn revoked_since(&self, since: i64) -> Result<Vec<(String, String)>, StoreError> {
+    /// Across tenants: certificates revoked at or after `since` by anyone (the
+    /// CLI, another node, the API), for closing the sessions that use them.
+    pub async fn revoked_since(&self, since: i64) -> Result<Vec<CertificateRef>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query("SELECT tenant_id, serial_hex FROM certificates WHERE revoked_at >= $1")
                 .bind(since)
                 .fetch_all(p)
                 .await?
-                .into_iter()
-                .map(|r| -> Result<(String, String), sqlx::Error> {
-                    Ok((r.try_get("tenant_id")?, r.try_get("serial_hex")?))
-                })
+                .iter()
+                .map(certificate_ref_from_row)
                 .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
     }
 
-    /// Revoked certificates of one issuing CA: (serial, revoked at, reason), for
-    /// its CRL. `current`: the CA is the tenant's current one, which also answers
-    /// for certificates issued before the first rotation (no issuer recorded).
+    /// Revoked certificates of one issuing CA, for its CRL. `current`: the CA is
+    /// the tenant's current one, which also answers for certificates issued
+    /// before the first rotation (no issuer recorded).
     pub async fn revoked_certificates(
         &self,
         tenant_id: &str,
         issuer_id: &str,
         current: bool,
-    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+    ) -> Result<Vec<RevokedCertificate>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT serial_hex, revoked_at, revocation_reason FROM certificates \
@@ -271,8 +283,12 @@ impl Store {
             .fetch_all(p)
             .await?
             .into_iter()
-            .map(|r| -> Result<(String, i64, Option<String>), sqlx::Error> {
-                Ok((r.try_get("serial_hex")?, r.try_get("revoked_at")?, r.try_get("revocation_reason")?))
+            .map(|r| -> Result<RevokedCertificate, sqlx::Error> {
+                Ok(RevokedCertificate {
+                    serial_hex: r.try_get("serial_hex")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    reason: r.try_get("revocation_reason")?,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?
         });
@@ -305,9 +321,9 @@ impl Store {
         Ok(n)
     }
 
-    /// Revokes (reason superseded) every certificate superseded at or before
-    /// `cutoff`. Returns (tenant, serial) of each.
-    pub async fn revoke_superseded(&self, cutoff: i64, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+    /// Across tenants: revokes (reason superseded) every certificate superseded
+    /// at or before `cutoff`, for the maintenance tick. Returns each.
+    pub async fn revoke_superseded(&self, cutoff: i64, now: i64) -> Result<Vec<CertificateRef>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "UPDATE certificates SET revoked_at = $1, revocation_reason = 'superseded' \
@@ -318,10 +334,8 @@ impl Store {
             .bind(cutoff)
             .fetch_all(p)
             .await?
-            .into_iter()
-            .map(|r| -> Result<(String, String), sqlx::Error> {
-                Ok((r.try_get("tenant_id")?, r.try_get("serial_hex")?))
-            })
+            .iter()
+            .map(certificate_ref_from_row)
             .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
@@ -351,4 +365,13 @@ where
         revocation_reason: r.try_get("revocation_reason")?,
         issuer_id: r.try_get("issuer_id")?,
     })
+}
+
+fn certificate_ref_from_row<R>(r: &R) -> Result<CertificateRef, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CertificateRef { tenant_id: r.try_get("tenant_id")?, serial_hex: r.try_get("serial_hex")? })
 }

@@ -13,6 +13,13 @@ pub struct CredentialRecord {
     pub sealed_key: Vec<u8>,
 }
 
+/// A credential's certificate and the tenant it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialCert {
+    pub tenant_id: String,
+    pub cert_pem: String,
+}
+
 /// A station CA (root or issuing), current or replaced.
 #[derive(Debug, Clone)]
 pub struct CaRow {
@@ -23,6 +30,17 @@ pub struct CaRow {
     pub created_at: i64,
     pub replaced_at: Option<i64>,
     pub trusted_until: Option<i64>,
+}
+
+/// A replaced issuing CA within its overlap: its certificates still connect
+/// until `trusted_until`, and are renewed by the current CA meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaOverlap {
+    pub tenant_id: String,
+    /// `station-ca@<issuer id>`.
+    pub name: String,
+    pub replaced_at: i64,
+    pub trusted_until: i64,
 }
 
 /// A credential to rename when a newer one takes its place.
@@ -86,17 +104,16 @@ impl Store {
         Ok(row)
     }
 
-    /// Certificates (PEM) of every credential with this name, one per tenant.
-    pub async fn credential_certs_named(&self, name: &str) -> Result<Vec<(String, String)>, StoreError> {
+    /// Across tenants: the certificate of every credential with this name, one
+    /// per tenant, by tenant.
+    pub async fn credential_certs_named(&self, name: &str) -> Result<Vec<CredentialCert>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query("SELECT tenant_id, cert_pem FROM credentials WHERE name = $1 ORDER BY tenant_id")
                 .bind(name)
                 .fetch_all(p)
                 .await?
-                .into_iter()
-                .map(|r| -> Result<(String, String), sqlx::Error> {
-                    Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?))
-                })
+                .iter()
+                .map(credential_cert_from_row)
                 .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
@@ -131,9 +148,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// Certificates (PEM) of every tenant's station roots still trusted at `now`:
-    /// the current ones and replaced ones within their overlap.
-    pub async fn trusted_station_roots(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+    /// Across tenants: every tenant's station roots still trusted at `now` (the
+    /// current ones and replaced ones within their overlap), for the TLS client
+    /// verifier, which serves all tenants.
+    pub async fn trusted_station_roots(&self, now: i64) -> Result<Vec<CredentialCert>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT tenant_id, cert_pem FROM credentials \
@@ -143,14 +161,15 @@ impl Store {
             .bind(now)
             .fetch_all(p)
             .await?
-            .into_iter()
-            .map(|r| -> Result<(String, String), sqlx::Error> { Ok((r.try_get("tenant_id")?, r.try_get("cert_pem")?)) })
+            .iter()
+            .map(credential_cert_from_row)
             .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
     }
 
-    /// Whether a credential of any tenant names this PKCS#11 key.
+    /// Across tenants: whether a credential of any tenant names this PKCS#11
+    /// key (a key in the HSM serves one credential only).
     pub async fn hsm_label_in_use(&self, key_label: &str) -> Result<bool, StoreError> {
         let marker = [b"pkcs11:".as_slice(), key_label.as_bytes()].concat();
         let n: i64 = with_pool!(self, |p| {
@@ -162,9 +181,9 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Replaced issuing CAs still within their overlap at `now`, every tenant:
-    /// (tenant, name, replaced at, trusted until).
-    pub async fn overlapping_station_cas(&self, now: i64) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
+    /// Across tenants: replaced issuing CAs still within their overlap at `now`,
+    /// for the maintenance tick that renews their certificates.
+    pub async fn overlapping_station_cas(&self, now: i64) -> Result<Vec<CaOverlap>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT tenant_id, name, replaced_at, trusted_until FROM credentials \
@@ -175,13 +194,13 @@ impl Store {
             .fetch_all(p)
             .await?
             .into_iter()
-            .map(|r| -> Result<(String, String, i64, i64), sqlx::Error> {
-                Ok((
-                    r.try_get("tenant_id")?,
-                    r.try_get("name")?,
-                    r.try_get("replaced_at")?,
-                    r.try_get("trusted_until")?,
-                ))
+            .map(|r| -> Result<CaOverlap, sqlx::Error> {
+                Ok(CaOverlap {
+                    tenant_id: r.try_get("tenant_id")?,
+                    name: r.try_get("name")?,
+                    replaced_at: r.try_get("replaced_at")?,
+                    trusted_until: r.try_get("trusted_until")?,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?
         });
@@ -280,4 +299,13 @@ impl Store {
         });
         Ok(done)
     }
+}
+
+fn credential_cert_from_row<R>(r: &R) -> Result<CredentialCert, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CredentialCert { tenant_id: r.try_get("tenant_id")?, cert_pem: r.try_get("cert_pem")? })
 }

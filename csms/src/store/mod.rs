@@ -14,6 +14,24 @@
 //! (CA material, station CA rotation and replacement), `certificates` (issued
 //! station certificates, revocation, supersession), `cert_requests` (A02/A03),
 //! `reports` (what stations report) and `audit`.
+//!
+//! # Tenant scope
+//!
+//! A method that reads or changes one tenant's data takes the tenant and puts
+//! it in its `WHERE` clause. These are deliberately platform-wide, each
+//! documented with `Across tenants:`:
+//! - [`Store::station_for_connect`]: the gateway finds a station by its id alone,
+//!   as the OCPP URL carries no tenant; [`Store::station_tenant`] does the same
+//!   for the platform CLI and manufacturing-time enrollment, which name a
+//!   station by its id alone;
+//! - the tenants themselves: [`Store::create_tenant`], [`Store::tenant`],
+//!   [`Store::tenants`], [`Store::tenants_page`];
+//! - maintenance over every tenant: [`Store::revoked_since`] (sessions to close),
+//!   [`Store::certificates_expiring`] (renewals), [`Store::revoke_superseded`],
+//!   [`Store::overlapping_station_cas`] (renewals by a new CA);
+//! - trust material of every tenant: [`Store::trusted_station_roots`] (the TLS
+//!   client verifier), [`Store::credential_certs_named`], and
+//!   [`Store::hsm_label_in_use`] (a PKCS#11 key belongs to one credential).
 
 mod audit;
 mod cert_requests;
@@ -32,9 +50,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditRow;
-pub use cert_requests::{CertRequest, RequestChange};
-pub use certificates::{CertificateQuery, CertificateRecord};
-pub use credentials::{CaRow, CredentialRecord, Retirement};
+pub use cert_requests::{CertRequest, CertRequestState, RequestChange};
+pub use certificates::{CertificateAtConnect, CertificateQuery, CertificateRecord, CertificateRef, RevokedCertificate};
+pub use credentials::{CaOverlap, CaRow, CredentialCert, CredentialRecord, Retirement};
 pub use reports::{BootRecord, SecurityEvent, StationWrite};
 pub use stations::{ConnectorStatus, NewStation, Registration, Station, StationQuery};
 pub use tenants::Tenant;
@@ -59,6 +77,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the storage writer has stopped")]
     Unavailable,
+    /// A caller asked for a move [`CertRequestState::may_become`] refuses: a bug
+    /// in the caller, not a race (a race is a compare-and-set that does not move).
+    #[error("a certificate request may not move from {from} to {to}")]
+    IllegalTransition { from: CertRequestState, to: CertRequestState },
 }
 
 #[derive(Clone)]
@@ -114,6 +136,11 @@ fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 impl Store {

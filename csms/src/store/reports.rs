@@ -52,10 +52,11 @@ pub enum StationWrite {
         tech_info: Option<String>,
         at: i64,
     },
-    /// A certificate just issued (before it is handed out).
+    /// A certificate just issued (before it is handed out), recorded as it is.
     Certificate(Box<CertificateRecord>),
 }
 
+/// A SecurityEventNotification as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityEvent {
@@ -161,7 +162,8 @@ impl Store {
                     StationWrite::Certificate(c) => {
                         sqlx::query(
                             "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
-                               cert_pem, issued_at, issuer_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                               cert_pem, issued_at, revoked_at, revocation_reason, issuer_id) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                         )
                         .bind(&c.tenant_id)
                         .bind(&c.serial_hex)
@@ -171,6 +173,8 @@ impl Store {
                         .bind(c.not_after)
                         .bind(&c.cert_pem)
                         .bind(c.issued_at)
+                        .bind(c.revoked_at)
+                        .bind(&c.revocation_reason)
                         .bind(&c.issuer_id)
                         .execute(&mut *tx)
                         .await?;
@@ -182,6 +186,7 @@ impl Store {
         Ok(())
     }
 
+    /// How many messages of `action` the station sent that are kept verbatim.
     pub async fn station_message_count(
         &self,
         tenant_id: &str,

@@ -87,6 +87,7 @@ pub struct StationQuery {
     pub not_seen_since: Option<i64>,
 }
 
+/// The last status a station reported for one connector (StatusNotification).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectorStatus {
@@ -140,33 +141,34 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        self.station(&s.id).await?.ok_or_else(|| StoreError::NotFound { what: "station", id: s.id.clone() })
+        self.existing_station(&s.tenant_id, &s.id).await
     }
 
-    /// Looks a station up by id across tenants (the OCPP URL carries no tenant).
-    pub async fn station(&self, id: &str) -> Result<Option<Station>, StoreError> {
-        let row = with_pool!(self, |p| {
-            sqlx::query(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(p)
-                .await?
-                .map(|r| station_from_row(&r))
-                .transpose()?
+    /// The tenant's station with this id.
+    pub async fn station(&self, tenant_id: &str, id: &str) -> Result<Option<Station>, StoreError> {
+        self.station_within(Some(tenant_id), id).await
+    }
+
+    /// Across tenants: the station with this id, whichever tenant it belongs to,
+    /// for the gateway: the OCPP URL carries no tenant (station ids are unique
+    /// on the platform). The caller then works within `tenant_id` of the result.
+    pub async fn station_for_connect(&self, id: &str) -> Result<Option<Station>, StoreError> {
+        self.station_within(None, id).await
+    }
+
+    /// Across tenants: the tenant a station id belongs to, for callers that name
+    /// a station by its id alone: the platform CLI and manufacturing-time
+    /// enrollment (`authority::enroll`).
+    pub async fn station_tenant(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let tenant = with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT tenant_id FROM stations WHERE id = $1").bind(id).fetch_optional(p).await?
         });
-        Ok(row)
+        Ok(tenant)
     }
 
+    /// All of a tenant's stations, by id.
     pub async fn stations(&self, tenant_id: &str) -> Result<Vec<Station>, StoreError> {
-        let rows = with_pool!(self, |p| {
-            sqlx::query(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE tenant_id = $1 ORDER BY id"))
-                .bind(tenant_id)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(station_from_row)
-                .collect::<Result<Vec<_>, _>>()?
-        });
-        Ok(rows)
+        self.stations_page(tenant_id, &StationQuery::default(), None, u32::MAX).await
     }
 
     /// A tenant's stations by id, after `after`, at most `limit`, filtered by `q`.
@@ -181,7 +183,8 @@ impl Store {
             "SELECT {STATION_COLUMNS} FROM stations s WHERE tenant_id = $1 \
                AND ($2 IS NULL OR id > $2) \
                AND ($3 IS NULL OR security_profile = $3) \
-               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM station_tags t WHERE t.station_id = s.id AND t.tag = $4)) \
+               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM station_tags t \
+                    WHERE t.tenant_id = s.tenant_id AND t.station_id = s.id AND t.tag = $4)) \
                AND ($5 IS NULL OR last_seen_at >= $5) \
                AND ($6 IS NULL OR last_seen_at IS NULL OR last_seen_at < $6) \
              ORDER BY id LIMIT $7"
@@ -236,7 +239,7 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound { what: "station", id: id.to_owned() });
         }
-        self.station(id).await?.ok_or_else(|| StoreError::NotFound { what: "station", id: id.to_owned() })
+        self.existing_station(tenant_id, id).await
     }
 
     /// Sets description (`Some("")` clears it) and tags; `None` leaves a field.
@@ -356,6 +359,27 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
+    }
+
+    /// The station `id` of `tenant_id`, or of any tenant for `None`.
+    async fn station_within(&self, tenant_id: Option<&str>, id: &str) -> Result<Option<Station>, StoreError> {
+        let row = with_pool!(self, |p| {
+            sqlx::query(&format!(
+                "SELECT {STATION_COLUMNS} FROM stations WHERE ($1 IS NULL OR tenant_id = $1) AND id = $2"
+            ))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| station_from_row(&r))
+            .transpose()?
+        });
+        Ok(row)
+    }
+
+    /// A station just written: read back, NotFound if it is gone already.
+    async fn existing_station(&self, tenant_id: &str, id: &str) -> Result<Station, StoreError> {
+        self.station(tenant_id, id).await?.ok_or_else(|| StoreError::NotFound { what: "station", id: id.to_owned() })
     }
 }
 

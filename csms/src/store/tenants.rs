@@ -17,6 +17,7 @@ pub struct Tenant {
 }
 
 impl Store {
+    /// Across tenants: a new tenant (its id and host name are unique on the platform).
     pub async fn create_tenant(
         &self,
         id: &str,
@@ -58,26 +59,29 @@ impl Store {
         Ok(row)
     }
 
+    /// Across tenants: every tenant by id, the platform's row (`*`) too where there is one.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let rows = with_pool!(self, |p| {
-            sqlx::query("SELECT id, organization, ocpp_hostname, created_at FROM tenants ORDER BY id")
-                .fetch_all(p)
-                .await?
-                .into_iter()
-                .map(|r| tenant_from_row(&r))
-                .collect::<Result<Vec<_>, _>>()?
-        });
-        Ok(rows)
+        self.tenants_except(None, None, u32::MAX).await
     }
 
-    /// Tenants by id, after `after`, at most `limit`.
+    /// Across tenants: tenants by id, after `after`, at most `limit`; not the platform's own.
     pub async fn tenants_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Tenant>, StoreError> {
+        self.tenants_except(Some(PLATFORM), after, limit).await
+    }
+
+    /// Tenants but `except` by id, after `after`, at most `limit`.
+    async fn tenants_except(
+        &self,
+        except: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Tenant>, StoreError> {
         let rows = with_pool!(self, |p| {
             sqlx::query(
                 "SELECT id, organization, ocpp_hostname, created_at FROM tenants \
-                 WHERE id <> $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+                 WHERE ($1 IS NULL OR id <> $1) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
             )
-            .bind(PLATFORM)
+            .bind(except)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(p)
