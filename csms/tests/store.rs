@@ -605,6 +605,30 @@ both!(api_pages_tags_deletion_and_audit);
 both!(station_ca_replacement);
 both!(cert_request_moves);
 
+#[test]
+fn migration_folders_agree() {
+    use csms::store::migrations::{POSTGRES, SQLITE};
+    let names = |m: &[(i64, &str, &str)]| m.iter().map(|&(v, d, _)| (v, d.to_owned())).collect::<Vec<_>>();
+    assert_eq!(names(SQLITE), names(POSTGRES), "migrations/sqlite/ and migrations/postgres/ hold the same versions");
+    let versions: Vec<i64> = SQLITE.iter().map(|m| m.0).collect();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "numbered from 1 without gaps");
+    assert_eq!(names(SQLITE)[..2], [(1, "foundation".to_owned()), (2, "api".to_owned())], "described by the file name");
+    assert!(SQLITE.iter().chain(POSTGRES).all(|m| !m.2.trim().is_empty()));
+}
+
+/// `(version, description, success)` of the migrations applied to the database at `url`.
+async fn applied(url: &str) -> Vec<(i64, String, bool)> {
+    use sqlx::Connection;
+    let query = "SELECT version, description, success FROM _sqlx_migrations ORDER BY version";
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(query).fetch_all(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(query).fetch_all(&mut c).await.unwrap()
+    }
+}
+
 async fn execute(url: &str, sql: &str) {
     use sqlx::Connection;
     if url.starts_with("sqlite:") {
@@ -614,6 +638,42 @@ async fn execute(url: &str, sql: &str) {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::query(sql).execute(&mut c).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn fresh_databases_apply_the_same_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lite, pg) = (Store::sqlite_url(dir.path()), postgres_url().await);
+    Store::open(&lite, 1).await.unwrap().close().await;
+    Store::open(&pg, 1).await.unwrap().close().await;
+    let expected: Vec<(i64, String, bool)> =
+        csms::store::migrations::SQLITE.iter().map(|&(v, d, _)| (v, d.to_owned(), true)).collect();
+    assert_eq!(applied(&lite).await, expected);
+    assert_eq!(applied(&pg).await, expected);
+}
+
+/// Databases created when version 1 was described by the database's name open
+/// as before: sqlx checks an applied migration by version and checksum only.
+async fn opens_with_the_old_description(url: &str, old: &str) {
+    Store::open(url, 1).await.unwrap().close().await;
+    execute(url, &format!("UPDATE _sqlx_migrations SET description = '{old}' WHERE version = 1")).await;
+    let reopened = Store::open(url, 1).await.unwrap();
+    reopened.ping().await.unwrap();
+    reopened.close().await;
+    let rows = applied(url).await;
+    assert_eq!((rows[0].0, rows[0].1.as_str()), (1, old), "left as it was");
+    assert_eq!(rows.len(), csms::store::migrations::SQLITE.len());
+}
+
+#[tokio::test]
+async fn old_sqlite_database_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    opens_with_the_old_description(&Store::sqlite_url(dir.path()), "sqlite").await;
+}
+
+#[tokio::test]
+async fn old_postgres_database_opens() {
+    opens_with_the_old_description(&postgres_url().await, "postgres").await;
 }
 
 #[tokio::test]

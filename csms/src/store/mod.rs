@@ -83,6 +83,13 @@ pub enum StoreError {
     IllegalTransition { from: CertRequestState, to: CertRequestState },
 }
 
+/// The SQL files of `migrations/sqlite/` and `migrations/postgres/` as
+/// `(version, description, SQL)`, by version: `NNNN_some_name.sql` is version
+/// NNNN, described "some name". Listed by `csms/build.rs`.
+pub mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqlitePool),
@@ -115,19 +122,13 @@ macro_rules! with_pool {
 }
 use with_pool;
 
-/// Migrations embedded in the binary; version 1 keeps the description it was
-/// first applied with.
-fn migrator(dir: &'static str, sqls: &[(i64, &'static str)]) -> Migrator {
-    let migrations = sqls
+/// Migrations embedded in the binary. Databases created before the files were
+/// discovered recorded version 1 as "sqlite" / "postgres"; sqlx checks an
+/// applied migration by version and checksum only, so they open unchanged.
+fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = files
         .iter()
-        .map(|&(version, sql)| {
-            let description = match version {
-                1 => dir,
-                2 => "api",
-                3 => "revocation",
-                4 => "certificate requests",
-                _ => "ca rotation",
-            };
+        .map(|&(version, description, sql)| {
             Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
         })
         .collect();
@@ -157,16 +158,7 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
-            let migrations = migrator(
-                "sqlite",
-                &[
-                    (1, include_str!("../../../migrations/sqlite/0001_foundation.sql")),
-                    (2, include_str!("../../../migrations/sqlite/0002_api.sql")),
-                    (3, include_str!("../../../migrations/sqlite/0003_revocation.sql")),
-                    (4, include_str!("../../../migrations/sqlite/0004_certificate_requests.sql")),
-                    (5, include_str!("../../../migrations/sqlite/0005_ca_rotation.sql")),
-                ],
-            );
+            let migrations = migrator(migrations::SQLITE);
             // SQLite has no migration lock: when two processes open a new database at
             // once, the loser fails on tables the winner created; on retry it finds
             // the migration applied.
@@ -185,18 +177,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
-            migrator(
-                "postgres",
-                &[
-                    (1, include_str!("../../../migrations/postgres/0001_foundation.sql")),
-                    (2, include_str!("../../../migrations/postgres/0002_api.sql")),
-                    (3, include_str!("../../../migrations/postgres/0003_revocation.sql")),
-                    (4, include_str!("../../../migrations/postgres/0004_certificate_requests.sql")),
-                    (5, include_str!("../../../migrations/postgres/0005_ca_rotation.sql")),
-                ],
-            )
-            .run(&pool)
-            .await?;
+            migrator(migrations::POSTGRES).run(&pool).await?;
             Backend::Postgres(pool)
         } else {
             return Err(StoreError::UnsupportedUrl);
