@@ -90,7 +90,7 @@ async fn provision(args: &Args) -> anyhow::Result<(Vec<Creds>, Vec<u8>)> {
     let mut out = Vec::with_capacity(args.stations);
     for i in 0..args.stations {
         let id = format!("{}-{i:06}", args.prefix);
-        if opened.store.station(&id).await?.is_none() {
+        if opened.store.station("default", &id).await?.is_none() {
             let s = csms::store::NewStation {
                 id: id.clone(),
                 tenant_id: "default".into(),

@@ -368,9 +368,9 @@ async fn issue_server_identity(
 /// current roots and replaced ones still within their overlap.
 pub async fn station_trust_roots(store: &Store, now_ms: i64) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for (tenant, pem) in store.trusted_station_roots(now_ms).await? {
-        for der in pki::pem_to_der_chain(&pem)? {
-            out.push((tenant.clone(), der));
+    for root in store.trusted_station_roots(now_ms).await? {
+        for der in pki::pem_to_der_chain(&root.cert_pem)? {
+            out.push((root.tenant_id.clone(), der));
         }
     }
     Ok(out)
@@ -397,13 +397,13 @@ pub async fn enroll(
     validity_days: u32,
     public_url: &str,
 ) -> Result<(String, CertificateRecord), EnrollError> {
-    let station = store
-        .station(station_id)
+    let tenant_id = store
+        .station_tenant(station_id)
         .await
         .map_err(|e| EnrollError::Internal(e.into()))?
         .ok_or_else(|| EnrollError::UnknownStation(station_id.to_owned()))?;
     let tenant = store
-        .tenant(&station.tenant_id)
+        .tenant(&tenant_id)
         .await
         .map_err(|e| EnrollError::Internal(e.into()))?
         .ok_or_else(|| EnrollError::Internal(Error::internal("tenant of station missing")))?;

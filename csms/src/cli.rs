@@ -393,8 +393,8 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
     let store = &opened.store;
     // The tenant of an existing station (the command line acts for the platform).
     let tenant_of = |id: String| async move {
-        match store.station(&id).await? {
-            Some(s) => Ok::<_, anyhow::Error>(s.tenant_id),
+        match store.station_tenant(&id).await? {
+            Some(tenant) => Ok::<_, anyhow::Error>(tenant),
             None => Err(csms::error::Error::NotFound { what: "station", id }.into()),
         }
     };
@@ -435,7 +435,9 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Show { id } => {
-            let s = store.station(&id).await?.with_context(|| format!("station '{id}' not found"))?;
+            let not_found = || format!("station '{id}' not found");
+            let tenant = store.station_tenant(&id).await?.with_context(not_found)?;
+            let s = store.station(&tenant, &id).await?.with_context(not_found)?;
             let connectors = store.connector_statuses(&s.tenant_id, &id).await?;
             let mut v = serde_json::to_value(&s)?;
             v["connectors"] = serde_json::to_value(connectors)?;

@@ -125,7 +125,7 @@ fn cert_request_out(r: store::CertRequest) -> m::CertificateRequest {
         id: r.id,
         station_id: r.station_id,
         origin: r.origin,
-        state: r.state,
+        state: r.state.as_str().to_owned(),
         serial_number: r.serial_hex,
         detail: r.detail,
         created_at: rfc3339(r.created_at),

@@ -119,10 +119,10 @@ async fn crl(p: &Pki, tenant: &str, ca: &pki::CertificateAuthority, current: boo
     };
     let entries: Vec<Revoked> = revoked
         .into_iter()
-        .map(|(serial_hex, at, why)| Revoked {
-            serial_hex,
-            revoked_at: from_unix_millis(at),
-            reason: reason(why.as_deref()),
+        .map(|r| Revoked {
+            serial_hex: r.serial_hex,
+            revoked_at: from_unix_millis(r.revoked_at),
+            reason: reason(r.reason.as_deref()),
         })
         .collect();
     let now = p.node.clock.now();

@@ -1156,8 +1156,9 @@ async fn a01_password_switches_only_when_the_station_accepts() {
     api.post("/api/v1/stations", &op, json!({"id": "PW-1", "securityProfile": 2, "password": "the-first-password-1"}))
         .await;
     let mut ws = connect(&api, "PW-1", "alpha").await;
-    let stored =
-        |api: Arc<Api>| async move { api.node.store.station("PW-1").await.unwrap().unwrap().password_hash.unwrap() };
+    let stored = |api: Arc<Api>| async move {
+        api.node.store.station("alpha", "PW-1").await.unwrap().unwrap().password_hash.unwrap()
+    };
 
     // The station refuses: the CSMS keeps expecting the old password.
     let (a, o) = (api.clone(), op.clone());

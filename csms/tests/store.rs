@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use csms::store::{
-    BootRecord, CertificateRecord, ConnectorStatus, CredentialRecord, NewStation, Registration, Retirement,
-    StationWrite, Store, StoreError,
+    BootRecord, CaOverlap, CertRequestState, CertificateRecord, ConnectorStatus, CredentialCert, CredentialRecord,
+    NewStation, Registration, RequestChange, Retirement, RevokedCertificate, StationWrite, Store, StoreError,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -14,6 +14,11 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 }
 
 async fn postgres() -> Store {
+    Store::open(&postgres_url().await, 4).await.unwrap()
+}
+
+/// A new, empty PostgreSQL database.
+async fn postgres_url() -> String {
     let base =
         std::env::var("ANCHORPOINT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let name = format!(
@@ -29,7 +34,7 @@ async fn postgres() -> Store {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
     }
     let (prefix, _) = base.rsplit_once('/').unwrap();
-    Store::open(&format!("{prefix}/{name}"), 4).await.unwrap()
+    format!("{prefix}/{name}")
 }
 
 fn cs(status: ConnectorStatus) -> StationWrite {
@@ -83,6 +88,13 @@ async fn tenants_and_stations(s: &Store) {
     // Tenants see only their own stations.
     let acme: Vec<String> = s.stations("acme").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(acme, vec!["CS1"]);
+    assert_eq!(s.station("acme", "CS1").await.unwrap().unwrap().id, "CS1");
+    assert!(s.station("other", "CS1").await.unwrap().is_none(), "another tenant's station is not found");
+    // The gateway and the platform CLI find a station by its id alone.
+    assert_eq!(s.station_for_connect("CS2").await.unwrap().unwrap().tenant_id, "other");
+    assert_eq!(s.station_tenant("CS1").await.unwrap().as_deref(), Some("acme"));
+    assert!(s.station_for_connect("CS9").await.unwrap().is_none());
+    assert!(s.station_tenant("CS9").await.unwrap().is_none());
 
     let updated =
         s.update_station("acme", "CS1", Some(2), Some("hash"), Some(Registration::Pending), Some(false)).await.unwrap();
@@ -116,7 +128,7 @@ async fn boot_status_and_events(s: &Store) {
     })])
     .await
     .unwrap();
-    let st = s.station("CS1").await.unwrap().unwrap();
+    let st = s.station("acme", "CS1").await.unwrap().unwrap();
     assert_eq!(st.boot_status.as_deref(), Some("Accepted"));
     assert_eq!(st.vendor.as_deref(), Some("V"));
     assert_eq!(st.serial_number.as_deref(), Some("SN"));
@@ -125,7 +137,7 @@ async fn boot_status_and_events(s: &Store) {
     s.apply_writes(&[StationWrite::Heartbeat { tenant_id: "acme".into(), station_id: "CS1".into(), at: 2000 }])
         .await
         .unwrap();
-    assert_eq!(s.station("CS1").await.unwrap().unwrap().last_heartbeat_at, Some(2000));
+    assert_eq!(s.station("acme", "CS1").await.unwrap().unwrap().last_heartbeat_at, Some(2000));
 
     for (status, at) in [("Available", 1), ("Occupied", 2)] {
         let c =
@@ -194,7 +206,7 @@ async fn certificates_and_credentials(s: &Store) {
     );
     assert_eq!(
         s.revoked_certificates("acme", "ca1", true).await.unwrap(),
-        [("0a1b".to_owned(), 50, Some("keyCompromise".to_owned()))],
+        [RevokedCertificate { serial_hex: "0a1b".into(), revoked_at: 50, reason: Some("keyCompromise".into()) }],
         "a certificate without a recorded issuer belongs to the current CA"
     );
     assert!(s.revoked_certificates("acme", "ca1", false).await.unwrap().is_empty(), "not to a replaced one");
@@ -213,7 +225,10 @@ async fn certificates_and_credentials(s: &Store) {
         .unwrap();
     let got = s.credential("acme", "station-ca").await.unwrap().unwrap();
     assert_eq!((got.cert_pem.as_str(), got.sealed_key.as_slice()), ("C", &[7u8][..]));
-    assert_eq!(s.credential_certs_named("station-ca").await.unwrap(), vec![("acme".to_owned(), "C".to_owned())]);
+    assert_eq!(
+        s.credential_certs_named("station-ca").await.unwrap(),
+        [CredentialCert { tenant_id: "acme".into(), cert_pem: "C".into() }]
+    );
 }
 
 /// Concurrent reports through the group-commit writer all land; a report the
@@ -263,7 +278,7 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
     let north = StationQuery { tag: Some("north".into()), ..StationQuery::default() };
     assert_eq!(ids(s.stations_page("acme", &north, None, 10).await.unwrap()), ["S1", "S3"]);
     assert!(s.stations_page("other", &north, None, 10).await.unwrap().is_empty());
-    let s1 = s.station("S1").await.unwrap().unwrap();
+    let s1 = s.station("acme", "S1").await.unwrap().unwrap();
     assert_eq!((s1.tags, s1.description), (tags, None), "\"\" clears the description");
     let profile2 = StationQuery { security_profile: Some(2), ..StationQuery::default() };
     assert!(s.stations_page("acme", &profile2, None, 10).await.unwrap().is_empty());
@@ -285,11 +300,11 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
     };
     s.record_certificate(&cert).await.unwrap();
     s.delete_station("acme", "S1", 99).await.unwrap();
-    assert!(s.station("S1").await.unwrap().is_none());
+    assert!(s.station("acme", "S1").await.unwrap().is_none());
     assert_eq!(s.certificate("acme", "0abc").await.unwrap().unwrap().revoked_at, Some(99));
     assert_eq!(ids(s.stations_page("acme", &north, None, 10).await.unwrap()), ["S3"]);
     assert!(matches!(s.delete_station("acme", "X0", 100).await, Err(StoreError::NotFound { .. })));
-    assert!(s.station("X0").await.unwrap().is_some(), "another tenant's station is not deleted");
+    assert!(s.station("other", "X0").await.unwrap().is_some(), "another tenant's station is not deleted");
 
     for (i, status) in [201, 403].into_iter().enumerate() {
         let row = AuditRow {
@@ -309,20 +324,20 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
     assert_eq!(s.audit_page("acme", Some(rows[0].id), 10).await.unwrap().len(), 1);
     assert!(s.audit_page("other", None, 10).await.unwrap().is_empty());
     {
-        use csms::store::RequestChange;
-        let id = s.insert_cert_request("acme", "S3", "operator", "requested", None, 1).await.unwrap();
+        use CertRequestState::*;
+        let id = s.insert_cert_request("acme", "S3", "operator", RequestChange::to(Requested), 1).await.unwrap();
         // Compare-and-set: only from the expected state.
-        assert!(!s.update_cert_request(id, &["triggered"], RequestChange::to("failed"), 2).await.unwrap());
-        let to_csr = RequestChange { to: "csr_received", csr_pem: Some("CSR"), ..Default::default() };
-        assert!(s.update_cert_request(id, &["requested", "triggered"], to_csr, 3).await.unwrap());
-        assert!(!s.update_cert_request(id, &["requested"], RequestChange::to("triggered"), 4).await.unwrap());
+        assert!(!s.update_cert_request("acme", id, &[Triggered], RequestChange::to(Rejected), 2).await.unwrap());
+        let to_csr = RequestChange { csr_pem: Some("CSR"), ..RequestChange::to(CsrReceived) };
+        assert!(s.update_cert_request("acme", id, &[Requested, Triggered], to_csr, 3).await.unwrap());
+        assert!(!s.update_cert_request("acme", id, &[Requested], RequestChange::to(Triggered), 4).await.unwrap());
         let r = s.cert_request("acme", id).await.unwrap().unwrap();
-        assert_eq!((r.state.as_str(), r.csr_pem.as_deref(), r.updated_at), ("csr_received", Some("CSR"), 3));
+        assert_eq!((r.state, r.csr_pem.as_deref(), r.updated_at), (CsrReceived, Some("CSR"), 3));
         assert!(s.cert_request("other", id).await.unwrap().is_none(), "requests are per tenant");
-        let pending = s.cert_requests_in("acme", "S3", &["csr_received", "issued"]).await.unwrap();
+        let pending = s.cert_requests_in("acme", "S3", &[CsrReceived, Issued]).await.unwrap();
         assert_eq!(pending.len(), 1);
-        assert!(s.update_cert_request(id, &[], RequestChange::to("installed"), 5).await.unwrap(), "any state");
-        assert!(s.cert_requests_in("acme", "S3", &["csr_received"]).await.unwrap().is_empty());
+        assert!(s.update_cert_request("acme", id, &[CsrReceived], RequestChange::to(Issuing), 5).await.unwrap());
+        assert!(s.cert_requests_in("acme", "S3", &[CsrReceived]).await.unwrap().is_empty());
     }
     let tenants = s.tenants_page(None, 10).await.unwrap();
     assert_eq!(tenants.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["acme", "other"]);
@@ -365,15 +380,24 @@ async fn station_ca_replacement(s: &Store) {
     assert!(!s.replace_station_cas("acme", "x", &stale, &[("station-ca", &cred("OTHER"))], 200, 9_000).await.unwrap());
     assert_eq!(s.credential("acme", "station-ca").await.unwrap().unwrap().cert_pem, "NEW");
 
-    let (rec, until) = s.certificate_at_connect("acme", "01").await.unwrap().unwrap();
+    let at_connect = s.certificate_at_connect("acme", "01").await.unwrap().unwrap();
+    let (rec, until) = (at_connect.certificate, at_connect.issuer_trusted_until);
     assert_eq!((rec.serial_hex.as_str(), until), ("01", Some(5_000)), "issued by the replaced CA");
     assert!(s.certificate_at_connect("acme", "99").await.unwrap().is_none());
-    assert_eq!(s.overlapping_station_cas(4_999).await.unwrap(), [("acme".into(), "station-ca@old".into(), 100, 5_000)]);
+    assert!(s.certificate_at_connect("other", "01").await.unwrap().is_none());
+    assert_eq!(
+        s.overlapping_station_cas(4_999).await.unwrap(),
+        [CaOverlap { tenant_id: "acme".into(), name: "station-ca@old".into(), replaced_at: 100, trusted_until: 5_000 }]
+    );
     assert!(s.overlapping_station_cas(5_000).await.unwrap().is_empty());
 
     // Only a station without a newer certificate is still to move; revoked ones never.
     s.record_certificate(&cert("03", "CS2", 150, Some("new"))).await.unwrap();
-    assert_eq!(s.certificate_at_connect("acme", "03").await.unwrap().unwrap().1, None, "the current CA's");
+    assert_eq!(
+        s.certificate_at_connect("acme", "03").await.unwrap().unwrap().issuer_trusted_until,
+        None,
+        "the current CA's"
+    );
     let to_move = s.certificates_to_move("acme", "old", 1_000, "", 10).await.unwrap();
     assert_eq!(to_move.iter().map(|c| c.serial_hex.as_str()).collect::<Vec<_>>(), ["01"]);
     assert!(s.certificates_to_move("acme", "old", 1_000, "01", 10).await.unwrap().is_empty(), "paged by serial");
@@ -387,7 +411,7 @@ async fn station_ca_replacement(s: &Store) {
     assert!(
         s.replace_station_cas("acme", "new", &retire, &[("station-root", &cred("ROOT2"))], 400, 6_000).await.unwrap()
     );
-    let pems = |v: Vec<(String, String)>| v.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    let pems = |v: Vec<CredentialCert>| v.into_iter().map(|c| c.cert_pem).collect::<Vec<_>>();
     assert_eq!(pems(s.trusted_station_roots(5_999).await.unwrap()), ["ROOT2", "ROOT"]);
     assert_eq!(pems(s.trusted_station_roots(6_000).await.unwrap()), ["ROOT2"]);
     // A root brought back and replaced again: its earlier retirement gives way to the new one.
@@ -402,6 +426,158 @@ async fn station_ca_replacement(s: &Store) {
     let roots = s.station_cas("acme", "station-root").await.unwrap();
     let r1: Vec<_> = roots.iter().filter(|r| r.name == "station-root@r1").map(|r| r.trusted_until).collect();
     assert_eq!(r1, [Some(8_000)]);
+}
+
+/// The moves of a certificate request that csms/src/lifecycle.rs makes, spelled
+/// out once more against [`CertRequestState::may_become`].
+const ALLOWED: &[(CertRequestState, CertRequestState)] = {
+    use CertRequestState::*;
+    &[
+        (Requested, Triggered),
+        (Requested, Failed),
+        (Requested, CsrReceived),
+        (Requested, Rejected),
+        (Triggered, CsrReceived),
+        (Triggered, Rejected),
+        (CsrReceived, Issuing),
+        (Issuing, Issuing),
+        (Issuing, Delivering),
+        (Issued, Delivering),
+        (Issued, Installed),
+        (Delivering, Delivering),
+        (Delivering, Issued),
+        (Delivering, Delivered),
+        (Delivering, StationRejected),
+        (Delivering, Installed),
+        (Delivered, Installed),
+    ]
+};
+
+#[test]
+fn cert_request_transition_table() {
+    use CertRequestState::*;
+    for from in CertRequestState::ALL {
+        for to in CertRequestState::ALL {
+            assert_eq!(from.may_become(to), ALLOWED.contains(&(from, to)), "{from} -> {to}");
+        }
+    }
+    let finals: Vec<_> = CertRequestState::ALL.into_iter().filter(|s| s.is_final()).collect();
+    assert_eq!(finals, [Rejected, StationRejected, Installed, Failed]);
+    // Stored as today's text, which existing rows hold.
+    let texts: Vec<_> = CertRequestState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "requested",
+            "triggered",
+            "csr_received",
+            "issuing",
+            "rejected",
+            "issued",
+            "delivering",
+            "delivered",
+            "station_rejected",
+            "installed",
+            "failed"
+        ]
+    );
+    for state in CertRequestState::ALL {
+        assert_eq!(state.as_str().parse::<CertRequestState>().unwrap(), state);
+        assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+    }
+    assert!(matches!("Requested".parse::<CertRequestState>(), Err(StoreError::Corrupt(_))));
+    assert!(matches!("".parse::<CertRequestState>(), Err(StoreError::Corrupt(_))));
+}
+
+/// A move the table refuses is refused before the database is asked: an error,
+/// and a panic in debug builds (it is a bug in the caller).
+async fn refused_move(s: &Store, id: i64, from: &[CertRequestState], to: CertRequestState) {
+    let (s, from_list) = (s.clone(), from.to_vec());
+    let outcome =
+        tokio::spawn(async move { s.update_cert_request("acme", id, &from_list, RequestChange::to(to), 9).await })
+            .await;
+    match outcome {
+        Err(e) => assert!(e.is_panic() && cfg!(debug_assertions), "{from:?} -> {to}: {e}"),
+        Ok(Err(StoreError::IllegalTransition { to: t, .. })) => assert!(t == to && !cfg!(debug_assertions)),
+        Ok(other) => panic!("{from:?} -> {to} was not refused: {other:?}"),
+    }
+}
+
+async fn cert_request_moves(s: &Store) {
+    use CertRequestState::*;
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_tenant("other", "Other", None, 1).await.unwrap();
+    let insert = |state: CertRequestState| async move {
+        s.insert_cert_request("acme", "CS1", "station", RequestChange::to(state), 1).await.unwrap()
+    };
+    let state = |id: i64| async move { s.cert_request("acme", id).await.unwrap().unwrap().state };
+
+    // Every allowed move, from a request inserted in its starting state.
+    for &(from, to) in ALLOWED {
+        let id = insert(from).await;
+        assert!(s.update_cert_request("acme", id, &[from], RequestChange::to(to), 2).await.unwrap(), "{from} -> {to}");
+        assert_eq!(state(id).await, to);
+    }
+    // Refused moves leave the request where it is.
+    for (from, to) in [(Installed, Requested), (Rejected, Issuing), (Triggered, Failed), (Delivered, Delivering)] {
+        let id = insert(from).await;
+        refused_move(s, id, &[from], to).await;
+        assert_eq!(state(id).await, from, "{from} -> {to}");
+    }
+    // One illegal `from` refuses the whole move, even where the state matches a legal one.
+    let id = insert(Delivering).await;
+    refused_move(s, id, &[Delivering, Requested], Delivered).await;
+    assert_eq!(state(id).await, Delivering);
+
+    // Compare-and-set: an allowed move from a state the request is not in does not move it.
+    let id = insert(CsrReceived).await;
+    assert!(!s.update_cert_request("acme", id, &[Requested], RequestChange::to(Triggered), 3).await.unwrap());
+    assert_eq!(state(id).await, CsrReceived);
+    assert!(!s.update_cert_request("acme", id, &[], RequestChange::to(Issuing), 3).await.unwrap(), "empty from");
+    assert_eq!(state(id).await, CsrReceived);
+
+    // Another tenant cannot move it.
+    let id = insert(Requested).await;
+    assert!(!s.update_cert_request("other", id, &[Requested], RequestChange::to(Triggered), 4).await.unwrap());
+    assert_eq!(state(id).await, Requested);
+    assert!(s.update_cert_request("acme", id, &[Requested], RequestChange::to(Triggered), 5).await.unwrap());
+
+    // Every `from` counts, the last of three too (no state has more legal predecessors).
+    let id = insert(Delivered).await;
+    assert!(
+        s.update_cert_request("acme", id, &[Issued, Delivering, Delivered], RequestChange::to(Installed), 6)
+            .await
+            .unwrap()
+    );
+    let r = s.cert_request("acme", id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.updated_at), (Installed, 6));
+
+    // Fields move with the state; `None` keeps them.
+    let id = insert(Issuing).await;
+    let issued = RequestChange { serial_hex: Some("0a"), detail: Some("d"), ..RequestChange::to(Delivering) };
+    assert!(s.update_cert_request("acme", id, &[Issuing], issued, 7).await.unwrap());
+    assert!(s.update_cert_request("acme", id, &[Delivering], RequestChange::to(Issued), 8).await.unwrap());
+    let r = s.cert_request("acme", id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.serial_hex.as_deref(), r.detail.as_deref()), (Issued, Some("0a"), Some("d")));
+
+    // Inserted with its fields.
+    let rejected = RequestChange { csr_pem: Some("CSR"), detail: Some("why"), ..RequestChange::to(Rejected) };
+    let id = s.insert_cert_request("acme", "CS2", "station", rejected, 10).await.unwrap();
+    let r = s.cert_request("acme", id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.csr_pem.as_deref(), r.detail.as_deref(), r.origin.as_str()),
+        (Rejected, Some("CSR"), Some("why"), "station")
+    );
+    assert_eq!((r.created_at, r.updated_at), (10, 10));
+
+    // Any number of states in a query, the last one too.
+    let all = CertRequestState::ALL;
+    assert_eq!(all.last(), Some(&Failed));
+    let id = s.insert_cert_request("acme", "CS3", "operator", RequestChange::to(Failed), 11).await.unwrap();
+    assert_eq!(s.cert_requests_in("acme", "CS3", &all).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+    assert!(s.cert_requests_in("acme", "CS3", &all[..all.len() - 1]).await.unwrap().is_empty());
+    assert!(s.cert_requests_in("other", "CS3", &all).await.unwrap().is_empty());
+    assert_eq!(s.cert_requests_in("acme", "CS3", &[]).await.unwrap().len(), 1, "no states: any state");
 }
 
 macro_rules! both {
@@ -427,6 +603,89 @@ both!(certificates_and_credentials);
 both!(group_commit_isolates_failures);
 both!(api_pages_tags_deletion_and_audit);
 both!(station_ca_replacement);
+both!(cert_request_moves);
+
+#[test]
+fn migration_folders_agree() {
+    use csms::store::migrations::{POSTGRES, SQLITE};
+    let names = |m: &[(i64, &str, &str)]| m.iter().map(|&(v, d, _)| (v, d.to_owned())).collect::<Vec<_>>();
+    assert_eq!(names(SQLITE), names(POSTGRES), "migrations/sqlite/ and migrations/postgres/ hold the same versions");
+    let versions: Vec<i64> = SQLITE.iter().map(|m| m.0).collect();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "numbered from 1 without gaps");
+    assert_eq!(names(SQLITE)[..2], [(1, "foundation".to_owned()), (2, "api".to_owned())], "described by the file name");
+    assert!(SQLITE.iter().chain(POSTGRES).all(|m| !m.2.trim().is_empty()));
+}
+
+/// `(version, description, success)` of the migrations applied to the database at `url`.
+async fn applied(url: &str) -> Vec<(i64, String, bool)> {
+    use sqlx::Connection;
+    let query = "SELECT version, description, success FROM _sqlx_migrations ORDER BY version";
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(query).fetch_all(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(query).fetch_all(&mut c).await.unwrap()
+    }
+}
+
+async fn execute(url: &str, sql: &str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn fresh_databases_apply_the_same_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lite, pg) = (Store::sqlite_url(dir.path()), postgres_url().await);
+    Store::open(&lite, 1).await.unwrap().close().await;
+    Store::open(&pg, 1).await.unwrap().close().await;
+    let expected: Vec<(i64, String, bool)> =
+        csms::store::migrations::SQLITE.iter().map(|&(v, d, _)| (v, d.to_owned(), true)).collect();
+    assert_eq!(applied(&lite).await, expected);
+    assert_eq!(applied(&pg).await, expected);
+}
+
+/// Databases created when version 1 was described by the database's name open
+/// as before: sqlx checks an applied migration by version and checksum only.
+async fn opens_with_the_old_description(url: &str, old: &str) {
+    Store::open(url, 1).await.unwrap().close().await;
+    execute(url, &format!("UPDATE _sqlx_migrations SET description = '{old}' WHERE version = 1")).await;
+    let reopened = Store::open(url, 1).await.unwrap();
+    reopened.ping().await.unwrap();
+    reopened.close().await;
+    let rows = applied(url).await;
+    assert_eq!((rows[0].0, rows[0].1.as_str()), (1, old), "left as it was");
+    assert_eq!(rows.len(), csms::store::migrations::SQLITE.len());
+}
+
+#[tokio::test]
+async fn old_sqlite_database_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    opens_with_the_old_description(&Store::sqlite_url(dir.path()), "sqlite").await;
+}
+
+#[tokio::test]
+async fn old_postgres_database_opens() {
+    opens_with_the_old_description(&postgres_url().await, "postgres").await;
+}
+
+#[tokio::test]
+async fn corrupt_request_state_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Store::sqlite_url(dir.path());
+    let s = Store::open(&url, 1).await.unwrap();
+    let id =
+        s.insert_cert_request("acme", "CS1", "station", RequestChange::to(CertRequestState::Issued), 1).await.unwrap();
+    execute(&url, &format!("UPDATE certificate_requests SET state = 'lost' WHERE id = {id}")).await;
+    assert!(matches!(s.cert_request("acme", id).await, Err(StoreError::Corrupt(m)) if m.contains("'lost'")));
+}
 
 #[tokio::test]
 async fn unsupported_url() {

@@ -108,24 +108,24 @@ async fn a03_rate_limit_counts_the_last_hour_of_the_clock() {
 
 #[tokio::test]
 async fn a_claim_left_by_a_dead_process_is_taken_over_after_two_minutes() {
-    use csms::engines::certificates::state;
+    use csms::store::CertRequestState as State;
     let rig = rig(Config::default()).await;
     rig.station("S-1").await;
     let mut ws = connect_station(&rig.node, TENANT, "S-1", None).await;
     let store = &rig.node.store;
     let now = rig.clock.now_millis();
     let csr = csr_for("S-1", Some(ORG));
-    let id = store.insert_cert_request(TENANT, "S-1", "station", state::CSR_RECEIVED, Some(&csr), now).await.unwrap();
+    let received = RequestChange { csr_pem: Some(&csr), ..RequestChange::to(State::CsrReceived) };
+    let id = store.insert_cert_request(TENANT, "S-1", "station", received, now).await.unwrap();
     // Another process claimed it for issuance, then died.
-    assert!(
-        store.update_cert_request(id, &[state::CSR_RECEIVED], RequestChange::to(state::ISSUING), now).await.unwrap()
-    );
+    let claim = RequestChange::to(State::Issuing);
+    assert!(store.update_cert_request(TENANT, id, &[State::CsrReceived], claim, now).await.unwrap());
 
     // Within two minutes the claim stands: nothing is issued or sent, and the
     // delivery returns at once (a call to the station would wait for its answer).
     rig.clock.advance(110);
     tokio::time::timeout(Duration::from_secs(5), rig.node.certificates.deliver(TENANT, "S-1", id)).await.unwrap();
-    assert_eq!(rig.requests("S-1").await[0].state, state::ISSUING);
+    assert_eq!(rig.requests("S-1").await[0].state, State::Issuing);
 
     // After that it is taken over: issued and delivered.
     rig.clock.advance(11);
@@ -136,7 +136,7 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_after_two_minutes() {
     send(&mut ws, json!([3, signed[1], {"status": "Accepted"}])).await;
     delivery.await.unwrap();
     let r = &rig.requests("S-1").await[0];
-    assert_eq!(r.state, state::DELIVERED);
+    assert_eq!(r.state, State::Delivered);
     assert!(r.serial_hex.is_some());
 }
 
@@ -156,13 +156,13 @@ async fn automatic_renewal_backs_off_for_a_day_after_a_refusal() {
     assert_eq!(rig.node.certificates.auto_renew().await, 1);
     refuse_one_trigger(&mut ws).await;
     for _ in 0..100 {
-        if rig.requests("B-1").await.first().is_some_and(|r| r.state == "failed") {
+        if rig.requests("B-1").await.first().is_some_and(|r| r.state == csms::store::CertRequestState::Failed) {
             break;
         }
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(rig.requests("B-1").await[0].state, "failed");
+    assert_eq!(rig.requests("B-1").await[0].state, csms::store::CertRequestState::Failed);
 
     // The station said no: not asked again within the day.
     assert_eq!(rig.node.certificates.auto_renew().await, 0);

@@ -101,7 +101,7 @@ pub async fn authenticate(
     transport: &Transport,
     authorization: Option<&str>,
 ) -> Result<Admission, Refusal> {
-    let station = match app.store.station(station_id).await {
+    let station = match app.store.station_for_connect(station_id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err(equal_time(app, authorization, Refusal::UnknownStation).await),
         Err(e) => {
@@ -205,10 +205,14 @@ async fn verify_certificate(
         // Only the very certificate recorded at issuance: revocation and retirement
         // are decided on that record, so nothing may stand in for it.
         Ok(None) => Err(Refusal::CertificateNotIssuedHere),
-        Ok(Some((rec, _))) if rec.fingerprint != info.sha256_fingerprint_hex => Err(Refusal::CertificateNotIssuedHere),
-        Ok(Some((rec, _))) if rec.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
+        Ok(Some(c)) if c.certificate.fingerprint != info.sha256_fingerprint_hex => {
+            Err(Refusal::CertificateNotIssuedHere)
+        }
+        Ok(Some(c)) if c.certificate.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
         // A certificate of a replaced CA is accepted until its overlap ends.
-        Ok(Some((_, Some(until)))) if until <= app.clock.now_millis() => Err(Refusal::CertificateCaRetired),
+        Ok(Some(c)) if c.issuer_trusted_until.is_some_and(|until| until <= app.clock.now_millis()) => {
+            Err(Refusal::CertificateCaRetired)
+        }
         Ok(Some(_)) => Ok(info.serial_hex),
         Err(e) => {
             tracing::error!(error = %e, "certificate lookup failed");

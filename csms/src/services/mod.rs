@@ -82,10 +82,7 @@ impl Services {
         if !crate::ids::valid_station_id(id) {
             return Err(Error::NotFound { what: "station", id: printable(id) });
         }
-        match self.ctx.store.station(id).await? {
-            Some(s) if s.tenant_id == tenant => Ok(s),
-            _ => Err(Error::NotFound { what: "station", id: id.to_owned() }),
-        }
+        self.ctx.store.station(tenant, id).await?.ok_or_else(|| Error::NotFound { what: "station", id: id.to_owned() })
     }
 
     /// The tenant's certificate with this serial (any spelling); NotFound otherwise.

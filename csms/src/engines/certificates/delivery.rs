@@ -3,11 +3,10 @@
 
 use ocpp::v201::{CertificateSignedRequest, CertificateSignedStatusEnumType, CertificateSigningUseEnumType};
 
-use super::state;
 use crate::authority::{self, EnrollError, Signer, Validity};
 use crate::engines::EngineContext;
 use crate::link::CallFailure;
-use crate::store::{RequestChange, StoreError};
+use crate::store::{CertRequestState as State, CertificateRef, RequestChange, StoreError};
 
 /// A request claimed (`issuing`, `delivering`) this long ago by a process that
 /// then died is taken over. Longer than a call timeout.
@@ -46,11 +45,11 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
     let Some(csr_pem) = req.csr_pem.as_deref() else { return Ok(()) };
     // Each step is claimed with a compare-and-set, so of two deliveries of one
     // request (a reply's and a reconnection's) only one issues and one sends.
-    let chain = match req.state.as_str() {
-        state::CSR_RECEIVED | state::ISSUING => {
-            let from: &[&str] =
-                if req.state == state::ISSUING && stale { &[state::ISSUING] } else { &[state::CSR_RECEIVED] };
-            if !ctx.store.update_cert_request(id, from, RequestChange::to(state::ISSUING), now_ms).await? {
+    let chain = match req.state {
+        State::CsrReceived | State::Issuing => {
+            let from: &[State] =
+                if req.state == State::Issuing && stale { &[State::Issuing] } else { &[State::CsrReceived] };
+            if !ctx.store.update_cert_request(tenant, id, from, RequestChange::to(State::Issuing), now_ms).await? {
                 return Ok(());
             }
             let tenant_rec = ctx.store.tenant(tenant).await?.ok_or(DeliveryError::NoTenant)?;
@@ -63,16 +62,15 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
             let validity =
                 Validity { not_before: now - time::Duration::minutes(5), not_after: now + time::Duration::days(days) };
             let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
-            let issued =
-                RequestChange { to: state::DELIVERING, serial_hex: Some(&rec.serial_hex), ..Default::default() };
-            ctx.store.update_cert_request(id, &[state::ISSUING], issued, ctx.clock.now_millis()).await?;
+            let issued = RequestChange { serial_hex: Some(&rec.serial_hex), ..RequestChange::to(State::Delivering) };
+            ctx.store.update_cert_request(tenant, id, &[State::Issuing], issued, ctx.clock.now_millis()).await?;
             chain
         }
-        state::ISSUED | state::DELIVERING => {
+        State::Issued | State::Delivering => {
             // Issued before a crash or disconnect: deliver the same certificate again.
-            let from: &[&str] =
-                if req.state == state::DELIVERING && stale { &[state::DELIVERING] } else { &[state::ISSUED] };
-            if !ctx.store.update_cert_request(id, from, RequestChange::to(state::DELIVERING), now_ms).await? {
+            let from: &[State] =
+                if req.state == State::Delivering && stale { &[State::Delivering] } else { &[State::Issued] };
+            if !ctx.store.update_cert_request(tenant, id, from, RequestChange::to(State::Delivering), now_ms).await? {
                 return Ok(());
             }
             let Some(serial) = &req.serial_hex else { return Ok(()) };
@@ -103,8 +101,8 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
         Err(CallFailure::Rejected { code, description }) => Some(format!("{}: {description}", code.as_str())),
         Err(e) => {
             // Not delivered: back to `issued`, for the next connection.
-            let back = RequestChange::to(state::ISSUED);
-            ctx.store.update_cert_request(id, &[state::DELIVERING], back, ctx.clock.now_millis()).await?;
+            let back = RequestChange::to(State::Issued);
+            ctx.store.update_cert_request(tenant, id, &[State::Delivering], back, ctx.clock.now_millis()).await?;
             return Err(DeliveryError::Call(e));
         }
     };
@@ -112,9 +110,8 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
     let now_ms = ctx.clock.now_millis();
     match refusal {
         None => {
-            ctx.store
-                .update_cert_request(id, &[state::DELIVERING], RequestChange::to(state::DELIVERED), now_ms)
-                .await?;
+            let delivered = RequestChange::to(State::Delivered);
+            ctx.store.update_cert_request(tenant, id, &[State::Delivering], delivered, now_ms).await?;
             tracing::info!(station, tenant, request = id, "certificate delivered");
         }
         Some(detail) => {
@@ -123,8 +120,8 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
             if let Some(serial) = serial {
                 ctx.store.revoke_certificate(tenant, &serial, now_ms, "superseded").await?;
             }
-            let change = RequestChange { to: state::STATION_REJECTED, detail: Some(&detail), ..Default::default() };
-            ctx.store.update_cert_request(id, &[state::DELIVERING], change, now_ms).await?;
+            let change = RequestChange { detail: Some(&detail), ..RequestChange::to(State::StationRejected) };
+            ctx.store.update_cert_request(tenant, id, &[State::Delivering], change, now_ms).await?;
             tracing::info!(station, tenant, request = id, detail, "station refused its certificate");
         }
     }
@@ -136,7 +133,7 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
 pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str) {
     let pending = match ctx
         .store
-        .cert_requests_in(tenant, station, &[state::CSR_RECEIVED, state::ISSUING, state::ISSUED, state::DELIVERING])
+        .cert_requests_in(tenant, station, &[State::CsrReceived, State::Issuing, State::Issued, State::Delivering])
         .await
     {
         Ok(rs) => rs,
@@ -165,8 +162,8 @@ pub(super) async fn admitted_with(ctx: &EngineContext, tenant: &str, station: &s
         }
         let requests = ctx.store.cert_requests(tenant, station, 20).await?;
         if let Some(r) = requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial)) {
-            let from = [state::DELIVERED, state::DELIVERING, state::ISSUED];
-            if ctx.store.update_cert_request(r.id, &from, RequestChange::to(state::INSTALLED), now).await? {
+            let from = [State::Delivered, State::Delivering, State::Issued];
+            if ctx.store.update_cert_request(tenant, r.id, &from, RequestChange::to(State::Installed), now).await? {
                 tracing::info!(station, tenant, serial, "station connected with its new certificate");
             }
         }
@@ -185,7 +182,7 @@ pub(super) async fn sweep(ctx: &EngineContext) {
     let cutoff = now - i64::try_from(ctx.config.superseded_grace_secs).unwrap_or(i64::MAX / 2_000).saturating_mul(1000);
     match ctx.store.revoke_superseded(cutoff, now).await {
         Ok(revoked) => {
-            for (tenant, serial) in revoked {
+            for CertificateRef { tenant_id: tenant, serial_hex: serial } in revoked {
                 tracing::info!(tenant, serial, "superseded certificate revoked");
                 ctx.link.disconnect_certificate(&tenant, &serial);
             }

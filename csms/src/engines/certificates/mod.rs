@@ -25,22 +25,7 @@ pub use renewal::{MAX_RENEWALS_PER_TICK, RenewError, renewal_start};
 
 use super::{Answer, ConnectedStation, Engine, EngineContext, HandlerError, StationCall, Task};
 use crate::link::BoxFuture;
-use crate::store::{RequestChange, StoreError};
-
-/// Request states, as stored and shown.
-pub mod state {
-    pub const REQUESTED: &str = "requested";
-    pub const TRIGGERED: &str = "triggered";
-    pub const CSR_RECEIVED: &str = "csr_received";
-    pub const ISSUING: &str = "issuing";
-    pub const REJECTED: &str = "rejected";
-    pub const ISSUED: &str = "issued";
-    pub const DELIVERING: &str = "delivering";
-    pub const DELIVERED: &str = "delivered";
-    pub const STATION_REJECTED: &str = "station_rejected";
-    pub const INSTALLED: &str = "installed";
-    pub const FAILED: &str = "failed";
-}
+use crate::store::{CertRequestState as State, CertificateRef, RequestChange, StoreError};
 
 /// Most SignCertificate requests one station may make per hour (A03 rate limit).
 pub const MAX_REQUESTS_PER_HOUR: usize = 10;
@@ -103,7 +88,7 @@ impl Certificates {
             .iter()
             .find(|r| {
                 r.origin == "operator"
-                    && (r.state == state::TRIGGERED || r.state == state::REQUESTED)
+                    && (r.state == State::Triggered || r.state == State::Requested)
                     && now - r.updated_at < TRIGGER_VALID_MS
             })
             .map(|r| r.id);
@@ -119,33 +104,27 @@ impl Certificates {
         let organization = ctx.store.tenant(tenant).await?.map(|t| t.organization).unwrap_or_default();
         let checked =
             pki::validate_csr(&req.csr, station).and_then(|c| c.check_organization(&organization).map(|()| c));
-        let open_states = [state::REQUESTED, state::TRIGGERED];
+        let open_states = [State::Requested, State::Triggered];
         if let Err(rule) = checked {
             let detail = format!("{}: {rule}", rule.rule());
             tracing::info!(station, tenant, rule = rule.rule(), "CSR rejected");
             let change =
-                RequestChange { to: state::REJECTED, csr_pem: Some(&req.csr), serial_hex: None, detail: Some(&detail) };
+                RequestChange { csr_pem: Some(&req.csr), detail: Some(&detail), ..RequestChange::to(State::Rejected) };
             let attached = match open {
-                Some(id) => ctx.store.update_cert_request(id, &open_states, change, now).await?,
+                Some(id) => ctx.store.update_cert_request(tenant, id, &open_states, change, now).await?,
                 None => false,
             };
             if !attached {
-                let id = ctx
-                    .store
-                    .insert_cert_request(tenant, station, "station", state::REJECTED, Some(&req.csr), now)
-                    .await?;
-                ctx.store.update_cert_request(id, &[], change, now).await?;
+                ctx.store.insert_cert_request(tenant, station, "station", change, now).await?;
             }
             return Ok(rejected("InvalidCSR", detail));
         }
         // Durable before Accepted.
-        let change = RequestChange { to: state::CSR_RECEIVED, csr_pem: Some(&req.csr), serial_hex: None, detail: None };
+        let change = RequestChange { csr_pem: Some(&req.csr), ..RequestChange::to(State::CsrReceived) };
         match open {
-            Some(id) if ctx.store.update_cert_request(id, &open_states, change, now).await? => {}
+            Some(id) if ctx.store.update_cert_request(tenant, id, &open_states, change, now).await? => {}
             _ => {
-                ctx.store
-                    .insert_cert_request(tenant, station, "station", state::CSR_RECEIVED, Some(&req.csr), now)
-                    .await?;
+                ctx.store.insert_cert_request(tenant, station, "station", change, now).await?;
             }
         }
         Ok(SignCertificateResponse { custom_data: None, status: GenericStatusEnumType::Accepted, status_info: None })
@@ -225,7 +204,7 @@ async fn close_revoked_sessions(ctx: &EngineContext, since: &AtomicI64) {
     let now = ctx.clock.now_millis();
     match ctx.store.revoked_since(since.load(Ordering::Acquire)).await {
         Ok(revoked) => {
-            for (tenant, serial) in revoked {
+            for CertificateRef { tenant_id: tenant, serial_hex: serial } in revoked {
                 if ctx.link.disconnect_certificate(&tenant, &serial) > 0 {
                     tracing::info!(tenant, serial, "session closed: its certificate was revoked");
                 }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use ocpp::v201::{MessageTriggerEnumType, TriggerMessageRequest, TriggerMessageStatusEnumType};
 
-use super::state;
 use crate::engines::EngineContext;
 use crate::link::CallFailure;
-use crate::store::{CertRequest, CertificateRecord, RequestChange, StoreError};
+use crate::store::{CaOverlap, CertRequest, CertRequestState as State, CertificateRecord, RequestChange, StoreError};
 
 /// Renewals one maintenance tick may start in this process.
 pub const MAX_RENEWALS_PER_TICK: usize = 50;
@@ -34,7 +33,8 @@ pub(super) async fn renew(ctx: &EngineContext, tenant: &str, station: &str) -> R
         return Err(RenewError::NotConnected(station.to_owned()));
     }
     let now = ctx.clock.now_millis();
-    let id = ctx.store.insert_cert_request(tenant, station, "operator", state::REQUESTED, None, now).await?;
+    let id =
+        ctx.store.insert_cert_request(tenant, station, "operator", RequestChange::to(State::Requested), now).await?;
     let trigger = TriggerMessageRequest {
         custom_data: None,
         evse: None,
@@ -44,18 +44,18 @@ pub(super) async fn renew(ctx: &EngineContext, tenant: &str, station: &str) -> R
         Ok(a) if a.status == TriggerMessageStatusEnumType::Accepted => None,
         Ok(a) => Some(format!("TriggerMessage answered {}", a.status.as_str())),
         Err(CallFailure::NotConnected) => {
-            let change = RequestChange { to: state::FAILED, detail: Some("not connected"), ..Default::default() };
-            ctx.store.update_cert_request(id, &[state::REQUESTED], change, ctx.clock.now_millis()).await?;
+            let change = RequestChange { detail: Some("not connected"), ..RequestChange::to(State::Failed) };
+            ctx.store.update_cert_request(tenant, id, &[State::Requested], change, ctx.clock.now_millis()).await?;
             return Err(RenewError::NotConnected(station.to_owned()));
         }
         Err(e) => Some(e.to_string()),
     };
     // Only from REQUESTED: the CSR may already have moved the request on.
     let change = match &detail {
-        None => RequestChange::to(state::TRIGGERED),
-        Some(d) => RequestChange { to: state::FAILED, detail: Some(d), ..Default::default() },
+        None => RequestChange::to(State::Triggered),
+        Some(d) => RequestChange { detail: Some(d), ..RequestChange::to(State::Failed) },
     };
-    ctx.store.update_cert_request(id, &[state::REQUESTED], change, ctx.clock.now_millis()).await?;
+    ctx.store.update_cert_request(tenant, id, &[State::Requested], change, ctx.clock.now_millis()).await?;
     if let Some(d) = detail {
         return Err(RenewError::Refused(d));
     }
@@ -112,7 +112,7 @@ pub(super) async fn auto_renew(ctx: &Arc<EngineContext>) -> usize {
             return started.len();
         }
     };
-    for (tenant, name, replaced_at, trusted_until) in overlapping {
+    for CaOverlap { tenant_id: tenant, name, replaced_at, trusted_until } in overlapping {
         let Some((_, issuer)) = name.split_once('@') else { continue };
         let mut after = String::new();
         for _ in 0..20 {
@@ -163,16 +163,17 @@ async fn try_renew(
     let busy = match ctx.store.cert_requests(&cert.tenant_id, &cert.station_id, 5).await {
         Ok(rs) => rs.iter().any(|r| {
             let age = now - r.updated_at;
-            match r.state.as_str() {
-                state::REQUESTED
-                | state::TRIGGERED
-                | state::CSR_RECEIVED
-                | state::ISSUING
-                | state::ISSUED
-                | state::DELIVERED => age < 3_600_000,
+            match r.state {
+                State::Requested
+                | State::Triggered
+                | State::CsrReceived
+                | State::Issuing
+                | State::Issued
+                | State::Delivering
+                | State::Delivered => age < 3_600_000,
                 // A station that refused: back off for a day.
-                state::FAILED | state::REJECTED | state::STATION_REJECTED => age < 86_400_000,
-                _ => false,
+                State::Failed | State::Rejected | State::StationRejected => age < 86_400_000,
+                State::Installed => false,
             }
         }),
         Err(_) => true,

@@ -38,7 +38,7 @@ impl Provisioning {
         req: BootNotificationRequest,
     ) -> Result<(BootNotificationResponse, Registration), HandlerError> {
         let ctx = &self.ctx;
-        let known = ctx.store.station(&station.station_id).await?.filter(|s| *s.tenant_id == *station.tenant_id);
+        let known = ctx.store.station(&station.tenant_id, &station.station_id).await?;
         let status = known.map(|s| s.registration).unwrap_or(Registration::Rejected);
         let now = ctx.clock.now_millis();
         let cs = &req.charging_station;

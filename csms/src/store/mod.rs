@@ -1,0 +1,211 @@
+//! Persistent storage: SQLite (embedded default, WAL) and PostgreSQL.
+//!
+//! Both back-ends run the same SQL: every statement uses `$N` placeholders in
+//! increasing order, which SQLite and PostgreSQL both accept, and times are
+//! Unix milliseconds in 64-bit integers. The [`with_pool!`] macro expands one
+//! body per back-end, so a query is written once and type-checked twice.
+//!
+//! Durability: a write method returns only after the transaction committed
+//! (SQLite `synchronous=FULL`, PostgreSQL's default `synchronous_commit=on`), so
+//! a handler may answer "Accepted" as soon as the call returns.
+//!
+//! One file per aggregate, each with its rows and its own `impl Store`:
+//! `tenants`, `stations` (with tags and connector statuses), `credentials`
+//! (CA material, station CA rotation and replacement), `certificates` (issued
+//! station certificates, revocation, supersession), `cert_requests` (A02/A03),
+//! `reports` (what stations report) and `audit`.
+//!
+//! # Tenant scope
+//!
+//! A method that reads or changes one tenant's data takes the tenant and puts
+//! it in its `WHERE` clause. These are deliberately platform-wide, each
+//! documented with `Across tenants:`:
+//! - [`Store::station_for_connect`]: the gateway finds a station by its id alone,
+//!   as the OCPP URL carries no tenant; [`Store::station_tenant`] does the same
+//!   for the platform CLI and manufacturing-time enrollment, which name a
+//!   station by its id alone;
+//! - the tenants themselves: [`Store::create_tenant`], [`Store::tenant`],
+//!   [`Store::tenants`], [`Store::tenants_page`];
+//! - maintenance over every tenant: [`Store::revoked_since`] (sessions to close),
+//!   [`Store::certificates_expiring`] (renewals), [`Store::revoke_superseded`],
+//!   [`Store::overlapping_station_cas`] (renewals by a new CA);
+//! - trust material of every tenant: [`Store::trusted_station_roots`] (the TLS
+//!   client verifier), [`Store::credential_certs_named`], and
+//!   [`Store::hsm_label_in_use`] (a PKCS#11 key belongs to one credential).
+
+mod audit;
+mod cert_requests;
+mod certificates;
+mod credentials;
+mod reports;
+mod stations;
+mod tenants;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use audit::AuditRow;
+pub use cert_requests::{CertRequest, CertRequestState, RequestChange};
+pub use certificates::{CertificateAtConnect, CertificateQuery, CertificateRecord, CertificateRef, RevokedCertificate};
+pub use credentials::{CaOverlap, CaRow, CredentialCert, CredentialRecord, Retirement};
+pub use reports::{BootRecord, SecurityEvent, StationWrite};
+pub use stations::{ConnectorStatus, NewStation, Registration, Station, StationQuery};
+pub use tenants::Tenant;
+
+/// Tenant id of platform-wide rows (the platform CSMS root, the server certificate).
+pub const PLATFORM: &str = "*";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("{what} '{id}' already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("the storage writer has stopped")]
+    Unavailable,
+    /// A caller asked for a move [`CertRequestState::may_become`] refuses: a bug
+    /// in the caller, not a race (a race is a compare-and-set that does not move).
+    #[error("a certificate request may not move from {from} to {to}")]
+    IllegalTransition { from: CertRequestState, to: CertRequestState },
+}
+
+/// The SQL files of `migrations/sqlite/` and `migrations/postgres/` as
+/// `(version, description, SQL)`, by version: `NNNN_some_name.sql` is version
+/// NNNN, described "some name". Listed by `csms/build.rs`.
+pub mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.backend {
+            Backend::Sqlite(_) => "Store(sqlite)",
+            Backend::Postgres(_) => "Store(postgres)",
+        })
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either back-end.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+use with_pool;
+
+/// Migrations embedded in the binary. Databases created before the files were
+/// discovered recorded version 1 as "sqlite" / "postgres"; sqlx checks an
+/// applied migration by version and checksum only, so they open unchanged.
+fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = files
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+        })
+        .collect();
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit survives power loss, not only a process crash.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
+            let migrations = migrator(migrations::SQLITE);
+            // SQLite has no migration lock: when two processes open a new database at
+            // once, the loser fails on tables the winner created; on retry it finds
+            // the migration applied.
+            let mut attempt = 0;
+            while let Err(e) = migrations.run(&pool).await {
+                attempt += 1;
+                if attempt >= 5 {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            migrator(migrations::POSTGRES).run(&pool).await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        Ok(Store { backend })
+    }
+
+    /// `sqlite://<dir>/anchorpoint.db`
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("anchorpoint.db").display())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Cheap round trip for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |p| p.close().await)
+    }
+}
