@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
+use dashmap::DashMap;
 use pki::{CertStatus, OcspError, OcspRequest, RevocationReason, Revoked};
 use time::Duration;
 
@@ -19,15 +20,30 @@ use crate::clock::from_unix_millis;
 use crate::ids::valid_tenant_id;
 use crate::runtime::Node;
 use crate::station_ca::{self, IssuingCa};
+use crate::store::RevokedCertificate;
 
 /// How long a CRL or an OCSP answer may be relied on.
 pub const VALIDITY: Duration = Duration::hours(1);
 /// Largest OCSP request read (a request with 32 CertIDs is under 3 KiB).
 const MAX_OCSP_REQUEST: usize = 8 * 1024;
 
+/// How long a signed CRL is served again while nothing it lists changed: half
+/// its validity, so every CRL served has at least half an hour left.
+const CRL_REUSE_MS: i64 = 30 * 60 * 1000;
+/// CRLs kept (one per issuing CA asked for).
+const MAX_CACHED_CRLS: usize = 4096;
+
 #[derive(Clone)]
 struct Pki {
     node: Arc<Node>,
+    crls: Arc<DashMap<(String, String), CachedCrl>>,
+}
+
+/// A signed CRL and the revocations it was made from.
+struct CachedCrl {
+    revoked: Vec<RevokedCertificate>,
+    der: Bytes,
+    made_at: i64,
 }
 
 pub fn router(node: Arc<Node>) -> Router {
@@ -37,14 +53,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ocsp/{tenant}", post(ocsp_post))
         .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST))
-        .with_state(Pki { node })
+        .with_state(Pki { node, crls: Arc::new(DashMap::new()) })
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-fn der(content_type: &'static str, body: Vec<u8>) -> Response {
+fn der(content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let body: Bytes = body.into();
     let mut res = body.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
@@ -62,18 +79,6 @@ async fn issuing_cas(p: &Pki, tenant: &str) -> Result<Vec<IssuingCa>, Response> 
         Err(e) => {
             tracing::error!(error = %e, tenant, "reading the station CAs");
             Err(plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"))
-        }
-    }
-}
-
-/// Opens the one CA an answer needs (`None`, logged, if its key cannot be used).
-async fn open(p: &Pki, tenant: &str, ca: IssuingCa) -> Option<(pki::CertificateAuthority, bool)> {
-    let current = ca.current;
-    match ca.open(&p.node.keys, tenant).await {
-        Ok(opened) => Some((opened, current)),
-        Err(e) => {
-            tracing::error!(error = %e, tenant, "opening a station CA");
-            None
         }
     }
 }
@@ -103,35 +108,59 @@ async fn ca_crl_where(p: &Pki, tenant: &str, pick: impl FnOnce(&[IssuingCa]) -> 
         Err(res) => return res,
     };
     let Some(i) = pick(&cas) else { return plain(StatusCode::NOT_FOUND, "no such CA\n") };
-    match open(p, tenant, cas.swap_remove(i)).await {
-        Some((ca, current)) => crl(p, tenant, &ca, current).await,
-        None => plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n"),
-    }
+    crl(p, tenant, cas.swap_remove(i)).await
 }
 
-async fn crl(p: &Pki, tenant: &str, ca: &pki::CertificateAuthority, current: bool) -> Response {
-    let revoked = match p.node.store.revoked_certificates(tenant, &ca.id(), current).await {
+/// The CA's CRL: the one signed last, while it lists exactly what is revoked
+/// now and is fresh; else a new one, signed off the async runtime. A flood of
+/// CRL requests costs a query each, not a signature each.
+async fn crl(p: &Pki, tenant: &str, ca: IssuingCa) -> Response {
+    let revoked = match p.node.store.revoked_certificates(tenant, &ca.id, ca.current).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "reading revoked certificates");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "try later\n");
         }
     };
+    let key = (tenant.to_owned(), ca.id.clone());
+    let now_ms = p.node.clock.now_millis();
+    if let Some(cached) = p.crls.get(&key)
+        && cached.revoked == revoked
+        && now_ms - cached.made_at < CRL_REUSE_MS
+    {
+        return der("application/pkix-crl", cached.der.clone());
+    }
     let entries: Vec<Revoked> = revoked
-        .into_iter()
+        .iter()
         .map(|r| Revoked {
-            serial_hex: r.serial_hex,
+            serial_hex: r.serial_hex.clone(),
             revoked_at: from_unix_millis(r.revoked_at),
             reason: reason(r.reason.as_deref()),
         })
         .collect();
     let now = p.node.clock.now();
     // The CRL number only grows: issuance time in milliseconds.
-    let number = u64::try_from(p.node.clock.now_millis()).unwrap_or(0);
-    match ca.crl(&entries, number, now, now + VALIDITY) {
-        Ok(der_bytes) => der("application/pkix-crl", der_bytes),
+    let number = u64::try_from(now_ms).unwrap_or(0);
+    let (keys, tenant_id) = (p.node.keys.clone(), tenant.to_owned());
+    let signed = tokio::task::spawn_blocking(move || {
+        ca.open_here(&keys, &tenant_id)?.crl(&entries, number, now, now + VALIDITY).map_err(crate::error::Error::from)
+    })
+    .await;
+    match signed {
+        Ok(Ok(der_bytes)) => {
+            let der_bytes = Bytes::from(der_bytes);
+            if p.crls.len() >= MAX_CACHED_CRLS {
+                p.crls.clear();
+            }
+            p.crls.insert(key, CachedCrl { revoked, der: der_bytes.clone(), made_at: now_ms });
+            der("application/pkix-crl", der_bytes)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, tenant, "signing the CRL");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "the CRL could not be produced; try later\n")
+        }
         Err(e) => {
-            tracing::error!(error = %e, "signing the CRL");
+            tracing::error!(error = %e, "the CRL signing task failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "the CRL could not be produced\n")
         }
     }
@@ -165,18 +194,14 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
     // One responder signs the whole answer: the CA the first certificate names
     // (current or replaced); certificates of another issuer are `unknown`.
     let chosen = req.certs.first().and_then(|id| cas.iter().position(|c| id.names_issuer(&c.der))).unwrap_or(0);
-    let Some((ca, current)) = open(p, tenant, cas.swap_remove(chosen)).await else {
-        return der("application/ocsp-response", OcspError::Internal.response());
-    };
-    let current = &current;
-    let ca_id = ca.id();
+    let ca = cas.swap_remove(chosen);
     let mut statuses = Vec::with_capacity(req.certs.len());
     for id in &req.certs {
-        let status = if !ca.issued(id) {
+        let status = if !id.names_issuer(&ca.der) {
             CertStatus::Unknown
         } else {
             match p.node.store.certificate(tenant, &id.serial_hex).await {
-                Ok(Some(rec)) if rec.issuer_id.as_deref().map_or(*current, |i| i == ca_id) => match rec.revoked_at {
+                Ok(Some(rec)) if rec.issuer_id.as_deref().map_or(ca.current, |i| i == ca.id) => match rec.revoked_at {
                     Some(at) => CertStatus::Revoked {
                         at: from_unix_millis(at),
                         reason: reason(rec.revocation_reason.as_deref()),
@@ -193,10 +218,21 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
         statuses.push(status);
     }
     let now = p.node.clock.now();
-    match ca.ocsp_response(&req, &statuses, now, now + VALIDITY) {
-        Ok(bytes) => der("application/ocsp-response", bytes),
+    let (keys, tenant_id) = (p.node.keys.clone(), tenant.to_owned());
+    // Unsealing and signing off the async runtime.
+    let signed = tokio::task::spawn_blocking(move || {
+        let ca = ca.open_here(&keys, &tenant_id)?;
+        ca.ocsp_response(&req, &statuses, now, now + VALIDITY).map_err(crate::error::Error::from)
+    })
+    .await;
+    match signed {
+        Ok(Ok(bytes)) => der("application/ocsp-response", bytes),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, tenant, "signing an OCSP response");
+            der("application/ocsp-response", OcspError::Internal.response())
+        }
         Err(e) => {
-            tracing::error!(error = %e, "signing an OCSP response");
+            tracing::error!(error = %e, "the OCSP signing task failed");
             der("application/ocsp-response", OcspError::Internal.response())
         }
     }

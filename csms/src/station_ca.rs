@@ -108,6 +108,13 @@ impl IssuingCa {
         let rec = CredentialRecord { cert_pem: self.row.cert_pem, sealed_key: self.row.sealed_key };
         keys.open_blocking(tenant, &self.row.name, rec).await
     }
+
+    /// Opens the CA's key on the calling thread: for work that is already on a
+    /// blocking thread (signing a CRL or an OCSP answer right after).
+    pub fn open_here(self, keys: &KeyBackend, tenant: &str) -> Result<CertificateAuthority> {
+        let rec = CredentialRecord { cert_pem: self.row.cert_pem, sealed_key: self.row.sealed_key };
+        keys.open(tenant, &self.row.name, rec)
+    }
 }
 
 /// The tenant's issuing CAs, current first, then replaced ones oldest first.

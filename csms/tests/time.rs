@@ -197,3 +197,49 @@ async fn a_replaced_station_ca_is_trusted_until_its_overlap_ends() {
     let (new_chain, _) = rig.enroll("O-1", 365).await;
     assert_eq!(rig.admit("O-1", &new_chain).await, Ok(()));
 }
+
+/// The node's API listener (one per process, as `csms serve` builds it).
+fn router(rig: &Rig) -> axum::Router {
+    let auth = Arc::new(api::auth::Authenticator::hs256(b"time-test-secret-time-test-secret"));
+    csms::http::router(rig.node.clone(), auth)
+}
+
+/// GETs `path`; status and body.
+async fn get(router: &axum::Router, path: &str) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let router = router.clone();
+    let req = http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn an_unchanged_crl_is_served_again_until_it_is_half_spent() {
+    let rig = rig(Config::default()).await;
+    rig.station("C-1").await;
+    let (_, serial) = rig.enroll("C-1", 365).await;
+    let ca = rig.node.services.station_cas(TENANT).await.unwrap().into_iter().find(|c| !c.root && c.current).unwrap();
+    let path = format!("/pki/{TENANT}/ca/{}.crl", ca.id);
+    let api = router(&rig);
+    let (status, first) = get(&api, &path).await;
+    assert_eq!(status, 200);
+    rig.clock.advance(60);
+    assert_eq!(get(&api, &path).await.1, first, "nothing changed: the same signed CRL");
+
+    // A revocation is in the very next CRL.
+    let reason = pki::RevocationReason::KeyCompromise;
+    rig.node.services.revoke_certificate(TENANT, &serial, reason).await.unwrap();
+    let (_, after) = get(&api, &path).await;
+    assert_ne!(after, first);
+    let serial_bytes: Vec<u8> =
+        (0..serial.len()).step_by(2).map(|i| u8::from_str_radix(&serial[i..i + 2], 16).unwrap()).collect();
+    assert!(after.windows(serial_bytes.len()).any(|w| w == serial_bytes), "the serial is listed");
+
+    // Half an hour on, a fresh one is signed even though nothing changed.
+    rig.clock.advance(29 * 60);
+    assert_eq!(get(&api, &path).await.1, after);
+    rig.clock.advance(61);
+    assert_ne!(get(&api, &path).await.1, after, "re-signed with a later nextUpdate");
+}
