@@ -5,7 +5,7 @@
 //!    `SignCertificateRequest.csr` is limited to 5500 characters).
 //! 2. `csr.pem`: exactly one `CERTIFICATE REQUEST` PEM block.
 //! 3. `csr.der`: the block is a well-formed PKCS#10 request with nothing trailing.
-//! 4. `csr.key_strength`: the key gives at least 112-bit security and ring can verify it:
+//! 4. `csr.key_strength`: the key gives at least 112-bit security and aws-lc-rs can verify it:
 //!    ECDSA P-256/P-384 or RSA 2048..=8192 bits; the signature uses SHA-256 or stronger.
 //! 5. `csr.signature`: the request is signed by the key it carries (proof of possession).
 //! 6. `csr.common_name`: the subject has exactly one CN and it equals the expected one.
@@ -31,7 +31,7 @@ use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 pub const MAX_CSR_PEM_LEN: usize = 5500;
 
 const MIN_RSA_BITS: usize = 2048;
-// ring verifies RSA signatures up to 8192 bits.
+// aws-lc-rs verifies RSA signatures up to 8192 bits (`RSA_PKCS1_2048_8192_*`).
 const MAX_RSA_BITS: usize = 8192;
 
 /// Why a CSR was refused. [`rule`](Self::rule) gives a stable name for each.

@@ -2,8 +2,11 @@
 //! tool makes the CSRs and verifies the chains. These tests fail (never skip) without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{TempDir, openssl, openssl_raw, s};
 
 use pki::{
     CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy, inspect_certificate,
@@ -12,58 +15,6 @@ use pki::{
 use time::{Duration, OffsetDateTime};
 
 const ORG: &str = "Acme Charging GmbH";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "pki-interop-{}-{name}-{}",
-            std::process::id(),
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn write(&self, file: &str, content: &str) -> PathBuf {
-        let p = self.path(file);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl_raw(args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command line tool is required for the interop tests")
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = openssl_raw(args);
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// `openssl req` CSR with extensions a station should not get (they must not be copied).
 fn openssl_csr(dir: &TempDir, name: &str, newkey: &[&str], cn: &str) -> (String, PathBuf) {
