@@ -217,10 +217,10 @@ where
                 };
                 match msg {
                     Message::Text(text) => {
-                        if let Some(reply) = on_text(&app, &mut state, &mut in_flight, text.as_str()).await {
-                            if ws.send(Message::text(reply)).await.is_err() {
-                                break "write failed";
-                            }
+                        if let Some(reply) = on_text(&app, &mut state, &mut in_flight, text.as_str()).await
+                            && ws.send(Message::text(reply)).await.is_err()
+                        {
+                            break "write failed";
                         }
                         // Certificates whose SignCertificate was just answered Accepted.
                         for id in state.deliveries.drain(..) {
