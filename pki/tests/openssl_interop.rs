@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TempDir, openssl, openssl_raw, s};
+use common::{TempDir, openssl, openssl_raw, python, s};
 
 use pki::{
     CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy, inspect_certificate,
@@ -67,7 +67,7 @@ fn verify(
     (out.status.success() && text.contains(": OK"), text)
 }
 
-fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
+fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) -> (Hierarchy, IssuedCertificate) {
     let dir = TempDir::new(name);
     let h = hierarchy();
     let (csr_pem, key_path) = openssl_csr(&dir, name, newkey, "CS001");
@@ -115,6 +115,7 @@ fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
     assert_eq!(info.serial_hex, leaf.serial_hex);
     assert_eq!(info.subject_cn.as_deref(), Some("CS001"));
     assert_eq!(info.subject_o.as_deref(), Some(ORG));
+    (h, leaf)
 }
 
 #[test]
@@ -130,6 +131,44 @@ fn station_certificate_from_openssl_rsa2048_csr_verifies() {
 #[test]
 fn station_certificate_from_openssl_p384_csr_verifies() {
     issue_and_check_station(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"], "ECDSA P-384", "p384");
+}
+
+/// ISO 15118-20 keys: secp521r1 signed with SHA-512. openssl verifies the chain (in
+/// `issue_and_check_station`), and Python `cryptography`'s strict DER parser reads the
+/// certificate back: every extension, the P-521 key, and the CA's signature on it.
+#[test]
+fn station_certificate_from_openssl_p521_csr_verifies() {
+    let (h, leaf) = issue_and_check_station(
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"],
+        "ECDSA P-521",
+        "p521",
+    );
+    let dir = TempDir::new("p521-pyca");
+    let leaf_pem = dir.write("leaf.pem", &leaf.pem);
+    let ca_pem = dir.write("ca.pem", h.station_ca.cert_pem());
+    let script = r#"
+import sys
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+ca = x509.load_pem_x509_certificate(open(sys.argv[2], "rb").read())
+cert.verify_directly_issued_by(ca)
+key = cert.public_key()
+assert isinstance(key, ec.EllipticCurvePublicKey), key
+print("curve", key.curve.name)
+print("cn", cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+for e in cert.extensions:
+    print("ext", e.oid.dotted_string, e.critical)
+print("eku", [u.dotted_string for u in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value])
+"#;
+    let out = python(script, &[s(&leaf_pem), s(&ca_pem)]);
+    assert!(out.contains("curve secp521r1"), "{out}");
+    assert!(out.contains("cn CS001"), "{out}");
+    // basicConstraints (critical, CA:FALSE), keyUsage, extKeyUsage, SKI and AKI.
+    for ext in ["ext 2.5.29.19 True", "ext 2.5.29.15 True", "ext 2.5.29.37", "ext 2.5.29.14", "ext 2.5.29.35"] {
+        assert!(out.contains(ext), "{ext} missing: {out}");
+    }
+    assert!(out.contains("eku ['1.3.6.1.5.5.7.3.2']"), "{out}");
 }
 
 #[test]
