@@ -282,10 +282,10 @@ mod tests {
 
     #[test]
     fn asymmetric_algorithms_and_no_algorithm_confusion() {
-        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
-        let rng = ring::rand::SystemRandom::new();
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let ec_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref(), &rng).unwrap();
+        let ec_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref()).unwrap();
         let es = Authenticator::es256(ec.as_ref(), ec_pair.public_key().as_ref());
         let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let ed_pair = Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap();
@@ -302,7 +302,7 @@ mod tests {
         }
         // Another ES256 key does not verify ours.
         let ec2 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let ec2_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec2.as_ref(), &rng).unwrap();
+        let ec2_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec2.as_ref()).unwrap();
         let es2 = Authenticator::es256(ec2.as_ref(), ec2_pair.public_key().as_ref());
         assert!(es2.verify(&es.mint(&claims_far()).unwrap()).is_err());
         // "alg: none" is never accepted.

@@ -55,7 +55,7 @@ fn secret_bytes(path: PathBuf, env: &str) -> Result<Vec<u8>> {
         return read(&path);
     }
     let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| Error::internal("random number generator failed"))?;
     // Written aside, then linked into place: a concurrent reader never sees a
     // partial file, and of two processes creating it at once one wins cleanly.
@@ -545,13 +545,13 @@ pub async fn jwt_authenticator(
     now_ms: i64,
 ) -> Result<api::auth::Authenticator> {
     use api::auth::{Algorithm, Authenticator};
-    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
     let name = match alg {
         Algorithm::HS256 => return Ok(Authenticator::hs256(&secrets.jwt_secret)),
         Algorithm::ES256 => JWT_ES256,
         Algorithm::EdDSA => JWT_EDDSA,
     };
-    let rng = ring::rand::SystemRandom::new();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     let label = label(PLATFORM, name);
     if store.credential(PLATFORM, name).await?.is_none() {
         let pkcs8 = match alg {
@@ -569,7 +569,7 @@ pub async fn jwt_authenticator(
         secrets.master.open(&rec.sealed_key, &label).context("opening the API token key (wrong master key?)")?;
     Ok(match alg {
         Algorithm::ES256 => {
-            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
                 .map_err(|_| Error::internal("the stored ES256 key is invalid"))?;
             Authenticator::es256(&pkcs8, pair.public_key().as_ref())
         }

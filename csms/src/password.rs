@@ -3,10 +3,10 @@
 
 use std::num::NonZeroU32;
 
+use aws_lc_rs::pbkdf2;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use ring::pbkdf2;
-use ring::rand::{SecureRandom, SystemRandom};
 
 const ALG: pbkdf2::Algorithm = pbkdf2::PBKDF2_HMAC_SHA256;
 const PREFIX: &str = "pbkdf2-sha256";
@@ -77,5 +77,19 @@ mod tests {
     fn malformed_hash() {
         assert_eq!(verify("whatever-password", "plain"), Err(PasswordError::MalformedHash));
         assert_eq!(verify("whatever-password", "pbkdf2-sha256$0$AA$AA"), Err(PasswordError::MalformedHash));
+    }
+
+    /// Hashes stored before the move from ring to aws-lc-rs stay verifiable: the
+    /// format is plain PBKDF2-HMAC-SHA256, checked here against the published vector
+    /// of RFC 7914 section 11 (P = "passwd", S = "salt", c = 1; its first 32 bytes).
+    #[test]
+    fn verifies_the_rfc7914_vector() {
+        let dk = [
+            0x55, 0xac, 0x04, 0x6e, 0x56, 0xe3, 0x08, 0x9f, 0xec, 0x16, 0x91, 0xc2, 0x25, 0x44, 0xb6, 0x05, 0xf9, 0x41,
+            0x85, 0x21, 0x6d, 0xde, 0x04, 0x65, 0xe6, 0x8b, 0x9d, 0x57, 0xc2, 0x0d, 0xac, 0xbc,
+        ];
+        let stored = format!("{PREFIX}$1${}${}", B64.encode(b"salt"), B64.encode(dk));
+        assert!(verify("passwd", &stored).unwrap());
+        assert!(!verify("passwe", &stored).unwrap());
     }
 }

@@ -232,10 +232,10 @@ impl Service for RestService {
 
     fn stations(&self, tenant: String, f: StationFilter, page: PageRequest) -> ServiceFuture<'_, Paged<m::Station>> {
         Box::pin(async move {
-            if let Some(p) = f.security_profile {
-                if !(1..=3).contains(&p) {
-                    return Err(invalid("securityProfile", "security profile must be 1, 2 or 3"));
-                }
+            if let Some(p) = f.security_profile
+                && !(1..=3).contains(&p)
+            {
+                return Err(invalid("securityProfile", "security profile must be 1, 2 or 3"));
             }
             if let Some(t) = f.tag.as_deref()
                 && !valid_tag(t)

@@ -221,21 +221,21 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
             let Value::Array(list) = value else {
                 return Err(type_error(path, "an array"));
             };
-            if let Some(min) = *min_items {
-                if list.len() < min {
-                    return Err(path.violation(
-                        ErrorCode::OccurrenceConstraintViolation,
-                        format!("{} items, fewer than minItems {min}", list.len()),
-                    ));
-                }
+            if let Some(min) = *min_items
+                && list.len() < min
+            {
+                return Err(path.violation(
+                    ErrorCode::OccurrenceConstraintViolation,
+                    format!("{} items, fewer than minItems {min}", list.len()),
+                ));
             }
-            if let Some(max) = *max_items {
-                if list.len() > max {
-                    return Err(path.violation(
-                        ErrorCode::OccurrenceConstraintViolation,
-                        format!("{} items, more than maxItems {max}", list.len()),
-                    ));
-                }
+            if let Some(max) = *max_items
+                && list.len() > max
+            {
+                return Err(path.violation(
+                    ErrorCode::OccurrenceConstraintViolation,
+                    format!("{} items, more than maxItems {max}", list.len()),
+                ));
             }
             for (i, item) in list.iter().enumerate() {
                 path.0.push(i.to_string());
@@ -249,19 +249,19 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
 }
 
 fn check_range(value: f64, minimum: Option<f64>, maximum: Option<f64>, path: &Path) -> Result<(), Violation> {
-    if let Some(min) = minimum {
-        if value < min {
-            return Err(
-                path.violation(ErrorCode::PropertyConstraintViolation, format!("{value} is below the minimum {min}"))
-            );
-        }
+    if let Some(min) = minimum
+        && value < min
+    {
+        return Err(
+            path.violation(ErrorCode::PropertyConstraintViolation, format!("{value} is below the minimum {min}"))
+        );
     }
-    if let Some(max) = maximum {
-        if value > max {
-            return Err(
-                path.violation(ErrorCode::PropertyConstraintViolation, format!("{value} is above the maximum {max}"))
-            );
-        }
+    if let Some(max) = maximum
+        && value > max
+    {
+        return Err(
+            path.violation(ErrorCode::PropertyConstraintViolation, format!("{value} is above the maximum {max}"))
+        );
     }
     Ok(())
 }

@@ -81,13 +81,13 @@ fn exercise(text: &str) -> bool {
         return false;
     };
     let _ = frame.to_json();
-    if let Frame::Call(call) = &frame {
-        if let Some(action) = Action::from_name(&call.action) {
-            let _ = v201::validate(action, Direction::Request, &call.payload);
-            let _ = v201::validate(action, Direction::Response, &call.payload);
-            if action == Action::BootNotification {
-                let _ = v201::decode_request::<v201::BootNotificationRequest>(call.payload.clone());
-            }
+    if let Frame::Call(call) = &frame
+        && let Some(action) = Action::from_name(&call.action)
+    {
+        let _ = v201::validate(action, Direction::Request, &call.payload);
+        let _ = v201::validate(action, Direction::Response, &call.payload);
+        if action == Action::BootNotification {
+            let _ = v201::decode_request::<v201::BootNotificationRequest>(call.payload.clone());
         }
     }
     true

@@ -3,11 +3,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
-use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::CertificateDer;
 use time::{OffsetDateTime, UtcOffset};
 use zeroize::Zeroizing;
@@ -234,10 +234,10 @@ impl CertificateAuthority {
         params.not_before = not_before;
         params.not_after = not_after;
         params.serial_number = Some(random_serial()?);
-        params.is_ca = IsCa::ExplicitNoCa;
+        end_entity(&mut params, csr.public_key_der())?;
         params.key_usages = match csr.key() {
             CsrKey::Rsa { .. } => vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment],
-            CsrKey::EcdsaP256 | CsrKey::EcdsaP384 => vec![KeyUsagePurpose::DigitalSignature],
+            CsrKey::EcdsaP256 | CsrKey::EcdsaP384 | CsrKey::EcdsaP521 => vec![KeyUsagePurpose::DigitalSignature],
         };
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
@@ -283,7 +283,7 @@ impl CertificateAuthority {
         params.not_before = not_before;
         params.not_after = not_after;
         params.serial_number = Some(random_serial()?);
-        params.is_ca = IsCa::ExplicitNoCa;
+        end_entity(&mut params, &rcgen::PublicKeyData::subject_public_key_info(&key))?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -395,6 +395,27 @@ fn subject(organization: &str, cn: &str) -> DistinguishedName {
     dn.push(DnType::OrganizationName, organization);
     dn.push(DnType::CommonName, cn);
     dn
+}
+
+/// Marks `params` as an end entity: basicConstraints (critical) with `cA` left at
+/// its DEFAULT (FALSE), so an empty SEQUENCE, and a subjectKeyIdentifier (the first
+/// 160 bits of SHA-256 over the SubjectPublicKeyInfo, as rcgen derives it for CAs).
+/// rcgen's `IsCa::ExplicitNoCa` would write `cA FALSE` out, which DER forbids
+/// (X.690 §11.5: a DEFAULT value is never encoded) and strict parsers refuse.
+fn end_entity(params: &mut CertificateParams, spki_der: &[u8]) -> Result<(), PkiError> {
+    use der::Encode;
+    use x509_cert::ext::pkix::{BasicConstraints as Bc, SubjectKeyIdentifier};
+    let encode = |e: der::Error| PkiError::Signing(format!("encoding an extension: {e}"));
+    params.is_ca = IsCa::NoCa;
+    let no_ca = Bc { ca: false, path_len_constraint: None }.to_der().map_err(encode)?;
+    let mut basic_constraints = CustomExtension::from_oid_content(&[2, 5, 29, 19], no_ca);
+    basic_constraints.set_criticality(true);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
+    let key_id = der::asn1::OctetString::new(digest.as_ref().get(..20).unwrap_or_default()).map_err(encode)?;
+    let ski = SubjectKeyIdentifier(key_id).to_der().map_err(encode)?;
+    params.custom_extensions.push(basic_constraints);
+    params.custom_extensions.push(CustomExtension::from_oid_content(&[2, 5, 29, 14], ski));
+    Ok(())
 }
 
 fn station_ca_common_name(organization: &str) -> String {

@@ -5,15 +5,20 @@
 //!    `SignCertificateRequest.csr` is limited to 5500 characters).
 //! 2. `csr.pem`: exactly one `CERTIFICATE REQUEST` PEM block.
 //! 3. `csr.der`: the block is a well-formed PKCS#10 request with nothing trailing.
-//! 4. `csr.key_strength`: the key gives at least 112-bit security and ring can verify it:
-//!    ECDSA P-256/P-384 or RSA 2048..=8192 bits; the signature uses SHA-256 or stronger.
-//! 5. `csr.signature`: the request is signed by the key it carries (proof of possession).
+//! 4. `csr.key_strength`: the key gives at least 112-bit security and aws-lc-rs can verify it:
+//!    ECDSA P-256, P-384 or P-521 (ISO 15118-20 uses secp521r1 with SHA-512), or RSA
+//!    2048..=8192 bits; the signature uses SHA-256, SHA-384 or SHA-512 (RSA also as PSS).
+//!    SHA-1, MD5, Ed25519, other curves and mismatched key/signature pairs are refused.
+//! 5. `csr.signature`: the request is signed by the key it carries (proof of possession),
+//!    checked with aws-lc-rs: ECDSA directly (x509-parser's verifier knows neither P-521
+//!    nor ECDSA with SHA-512), RSA through x509-parser, which reads the PSS parameters.
 //! 6. `csr.common_name`: the subject has exactly one CN and it equals the expected one.
 //!
 //! And, when the caller asks ([`ValidatedCsr::check_organization`]):
 //! 7. `csr.organization`: the subject O, if any, is the operator's organisation name
 //!    (A02.FR.13: stations put their `OrganizationName` there).
 
+use aws_lc_rs::signature::{self as aws, EcdsaVerificationAlgorithm, UnparsedPublicKey};
 use rcgen::SubjectPublicKeyInfo as RcgenSpki;
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
@@ -22,7 +27,7 @@ use x509_parser::error::X509Error;
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521, OID_PKCS1_RSAENCRYPTION,
     OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
-    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
@@ -31,7 +36,7 @@ use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 pub const MAX_CSR_PEM_LEN: usize = 5500;
 
 const MIN_RSA_BITS: usize = 2048;
-// ring verifies RSA signatures up to 8192 bits.
+// aws-lc-rs verifies RSA signatures up to 8192 bits (`RSA_PKCS1_2048_8192_*`).
 const MAX_RSA_BITS: usize = 8192;
 
 /// Why a CSR was refused. [`rule`](Self::rule) gives a stable name for each.
@@ -111,6 +116,7 @@ pub struct ValidatedCsr {
 pub(crate) enum CsrKey {
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Rsa { bits: usize },
 }
 
@@ -141,6 +147,7 @@ impl ValidatedCsr {
         match self.key {
             CsrKey::EcdsaP256 => "ECDSA P-256".to_owned(),
             CsrKey::EcdsaP384 => "ECDSA P-384".to_owned(),
+            CsrKey::EcdsaP521 => "ECDSA P-521".to_owned(),
             CsrKey::Rsa { bits } => format!("RSA {bits}"),
         }
     }
@@ -195,15 +202,20 @@ pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRej
 
     // csr.key_strength
     let key = classify_key(&info.subject_pki)?;
-    check_signature_algorithm(&csr, key)?;
+    let verifier = signature_verifier(&csr, key)?;
 
     // csr.signature (A00.FR.5xx: proof of possession of the private key)
-    match csr.verify_signature() {
-        Ok(()) => {}
-        Err(X509Error::SignatureUnsupportedAlgorithm) => {
-            return Err(CsrRejection::WeakKey("signature algorithm not supported for this key".to_owned()));
-        }
-        Err(_) => return Err(CsrRejection::BadSignature),
+    match verifier {
+        Verifier::Ecdsa(alg) => UnparsedPublicKey::new(alg, info.subject_pki.subject_public_key.data.as_ref())
+            .verify(info.raw, &csr.signature_value.data)
+            .map_err(|_| CsrRejection::BadSignature)?,
+        Verifier::Rsa => match csr.verify_signature() {
+            Ok(()) => {}
+            Err(X509Error::SignatureUnsupportedAlgorithm) => {
+                return Err(CsrRejection::WeakKey("signature algorithm not supported for this key".to_owned()));
+            }
+            Err(_) => return Err(CsrRejection::BadSignature),
+        },
     }
 
     // csr.common_name
@@ -256,13 +268,9 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKey, CsrRejection>
         } else if curve == OID_NIST_EC_P384 {
             Ok(CsrKey::EcdsaP384)
         } else if curve == OID_NIST_EC_P521 {
-            // ring 0.17, the workspace's only crypto provider, cannot verify P-521
-            // signatures, so proof of possession cannot be checked.
-            Err(CsrRejection::WeakKey(
-                "ECDSA P-521 is not supported (signature cannot be verified); use P-256 or P-384".to_owned(),
-            ))
+            Ok(CsrKey::EcdsaP521)
         } else {
-            Err(CsrRejection::WeakKey(format!("EC curve {curve} is not supported; use P-256 or P-384")))
+            Err(CsrRejection::WeakKey(format!("EC curve {curve} is not supported; use P-256, P-384 or P-521")))
         }
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
         let bits = match spki.parsed() {
@@ -280,7 +288,7 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKey, CsrRejection>
         }
     } else {
         Err(CsrRejection::WeakKey(format!(
-            "key algorithm {alg} is not supported; use ECDSA P-256/P-384 or RSA >= 2048"
+            "key algorithm {alg} is not supported; use ECDSA P-256/P-384/P-521 or RSA >= 2048"
         )))
     }
 }
@@ -293,24 +301,42 @@ fn rsa_modulus_bits(modulus: &[u8]) -> usize {
     }
 }
 
-fn check_signature_algorithm(csr: &X509CertificationRequest<'_>, key: CsrKey) -> Result<(), CsrRejection> {
+/// How rule `csr.signature` checks a request, as rule `csr.key_strength` chose it.
+enum Verifier {
+    /// ECDSA, verified here with this curve and hash.
+    Ecdsa(&'static EcdsaVerificationAlgorithm),
+    /// RSA PKCS#1 v1.5 or PSS, verified by x509-parser (on aws-lc-rs), which reads the
+    /// PSS parameters and accepts SHA-256/384/512 only.
+    Rsa,
+}
+
+fn signature_verifier(csr: &X509CertificationRequest<'_>, key: CsrKey) -> Result<Verifier, CsrRejection> {
     let sig = &csr.signature_algorithm.algorithm;
-    let accepted = match key {
-        CsrKey::EcdsaP256 | CsrKey::EcdsaP384 => *sig == OID_SIG_ECDSA_WITH_SHA256 || *sig == OID_SIG_ECDSA_WITH_SHA384,
+    // The algorithms for ecdsa-with-SHA256, -SHA384 and -SHA512 on the key's curve.
+    let ecdsa = |by_hash: [&'static EcdsaVerificationAlgorithm; 3]| {
+        [OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512]
+            .iter()
+            .position(|oid| sig == oid)
+            .map(|i| Verifier::Ecdsa(by_hash[i]))
+    };
+    let chosen = match key {
+        CsrKey::EcdsaP256 => {
+            ecdsa([&aws::ECDSA_P256_SHA256_ASN1, &aws::ECDSA_P256_SHA384_ASN1, &aws::ECDSA_P256_SHA512_ASN1])
+        }
+        CsrKey::EcdsaP384 => {
+            ecdsa([&aws::ECDSA_P384_SHA256_ASN1, &aws::ECDSA_P384_SHA384_ASN1, &aws::ECDSA_P384_SHA512_ASN1])
+        }
+        CsrKey::EcdsaP521 => {
+            ecdsa([&aws::ECDSA_P521_SHA256_ASN1, &aws::ECDSA_P521_SHA384_ASN1, &aws::ECDSA_P521_SHA512_ASN1])
+        }
         CsrKey::Rsa { .. } => {
-            *sig == OID_PKCS1_SHA256WITHRSA
-                || *sig == OID_PKCS1_SHA384WITHRSA
-                || *sig == OID_PKCS1_SHA512WITHRSA
-                // PSS parameters are checked by the verifier: SHA-256/384/512 only.
-                || *sig == OID_PKCS1_RSASSAPSS
+            [OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_PKCS1_RSASSAPSS]
+                .contains(sig)
+                .then_some(Verifier::Rsa)
         }
     };
-    if accepted {
-        Ok(())
-    } else {
-        // SHA-1, MD5 and mismatched algorithms end here.
-        Err(CsrRejection::WeakKey(format!("signature algorithm {sig} is not accepted for this key")))
-    }
+    // SHA-1, MD5 and mismatched algorithms end here.
+    chosen.ok_or_else(|| CsrRejection::WeakKey(format!("signature algorithm {sig} is not accepted for this key")))
 }
 
 fn single_common_name(subject: &X509Name<'_>, expected: &str) -> Result<String, CsrRejection> {
@@ -496,14 +522,69 @@ mod tests {
         assert_eq!(err.rule(), "csr.key_strength");
     }
 
+    /// ISO 15118-20 keys: P-521 with ecdsa-with-SHA512, and openssl's default SHA-256.
     #[test]
-    fn rule_key_strength_p521_unsupported() {
-        let pem = openssl_ec_csr("secp521r1", "/CN=CS001");
+    fn accepts_p521_from_openssl_and_rcgen() {
+        for digest in ["-sha512", "-sha384", "-sha256"] {
+            let out = openssl(&[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:secp521r1",
+                digest,
+                "-nodes",
+                "-subj",
+                "/CN=CS001",
+                "-keyout",
+                "/dev/null",
+            ]);
+            let csr = validate_csr(&String::from_utf8(out).unwrap(), "CS001").unwrap();
+            assert_eq!(csr.key_description(), "ECDSA P-521", "{digest}");
+        }
+        let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P521_SHA512);
+        assert_eq!(validate_csr(&pem, "CS001").unwrap().key_description(), "ECDSA P-521");
+    }
+
+    /// Proof of possession is really checked for P-521: a request whose signature
+    /// was altered (the last byte of `s`, still well-formed DER) is refused under
+    /// `csr.signature`.
+    #[test]
+    fn rule_signature_p521_altered() {
+        let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P521_SHA512);
+        let mut der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec();
+        *der.last_mut().unwrap() ^= 0x01;
+        let err = validate_csr(&crate::test_support::pem("CERTIFICATE REQUEST", &der), "CS001").unwrap_err();
+        assert_eq!(err, CsrRejection::BadSignature);
+        assert_eq!(err.rule(), "csr.signature");
+    }
+
+    #[test]
+    fn rule_key_strength_p521_sha1_signature() {
+        let out = openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:secp521r1",
+            "-sha1",
+            "-nodes",
+            "-subj",
+            "/CN=CS001",
+            "-keyout",
+            "/dev/null",
+        ]);
+        let err = validate_csr(&String::from_utf8(out).unwrap(), "CS001").unwrap_err();
+        assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("signature algorithm")), "{err:?}");
+    }
+
+    #[test]
+    fn rule_key_strength_other_curves() {
+        let pem = openssl_ec_csr("secp256k1", "/CN=CS001");
         let err = validate_csr(&pem, "CS001").unwrap_err();
-        assert!(
-            matches!(&err, CsrRejection::WeakKey(m) if m.contains("P-521") && m.contains("not supported")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("not supported")), "{err:?}");
     }
 
     #[test]

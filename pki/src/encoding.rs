@@ -27,7 +27,7 @@ pub(crate) fn serial_hex(raw_serial: &[u8]) -> String {
 
 /// SHA-256 fingerprint of DER bytes, lowercase hex without separators.
 pub(crate) fn sha256_fingerprint_hex(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
 }
 
 /// PEM-encode `der` under `label` (RFC 7468: 64-character lines, LF endings).

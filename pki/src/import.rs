@@ -198,13 +198,13 @@ pub fn import_ca(chain_pem: &str, key: CaKey, now: OffsetDateTime) -> Result<Imp
     let extra = usize::from(certs.len() == 1);
     for (i, cert) in certs.iter().enumerate() {
         let below = i + extra;
-        if let Some(limit) = path_len(cert) {
-            if below > limit as usize {
-                let who = if i == 0 { "the CA".to_owned() } else { format!("certificate {}", i + 1) };
-                return Err(ImportRejection::PathLength(format!(
-                    "{who} allows {limit} CA certificate(s) below it, and {below} would be"
-                )));
-            }
+        if let Some(limit) = path_len(cert)
+            && below > limit as usize
+        {
+            let who = if i == 0 { "the CA".to_owned() } else { format!("certificate {}", i + 1) };
+            return Err(ImportRejection::PathLength(format!(
+                "{who} allows {limit} CA certificate(s) below it, and {below} would be"
+            )));
         }
     }
 

@@ -7,7 +7,8 @@
 //! ([`inspect_certificate`]) and protection of private keys at rest ([`MasterKey`]).
 //!
 //! This crate knows nothing of HTTP or OCPP. Time is always injected (`now`), so validity
-//! periods are testable. ring is the only cryptographic provider.
+//! periods are testable. aws-lc-rs is the only cryptographic provider (rcgen, x509-parser
+//! and rustls use it too); ring is not in the build, since it cannot do P-521.
 //!
 //! Private key material never appears in `Debug` output or in error messages.
 #![forbid(unsafe_code)]

@@ -7,11 +7,11 @@
 
 use std::str::FromStr;
 
+use aws_lc_rs::digest;
 use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, RevocationReason as RcgenReason, RevokedCertParams, SerialNumber,
     SigningKey,
 };
-use ring::digest;
 use time::OffsetDateTime;
 use x509_parser::extensions::ParsedExtension;
 

@@ -2,8 +2,11 @@
 //! tool makes the CSRs and verifies the chains. These tests fail (never skip) without it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{TempDir, openssl, openssl_raw, python, s};
 
 use pki::{
     CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy, inspect_certificate,
@@ -12,58 +15,6 @@ use pki::{
 use time::{Duration, OffsetDateTime};
 
 const ORG: &str = "Acme Charging GmbH";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "pki-interop-{}-{name}-{}",
-            std::process::id(),
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn write(&self, file: &str, content: &str) -> PathBuf {
-        let p = self.path(file);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl_raw(args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command line tool is required for the interop tests")
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = openssl_raw(args);
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// `openssl req` CSR with extensions a station should not get (they must not be copied).
 fn openssl_csr(dir: &TempDir, name: &str, newkey: &[&str], cn: &str) -> (String, PathBuf) {
@@ -116,7 +67,7 @@ fn verify(
     (out.status.success() && text.contains(": OK"), text)
 }
 
-fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
+fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) -> (Hierarchy, IssuedCertificate) {
     let dir = TempDir::new(name);
     let h = hierarchy();
     let (csr_pem, key_path) = openssl_csr(&dir, name, newkey, "CS001");
@@ -164,6 +115,7 @@ fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) {
     assert_eq!(info.serial_hex, leaf.serial_hex);
     assert_eq!(info.subject_cn.as_deref(), Some("CS001"));
     assert_eq!(info.subject_o.as_deref(), Some(ORG));
+    (h, leaf)
 }
 
 #[test]
@@ -179,6 +131,44 @@ fn station_certificate_from_openssl_rsa2048_csr_verifies() {
 #[test]
 fn station_certificate_from_openssl_p384_csr_verifies() {
     issue_and_check_station(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"], "ECDSA P-384", "p384");
+}
+
+/// ISO 15118-20 keys: secp521r1 signed with SHA-512. openssl verifies the chain (in
+/// `issue_and_check_station`), and Python `cryptography`'s strict DER parser reads the
+/// certificate back: every extension, the P-521 key, and the CA's signature on it.
+#[test]
+fn station_certificate_from_openssl_p521_csr_verifies() {
+    let (h, leaf) = issue_and_check_station(
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"],
+        "ECDSA P-521",
+        "p521",
+    );
+    let dir = TempDir::new("p521-pyca");
+    let leaf_pem = dir.write("leaf.pem", &leaf.pem);
+    let ca_pem = dir.write("ca.pem", h.station_ca.cert_pem());
+    let script = r#"
+import sys
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+ca = x509.load_pem_x509_certificate(open(sys.argv[2], "rb").read())
+cert.verify_directly_issued_by(ca)
+key = cert.public_key()
+assert isinstance(key, ec.EllipticCurvePublicKey), key
+print("curve", key.curve.name)
+print("cn", cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+for e in cert.extensions:
+    print("ext", e.oid.dotted_string, e.critical)
+print("eku", [u.dotted_string for u in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value])
+"#;
+    let out = python(script, &[s(&leaf_pem), s(&ca_pem)]);
+    assert!(out.contains("curve secp521r1"), "{out}");
+    assert!(out.contains("cn CS001"), "{out}");
+    // basicConstraints (critical, CA:FALSE), keyUsage, extKeyUsage, SKI and AKI.
+    for ext in ["ext 2.5.29.19 True", "ext 2.5.29.15 True", "ext 2.5.29.37", "ext 2.5.29.14", "ext 2.5.29.35"] {
+        assert!(out.contains(ext), "{ext} missing: {out}");
+    }
+    assert!(out.contains("eku ['1.3.6.1.5.5.7.3.2']"), "{out}");
 }
 
 #[test]

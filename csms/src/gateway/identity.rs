@@ -113,10 +113,10 @@ pub async fn authenticate(
         return Err(equal_time(app, authorization, Refusal::StationDisabled).await);
     }
     // A tenant's own host name serves that tenant's stations only.
-    if let Some(owner) = transport.sni.as_deref().and_then(|h| app.tenant_of_host(h)) {
-        if owner != station.tenant_id {
-            return Err(Refusal::TenantHostMismatch);
-        }
+    if let Some(owner) = transport.sni.as_deref().and_then(|h| app.tenant_of_host(h))
+        && owner != station.tenant_id
+    {
+        return Err(Refusal::TenantHostMismatch);
     }
     // A05: the transport must offer at least the configured profile.
     if !transport.tls && station.security_profile > 1 {

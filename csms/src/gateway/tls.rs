@@ -18,9 +18,9 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
-/// The one crypto provider of the process: ring, restricted to the suites OCPP names.
+/// The one crypto provider of the process: aws-lc-rs, restricted to the suites OCPP names.
 pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::{cipher_suite as cs, default_provider};
+    use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
     let mut p = default_provider();
     p.cipher_suites = vec![
         cs::TLS13_AES_256_GCM_SHA384,
@@ -33,7 +33,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Signature algorithms accepted in certificate chains.
 pub fn signature_algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
+    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
 }
 
 /// Trust anchors for station certificates, per tenant, swappable while running.

@@ -69,9 +69,11 @@ pub(super) fn registration(r: m::Registration) -> Registration {
 
 /// 32 random characters from a 64-symbol alphabet (192 bits).
 pub(super) fn generate_password() -> Result<String> {
-    use ring::rand::SecureRandom;
+    use aws_lc_rs::rand::SecureRandom;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::internal("random number generator failed"))?;
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::internal("random number generator failed"))?;
     Ok(bytes.iter().map(|b| ALPHABET[usize::from(b & 63)] as char).collect())
 }

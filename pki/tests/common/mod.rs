@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests that let implementations no one here
+//! wrote (the `openssl` tool, Python `cryptography`) judge what the CA produces.
+//! Each tool is required: a missing one fails the test, it never skips.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use time::OffsetDateTime;
+
+/// A scratch directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "pki-interop-{}-{name}-{}",
+            std::process::id(),
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    pub fn write(&self, file: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(file);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn openssl_raw(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl command line tool is required for the interop tests")
+}
+
+pub fn openssl(args: &[&str]) -> String {
+    let out = openssl_raw(args);
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The Python with the `cryptography` package: `$ANCHORPOINT_PYTHON`, else the
+/// workspace `.venv` (made by .ci/run), else `python3`.
+fn python_interpreter() -> PathBuf {
+    if let Some(p) = std::env::var_os("ANCHORPOINT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// Runs `script` (Python source) with `args` as `sys.argv[1:]`; returns its stdout.
+/// A missing interpreter, a missing package or a failing assertion fails the test.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let interpreter = python_interpreter();
+    let out = Command::new(&interpreter).arg("-c").arg(script).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run the Python interpreter {}: {e}. Set ANCHORPOINT_PYTHON or create the \
+             workspace .venv (tests/requirements.txt, with `cryptography`)",
+            interpreter.display()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{} failed ({}); it needs the package `cryptography`:\n{}",
+        interpreter.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
