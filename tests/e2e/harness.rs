@@ -175,6 +175,11 @@ impl Env {
     /// Generates a P-256 key and a CSR with CN = `cn` using openssl (an
     /// implementation we did not write); returns their paths.
     pub fn new_csr(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.new_csr_on(name, cn, "prime256v1")
+    }
+
+    /// Like [`Env::new_csr`], on the named curve (`prime256v1`, `secp384r1`, `secp521r1`).
+    pub fn new_csr_on(&self, name: &str, cn: &str, curve: &str) -> (PathBuf, PathBuf) {
         let key = self.path(&format!("{name}.key"));
         let csr = self.path(&format!("{name}.csr"));
         // No O: enrollment accepts its absence; an O must be the tenant's organisation.
@@ -185,7 +190,7 @@ impl Env {
             "-newkey",
             "ec",
             "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
+            &format!("ec_paramgen_curve:{curve}"),
             "-nodes",
             "-subj",
             &subj,

@@ -52,6 +52,27 @@ fn python_ocpp_profile3_postgres() {
     profile3_boot_heartbeat_status(Db::Postgres);
 }
 
+/// ISO 15118-20 needs secp521r1: a station key on P-521, its CSR made by openssl,
+/// enrolled, verified by openssl, and used for mutual TLS by the Python station.
+#[test]
+fn a_p521_station_key_is_enrolled_and_connects() {
+    let env = Env::new(Db::Sqlite);
+    env.cli(&["station", "add", "CS-P521", "--profile", "3"]);
+    let (key, csr) = env.new_csr_on("p521", "CS-P521", "secp521r1");
+    let cert = env.path("p521.pem");
+    std::fs::write(&cert, env.cli(&["station", "enroll", "CS-P521", "--csr", csr.to_str().unwrap()])).unwrap();
+    let server = env.serve(&[]);
+    let root = env.path("pki/tenants/default/station-root.pem");
+    assert!(crate::harness::openssl_verify(&root, &cert).contains("OK"));
+    let text = crate::harness::openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]);
+    assert!(text.contains("secp521r1") || text.contains("P-521"), "{text}");
+    let creds = crate::harness::StationCreds { cert, key };
+    let args = tls_args(&server, &server.wss(), "CS-P521", Some(&creds));
+    let (ok, lines) = py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat());
+    assert!(ok, "charger failed: {lines:?}");
+    assert_eq!(lines[1]["status"], "Accepted", "{lines:?}");
+}
+
 #[test]
 fn python_ocpp_profile2_basic_auth() {
     let env = Env::new(Db::Sqlite);
