@@ -245,7 +245,7 @@ impl CertificateAuthority {
             params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
         }
         if let Some(url) = &self.endpoints.ocsp_url {
-            params.custom_extensions.push(crate::revocation::aia_ocsp_extension(url));
+            params.custom_extensions.push(crate::revocation::aia_ocsp_extension(url)?);
         }
 
         let cert = params.signed_by(csr.public_key(), &self.issuer)?;

@@ -15,7 +15,6 @@
 
 mod ca;
 mod csr;
-mod der;
 mod encoding;
 mod error;
 mod hsm;
