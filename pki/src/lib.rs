@@ -23,6 +23,7 @@ mod inspect;
 mod key;
 mod revocation;
 mod sealing;
+mod signature;
 
 pub use ca::{
     CaKey, CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS, STATION_CA_VALIDITY_YEARS,

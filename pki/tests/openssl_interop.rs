@@ -366,7 +366,7 @@ fn crl_and_ocsp_agree_with_openssl() {
     }
 }
 
-/// Operators' own roots made by openssl with RSA-2048, P-384 and Ed25519 keys:
+/// Operators' own roots made by openssl with RSA-2048, P-384, P-521 and Ed25519 keys:
 /// imported, they issue station certificates, a new sub-CA, CRLs and OCSP answers
 /// that openssl verifies (the OCSP signature algorithm follows the key).
 #[test]
@@ -375,6 +375,7 @@ fn imported_operator_roots_of_every_key_type_sign_what_openssl_accepts() {
     for (name, newkey) in [
         ("rsa", vec!["-newkey", "rsa:2048"]),
         ("p384", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]),
+        ("p521", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"]),
         ("ed25519", vec!["-newkey", "ed25519"]),
     ] {
         let dir = TempDir::new(&format!("import-{name}"));

@@ -52,6 +52,7 @@ fn cas(dir: &TempDir) -> Vec<(&'static str, CertificateAuthority)> {
     let mut out = vec![("p256", hierarchy().station_ca)];
     for (name, newkey) in [
         ("p384", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]),
+        ("p521", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"]),
         ("ed25519", vec!["-newkey", "ed25519"]),
         ("rsa", vec!["-newkey", "rsa:2048"]),
     ] {
