@@ -374,6 +374,11 @@ mod tests {
     }
 
     fn openssl_ec_csr(curve: &str, subj: &str) -> String {
+        openssl_ec_csr_digest(curve, "-sha256", subj)
+    }
+
+    /// An openssl EC CSR signed with `digest` (`-sha256`, `-sha1`, ...).
+    fn openssl_ec_csr_digest(curve: &str, digest: &str, subj: &str) -> String {
         let paramgen = format!("ec_paramgen_curve:{curve}");
         let out = openssl(&[
             "req",
@@ -382,6 +387,7 @@ mod tests {
             "ec",
             "-pkeyopt",
             &paramgen,
+            digest,
             "-nodes",
             "-subj",
             subj,
@@ -502,21 +508,7 @@ mod tests {
     #[test]
     fn accepts_p521_from_openssl_and_rcgen() {
         for digest in ["-sha512", "-sha384", "-sha256"] {
-            let out = openssl(&[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:secp521r1",
-                digest,
-                "-nodes",
-                "-subj",
-                "/CN=CS001",
-                "-keyout",
-                "/dev/null",
-            ]);
-            let csr = validate_csr(&String::from_utf8(out).unwrap(), "CS001").unwrap();
+            let csr = validate_csr(&openssl_ec_csr_digest("secp521r1", digest, "/CN=CS001"), "CS001").unwrap();
             assert_eq!(csr.key_description(), "ECDSA P-521", "{digest}");
         }
         let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P521_SHA512);
@@ -538,21 +530,7 @@ mod tests {
 
     #[test]
     fn rule_key_strength_p521_sha1_signature() {
-        let out = openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:secp521r1",
-            "-sha1",
-            "-nodes",
-            "-subj",
-            "/CN=CS001",
-            "-keyout",
-            "/dev/null",
-        ]);
-        let err = validate_csr(&String::from_utf8(out).unwrap(), "CS001").unwrap_err();
+        let err = validate_csr(&openssl_ec_csr_digest("secp521r1", "-sha1", "/CN=CS001"), "CS001").unwrap_err();
         assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("signature algorithm")), "{err:?}");
     }
 

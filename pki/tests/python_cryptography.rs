@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::{TempDir, openssl, python, s};
+use common::{OPERATOR_ROOT_KEYS, ORG, P256, TempDir, hierarchy, now, openssl_csr, operator_root, python, s};
 use pki::{
-    CertStatus, CertificateAuthority, Hierarchy, IssuedCertificate, MASTER_KEY_LEN, MasterKey, OcspRequest,
-    RevocationReason, Revoked, generate_hierarchy, import_ca, software_key_from_pem, validate_csr,
+    CertStatus, CertificateAuthority, IssuedCertificate, MASTER_KEY_LEN, MasterKey, OcspRequest, RevocationReason,
+    Revoked, validate_csr,
 };
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 /// Sealed keys are plain AES-256-GCM (`version || nonce || ciphertext || tag`, the
 /// version byte and label as associated data), so blobs sealed before the move from
@@ -50,55 +50,13 @@ open(sys.argv[3], "wb").write(b"\x01" + nonce + aes.encrypt(nonce, b"pkcs8 from 
 /// operators' roots made by openssl and imported.
 fn cas(dir: &TempDir) -> Vec<(&'static str, CertificateAuthority)> {
     let mut out = vec![("p256", hierarchy().station_ca)];
-    for (name, newkey) in [
-        ("p384", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]),
-        ("p521", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"]),
-        ("ed25519", vec!["-newkey", "ed25519"]),
-        ("rsa", vec!["-newkey", "rsa:2048"]),
-    ] {
-        let (root, key) = (dir.path(&format!("{name}-root.pem")), dir.path(&format!("{name}-root.key")));
-        let mut args = vec!["req", "-x509", "-nodes", "-days", "3650", "-subj", "/O=Operator/CN=Operator Root"];
-        args.extend(&newkey);
-        args.extend(["-keyout", s(&key), "-out", s(&root)]);
-        args.extend([
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&args);
-        let ca_key = software_key_from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
-        out.push((name, import_ca(&std::fs::read_to_string(&root).unwrap(), ca_key, now()).unwrap().ca));
-    }
+    out.extend(OPERATOR_ROOT_KEYS.iter().map(|(name, newkey)| (*name, operator_root(dir, name, newkey).1)));
     out
 }
 
-fn now() -> OffsetDateTime {
-    // Whole seconds: OCSP and CRL times carry no fractions.
-    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
-}
-
-fn hierarchy() -> Hierarchy {
-    generate_hierarchy("Acme Charging GmbH", "Acme CSMS Root", now() - Duration::minutes(5)).unwrap()
-}
-
 fn station(dir: &TempDir, ca: &CertificateAuthority, name: &str) -> IssuedCertificate {
-    let csr = openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        &format!("/CN={name}"),
-        "-keyout",
-        s(&dir.path(&format!("{name}.key"))),
-    ]);
-    let csr = validate_csr(&csr, name).unwrap();
-    ca.issue_station_certificate(&csr, "Acme Charging GmbH", now() - Duration::minutes(1), now() + Duration::days(30))
-        .unwrap()
+    let csr = validate_csr(&openssl_csr(dir, name, P256, name).0, name).unwrap();
+    ca.issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30)).unwrap()
 }
 
 /// Python builds the OCSP requests (one certificate each, with or without a nonce),
