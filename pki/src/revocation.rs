@@ -164,13 +164,6 @@ fn arcs(oid: &ObjectIdentifier) -> Vec<u64> {
     oid.arcs().map(u64::from).collect()
 }
 
-impl From<der::Error> for PkiError {
-    // der's errors name the structure and position, never key bytes.
-    fn from(e: der::Error) -> Self {
-        PkiError::Signing(format!("DER encoding: {e}"))
-    }
-}
-
 fn serial_bytes(serial_hex: &str) -> Result<Vec<u8>, PkiError> {
     let even = if serial_hex.len() % 2 == 1 { format!("0{serial_hex}") } else { serial_hex.to_owned() };
     (0..even.len())
