@@ -221,3 +221,32 @@ ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.dig
 assert aki == ski, (aki.hex(), ski.hex())
 print("updates", int(crl.last_update_utc.timestamp()), int(crl.next_update_utc.timestamp()))
 "#;
+
+/// Station and server certificates are strict DER: Python `cryptography` refuses an
+/// encoded DEFAULT (e.g. basicConstraints `cA FALSE` written out), and reads ours with
+/// basicConstraints critical, cA false, and a subjectKeyIdentifier (the first 160 bits
+/// of SHA-256 over the SubjectPublicKeyInfo).
+#[test]
+fn end_entity_certificates_are_strict_der() {
+    let dir = TempDir::new("pyca-end-entity");
+    let h = hierarchy();
+    let (server, _) = h
+        .root
+        .issue_server_certificate(&["csms.example".into()], now() - Duration::minutes(1), now() + Duration::days(30))
+        .unwrap();
+    let station = station(&dir, &h.station_ca, "CS-STRICT");
+    let script = r#"
+import sys, hashlib
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+for path in sys.argv[1:]:
+    cert = x509.load_pem_x509_certificate(open(path, "rb").read())
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert ski.digest == hashlib.sha256(spki).digest()[:20], ski.digest.hex()
+    print("bc", bc.critical, bc.value.ca, bc.value.path_length, "ski", len(ski.digest))
+"#;
+    let out = python(script, &[s(&dir.write("server.pem", &server.pem)), s(&dir.write("station.pem", &station.pem))]);
+    assert_eq!(out, "bc True False None ski 20\nbc True False None ski 20\n");
+}
