@@ -245,7 +245,7 @@ impl CertificateAuthority {
             params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![url.clone()] }];
         }
         if let Some(url) = &self.endpoints.ocsp_url {
-            params.custom_extensions.push(crate::revocation::aia_ocsp_extension(url));
+            params.custom_extensions.push(crate::revocation::aia_ocsp_extension(url)?);
         }
 
         let cert = params.signed_by(csr.public_key(), &self.issuer)?;
@@ -405,16 +405,16 @@ fn subject(organization: &str, cn: &str) -> DistinguishedName {
 fn end_entity(params: &mut CertificateParams, spki_der: &[u8]) -> Result<(), PkiError> {
     use der::Encode;
     use x509_cert::ext::pkix::{BasicConstraints as Bc, SubjectKeyIdentifier};
-    let encode = |e: der::Error| PkiError::Signing(format!("encoding an extension: {e}"));
     params.is_ca = IsCa::NoCa;
-    let no_ca = Bc { ca: false, path_len_constraint: None }.to_der().map_err(encode)?;
+    let no_ca = Bc { ca: false, path_len_constraint: None }.to_der()?;
     let mut basic_constraints = CustomExtension::from_oid_content(&[2, 5, 29, 19], no_ca);
     basic_constraints.set_criticality(true);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
-    let key_id = der::asn1::OctetString::new(digest.as_ref().get(..20).unwrap_or_default()).map_err(encode)?;
-    let ski = SubjectKeyIdentifier(key_id).to_der().map_err(encode)?;
+    let key_id = der::asn1::OctetString::new(digest.as_ref().get(..20).unwrap_or_default())?;
     params.custom_extensions.push(basic_constraints);
-    params.custom_extensions.push(CustomExtension::from_oid_content(&[2, 5, 29, 14], ski));
+    params
+        .custom_extensions
+        .push(CustomExtension::from_oid_content(&[2, 5, 29, 14], SubjectKeyIdentifier(key_id).to_der()?));
     Ok(())
 }
 

@@ -10,15 +10,13 @@
 //!    2048..=8192 bits; the signature uses SHA-256, SHA-384 or SHA-512 (RSA also as PSS).
 //!    SHA-1, MD5, Ed25519, other curves and mismatched key/signature pairs are refused.
 //! 5. `csr.signature`: the request is signed by the key it carries (proof of possession),
-//!    checked with aws-lc-rs: ECDSA directly (x509-parser's verifier knows neither P-521
-//!    nor ECDSA with SHA-512), RSA through x509-parser, which reads the PSS parameters.
+//!    checked with aws-lc-rs (`crate::signature`).
 //! 6. `csr.common_name`: the subject has exactly one CN and it equals the expected one.
 //!
 //! And, when the caller asks ([`ValidatedCsr::check_organization`]):
 //! 7. `csr.organization`: the subject O, if any, is the operator's organisation name
 //!    (A02.FR.13: stations put their `OrganizationName` there).
 
-use aws_lc_rs::signature::{self as aws, EcdsaVerificationAlgorithm, UnparsedPublicKey};
 use rcgen::SubjectPublicKeyInfo as RcgenSpki;
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
@@ -31,6 +29,8 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
+
+use crate::signature::verify_signature;
 
 /// Largest accepted CSR, in bytes of PEM text (OCPP 2.0.1 `csr` field: string[0..5500]).
 pub const MAX_CSR_PEM_LEN: usize = 5500;
@@ -202,20 +202,15 @@ pub fn validate_csr(pem: &str, expected_cn: &str) -> Result<ValidatedCsr, CsrRej
 
     // csr.key_strength
     let key = classify_key(&info.subject_pki)?;
-    let verifier = signature_verifier(&csr, key)?;
+    check_signature_algorithm(&csr, key)?;
 
     // csr.signature (A00.FR.5xx: proof of possession of the private key)
-    match verifier {
-        Verifier::Ecdsa(alg) => UnparsedPublicKey::new(alg, info.subject_pki.subject_public_key.data.as_ref())
-            .verify(info.raw, &csr.signature_value.data)
-            .map_err(|_| CsrRejection::BadSignature)?,
-        Verifier::Rsa => match csr.verify_signature() {
-            Ok(()) => {}
-            Err(X509Error::SignatureUnsupportedAlgorithm) => {
-                return Err(CsrRejection::WeakKey("signature algorithm not supported for this key".to_owned()));
-            }
-            Err(_) => return Err(CsrRejection::BadSignature),
-        },
+    match verify_signature(&info.subject_pki, &csr.signature_algorithm, &csr.signature_value, info.raw) {
+        Ok(()) => {}
+        Err(X509Error::SignatureUnsupportedAlgorithm) => {
+            return Err(CsrRejection::WeakKey("signature algorithm not supported for this key".to_owned()));
+        }
+        Err(_) => return Err(CsrRejection::BadSignature),
     }
 
     // csr.common_name
@@ -301,42 +296,23 @@ fn rsa_modulus_bits(modulus: &[u8]) -> usize {
     }
 }
 
-/// How rule `csr.signature` checks a request, as rule `csr.key_strength` chose it.
-enum Verifier {
-    /// ECDSA, verified here with this curve and hash.
-    Ecdsa(&'static EcdsaVerificationAlgorithm),
-    /// RSA PKCS#1 v1.5 or PSS, verified by x509-parser (on aws-lc-rs), which reads the
-    /// PSS parameters and accepts SHA-256/384/512 only.
-    Rsa,
-}
-
-fn signature_verifier(csr: &X509CertificationRequest<'_>, key: CsrKey) -> Result<Verifier, CsrRejection> {
+fn check_signature_algorithm(csr: &X509CertificationRequest<'_>, key: CsrKey) -> Result<(), CsrRejection> {
     let sig = &csr.signature_algorithm.algorithm;
-    // The algorithms for ecdsa-with-SHA256, -SHA384 and -SHA512 on the key's curve.
-    let ecdsa = |by_hash: [&'static EcdsaVerificationAlgorithm; 3]| {
-        [OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512]
-            .iter()
-            .position(|oid| sig == oid)
-            .map(|i| Verifier::Ecdsa(by_hash[i]))
-    };
-    let chosen = match key {
-        CsrKey::EcdsaP256 => {
-            ecdsa([&aws::ECDSA_P256_SHA256_ASN1, &aws::ECDSA_P256_SHA384_ASN1, &aws::ECDSA_P256_SHA512_ASN1])
+    let accepted: &[_] = match key {
+        CsrKey::EcdsaP256 | CsrKey::EcdsaP384 | CsrKey::EcdsaP521 => {
+            &[OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512]
         }
-        CsrKey::EcdsaP384 => {
-            ecdsa([&aws::ECDSA_P384_SHA256_ASN1, &aws::ECDSA_P384_SHA384_ASN1, &aws::ECDSA_P384_SHA512_ASN1])
-        }
-        CsrKey::EcdsaP521 => {
-            ecdsa([&aws::ECDSA_P521_SHA256_ASN1, &aws::ECDSA_P521_SHA384_ASN1, &aws::ECDSA_P521_SHA512_ASN1])
-        }
+        // PSS parameters are checked by the verifier: SHA-256/384/512 only.
         CsrKey::Rsa { .. } => {
-            [OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_PKCS1_RSASSAPSS]
-                .contains(sig)
-                .then_some(Verifier::Rsa)
+            &[OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_PKCS1_RSASSAPSS]
         }
     };
-    // SHA-1, MD5 and mismatched algorithms end here.
-    chosen.ok_or_else(|| CsrRejection::WeakKey(format!("signature algorithm {sig} is not accepted for this key")))
+    if accepted.contains(sig) {
+        Ok(())
+    } else {
+        // SHA-1, MD5 and mismatched algorithms end here.
+        Err(CsrRejection::WeakKey(format!("signature algorithm {sig} is not accepted for this key")))
+    }
 }
 
 fn single_common_name(subject: &X509Name<'_>, expected: &str) -> Result<String, CsrRejection> {
@@ -398,6 +374,11 @@ mod tests {
     }
 
     fn openssl_ec_csr(curve: &str, subj: &str) -> String {
+        openssl_ec_csr_digest(curve, "-sha256", subj)
+    }
+
+    /// An openssl EC CSR signed with `digest` (`-sha256`, `-sha1`, ...).
+    fn openssl_ec_csr_digest(curve: &str, digest: &str, subj: &str) -> String {
         let paramgen = format!("ec_paramgen_curve:{curve}");
         let out = openssl(&[
             "req",
@@ -406,6 +387,7 @@ mod tests {
             "ec",
             "-pkeyopt",
             &paramgen,
+            digest,
             "-nodes",
             "-subj",
             subj,
@@ -526,21 +508,7 @@ mod tests {
     #[test]
     fn accepts_p521_from_openssl_and_rcgen() {
         for digest in ["-sha512", "-sha384", "-sha256"] {
-            let out = openssl(&[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:secp521r1",
-                digest,
-                "-nodes",
-                "-subj",
-                "/CN=CS001",
-                "-keyout",
-                "/dev/null",
-            ]);
-            let csr = validate_csr(&String::from_utf8(out).unwrap(), "CS001").unwrap();
+            let csr = validate_csr(&openssl_ec_csr_digest("secp521r1", digest, "/CN=CS001"), "CS001").unwrap();
             assert_eq!(csr.key_description(), "ECDSA P-521", "{digest}");
         }
         let pem = rcgen_csr(Some("CS001"), &rcgen::PKCS_ECDSA_P521_SHA512);
@@ -562,21 +530,7 @@ mod tests {
 
     #[test]
     fn rule_key_strength_p521_sha1_signature() {
-        let out = openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:secp521r1",
-            "-sha1",
-            "-nodes",
-            "-subj",
-            "/CN=CS001",
-            "-keyout",
-            "/dev/null",
-        ]);
-        let err = validate_csr(&String::from_utf8(out).unwrap(), "CS001").unwrap_err();
+        let err = validate_csr(&openssl_ec_csr_digest("secp521r1", "-sha1", "/CN=CS001"), "CS001").unwrap_err();
         assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("signature algorithm")), "{err:?}");
     }
 

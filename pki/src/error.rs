@@ -74,3 +74,10 @@ impl From<rcgen::Error> for PkiError {
         PkiError::Signing(e.to_string())
     }
 }
+
+impl From<der::Error> for PkiError {
+    // der's errors name the structure and position, never key bytes.
+    fn from(e: der::Error) -> Self {
+        PkiError::Signing(format!("DER encoding: {e}"))
+    }
+}

@@ -16,10 +16,11 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use der::asn1::{OctetStringRef, UintRef};
+use der::{Decode, Encode, Sequence};
 use rcgen::{PKCS_ECDSA_P256_SHA256, PublicKeyData, SignatureAlgorithm, SigningKey};
 
 use crate::PkiError;
-use crate::der::{self, Reader};
 
 /// DER of the named curve prime256v1 (1.2.840.10045.3.1.7), for CKA_EC_PARAMS.
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -112,8 +113,8 @@ impl Pkcs11Token {
         }
         // CKA_EC_POINT is the uncompressed point wrapped in an OCTET STRING.
         let wrapped = point.ok_or_else(|| PkiError::Hsm("the token gave no EC point".into()))?;
-        let raw = match Reader::new(&wrapped).expect(der::OCTET_STRING) {
-            Ok(t) => t.value.to_vec(),
+        let raw = match OctetStringRef::from_der(&wrapped) {
+            Ok(point) => point.as_bytes().to_vec(),
             Err(_) => wrapped,
         };
         if raw.len() != 65 || raw[0] != 4 {
@@ -170,22 +171,20 @@ impl SigningKey for Pkcs11Key {
         if raw.len() != 64 {
             return Err(rcgen::Error::RemoteKeyError);
         }
-        Ok(ecdsa_der(&raw[..32], &raw[32..]))
+        ecdsa_der(&raw[..32], &raw[32..]).map_err(|_| rcgen::Error::RemoteKeyError)
     }
 }
 
-/// ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } from fixed-size r, s.
-fn ecdsa_der(r: &[u8], s: &[u8]) -> Vec<u8> {
-    fn int(v: &[u8]) -> Vec<u8> {
-        let v = &v[v.iter().take_while(|b| **b == 0).count().min(v.len().saturating_sub(1))..];
-        let mut content = Vec::with_capacity(v.len() + 1);
-        if v.first().is_some_and(|b| b & 0x80 != 0) {
-            content.push(0);
-        }
-        content.extend_from_slice(v);
-        der::tlv(der::INTEGER, &content)
-    }
-    der::seq(&[&int(r), &int(s)])
+/// ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } (RFC 3279 §2.2.3).
+#[derive(Sequence)]
+struct EcdsaSigValue<'a> {
+    r: UintRef<'a>,
+    s: UintRef<'a>,
+}
+
+/// The DER signature from the token's fixed-size `r || s` (PKCS#11 CKM_ECDSA).
+fn ecdsa_der(r: &[u8], s: &[u8]) -> der::Result<Vec<u8>> {
+    EcdsaSigValue { r: UintRef::new(r)?, s: UintRef::new(s)? }.to_der()
 }
 
 #[cfg(test)]
@@ -195,7 +194,7 @@ mod tests {
         let r = [0u8; 32];
         let mut s = [0u8; 32];
         s[0] = 0x80;
-        let d = super::ecdsa_der(&r, &s);
+        let d = super::ecdsa_der(&r, &s).unwrap();
         // r = 0 -> INTEGER 00; s has the top bit set -> a leading 00.
         assert_eq!(&d[..5], &[0x30, 0x26, 0x02, 0x01, 0x00]);
         assert_eq!(d.len(), 2 + 3 + 35);

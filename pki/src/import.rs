@@ -7,10 +7,13 @@
 use rcgen::{CertificateParams, KeyPair};
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
+use x509_parser::error::X509Error;
 use x509_parser::extensions::KeyUsage;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::ca::{CaKey, CertificateAuthority, ca_params, certificate_time, random_serial};
 use crate::inspect::parse_certificate;
+use crate::signature::verify_signature;
 use crate::{PkiError, pem_to_der_chain};
 
 /// Longest chain PEM accepted (a CA and a few certificates above it).
@@ -84,7 +87,7 @@ impl ImportedCa {
     }
 }
 
-/// A software CA key from PEM (PKCS#8 `PRIVATE KEY`: ECDSA P-256/P-384, Ed25519, or RSA of
+/// A software CA key from PEM (PKCS#8 `PRIVATE KEY`: ECDSA P-256/P-384/P-521, Ed25519, or RSA of
 /// at least 2048 bits). The error never contains key material.
 pub fn software_key_from_pem(pem: &str) -> Result<CaKey, ImportRejection> {
     if pem.len() > MAX_IMPORT_PEM_LEN {
@@ -101,9 +104,9 @@ pub fn software_key_from_pem(pem: &str) -> Result<CaKey, ImportRejection> {
         return Err(ImportRejection::Key(hint.to_owned()));
     }
     // rcgen's messages name the problem, never the key bytes.
-    KeyPair::from_pem(pem)
-        .map(CaKey::Software)
-        .map_err(|e| ImportRejection::Key(format!("not a usable key (P-256, P-384, Ed25519 or RSA ≥ 2048): {e}")))
+    KeyPair::from_pem(pem).map(CaKey::Software).map_err(|e| {
+        ImportRejection::Key(format!("not a usable key (P-256, P-384, P-521, Ed25519 or RSA ≥ 2048): {e}"))
+    })
 }
 
 /// Checks an operator's CA before use.
@@ -181,12 +184,12 @@ pub fn import_ca(chain_pem: &str, key: CaKey, now: OffsetDateTime) -> Result<Imp
                 parent.subject()
             )));
         }
-        child.verify_signature(Some(parent.public_key())).map_err(|_| {
+        signed_by(child, parent.public_key()).map_err(|_| {
             ImportRejection::Chain(format!("the signature on \"{}\" does not verify with its issuer", child.subject()))
         })?;
     }
     let last = certs.last().ok_or_else(|| ImportRejection::Pem("empty".into()))?;
-    let self_signed = last.issuer().as_raw() == last.subject().as_raw() && last.verify_signature(None).is_ok();
+    let self_signed = last.issuer().as_raw() == last.subject().as_raw() && signed_by(last, last.public_key()).is_ok();
     if !self_signed {
         return Err(ImportRejection::Chain(format!(
             "the chain ends at \"{}\", which is not a self-signed root; include the certificates up to the root",
@@ -225,6 +228,12 @@ pub fn import_ca(chain_pem: &str, key: CaKey, now: OffsetDateTime) -> Result<Imp
         )));
     }
     Ok(ImportedCa { ca, above: ders[1..].to_vec() })
+}
+
+/// Whether `cert` carries a valid signature by `issuer_key` (any key type a CA may
+/// have, P-521 included).
+fn signed_by(cert: &X509Certificate<'_>, issuer_key: &SubjectPublicKeyInfo<'_>) -> Result<(), X509Error> {
+    verify_signature(issuer_key, &cert.signature_algorithm, &cert.signature_value, cert.tbs_certificate.as_ref())
 }
 
 fn check_ca_usage(cert: &X509Certificate<'_>, signs_crls: bool, needs_key_id: bool) -> Result<(), String> {

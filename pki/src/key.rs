@@ -49,7 +49,7 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
-/// Parse a PKCS#8 key (ECDSA P-256/P-384, Ed25519 or RSA) into a signing key pair.
+/// Parse a PKCS#8 key (ECDSA P-256/P-384/P-521, Ed25519 or RSA) into a signing key pair.
 pub(crate) fn key_pair_from_pkcs8(pkcs8: &[u8]) -> Result<KeyPair, PkiError> {
     let der = PrivatePkcs8KeyDer::from(pkcs8);
     // rcgen's errors describe the failure, not the key.

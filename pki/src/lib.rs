@@ -15,7 +15,6 @@
 
 mod ca;
 mod csr;
-mod der;
 mod encoding;
 mod error;
 mod hsm;
@@ -24,6 +23,7 @@ mod inspect;
 mod key;
 mod revocation;
 mod sealing;
+mod signature;
 
 pub use ca::{
     CaKey, CertificateAuthority, Hierarchy, IssuedCertificate, ROOT_VALIDITY_YEARS, STATION_CA_VALIDITY_YEARS,

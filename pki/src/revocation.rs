@@ -8,14 +8,23 @@
 use std::str::FromStr;
 
 use aws_lc_rs::digest;
+use const_oid::db::{rfc5280, rfc5912, rfc6960, rfc8410};
+use der::asn1::{Any, BitString, GeneralizedTime, Ia5String, ObjectIdentifier, OctetString};
+use der::{Decode, Encode};
 use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, RevocationReason as RcgenReason, RevokedCertParams, SerialNumber,
     SigningKey,
 };
 use time::OffsetDateTime;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax, CrlReason};
+use x509_cert::spki::AlgorithmIdentifierOwned;
+use x509_ocsp::{
+    BasicOcspResponse, OcspGeneralizedTime, OcspResponse, ResponderId, ResponseData, RevokedInfo, SingleResponse,
+};
 use x509_parser::extensions::ParsedExtension;
 
-use crate::der::{self, DerError, Reader};
 use crate::inspect::parse_certificate;
 use crate::{CertificateAuthority, PkiError};
 
@@ -68,6 +77,19 @@ impl RevocationReason {
             Self::CessationOfOperation => 5,
             Self::CertificateHold => 6,
             Self::PrivilegeWithdrawn => 9,
+        }
+    }
+
+    fn crl_reason(self) -> CrlReason {
+        match self {
+            Self::Unspecified => CrlReason::Unspecified,
+            Self::KeyCompromise => CrlReason::KeyCompromise,
+            Self::CaCompromise => CrlReason::CaCompromise,
+            Self::AffiliationChanged => CrlReason::AffiliationChanged,
+            Self::Superseded => CrlReason::Superseded,
+            Self::CessationOfOperation => CrlReason::CessationOfOperation,
+            Self::CertificateHold => CrlReason::CertificateHold,
+            Self::PrivilegeWithdrawn => CrlReason::PrivilegeWithdrawn,
         }
     }
 
@@ -127,11 +149,19 @@ pub struct RevocationEndpoints {
     pub ocsp_url: Option<String>,
 }
 
-/// The authorityInfoAccess extension with one id-ad-ocsp URI.
-pub(crate) fn aia_ocsp_extension(url: &str) -> rcgen::CustomExtension {
-    let access = der::seq(&[&der::oid(&[1, 3, 6, 1, 5, 5, 7, 48, 1]), &der::tlv(der::ctx_prim(6), url.as_bytes())]);
-    let content = der::seq(&[&access]);
-    rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], content)
+/// The authorityInfoAccess extension with one id-ad-ocsp URI (RFC 5280 §4.2.2.1).
+pub(crate) fn aia_ocsp_extension(url: &str) -> Result<rcgen::CustomExtension, PkiError> {
+    let uri = Ia5String::new(url).map_err(|_| PkiError::InvalidName(format!("OCSP URL '{url}' is not ASCII")))?;
+    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: rfc5280::ID_AD_OCSP,
+        access_location: GeneralName::UniformResourceIdentifier(uri),
+    }]);
+    Ok(rcgen::CustomExtension::from_oid_content(&arcs(&rfc5280::ID_PE_AUTHORITY_INFO_ACCESS), aia.to_der()?))
+}
+
+/// The arcs of `oid`, as rcgen names extensions.
+fn arcs(oid: &ObjectIdentifier) -> Vec<u64> {
+    oid.arcs().map(u64::from).collect()
 }
 
 fn serial_bytes(serial_hex: &str) -> Result<Vec<u8>, PkiError> {
@@ -202,53 +232,73 @@ impl CertificateAuthority {
         let cert = parse_certificate(&self.cert_der)?;
         let key_hash =
             digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, cert.public_key().subject_public_key.data.as_ref());
-        let responder_id = der::tlv(der::ctx_cons(2), &der::tlv(der::OCTET_STRING, key_hash.as_ref()));
-        let mut singles = Vec::new();
-        for (id, status) in request.certs.iter().zip(statuses) {
-            let status = match status {
-                CertStatus::Good => der::tlv(der::ctx_prim(0), &[]),
-                CertStatus::Unknown => der::tlv(der::ctx_prim(2), &[]),
-                CertStatus::Revoked { at, reason } => {
-                    let reason = der::tlv(der::ctx_cons(0), &der::tlv(der::ENUMERATED, &[reason.code()]));
-                    der::tlv(der::ctx_cons(1), &[der::generalized_time(*at), reason].concat())
-                }
-            };
-            let next = der::tlv(der::ctx_cons(0), &der::generalized_time(next_update));
-            singles.push(der::seq(&[&id.raw, &status, &der::generalized_time(now), &next]));
-        }
-        let mut data = vec![
-            responder_id,
-            der::generalized_time(now),
-            der::seq(&singles.iter().map(Vec::as_slice).collect::<Vec<_>>()),
-        ];
-        if let Some(nonce) = &request.nonce_extension {
-            data.push(der::tlv(der::ctx_cons(1), &der::seq(&[nonce])));
-        }
-        let tbs = der::seq(&data.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        let alg_id = signature_algorithm(rcgen::PublicKeyData::algorithm(self.issuer.key()))?;
-        let signature = self.issuer.key().sign(&tbs)?;
-        let certs = der::tlv(der::ctx_cons(0), &der::seq(&[&self.cert_der]));
-        let basic = der::seq(&[&tbs, &alg_id, &der::bit_string(&signature), &certs]);
-        let bytes = der::seq(&[&der::oid(&[1, 3, 6, 1, 5, 5, 7, 48, 1, 1]), &der::tlv(der::OCTET_STRING, &basic)]);
-        Ok(der::seq(&[&der::tlv(der::ENUMERATED, &[0]), &der::tlv(der::ctx_cons(0), &bytes)]))
+        let (produced_at, next_update) = (generalized_time(now)?, generalized_time(next_update)?);
+        let responses = request
+            .certs
+            .iter()
+            .zip(statuses)
+            .map(|(id, status)| {
+                let cert_status = match status {
+                    CertStatus::Good => x509_ocsp::CertStatus::good(),
+                    CertStatus::Unknown => x509_ocsp::CertStatus::unknown(),
+                    CertStatus::Revoked { at, reason } => x509_ocsp::CertStatus::revoked(RevokedInfo {
+                        revocation_time: generalized_time(*at)?,
+                        revocation_reason: Some(reason.crl_reason()),
+                    }),
+                };
+                Ok(SingleResponse {
+                    cert_id: id.id.clone(),
+                    cert_status,
+                    this_update: produced_at,
+                    next_update: Some(next_update),
+                    single_extensions: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let tbs_response_data = ResponseData {
+            version: x509_ocsp::Version::V1,
+            responder_id: ResponderId::ByKey(OctetString::new(key_hash.as_ref())?),
+            produced_at,
+            responses,
+            response_extensions: request.nonce.clone().map(|nonce| vec![nonce]),
+        };
+        let signature = self.issuer.key().sign(&tbs_response_data.to_der()?)?;
+        let basic = BasicOcspResponse {
+            tbs_response_data,
+            signature_algorithm: signature_algorithm(rcgen::PublicKeyData::algorithm(self.issuer.key()))?,
+            signature: BitString::from_bytes(&signature)?,
+            certs: Some(vec![Certificate::from_der(&self.cert_der)?]),
+        };
+        Ok(OcspResponse::successful(basic)?.to_der()?)
     }
 }
 
-/// The AlgorithmIdentifier (DER) of the signatures a CA key makes: the ones
-/// rcgen signs with for the keys a CA may have (ECDSA P-256/P-384 with SHA-256/384,
-/// Ed25519, RSA PKCS#1 v1.5 with SHA-256).
-fn signature_algorithm(alg: &'static rcgen::SignatureAlgorithm) -> Result<Vec<u8>, PkiError> {
-    if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
-        Ok(der::seq(&[&der::oid(&[1, 2, 840, 10045, 4, 3, 2])]))
-    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
-        Ok(der::seq(&[&der::oid(&[1, 2, 840, 10045, 4, 3, 3])]))
+/// GeneralizedTime `YYYYMMDDHHMMSSZ` (RFC 5280 §4.1.2.5.2: UTC, no fractions).
+fn generalized_time(t: OffsetDateTime) -> Result<OcspGeneralizedTime, PkiError> {
+    let secs = u64::try_from(t.unix_timestamp())
+        .map_err(|_| PkiError::Signing(format!("time {t} is before 1970 and has no GeneralizedTime here")))?;
+    Ok(OcspGeneralizedTime(GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs))?))
+}
+
+/// The AlgorithmIdentifier of the signatures a CA key makes: the ones rcgen signs
+/// with for the keys a CA may have (ECDSA P-256/P-384/P-521 with SHA-256/384/512,
+/// Ed25519, RSA PKCS#1 v1.5 with SHA-256). ECDSA and Ed25519 identifiers have no
+/// parameters (RFC 5758 §3.2, RFC 8410 §3); RSA's are NULL (RFC 4055 §5).
+fn signature_algorithm(alg: &'static rcgen::SignatureAlgorithm) -> Result<AlgorithmIdentifierOwned, PkiError> {
+    let (oid, parameters) = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 || alg == &rcgen::PKCS_ECDSA_P521_SHA256 {
+        (rfc5912::ECDSA_WITH_SHA_256, None)
+    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 || alg == &rcgen::PKCS_ECDSA_P521_SHA384 {
+        (rfc5912::ECDSA_WITH_SHA_384, None)
+    } else if alg == &rcgen::PKCS_ECDSA_P521_SHA512 {
+        (rfc5912::ECDSA_WITH_SHA_512, None)
     } else if alg == &rcgen::PKCS_ED25519 {
-        Ok(der::seq(&[&der::oid(&[1, 3, 101, 112])]))
+        (rfc8410::ID_ED_25519, None)
     } else if alg == &rcgen::PKCS_RSA_SHA256 {
-        Ok(der::seq(&[&der::oid(&[1, 2, 840, 113549, 1, 1, 11]), &der::tlv(0x05, &[])]))
+        (rfc5912::SHA_256_WITH_RSA_ENCRYPTION, Some(Any::null()))
     } else {
-        Err(PkiError::Signing("no OCSP signature algorithm for this CA key".into()))
-    }
+        return Err(PkiError::Signing("no OCSP signature algorithm for this CA key".into()));
+    };
+    Ok(AlgorithmIdentifierOwned { oid, parameters })
 }
 
 impl CertId {
@@ -281,95 +331,52 @@ pub struct CertId {
     pub issuer_key_hash: Vec<u8>,
     /// Serial, as [`crate::CertInfo::serial_hex`].
     pub serial_hex: String,
-    /// The CertID as encoded in the request, echoed in the response.
-    raw: Vec<u8>,
+    /// The CertID as decoded from the request, echoed in the response.
+    id: x509_ocsp::CertId,
 }
 
 /// A parsed OCSP request: what it asks about, and its nonce extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OcspRequest {
     pub certs: Vec<CertId>,
-    nonce_extension: Option<Vec<u8>>,
+    nonce: Option<x509_cert::ext::Extension>,
 }
 
 /// Most CertIDs one request may carry.
 pub const MAX_OCSP_REQUEST_CERTS: usize = 32;
 
 impl OcspRequest {
-    /// Parses a DER OCSPRequest. Signed requests are accepted; the signature is
-    /// not needed (responses carry no secrets).
+    /// Parses a DER OCSPRequest (strict DER, nothing trailing). Signed requests are
+    /// accepted; the signature is not needed (responses carry no secrets).
     pub fn parse(der_bytes: &[u8]) -> Result<OcspRequest, OcspError> {
-        Self::parse_inner(der_bytes).map_err(|_| OcspError::Malformed)
-    }
-
-    fn parse_inner(bytes: &[u8]) -> Result<OcspRequest, DerError> {
-        let mut top = Reader::new(bytes);
-        let req = top.expect(der::SEQUENCE)?;
-        if !top.is_empty() {
-            return Err(DerError);
+        let request = x509_ocsp::OcspRequest::from_der(der_bytes).map_err(|_| OcspError::Malformed)?;
+        let tbs = request.tbs_request;
+        if tbs.request_list.is_empty() || tbs.request_list.len() > MAX_OCSP_REQUEST_CERTS {
+            return Err(OcspError::Malformed);
         }
-        let mut req = Reader::new(req.value);
-        let tbs = req.expect(der::SEQUENCE)?;
-        let mut tbs = Reader::new(tbs.value);
-        tbs.optional(der::ctx_cons(0))?; // version
-        tbs.optional(der::ctx_cons(1))?; // requestorName
-        let list = tbs.expect(der::SEQUENCE)?;
-        let mut list = Reader::new(list.value);
-        let mut certs = Vec::new();
-        while !list.is_empty() {
-            let one = list.expect(der::SEQUENCE)?;
-            let mut one = Reader::new(one.value);
-            let id = one.expect(der::SEQUENCE)?;
-            certs.push(parse_cert_id(id.raw, id.value)?);
-            if certs.len() > MAX_OCSP_REQUEST_CERTS {
-                return Err(DerError);
-            }
-        }
-        if certs.is_empty() {
-            return Err(DerError);
-        }
-        let mut nonce_extension = None;
-        if let Some(exts) = tbs.optional(der::ctx_cons(2))? {
-            let mut outer = Reader::new(exts.value);
-            let seq = outer.expect(der::SEQUENCE)?;
-            let mut exts = Reader::new(seq.value);
-            let nonce_oid = der::oid(&[1, 3, 6, 1, 5, 5, 7, 48, 1, 2]);
-            while !exts.is_empty() {
-                let ext = exts.expect(der::SEQUENCE)?;
-                let mut e = Reader::new(ext.value);
-                if e.expect(der::OID)?.raw == nonce_oid.as_slice() {
-                    nonce_extension = Some(ext.raw.to_vec());
-                }
-            }
-        }
-        Ok(OcspRequest { certs, nonce_extension })
+        let certs = tbs.request_list.into_iter().map(|r| cert_id(r.req_cert)).collect::<Result<_, _>>()?;
+        let nonce =
+            tbs.request_extensions.and_then(|exts| exts.into_iter().find(|e| e.extn_id == rfc6960::ID_PKIX_OCSP_NONCE));
+        Ok(OcspRequest { certs, nonce })
     }
 }
 
-fn parse_cert_id(raw: &[u8], value: &[u8]) -> Result<CertId, DerError> {
-    let mut r = Reader::new(value);
-    let alg = r.expect(der::SEQUENCE)?;
-    let mut alg = Reader::new(alg.value);
-    let oid = alg.expect(der::OID)?;
-    let hash = if oid.raw == der::oid(&[1, 3, 14, 3, 2, 26]).as_slice() {
-        HashAlg::Sha1
-    } else if oid.raw == der::oid(&[2, 16, 840, 1, 101, 3, 4, 2, 1]).as_slice() {
-        HashAlg::Sha256
-    } else {
-        return Err(DerError);
+fn cert_id(id: x509_ocsp::CertId) -> Result<CertId, OcspError> {
+    let hash = match id.hash_algorithm.oid {
+        rfc5912::ID_SHA_1 => HashAlg::Sha1,
+        rfc5912::ID_SHA_256 => HashAlg::Sha256,
+        _ => return Err(OcspError::Malformed),
     };
-    let name = r.expect(der::OCTET_STRING)?;
-    let key = r.expect(der::OCTET_STRING)?;
-    let serial = r.expect(der::INTEGER)?;
-    if serial.value.is_empty() || serial.value.len() > 21 {
-        return Err(DerError);
+    let serial = id.serial_number.as_bytes();
+    if serial.is_empty() {
+        return Err(OcspError::Malformed);
     }
     Ok(CertId {
         hash,
-        issuer_name_hash: name.value.to_vec(),
-        issuer_key_hash: key.value.to_vec(),
-        serial_hex: crate::encoding::serial_hex(serial.value),
-        raw: raw.to_vec(),
+        issuer_name_hash: id.issuer_name_hash.as_bytes().to_vec(),
+        issuer_key_hash: id.issuer_key_hash.as_bytes().to_vec(),
+        serial_hex: crate::encoding::serial_hex(serial),
+        id,
     })
 }
 
@@ -385,15 +392,17 @@ pub enum OcspError {
 impl OcspError {
     /// The unsigned OCSPResponse for this error (malformedRequest or internalError).
     pub fn response(self) -> Vec<u8> {
-        let status = match self {
-            OcspError::Malformed => 1,
-            OcspError::Internal => 2,
+        let response = match self {
+            OcspError::Malformed => OcspResponse::malformed_request(),
+            OcspError::Internal => OcspResponse::internal_error(),
         };
-        der::seq(&[&der::tlv(der::ENUMERATED, &[status])])
+        // SEQUENCE { ENUMERATED }: encoding it cannot fail (an empty body if it ever did).
+        response.to_der().unwrap_or_default()
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -414,5 +423,94 @@ mod tests {
             assert_eq!(OcspRequest::parse(bad), Err(OcspError::Malformed), "{bad:?}");
         }
         assert_eq!(OcspError::Malformed.response(), [0x30, 0x03, 0x0a, 0x01, 0x01]);
+        assert_eq!(OcspError::Internal.response(), [0x30, 0x03, 0x0a, 0x01, 0x02]);
+    }
+
+    /// An OCSPRequest (DER) for `n` copies of one CertID, hashed with `hash`,
+    /// with a nonce extension if `nonce` is given.
+    fn request(n: usize, hash: ObjectIdentifier, nonce: Option<&[u8]>) -> Vec<u8> {
+        use x509_cert::ext::Extension;
+        use x509_ocsp::{Request, TbsRequest};
+        let req_cert = x509_ocsp::CertId {
+            hash_algorithm: AlgorithmIdentifierOwned { oid: hash, parameters: Some(Any::null()) },
+            issuer_name_hash: OctetString::new([1u8; 20]).unwrap(),
+            issuer_key_hash: OctetString::new([2u8; 20]).unwrap(),
+            serial_number: x509_cert::serial_number::SerialNumber::new(&[0x00, 0x80, 0x01]).unwrap(),
+        };
+        let nonce = nonce.map(|n| {
+            let value = x509_ocsp::ext::Nonce::new(n).unwrap().to_der().unwrap();
+            vec![Extension {
+                extn_id: rfc6960::ID_PKIX_OCSP_NONCE,
+                critical: false,
+                extn_value: OctetString::new(value).unwrap(),
+            }]
+        });
+        let tbs_request = TbsRequest {
+            version: x509_ocsp::Version::V1,
+            requestor_name: None,
+            request_list: vec![Request { req_cert, single_request_extensions: None }; n],
+            request_extensions: nonce,
+        };
+        x509_ocsp::OcspRequest { tbs_request, optional_signature: None }.to_der().unwrap()
+    }
+
+    #[test]
+    fn well_formed_requests_parse() {
+        let parsed = OcspRequest::parse(&request(1, rfc5912::ID_SHA_1, Some(b"0123456789abcdef"))).unwrap();
+        assert_eq!(parsed.certs.len(), 1);
+        let id = &parsed.certs[0];
+        assert_eq!((id.hash, id.serial_hex.as_str()), (HashAlg::Sha1, "8001"));
+        assert_eq!((id.issuer_name_hash.as_slice(), id.issuer_key_hash.as_slice()), (&[1u8; 20][..], &[2u8; 20][..]));
+        let nonce = parsed.nonce.as_ref().unwrap();
+        assert_eq!(
+            x509_ocsp::ext::Nonce::from_der(nonce.extn_value.as_bytes()).unwrap().0.as_bytes(),
+            b"0123456789abcdef"
+        );
+        let parsed = OcspRequest::parse(&request(MAX_OCSP_REQUEST_CERTS, rfc5912::ID_SHA_256, None)).unwrap();
+        assert_eq!(parsed.certs.len(), MAX_OCSP_REQUEST_CERTS);
+        assert!(parsed.certs.iter().all(|c| c.hash == HashAlg::Sha256));
+        assert_eq!(parsed.nonce, None);
+    }
+
+    #[test]
+    fn requests_beyond_the_limits_are_malformed() {
+        assert_eq!(OcspRequest::parse(&request(0, rfc5912::ID_SHA_1, None)), Err(OcspError::Malformed));
+        assert_eq!(
+            OcspRequest::parse(&request(MAX_OCSP_REQUEST_CERTS + 1, rfc5912::ID_SHA_1, None)),
+            Err(OcspError::Malformed)
+        );
+        // A CertID hashed with anything but SHA-1 or SHA-256.
+        assert_eq!(OcspRequest::parse(&request(1, rfc5912::ID_SHA_384, None)), Err(OcspError::Malformed));
+    }
+
+    /// A cheap stand-in for fuzzing: truncations, trailing bytes, BER-only length
+    /// forms and every single-byte corruption of a valid request are refused or
+    /// parsed, never panicked on.
+    #[test]
+    fn corrupted_requests_never_panic() {
+        let good = request(1, rfc5912::ID_SHA_1, Some(b"nonce"));
+        assert!(OcspRequest::parse(&good).is_ok());
+        for len in 0..good.len() {
+            assert_eq!(OcspRequest::parse(&good[..len]), Err(OcspError::Malformed), "truncated to {len}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(OcspRequest::parse(&trailing), Err(OcspError::Malformed));
+        // The outer length in a longer form than needed, and indefinite (BER, not DER).
+        assert!(good[1] < 0x80, "short request expected");
+        let mut long_form = vec![0x30, 0x81, good[1]];
+        long_form.extend_from_slice(&good[2..]);
+        assert_eq!(OcspRequest::parse(&long_form), Err(OcspError::Malformed));
+        let mut indefinite = vec![0x30, 0x80];
+        indefinite.extend_from_slice(&good[2..]);
+        indefinite.extend_from_slice(&[0, 0]);
+        assert_eq!(OcspRequest::parse(&indefinite), Err(OcspError::Malformed));
+        for i in 0..good.len() {
+            for mask in [0x01u8, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= mask;
+                let _ = OcspRequest::parse(&bad);
+            }
+        }
     }
 }

@@ -4,45 +4,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{TempDir, openssl, openssl_raw, python, s};
+use common::{
+    OPERATOR_ROOT_KEYS, ORG, P256, TempDir, hierarchy, now, openssl, openssl_csr, openssl_raw, operator_root, python, s,
+};
 
 use pki::{
     CertificateAuthority, Hierarchy, IssuedCertificate, MasterKey, generate_hierarchy, inspect_certificate,
     pem_to_der_chain, validate_csr,
 };
-use time::{Duration, OffsetDateTime};
-
-const ORG: &str = "Acme Charging GmbH";
-
-/// `openssl req` CSR with extensions a station should not get (they must not be copied).
-fn openssl_csr(dir: &TempDir, name: &str, newkey: &[&str], cn: &str) -> (String, PathBuf) {
-    let key = dir.path(&format!("{name}.key"));
-    let subj = format!("/O=Someone Else/CN={cn}");
-    let mut args = vec!["req", "-new"];
-    args.extend_from_slice(newkey);
-    args.extend_from_slice(&[
-        "-nodes",
-        "-subj",
-        &subj,
-        "-keyout",
-        s(&key),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "subjectAltName=DNS:evil.example",
-    ]);
-    (openssl(&args), key)
-}
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-fn hierarchy() -> Hierarchy {
-    generate_hierarchy(ORG, "Acme CSMS Root", now() - Duration::minutes(5)).unwrap()
-}
+use time::Duration;
 
 /// Write root, sub-CA and leaf, run `openssl verify`; returns (success, combined output).
 fn verify(
@@ -120,7 +92,7 @@ fn issue_and_check_station(newkey: &[&str], expected_key: &str, name: &str) -> (
 
 #[test]
 fn station_certificate_from_openssl_p256_csr_verifies() {
-    issue_and_check_station(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "ECDSA P-256", "p256");
+    issue_and_check_station(P256, "ECDSA P-256", "p256");
 }
 
 #[test]
@@ -209,8 +181,7 @@ fn server_certificate_verifies_for_name_and_ip() {
 fn expired_certificate_is_rejected_by_openssl() {
     let dir = TempDir::new("expired");
     let h = generate_hierarchy(ORG, "Acme CSMS Root", now() - Duration::days(60)).unwrap();
-    let (csr_pem, _) =
-        openssl_csr(&dir, "expired", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "CS002");
+    let (csr_pem, _) = openssl_csr(&dir, "expired", P256, "CS002");
     let csr = validate_csr(&csr_pem, "CS002").unwrap();
     let leaf = h
         .station_ca
@@ -234,8 +205,7 @@ fn restored_ca_issues_certificates_that_verify() {
     let restored = CertificateAuthority::from_stored(&stored, &mk, label).unwrap();
     assert_eq!(pem_to_der_chain(restored.cert_pem()).unwrap(), vec![h.station_ca.cert_der().to_vec()]);
 
-    let (csr_pem, _) =
-        openssl_csr(&dir, "restored", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "CS003");
+    let (csr_pem, _) = openssl_csr(&dir, "restored", P256, "CS003");
     let csr = validate_csr(&csr_pem, "CS003").unwrap();
     let leaf = restored
         .issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30))
@@ -280,8 +250,7 @@ fn crl_and_ocsp_agree_with_openssl() {
         ocsp_url: Some("http://csms.example/ocsp/default".into()),
     });
     let issue = |name: &str| {
-        let (csr_pem, _) =
-            openssl_csr(&dir, name, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], name);
+        let (csr_pem, _) = openssl_csr(&dir, name, P256, name);
         let csr = validate_csr(&csr_pem, name).unwrap();
         h.station_ca
             .issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30))
@@ -366,36 +335,18 @@ fn crl_and_ocsp_agree_with_openssl() {
     }
 }
 
-/// Operators' own roots made by openssl with RSA-2048, P-384 and Ed25519 keys:
+/// Operators' own roots made by openssl with RSA-2048, P-384, P-521 and Ed25519 keys:
 /// imported, they issue station certificates, a new sub-CA, CRLs and OCSP answers
 /// that openssl verifies (the OCSP signature algorithm follows the key).
 #[test]
 fn imported_operator_roots_of_every_key_type_sign_what_openssl_accepts() {
-    use pki::{CertStatus, OcspRequest, import_ca, software_key_from_pem};
-    for (name, newkey) in [
-        ("rsa", vec!["-newkey", "rsa:2048"]),
-        ("p384", vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]),
-        ("ed25519", vec!["-newkey", "ed25519"]),
-    ] {
+    use pki::{CertStatus, OcspRequest};
+    for (name, newkey) in OPERATOR_ROOT_KEYS {
         let dir = TempDir::new(&format!("import-{name}"));
-        let (root, key) = (dir.path("root.pem"), dir.path("root.key"));
-        let mut args = vec!["req", "-x509", "-nodes", "-days", "3650", "-subj", "/O=Operator/CN=Operator Root"];
-        args.extend(&newkey);
-        args.extend(["-keyout", s(&key), "-out", s(&root)]);
-        args.extend([
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&args);
-        let ca_key = software_key_from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
-        let imported = import_ca(&std::fs::read_to_string(&root).unwrap(), ca_key, now()).unwrap();
-        let ca = imported.ca;
+        let (root, ca) = operator_root(&dir, name, newkey);
 
         // A station certificate straight from the operator's CA, checked by openssl.
-        let (csr_pem, _) =
-            openssl_csr(&dir, "leaf", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "CS-1");
+        let (csr_pem, _) = openssl_csr(&dir, "leaf", P256, "CS-1");
         let csr = validate_csr(&csr_pem, "CS-1").unwrap();
         let leaf =
             ca.issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30)).unwrap();

@@ -6,8 +6,12 @@
 
 mod common;
 
-use common::{TempDir, python, s};
-use pki::{MASTER_KEY_LEN, MasterKey};
+use common::{OPERATOR_ROOT_KEYS, ORG, P256, TempDir, hierarchy, now, openssl_csr, operator_root, python, s};
+use pki::{
+    CertStatus, CertificateAuthority, IssuedCertificate, MASTER_KEY_LEN, MasterKey, OcspRequest, RevocationReason,
+    Revoked, validate_csr,
+};
+use time::Duration;
 
 /// Sealed keys are plain AES-256-GCM (`version || nonce || ciphertext || tag`, the
 /// version byte and label as associated data), so blobs sealed before the move from
@@ -40,4 +44,209 @@ open(sys.argv[3], "wb").write(b"\x01" + nonce + aes.encrypt(nonce, b"pkcs8 from 
     let opened = key.open(&std::fs::read(&theirs).unwrap(), label).unwrap();
     assert_eq!(&opened[..], b"pkcs8 from pyca");
     assert!(key.open(&std::fs::read(&theirs).unwrap(), "tenant:other/ca:root").is_err());
+}
+
+/// A CA of each key type a CA may have: the generated station CA (P-256) and
+/// operators' roots made by openssl and imported.
+fn cas(dir: &TempDir) -> Vec<(&'static str, CertificateAuthority)> {
+    let mut out = vec![("p256", hierarchy().station_ca)];
+    out.extend(OPERATOR_ROOT_KEYS.iter().map(|(name, newkey)| (*name, operator_root(dir, name, newkey).1)));
+    out
+}
+
+fn station(dir: &TempDir, ca: &CertificateAuthority, name: &str) -> IssuedCertificate {
+    let csr = validate_csr(&openssl_csr(dir, name, P256, name).0, name).unwrap();
+    ca.issue_station_certificate(&csr, ORG, now() - Duration::minutes(1), now() + Duration::days(30)).unwrap()
+}
+
+/// Python builds the OCSP requests (one certificate each, with or without a nonce),
+/// we answer good, revoked (keyCompromise) and unknown, and Python reads every
+/// answer back: status, reason, times, the nonce echoed, the CertID, the responder
+/// key hash, and the signature checked with the CA's public key, for every CA key
+/// type. The CRL of each CA is read and its signature checked the same way.
+#[test]
+fn ocsp_responses_and_crls_are_read_by_python_cryptography() {
+    let dir = TempDir::new("pyca-ocsp");
+    for (name, ca) in cas(&dir) {
+        let ca_pem = dir.write(&format!("{name}-ca.pem"), ca.cert_pem());
+        let good = station(&dir, &ca, &format!("{name}-good"));
+        let bad = station(&dir, &ca, &format!("{name}-bad"));
+        let unknown = station(&dir, &ca, &format!("{name}-unknown"));
+        let revoked_at = now() - Duration::minutes(3);
+        let (this_update, next_update) = (now(), now() + Duration::hours(1));
+        let mut cases = Vec::new();
+        for (leaf, status, nonce) in [
+            (&good, CertStatus::Good, true),
+            (&good, CertStatus::Good, false),
+            (&bad, CertStatus::Revoked { at: revoked_at, reason: RevocationReason::KeyCompromise }, true),
+            (&bad, CertStatus::Revoked { at: revoked_at, reason: RevocationReason::Superseded }, false),
+            (&unknown, CertStatus::Unknown, true),
+        ] {
+            let case = format!("{name}-{}-{}", cases.len(), if nonce { "nonce" } else { "plain" });
+            let leaf_pem = dir.write(&format!("{case}-leaf.pem"), &leaf.pem);
+            let req = dir.path(&format!("{case}.req"));
+            python(MAKE_REQUEST, &[s(&leaf_pem), s(&ca_pem), s(&req), if nonce { "nonce" } else { "" }]);
+            let request = OcspRequest::parse(&std::fs::read(&req).unwrap()).unwrap();
+            assert_eq!(request.certs.len(), 1);
+            assert_eq!(request.certs[0].serial_hex, leaf.serial_hex);
+            assert!(ca.issued(&request.certs[0]), "{case}");
+            let resp = ca.ocsp_response(&request, std::slice::from_ref(&status), this_update, next_update).unwrap();
+            let resp = dir.write(&format!("{case}.resp"), resp);
+            let expect = match status {
+                CertStatus::Good => "GOOD None".to_owned(),
+                CertStatus::Unknown => "UNKNOWN None".to_owned(),
+                CertStatus::Revoked { reason: RevocationReason::KeyCompromise, .. } => {
+                    format!("REVOKED key_compromise {}", revoked_at.unix_timestamp())
+                }
+                CertStatus::Revoked { .. } => format!("REVOKED superseded {}", revoked_at.unix_timestamp()),
+            };
+            cases.extend([s(&leaf_pem).to_owned(), s(&req).to_owned(), s(&resp).to_owned(), expect]);
+        }
+        let mut args = vec![s(&ca_pem).to_owned(), this_update.unix_timestamp().to_string()];
+        args.push(next_update.unix_timestamp().to_string());
+        args.extend(cases);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = python(CHECK_RESPONSES, &args);
+        assert_eq!(out.matches("ok ").count(), 5, "{name}: {out}");
+
+        // The CRL: one revoked entry with its reason, numbered, signed by the CA.
+        let revoked =
+            Revoked { serial_hex: bad.serial_hex.clone(), revoked_at, reason: RevocationReason::KeyCompromise };
+        let crl = dir.write(&format!("{name}.crl"), ca.crl(&[revoked], 42, this_update, next_update).unwrap());
+        let out = python(CHECK_CRL, &[s(&ca_pem), s(&crl)]);
+        let serial = u128::from_str_radix(&bad.serial_hex, 16).unwrap();
+        assert!(out.contains("signature valid"), "{name}: {out}");
+        assert!(
+            out.contains(&format!("revoked {serial} key_compromise {}", revoked_at.unix_timestamp())),
+            "{name}: {out}"
+        );
+        assert!(out.contains("number 42"), "{name}: {out}");
+        assert!(
+            out.contains(&format!("updates {} {}", this_update.unix_timestamp(), next_update.unix_timestamp())),
+            "{name}: {out}"
+        );
+    }
+}
+
+/// argv: leaf.pem, issuer.pem, out.req, "nonce" or "".
+const MAKE_REQUEST: &str = r#"
+import sys
+from cryptography import x509
+from cryptography.x509 import ocsp
+from cryptography.hazmat.primitives import hashes, serialization
+leaf = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+issuer = x509.load_pem_x509_certificate(open(sys.argv[2], "rb").read())
+builder = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1())
+if sys.argv[4] == "nonce":
+    builder = builder.add_extension(x509.OCSPNonce(b"nonce-" + leaf.serial_number.to_bytes(20, "big")[-10:]), critical=False)
+open(sys.argv[3], "wb").write(builder.build().public_bytes(serialization.Encoding.DER))
+"#;
+
+/// argv: ca.pem, this_update, next_update, then per case: leaf.pem, request, response, expected.
+const CHECK_RESPONSES: &str = r#"
+import sys, hashlib
+from cryptography import x509
+from cryptography.x509 import ocsp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+this_update, next_update = int(sys.argv[2]), int(sys.argv[3])
+key = ca.public_key()
+
+def verify(resp):
+    sig, data = resp.signature, resp.tbs_response_bytes
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(sig, data, ec.ECDSA(resp.signature_hash_algorithm))
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        assert resp.signature_hash_algorithm is None
+        key.verify(sig, data)
+    elif isinstance(key, rsa.RSAPublicKey):
+        key.verify(sig, data, padding.PKCS1v15(), resp.signature_hash_algorithm)
+    else:
+        raise AssertionError(f"unexpected CA key {key!r}")
+
+args = sys.argv[4:]
+for i in range(0, len(args), 4):
+    leaf = x509.load_pem_x509_certificate(open(args[i], "rb").read())
+    req = ocsp.load_der_ocsp_request(open(args[i + 1], "rb").read())
+    resp = ocsp.load_der_ocsp_response(open(args[i + 2], "rb").read())
+    expected = args[i + 3]
+    assert resp.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, resp.response_status
+    verify(resp)
+    assert [c.public_bytes(serialization.Encoding.DER) for c in resp.certificates] == [ca.public_bytes(serialization.Encoding.DER)]
+    # ResponderID byKey: SHA-1 of the CA's subjectPublicKey, as in the request's CertID.
+    assert resp.responder_name is None
+    assert resp.responder_key_hash == req.issuer_key_hash, (resp.responder_key_hash.hex(), req.issuer_key_hash.hex())
+    assert resp.serial_number == leaf.serial_number == req.serial_number
+    assert resp.issuer_key_hash == req.issuer_key_hash and resp.issuer_name_hash == req.issuer_name_hash
+    assert isinstance(resp.hash_algorithm, hashes.SHA1)
+    assert int(resp.produced_at_utc.timestamp()) == this_update
+    assert int(resp.this_update_utc.timestamp()) == this_update
+    assert int(resp.next_update_utc.timestamp()) == next_update
+    status = resp.certificate_status.name
+    if status == "REVOKED":
+        got = f"REVOKED {resp.revocation_reason.name} {int(resp.revocation_time_utc.timestamp())}"
+    else:
+        assert resp.revocation_time_utc is None and resp.revocation_reason is None
+        got = f"{status} None"
+    assert got == expected, (got, expected)
+    try:
+        req_nonce = req.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        req_nonce = None
+    try:
+        resp_nonce = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        resp_nonce = None
+    assert resp_nonce == req_nonce, (resp_nonce, req_nonce)
+    assert len(list(resp.extensions)) == (1 if req_nonce else 0)
+    print("ok", expected, "nonce" if req_nonce else "no nonce")
+"#;
+
+/// argv: ca.pem, crl (DER).
+const CHECK_CRL: &str = r#"
+import sys
+from cryptography import x509
+ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+crl = x509.load_der_x509_crl(open(sys.argv[2], "rb").read())
+assert crl.issuer == ca.subject
+print("signature valid" if crl.is_signature_valid(ca.public_key()) else "signature INVALID")
+for r in crl:
+    reason = r.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+    print("revoked", r.serial_number, reason, int(r.revocation_date_utc.timestamp()))
+print("number", crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+assert aki == ski, (aki.hex(), ski.hex())
+print("updates", int(crl.last_update_utc.timestamp()), int(crl.next_update_utc.timestamp()))
+"#;
+
+/// Station and server certificates are strict DER: Python `cryptography` refuses an
+/// encoded DEFAULT (e.g. basicConstraints `cA FALSE` written out), and reads ours with
+/// basicConstraints critical, cA false, and a subjectKeyIdentifier (the first 160 bits
+/// of SHA-256 over the SubjectPublicKeyInfo).
+#[test]
+fn end_entity_certificates_are_strict_der() {
+    let dir = TempDir::new("pyca-end-entity");
+    let h = hierarchy();
+    let (server, _) = h
+        .root
+        .issue_server_certificate(&["csms.example".into()], now() - Duration::minutes(1), now() + Duration::days(30))
+        .unwrap();
+    let station = station(&dir, &h.station_ca, "CS-STRICT");
+    let script = r#"
+import sys, hashlib
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+for path in sys.argv[1:]:
+    cert = x509.load_pem_x509_certificate(open(path, "rb").read())
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert ski.digest == hashlib.sha256(spki).digest()[:20], ski.digest.hex()
+    print("bc", bc.critical, bc.value.ca, bc.value.path_length, "ski", len(ski.digest))
+"#;
+    let out = python(script, &[s(&dir.write("server.pem", &server.pem)), s(&dir.write("station.pem", &station.pem))]);
+    assert_eq!(out, "bc True False None ski 20\nbc True False None ski 20\n");
 }

@@ -6,7 +6,65 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use time::OffsetDateTime;
+use pki::{CertificateAuthority, Hierarchy, generate_hierarchy, import_ca, software_key_from_pem};
+use time::{Duration, OffsetDateTime};
+
+/// The operator organisation the tests issue for.
+pub const ORG: &str = "Acme Charging GmbH";
+
+/// Now, in whole seconds (certificate, CRL and OCSP times carry no fractions).
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+}
+
+pub fn hierarchy() -> Hierarchy {
+    generate_hierarchy(ORG, "Acme CSMS Root", now() - Duration::minutes(5)).unwrap()
+}
+
+/// `openssl req -newkey` arguments for a P-256 station key.
+pub const P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+
+/// The key types of operators' own roots, as `openssl req` arguments.
+pub const OPERATOR_ROOT_KEYS: &[(&str, &[&str])] = &[
+    ("rsa", &["-newkey", "rsa:2048"]),
+    ("p384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]),
+    ("p521", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"]),
+    ("ed25519", &["-newkey", "ed25519"]),
+];
+
+/// An operator's root made by `openssl req -x509` with `newkey`, imported; returns
+/// the root's PEM file and the CA.
+pub fn operator_root(dir: &TempDir, name: &str, newkey: &[&str]) -> (PathBuf, CertificateAuthority) {
+    let (root, key) = (dir.path(&format!("{name}-root.pem")), dir.path(&format!("{name}-root.key")));
+    let mut args = vec!["req", "-x509", "-nodes", "-days", "3650", "-subj", "/O=Operator/CN=Operator Root"];
+    args.extend(newkey);
+    args.extend(["-keyout", s(&key), "-out", s(&root)]);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(&args);
+    let ca_key = software_key_from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let ca = import_ca(&std::fs::read_to_string(&root).unwrap(), ca_key, now()).unwrap().ca;
+    (root, ca)
+}
+
+/// `openssl req` CSR with extensions a station should not get (they must not be copied).
+pub fn openssl_csr(dir: &TempDir, name: &str, newkey: &[&str], cn: &str) -> (String, PathBuf) {
+    let key = dir.path(&format!("{name}.key"));
+    let subj = format!("/O=Someone Else/CN={cn}");
+    let mut args = vec!["req", "-new"];
+    args.extend_from_slice(newkey);
+    args.extend_from_slice(&[
+        "-nodes",
+        "-subj",
+        &subj,
+        "-keyout",
+        s(&key),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "subjectAltName=DNS:evil.example",
+    ]);
+    (openssl(&args), key)
+}
 
 /// A scratch directory, removed when dropped.
 pub struct TempDir(PathBuf);
