@@ -64,6 +64,11 @@ pub struct Config {
     pub superseded_grace_secs: u64,
     /// Validity of certificates issued to stations, days.
     pub station_certificate_days: u32,
+    /// OCSP answers this process signs per second at most (the public OCSP
+    /// responder needs no token). Beyond it, an answer for an unchanged state
+    /// is served again without the request's nonce, and a request never seen
+    /// is answered tryLater.
+    pub ocsp_signatures_per_second: u32,
 }
 
 impl Default for Config {
@@ -89,6 +94,7 @@ impl Default for Config {
             max_concurrent_handshakes: 256,
             password_hash_iterations: 100_000,
             station_certificate_days: 365,
+            ocsp_signatures_per_second: 100,
             superseded_grace_secs: 300,
             renewal_window_days: 30,
             pkcs11_module: None,
@@ -168,6 +174,9 @@ impl Config {
         }
         if self.max_message_bytes < 1024 {
             return Err(Error::Config("max_message_bytes must be at least 1024".into()));
+        }
+        if self.ocsp_signatures_per_second == 0 {
+            return Err(Error::Config("ocsp_signatures_per_second must be at least 1".into()));
         }
         if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(Error::Config("intervals and timeouts must be positive".into()));

@@ -33,10 +33,69 @@ const CRL_REUSE_MS: i64 = 30 * 60 * 1000;
 /// CRLs kept (one per issuing CA asked for).
 const MAX_CACHED_CRLS: usize = 4096;
 
+/// OCSP answers kept (one per distinct set of CertIDs asked about).
+const MAX_CACHED_OCSP: usize = 16_384;
+
 #[derive(Clone)]
 struct Pki {
     node: Arc<Node>,
     crls: Arc<DashMap<(String, String), CachedCrl>>,
+    ocsp: Arc<DashMap<OcspKey, CachedOcsp>>,
+    /// Fresh OCSP signatures this process may make (`ocsp_signatures_per_second`).
+    budget: Arc<SigningBudget>,
+}
+
+/// What an OCSP answer is about: the tenant, the responding CA and the CertIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OcspKey {
+    tenant: String,
+    ca: String,
+    certs: Vec<(pki::HashAlg, Vec<u8>, Vec<u8>, String)>,
+}
+
+/// A signed OCSP answer without a nonce and the statuses it gives.
+struct CachedOcsp {
+    statuses: Vec<CertStatus>,
+    der: Bytes,
+    made_at: i64,
+}
+
+/// A rate limit on signatures (generic cell rate algorithm): `per_second`
+/// sustained, as many again in a burst. Lock-free.
+struct SigningBudget {
+    /// Theoretical arrival time of the next signature, in microseconds.
+    tat_us: std::sync::atomic::AtomicI64,
+    interval_us: i64,
+    burst_us: i64,
+}
+
+impl SigningBudget {
+    fn new(per_second: u32) -> SigningBudget {
+        let interval_us = 1_000_000 / i64::from(per_second.max(1));
+        SigningBudget {
+            tat_us: std::sync::atomic::AtomicI64::new(0),
+            interval_us,
+            burst_us: interval_us * i64::from(per_second.max(1)),
+        }
+    }
+
+    /// Takes one signature if the budget allows it at `now_ms`.
+    fn try_take(&self, now_ms: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = now_ms.saturating_mul(1000);
+        let mut tat = self.tat_us.load(Ordering::Acquire);
+        loop {
+            let start = tat.max(now);
+            if start - now >= self.burst_us {
+                return false;
+            }
+            match self.tat_us.compare_exchange_weak(tat, start + self.interval_us, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(seen) => tat = seen,
+            }
+        }
+    }
 }
 
 /// A signed CRL and the revocations it was made from.
@@ -53,7 +112,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ocsp/{tenant}", post(ocsp_post))
         .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST))
-        .with_state(Pki { node, crls: Arc::new(DashMap::new()) })
+        .with_state(Pki {
+            budget: Arc::new(SigningBudget::new(node.config.ocsp_signatures_per_second)),
+            node,
+            crls: Arc::new(DashMap::new()),
+            ocsp: Arc::new(DashMap::new()),
+        })
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -217,6 +281,57 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
         };
         statuses.push(status);
     }
+    // A nonce must be echoed, so its answer is signed for this request alone,
+    // while the signing budget lasts. Otherwise (no nonce, or a flood) the answer
+    // for these CertIDs is served again while the statuses it gives are current.
+    let now_ms = p.node.clock.now_millis();
+    let key = OcspKey {
+        tenant: tenant.to_owned(),
+        ca: ca.id.clone(),
+        certs: req
+            .certs
+            .iter()
+            .map(|c| (c.hash, c.issuer_name_hash.clone(), c.issuer_key_hash.clone(), c.serial_hex.clone()))
+            .collect(),
+    };
+    if !(req.has_nonce() && p.budget.try_take(now_ms)) {
+        if let Some(cached) = p.ocsp.get(&key)
+            && cached.statuses == statuses
+            && now_ms - cached.made_at < CRL_REUSE_MS
+        {
+            return der("application/ocsp-response", cached.der.clone());
+        }
+        if !p.budget.try_take(now_ms) {
+            tracing::warn!(tenant, "OCSP signing budget spent; answering tryLater");
+            return der("application/ocsp-response", OcspError::TryLater.response());
+        }
+        let plain = req.without_nonce();
+        return match sign_ocsp(p, tenant, ca, plain, statuses.clone()).await {
+            Ok(bytes) => {
+                let bytes = Bytes::from(bytes);
+                if p.ocsp.len() >= MAX_CACHED_OCSP {
+                    p.ocsp.clear();
+                }
+                p.ocsp.insert(key, CachedOcsp { statuses, der: bytes.clone(), made_at: now_ms });
+                der("application/ocsp-response", bytes)
+            }
+            Err(response) => response,
+        };
+    }
+    match sign_ocsp(p, tenant, ca, req, statuses).await {
+        Ok(bytes) => der("application/ocsp-response", bytes),
+        Err(response) => response,
+    }
+}
+
+/// Signs an OCSP answer off the async runtime; the error answer if it cannot.
+async fn sign_ocsp(
+    p: &Pki,
+    tenant: &str,
+    ca: IssuingCa,
+    req: OcspRequest,
+    statuses: Vec<CertStatus>,
+) -> Result<Vec<u8>, Response> {
     let now = p.node.clock.now();
     let (keys, tenant_id) = (p.node.keys.clone(), tenant.to_owned());
     // Unsealing and signing off the async runtime.
@@ -226,14 +341,29 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
     })
     .await;
     match signed {
-        Ok(Ok(bytes)) => der("application/ocsp-response", bytes),
+        Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             tracing::error!(error = %e, tenant, "signing an OCSP response");
-            der("application/ocsp-response", OcspError::Internal.response())
+            Err(der("application/ocsp-response", OcspError::Internal.response()))
         }
         Err(e) => {
             tracing::error!(error = %e, "the OCSP signing task failed");
-            der("application/ocsp-response", OcspError::Internal.response())
+            Err(der("application/ocsp-response", OcspError::Internal.response()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SigningBudget;
+
+    #[test]
+    fn the_signing_budget_allows_a_burst_then_the_rate() {
+        let budget = SigningBudget::new(10);
+        let t = 1_000_000;
+        assert_eq!((0..30).filter(|_| budget.try_take(t)).count(), 10, "a burst of one second's worth");
+        assert!(!budget.try_take(t + 50));
+        assert!(budget.try_take(t + 100), "one more each tenth of a second");
+        assert!(!budget.try_take(t + 150));
     }
 }

@@ -243,3 +243,69 @@ async fn an_unchanged_crl_is_served_again_until_it_is_half_spent() {
     rig.clock.advance(61);
     assert_ne!(get(&api, &path).await.1, after, "re-signed with a later nextUpdate");
 }
+
+/// POSTs an OCSP request; the answer's DER.
+async fn ocsp(router: &axum::Router, request: &[u8]) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = http::Request::post(format!("/ocsp/{TENANT}"))
+        .header("content-type", "application/ocsp-request")
+        .body(axum::body::Body::from(request.to_vec()))
+        .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
+
+/// What openssl reads in an OCSP answer.
+fn ocsp_text(dir: &std::path::Path, answer: &[u8]) -> String {
+    let path = dir.join("answer.der");
+    std::fs::write(&path, answer).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["ocsp", "-respin", path.to_str().unwrap(), "-resp_text", "-noverify"])
+        .output()
+        .expect("openssl must be installed");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn ocsp_answers_are_reused_while_current_and_a_flood_does_not_sign_per_request() {
+    let rig = rig(Config { ocsp_signatures_per_second: 3, ..Config::default() }).await;
+    rig.station("Q-1").await;
+    let (chain, serial) = rig.enroll("Q-1", 365).await;
+    let dir = rig._dir.path();
+    let (leaf, issuer) = (dir.join("leaf.pem"), dir.join("issuer.pem"));
+    std::fs::write(&leaf, pki::certificate_pem(&chain[0])).unwrap();
+    std::fs::write(&issuer, pki::certificate_pem(&chain[1])).unwrap();
+    let request = |name: &str, nonce: bool| {
+        let out = dir.join(name);
+        let mut args = vec!["ocsp", "-issuer", issuer.to_str().unwrap(), "-cert", leaf.to_str().unwrap()];
+        args.extend(if nonce { ["-nonce"] } else { ["-no_nonce"] });
+        args.extend(["-reqout", out.to_str().unwrap()]);
+        assert!(std::process::Command::new("openssl").args(&args).status().unwrap().success());
+        std::fs::read(out).unwrap()
+    };
+    let (plain, nonced) = (request("plain.der", false), request("nonce.der", true));
+    let api = router(&rig);
+
+    // Without a nonce: signed once, then served again.
+    let first = ocsp(&api, &plain).await;
+    assert!(ocsp_text(dir, &first).contains("Cert Status: good"), "{}", ocsp_text(dir, &first));
+    assert_eq!(ocsp(&api, &plain).await, first);
+
+    // With a nonce: echoed, while the budget (3 a second) lasts.
+    let fresh = ocsp(&api, &nonced).await;
+    assert!(ocsp_text(dir, &fresh).contains("OCSP Nonce"), "{}", ocsp_text(dir, &fresh));
+    assert!(ocsp_text(dir, &ocsp(&api, &nonced).await).contains("OCSP Nonce"));
+    // Spent: the current answer again, without the nonce, rather than a signature.
+    assert_eq!(ocsp(&api, &nonced).await, first);
+
+    // A revocation makes the kept answer stale; with no budget left: tryLater.
+    rig.node.services.revoke_certificate(TENANT, &serial, pki::RevocationReason::KeyCompromise).await.unwrap();
+    let busy = ocsp(&api, &plain).await;
+    assert!(ocsp_text(dir, &busy).to_lowercase().contains("trylater"), "{}", ocsp_text(dir, &busy));
+    // A moment later the budget has refilled: the new status, signed.
+    rig.clock.advance_millis(400);
+    let revoked = ocsp(&api, &plain).await;
+    assert!(ocsp_text(dir, &revoked).contains("Cert Status: revoked"), "{}", ocsp_text(dir, &revoked));
+}

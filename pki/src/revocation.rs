@@ -317,7 +317,7 @@ impl CertId {
 }
 
 /// The hash a CertID was made with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashAlg {
     Sha1,
     Sha256,
@@ -359,6 +359,17 @@ impl OcspRequest {
             tbs.request_extensions.and_then(|exts| exts.into_iter().find(|e| e.extn_id == rfc6960::ID_PKIX_OCSP_NONCE));
         Ok(OcspRequest { certs, nonce })
     }
+
+    /// Whether the request carries a nonce (RFC 8954) to echo.
+    pub fn has_nonce(&self) -> bool {
+        self.nonce.is_some()
+    }
+
+    /// The same request without its nonce: its answer does not depend on who
+    /// asked or when, so it can be served again (RFC 5019 responders do this).
+    pub fn without_nonce(&self) -> OcspRequest {
+        OcspRequest { certs: self.certs.clone(), nonce: None }
+    }
 }
 
 fn cert_id(id: x509_ocsp::CertId) -> Result<CertId, OcspError> {
@@ -387,6 +398,9 @@ pub enum OcspError {
     Malformed,
     #[error("the OCSP responder failed")]
     Internal,
+    /// The responder is busy; the client should ask again later.
+    #[error("the OCSP responder is busy")]
+    TryLater,
 }
 
 impl OcspError {
@@ -395,6 +409,7 @@ impl OcspError {
         let response = match self {
             OcspError::Malformed => OcspResponse::malformed_request(),
             OcspError::Internal => OcspResponse::internal_error(),
+            OcspError::TryLater => OcspResponse::try_later(),
         };
         // SEQUENCE { ENUMERATED }: encoding it cannot fail (an empty body if it ever did).
         response.to_der().unwrap_or_default()
@@ -424,6 +439,17 @@ mod tests {
         }
         assert_eq!(OcspError::Malformed.response(), [0x30, 0x03, 0x0a, 0x01, 0x01]);
         assert_eq!(OcspError::Internal.response(), [0x30, 0x03, 0x0a, 0x01, 0x02]);
+        assert_eq!(OcspError::TryLater.response(), [0x30, 0x03, 0x0a, 0x01, 0x03]);
+    }
+
+    #[test]
+    fn a_request_without_its_nonce_asks_the_same() {
+        let parsed = OcspRequest::parse(&request(2, rfc5912::ID_SHA_256, Some(b"nonce"))).unwrap();
+        assert!(parsed.has_nonce());
+        let plain = parsed.without_nonce();
+        assert!(!plain.has_nonce());
+        assert_eq!(plain.certs, parsed.certs);
+        assert_eq!(plain, OcspRequest::parse(&request(2, rfc5912::ID_SHA_256, None)).unwrap());
     }
 
     /// An OCSPRequest (DER) for `n` copies of one CertID, hashed with `hash`,
