@@ -5,7 +5,10 @@
 //! - boots/s: TCP + mutual TLS + WebSocket upgrade + BootNotification answered;
 //! - the server's resident memory per idle connection (from /proc, `--server-pid`);
 //! - messages/s and latency: StatusNotification and Heartbeat round trips, each
-//!   station waiting for its answer before the next call, as OCPP requires.
+//!   station waiting for its answer before the next call, as OCPP requires;
+//! - with `--server-pid`, the server's CPU time per connect and per message
+//!   (from /proc), which depends far less on the scheduling of the two than the
+//!   rates do.
 //!
 //! ```sh
 //! csms serve --data-dir /tmp/lg --ocpp-addr 127.0.0.1:9443 &
@@ -61,6 +64,27 @@ struct Creds {
     id: String,
     chain: Vec<CertificateDer<'static>>,
     key: Vec<u8>,
+}
+
+/// CPU time (user + system) the process has used, in microseconds, from
+/// /proc/PID/stat (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some((utime + stime) * 10_000)
+}
+
+/// "; server CPU N us per ITEM" when the server's pid is known.
+fn cpu_per(pid: Option<u32>, before: Option<u64>, items: usize, item: &str) -> String {
+    match (pid.and_then(cpu_micros), before) {
+        (Some(after), Some(before)) if items > 0 => {
+            format!("; server CPU {:.1} us per {item}", after.saturating_sub(before) as f64 / items as f64)
+        }
+        _ => String::new(),
+    }
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -186,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
     let roots = Arc::new(roots);
 
     let rss_before = args.server_pid.and_then(rss_kib);
+    let cpu_before_boot = args.server_pid.and_then(cpu_micros);
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -219,12 +244,13 @@ async fn main() -> anyhow::Result<()> {
     let boot_secs = started.elapsed().as_secs_f64();
     boot_lat.sort();
     println!(
-        "boot: {} stations connected + booted in {:.2} s = {:.0} boots/s (failures {failures}); latency p50 {:?} p99 {:?}",
+        "boot: {} stations connected + booted in {:.2} s = {:.0} boots/s (failures {failures}); latency p50 {:?} p99 {:?}{}",
         sockets.len(),
         boot_secs,
         sockets.len() as f64 / boot_secs,
         percentile(&boot_lat, 0.5),
-        percentile(&boot_lat, 0.99)
+        percentile(&boot_lat, 0.99),
+        cpu_per(args.server_pid, cpu_before_boot, sockets.len(), "connect")
     );
 
     if let (Some(pid), Some(before)) = (args.server_pid, rss_before) {
@@ -238,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let cpu_before_messages = args.server_pid.and_then(cpu_micros);
     let started = Instant::now();
     let messages = args.messages;
     let mut tasks = Vec::new();
@@ -278,11 +305,12 @@ async fn main() -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
     println!(
-        "messages: {} calls answered in {secs:.2} s = {:.0} msg/s (failures {failures}); latency p50 {:?} p99 {:?}",
+        "messages: {} calls answered in {secs:.2} s = {:.0} msg/s (failures {failures}); latency p50 {:?} p99 {:?}{}",
         lat.len(),
         lat.len() as f64 / secs,
         percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
+        percentile(&lat, 0.99),
+        cpu_per(args.server_pid, cpu_before_messages, lat.len(), "message")
     );
     Ok(())
 }

@@ -90,26 +90,42 @@ impl StationCall<'_> {
 pub struct Answer {
     action: Action,
     payload: Value,
-    typed: Box<dyn Any + Send + Sync>,
+    /// The response as made, for an engine that reads it after it was sent.
+    typed: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Answer {
     pub fn new<R: Request>(response: R::Response) -> Answer {
-        Answer { action: R::ACTION, payload: ocpp::v201::encode(&response), typed: Box::new(response) }
+        Answer { action: R::ACTION, payload: ocpp::v201::encode(&response), typed: None }
+    }
+
+    /// Like [`new`](Self::new), keeping the typed response for the engine's
+    /// [`Engine::after_answer`] hook ([`typed`](Self::typed)).
+    pub fn keep<R: Request>(response: R::Response) -> Answer {
+        let payload = ocpp::v201::encode(&response);
+        Answer { action: R::ACTION, payload, typed: Some(Box::new(response)) }
     }
 
     pub fn action(&self) -> Action {
         self.action
     }
 
-    /// The encoded payload (what the station receives).
+    /// The encoded payload (what the station receives), until the session
+    /// takes it to send it; hooks that run after the answer was sent use
+    /// [`typed`](Self::typed).
     pub fn payload(&self) -> &Value {
         &self.payload
     }
 
-    /// The response as the engine made it, if this answers an `R`.
+    /// Takes the encoded payload out, to send it without a copy.
+    pub(crate) fn take_payload(&mut self) -> Value {
+        std::mem::take(&mut self.payload)
+    }
+
+    /// The response as the engine made it, if this answers an `R` and was
+    /// made with [`keep`](Self::keep).
     pub fn typed<R: Request>(&self) -> Option<&R::Response> {
-        (self.action == R::ACTION).then(|| self.typed.downcast_ref::<R::Response>()).flatten()
+        (self.action == R::ACTION).then(|| self.typed.as_ref()?.downcast_ref::<R::Response>()).flatten()
     }
 }
 
@@ -282,11 +298,13 @@ mod tests {
     fn answers_are_typed_and_encoded_once() {
         use ocpp::v201::{HeartbeatRequest, HeartbeatResponse, StatusNotificationRequest};
         let now = ocpp::v201::DateTime::parse("2026-01-01T00:00:00Z").unwrap();
-        let a = Answer::new::<HeartbeatRequest>(HeartbeatResponse { custom_data: None, current_time: now });
+        let a = Answer::keep::<HeartbeatRequest>(HeartbeatResponse { custom_data: None, current_time: now });
         assert_eq!(a.action(), Action::Heartbeat);
         assert_eq!(a.payload(), &serde_json::json!({"currentTime": "2026-01-01T00:00:00Z"}));
         assert_eq!(a.typed::<HeartbeatRequest>().map(|r| &r.current_time), Some(&now));
         assert!(a.typed::<StatusNotificationRequest>().is_none());
         assert!(check_answer(&a).is_ok());
+        let plain = Answer::new::<HeartbeatRequest>(HeartbeatResponse { custom_data: None, current_time: now });
+        assert!(plain.typed::<HeartbeatRequest>().is_none(), "only kept when asked for");
     }
 }

@@ -382,9 +382,9 @@ async fn dispatch(ctx: &SessionContext, state: &mut SessionState, call: Call) ->
             .observe(started.elapsed().as_secs_f64());
     }
     match result {
-        Ok(answer) => {
+        Ok(mut answer) => {
             ctx.metrics.frame("in", label, "ok");
-            let payload = answer.payload().clone();
+            let payload = answer.take_payload();
             (Frame::CallResult(CallResult { id: call.id, payload }), Some(answer))
         }
         Err(e) => {

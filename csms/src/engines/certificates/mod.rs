@@ -162,7 +162,8 @@ impl Engine for Certificates {
     fn handle<'a>(&'a self, mut call: StationCall<'a>) -> BoxFuture<'a, Result<Answer, HandlerError>> {
         Box::pin(async move {
             let req = call.decode::<SignCertificateRequest>()?;
-            Ok(Answer::new::<SignCertificateRequest>(self.sign_certificate(call.station, req).await?))
+            // Kept typed: `after_answer` reads whether it was Accepted.
+            Ok(Answer::keep::<SignCertificateRequest>(self.sign_certificate(call.station, req).await?))
         })
     }
 

@@ -125,26 +125,28 @@ impl Engine for Provisioning {
     }
 
     fn handle<'a>(&'a self, mut call: StationCall<'a>) -> BoxFuture<'a, Result<Answer, HandlerError>> {
-        Box::pin(async move {
-            match call.action {
-                Action::BootNotification => {
-                    // The boot is kept as it came, for the operator.
-                    let payload = call.payload.to_string();
-                    let req = call.decode::<BootNotificationRequest>()?;
-                    let (response, registration) = self.boot(call.station, payload, req).await?;
-                    *call.registration = Some(registration);
-                    Ok(Answer::new::<BootNotificationRequest>(response))
-                }
-                Action::Heartbeat => {
-                    let _: HeartbeatRequest = call.decode()?;
-                    Ok(Answer::new::<HeartbeatRequest>(self.heartbeat(call.station).await?))
-                }
-                Action::StatusNotification => {
-                    let req = call.decode::<StatusNotificationRequest>()?;
-                    Ok(Answer::new::<StatusNotificationRequest>(self.status(call.station, req).await?))
-                }
-                other => Err(HandlerError::new(ErrorCode::InternalError, format!("{other} routed to provisioning"))),
-            }
-        })
+        // One boxed future per action, each only as large as its own work: a
+        // Heartbeat does not allocate room for a BootNotification.
+        match call.action {
+            Action::BootNotification => Box::pin(async move {
+                // The boot is kept as it came, for the operator.
+                let payload = call.payload.to_string();
+                let req = call.decode::<BootNotificationRequest>()?;
+                let (response, registration) = self.boot(call.station, payload, req).await?;
+                *call.registration = Some(registration);
+                Ok(Answer::new::<BootNotificationRequest>(response))
+            }),
+            Action::Heartbeat => Box::pin(async move {
+                let _: HeartbeatRequest = call.decode()?;
+                Ok(Answer::new::<HeartbeatRequest>(self.heartbeat(call.station).await?))
+            }),
+            Action::StatusNotification => Box::pin(async move {
+                let req = call.decode::<StatusNotificationRequest>()?;
+                Ok(Answer::new::<StatusNotificationRequest>(self.status(call.station, req).await?))
+            }),
+            other => Box::pin(async move {
+                Err(HandlerError::new(ErrorCode::InternalError, format!("{other} routed to provisioning")))
+            }),
+        }
     }
 }
