@@ -173,3 +173,25 @@ fn concurrent_first_use_sqlite() {
 fn concurrent_first_use_postgres() {
     concurrent_first_use(Db::Postgres);
 }
+
+/// A server whose master key does not open its CA keys says so when it starts,
+/// naming the tenant, instead of failing at the first certificate it must issue.
+#[test]
+fn a_server_that_cannot_sign_refuses_to_start() {
+    let env = Env::new(Db::Sqlite);
+    env.cli(&["station", "add", "CS-KEY", "--profile", "3"]);
+    // 32 bytes, but not the key the CAs were sealed with.
+    let wrong = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let out = Command::new(CSMS)
+        .args(["serve", "--ocpp-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+        .args(["--data-dir", env.dir.path().to_str().unwrap(), "--database-url", &env.db_url])
+        .env("ANCHORPOINT_MASTER_KEY", wrong)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with the wrong master key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot sign station certificates of tenant 'default'"), "{err}");
+    assert!(err.contains("wrong master key"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it must not listen");
+}
