@@ -304,44 +304,40 @@ async fn on_text(
             Some((reply.to_json(), answer))
         }
         Ok(Frame::CallResult(res)) => {
-            match in_flight.take_if(|f| f.id == res.id) {
-                Some(f) => {
-                    let outcome = ocpp::v201::validate(f.action, Direction::Response, &res.payload)
-                        .map(|()| res.payload)
-                        .map_err(CallFailure::InvalidResponse);
-                    let label = if outcome.is_ok() { "ok" } else { "invalid_response" };
-                    finish(ctx, state, f, outcome, label);
-                }
-                None => {
-                    tracing::info!(
-                        station = station_id,
-                        id = res.id.as_str(),
-                        "CALLRESULT for unknown message id dropped"
-                    );
-                    ctx.metrics.frame("in", "-", "unknown_id");
-                }
+            if let Some(f) = answered(ctx, station_id, in_flight, &res.id, "CALLRESULT") {
+                let outcome = ocpp::v201::validate(f.action, Direction::Response, &res.payload)
+                    .map(|()| res.payload)
+                    .map_err(CallFailure::InvalidResponse);
+                let label = if outcome.is_ok() { "ok" } else { "invalid_response" };
+                finish(ctx, state, f, outcome, label);
             }
             None
         }
         Ok(Frame::CallError(err)) => {
-            match in_flight.take_if(|f| f.id == err.id) {
-                Some(f) => {
-                    let code = err.code;
-                    let outcome = Err(CallFailure::Rejected { code, description: err.description });
-                    finish(ctx, state, f, outcome, code.as_str());
-                }
-                None => {
-                    tracing::info!(
-                        station = station_id,
-                        id = err.id.as_str(),
-                        "CALLERROR for unknown message id dropped"
-                    );
-                    ctx.metrics.frame("in", "-", "unknown_id");
-                }
+            if let Some(f) = answered(ctx, station_id, in_flight, &err.id, "CALLERROR") {
+                let code = err.code;
+                finish(ctx, state, f, Err(CallFailure::Rejected { code, description: err.description }), code.as_str());
             }
             None
         }
     }
+}
+
+/// The call in flight that a reply with message id `id` answers; a reply to
+/// anything else is logged, counted and dropped (correlation is per connection).
+fn answered(
+    ctx: &SessionContext,
+    station_id: &str,
+    in_flight: &mut Option<InFlight>,
+    id: &MessageId,
+    kind: &str,
+) -> Option<InFlight> {
+    let f = in_flight.take_if(|f| f.id == *id);
+    if f.is_none() {
+        tracing::info!(station = station_id, id = id.as_str(), "{kind} for unknown message id dropped");
+        ctx.metrics.frame("in", "-", "unknown_id");
+    }
+    f
 }
 
 /// A CSMS-initiated call ended: counted, told to the engines and the caller.
