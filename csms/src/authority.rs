@@ -150,6 +150,22 @@ impl KeyBackend {
         }
     }
 
+    /// [`new_hierarchy`](Self::new_hierarchy) on a blocking thread: key
+    /// generation and signing (in software or in the token) stay off the runtime.
+    async fn new_hierarchy_blocking(
+        &self,
+        tenant: &str,
+        organization: &str,
+        root_cn: &str,
+        now: OffsetDateTime,
+    ) -> Result<pki::Hierarchy> {
+        let (keys, tenant, organization, root_cn) =
+            (self.clone(), tenant.to_owned(), organization.to_owned(), root_cn.to_owned());
+        tokio::task::spawn_blocking(move || keys.new_hierarchy(&tenant, &organization, &root_cn, now))
+            .await
+            .context("key backend task failed")?
+    }
+
     /// A key for a new CA: in the token when one is configured, else in
     /// software (sealed under the master key when stored).
     pub fn new_ca_key(&self, tenant: &str, role: &str, now: OffsetDateTime) -> Result<pki::CaKey> {
@@ -288,12 +304,16 @@ pub async fn ensure_tenant(
     // CN is limited to 64 characters (RFC 5280).
     let short: String = tenant.organization.chars().take(40).collect();
     if store.credential(id, STATION_CA).await?.is_none() {
-        let h = keys.new_hierarchy(id, &tenant.organization, &format!("{short} Station Root CA"), clock.now())?;
+        let h = keys
+            .new_hierarchy_blocking(id, &tenant.organization, &format!("{short} Station Root CA"), clock.now())
+            .await?;
         let now = clock.now_millis();
         store_cas(store, keys, id, &[(STATION_ROOT, &h.root), (STATION_CA, &h.station_ca)], now).await?;
     }
     if tenant.ocpp_hostname.is_some() && store.credential(id, CSMS_ROOT).await?.is_none() {
-        let h = keys.new_hierarchy(id, &tenant.organization, &format!("{short} CSMS Root CA"), clock.now())?;
+        let h = keys
+            .new_hierarchy_blocking(id, &tenant.organization, &format!("{short} CSMS Root CA"), clock.now())
+            .await?;
         store_cas(store, keys, id, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     Ok(tenant)
@@ -321,7 +341,7 @@ pub async fn server_identity(
     names: &[String],
 ) -> Result<ServerIdentity> {
     if store.credential(PLATFORM, CSMS_ROOT).await?.is_none() {
-        let h = keys.new_hierarchy(PLATFORM, "Anchorpoint", "Anchorpoint CSMS Root CA", clock.now())?;
+        let h = keys.new_hierarchy_blocking(PLATFORM, "Anchorpoint", "Anchorpoint CSMS Root CA", clock.now()).await?;
         store_cas(store, keys, PLATFORM, &[(CSMS_ROOT, &h.root)], clock.now_millis()).await?;
     }
     issue_server_identity(store, keys, clock, PLATFORM, names).await

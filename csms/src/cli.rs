@@ -277,7 +277,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (opened, services) = services(config, &clock).await?;
             match cmd {
                 TenantCommand::Add { name, org, hostname } => {
-                    let op = Operation { tenant: None, method: "POST", path: "/api/v1/tenants".into() };
+                    let op = Operation { tenant: None, method: "POST", path: "/api/v1/tenants".into(), ok_status: 201 };
                     let request = m::NewTenant { name, organization_name: org, ocpp_hostname: hostname };
                     let t = services.audited(&actor(), op, services.create_tenant(request)).await?;
                     println!("{}", serde_json::to_string(&t)?);
@@ -298,6 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tenant: Some(tenant.clone()),
                 method: "POST",
                 path: format!("/api/v1/certificates/{}/revoke", csms::services::printable(&serial)),
+                ok_status: 200,
             };
             let rec = services.audited(&actor(), op, services.revoke_certificate(&tenant, &serial, reason)).await?;
             println!("revoked {}", rec.serial_hex);
@@ -309,6 +310,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Whoever runs this command, as the audit log names them.
 fn actor() -> Actor {
     Actor::cli(std::env::var("USER").ok().as_deref())
+}
+
+/// Records a change refused before it could start, and returns the refusal.
+async fn refused(services: &Services, op: Operation, e: csms::error::Error) -> anyhow::Error {
+    match services.audited(&actor(), op, async { Err::<(), _>(e) }).await {
+        Err(e) => e.into(),
+        Ok(()) => anyhow::anyhow!("refused"),
+    }
 }
 
 /// The service layer over the opened data directory, as the server has it
@@ -333,12 +342,20 @@ async fn ca(cmd: CaCommand, config: Config, clock: &SystemClock) -> anyhow::Resu
     let tenant_id = match &cmd {
         CaCommand::List { tenant } | CaCommand::Rotate { tenant, .. } | CaCommand::Import { tenant, .. } => tenant,
     };
-    let tenant = services.own_tenant(tenant_id).await?;
-    let op = |what: &str| Operation {
-        tenant: Some(tenant.id.clone()),
+    let op = |tenant: Option<&str>, what: &str| Operation {
+        tenant: tenant.map(str::to_owned),
         method: "POST",
         path: format!("/api/v1/pki/station-ca/{what}"),
+        ok_status: 200,
     };
+    let tenant = match (&cmd, services.own_tenant(tenant_id).await) {
+        (_, Ok(t)) => t,
+        (CaCommand::List { .. }, Err(e)) => return Err(e.into()),
+        // A change refused for want of a tenant is on record too (the platform's log).
+        (CaCommand::Rotate { .. }, Err(e)) => return Err(refused(&services, op(None, "rotate"), e).await),
+        (CaCommand::Import { .. }, Err(e)) => return Err(refused(&services, op(None, "import"), e).await),
+    };
+    let op = |what: &str| op(Some(&tenant.id), what);
     match &cmd {
         CaCommand::List { .. } => {}
         CaCommand::Rotate { overlap_days, .. } => {
@@ -391,17 +408,24 @@ fn registration(r: Registration) -> m::Registration {
 async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> anyhow::Result<()> {
     let (opened, services) = services(config, clock).await?;
     let store = &opened.store;
-    // The tenant of an existing station (the command line acts for the platform).
-    let tenant_of = |id: String| async move {
+    // The tenant of an existing station (the command line acts for the platform);
+    // a change to a station that does not exist is refused on the platform's record.
+    let services_ref = &services;
+    let tenant_of = |id: String, op: Operation| async move {
         match store.station_tenant(&id).await? {
             Some(tenant) => Ok::<_, anyhow::Error>(tenant),
-            None => Err(csms::error::Error::NotFound { what: "station", id }.into()),
+            None => Err(refused(services_ref, op, csms::error::Error::NotFound { what: "station", id }).await),
         }
     };
     let path = |id: &str, rest: &str| format!("/api/v1/stations/{}{rest}", csms::services::printable(id));
     match cmd {
         StationCommand::Add { id, profile, password, tenant, registration: reg, description } => {
-            let op = Operation { tenant: Some(tenant.clone()), method: "POST", path: "/api/v1/stations".into() };
+            let op = Operation {
+                tenant: Some(tenant.clone()),
+                method: "POST",
+                path: "/api/v1/stations".into(),
+                ok_status: 201,
+            };
             let request = m::NewStation {
                 id,
                 security_profile: profile,
@@ -414,7 +438,9 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Update { id, profile, password, registration: reg, enable, disable } => {
-            let tenant = tenant_of(id.clone()).await?;
+            let op =
+                |tenant: Option<String>| Operation { tenant, method: "PATCH", path: path(&id, ""), ok_status: 200 };
+            let tenant = tenant_of(id.clone(), op(None)).await?;
             let enabled = if enable {
                 Some(true)
             } else if disable {
@@ -430,8 +456,9 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
                 description: None,
                 tags: None,
             };
-            let op = Operation { tenant: Some(tenant.clone()), method: "PATCH", path: path(&id, "") };
-            let s = services.audited(&actor(), op, services.update_station(&tenant, &id, patch)).await?;
+            let s = services
+                .audited(&actor(), op(Some(tenant.clone())), services.update_station(&tenant, &id, patch))
+                .await?;
             println!("{}", serde_json::to_string(&s)?);
         }
         StationCommand::Show { id } => {
@@ -450,10 +477,16 @@ async fn station(cmd: StationCommand, config: Config, clock: &SystemClock) -> an
         }
         StationCommand::Enroll { id, csr, days } => {
             let pem = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
-            let tenant = tenant_of(id.clone()).await?;
-            let op = Operation { tenant: Some(tenant.clone()), method: "POST", path: path(&id, "/certificates") };
+            let op = |tenant: Option<String>| Operation {
+                tenant,
+                method: "POST",
+                path: path(&id, "/certificates"),
+                ok_status: 201,
+            };
+            let tenant = tenant_of(id.clone(), op(None)).await?;
             let request = m::EnrollRequest { csr: pem, validity_days: days };
-            let (chain, rec) = services.audited(&actor(), op, services.enroll(&tenant, &id, request)).await?;
+            let (chain, rec) =
+                services.audited(&actor(), op(Some(tenant.clone())), services.enroll(&tenant, &id, request)).await?;
             eprintln!("issued certificate serial {} to {id}, valid until {}", rec.serial_hex, rec.not_after);
             print!("{chain}");
         }

@@ -104,6 +104,11 @@ impl Default for Config {
     }
 }
 
+/// A step of the certificate lifecycle (issuing, delivering) claimed this long
+/// ago by a process that then died is taken over by another. Longer than any
+/// call timeout, so a claim still waiting for its station is never taken.
+pub const CLAIM_STALE_SECS: u64 = 120;
+
 /// An environment variable that does not hold what it should.
 fn bad_env(name: &str, e: impl std::fmt::Display) -> Error {
     Error::Config(format!("{name}: {e}"))
@@ -175,8 +180,14 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return Err(Error::Config("max_message_bytes must be at least 1024".into()));
         }
-        if self.ocsp_signatures_per_second == 0 {
-            return Err(Error::Config("ocsp_signatures_per_second must be at least 1".into()));
+        if !(1..=100_000).contains(&self.ocsp_signatures_per_second) {
+            return Err(Error::Config("ocsp_signatures_per_second must be 1 to 100000".into()));
+        }
+        if self.call_timeout_secs >= CLAIM_STALE_SECS {
+            return Err(Error::Config(format!(
+                "call_timeout_secs must be below {CLAIM_STALE_SECS}: a certificate delivery still waiting for its \
+                 station must not be taken over by another process"
+            )));
         }
         if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(Error::Config("intervals and timeouts must be positive".into()));

@@ -5,7 +5,6 @@
 //! naming the field for the command line. A cause that is ours is logged where
 //! it happens; the caller learns only that it failed.
 
-use crate::link::CallFailure;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,34 +60,6 @@ impl Error {
 
     pub fn internal(what: impl std::fmt::Display) -> Error {
         Error::Internal(what.to_string())
-    }
-
-    /// A failed CSMS-initiated call, said from the operator's side.
-    pub fn call(station: &str, action: &str, failure: CallFailure) -> Error {
-        match failure {
-            CallFailure::InvalidRequest(v) => {
-                let field = if v.path.is_empty() { "/".to_owned() } else { v.path.clone() };
-                Error::Invalid { field, detail: format!("{} ({}): {}", v.message, v.code.as_str(), v.path) }
-            }
-            CallFailure::NotConnected | CallFailure::Closed => Error::NotConnected(station.to_owned()),
-            CallFailure::StationRejected => {
-                Error::Conflict(format!("station '{station}' is Rejected; the CSMS sends it nothing"))
-            }
-            CallFailure::Busy => Error::Unavailable(format!("too many calls queued for station '{station}'")),
-            CallFailure::Timeout(d) => {
-                Error::StationTimeout(format!("station '{station}' did not answer {action} within {}s", d.as_secs()))
-            }
-            CallFailure::Rejected { code, description } => {
-                Error::Station(format!("station '{station}' answered {action} with {}: {description}", code.as_str()))
-            }
-            CallFailure::InvalidResponse(v) => Error::Station(format!(
-                "station '{station}' answered {action} with an invalid payload: {} at {}",
-                v.message, v.path
-            )),
-            CallFailure::MalformedResponse(why) => {
-                Error::Station(format!("station '{station}' answered {action} with a malformed frame: {why}"))
-            }
-        }
     }
 }
 

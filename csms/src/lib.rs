@@ -10,10 +10,12 @@
 //! 3. the engines, one folder each under `engines/`;
 //! 4. [`session`] and [`gateway`]: route each frame to the engine registered for
 //!    its action;
-//! 5. [`runtime`]: builds the capabilities and registers the engines; [`serve`]
-//!    starts the listeners;
-//! 6. [`services`], then [`rest`] (with [`http`] and the public [`revocation`]
-//!    endpoints), and the command line of the binary, on top.
+//! 5. [`services`]: every operator change, validated once;
+//! 6. [`runtime`]: builds the capabilities and registers the engines;
+//! 7. [`rest`], [`http`] and the public [`revocation`] endpoints;
+//! 8. [`serve`], which starts the listeners; the command line of the binary on top.
+//!
+//! `tests/layering.rs` checks this order on the sources.
 
 #![forbid(unsafe_code)]
 

@@ -58,7 +58,8 @@ pub enum CloseReason {
 pub trait StationLink: Send + Sync + 'static {
     /// Sends `action` with `payload` to the tenant's station and returns its
     /// answer, validated against the action's response schema. The payload is
-    /// validated before anything is sent ([`CallFailure::InvalidRequest`]).
+    /// validated before anything is sent ([`CallFailure::InvalidRequest`]); a
+    /// station that is not connected is [`CallFailure::NotConnected`] first.
     /// Prefer the typed [`call`](dyn StationLink::call); this untyped form is for
     /// the API's generic command route, whose action is chosen at run time.
     fn send(

@@ -413,6 +413,7 @@ impl Service for RestService {
 
     fn import_station_ca(&self, tenant: String, req: m::CaImport) -> ServiceFuture<'_, Vec<m::CaCertificate>> {
         Box::pin(async move {
+            crate::services::overlap_days(req.overlap_days)?;
             let key = match (req.private_key, req.pkcs11_key_label) {
                 (Some(pem), None) => ImportKey::Pem(pem),
                 (None, Some(label)) => ImportKey::Pkcs11Label(label),

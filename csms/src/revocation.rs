@@ -33,16 +33,29 @@ const CRL_REUSE_MS: i64 = 30 * 60 * 1000;
 /// CRLs kept (one per issuing CA asked for).
 const MAX_CACHED_CRLS: usize = 4096;
 
-/// OCSP answers kept (one per distinct set of CertIDs asked about).
-const MAX_CACHED_OCSP: usize = 16_384;
+/// OCSP answers kept (one per distinct set of CertIDs asked about), at most
+/// about 4 KiB each.
+const MAX_CACHED_OCSP: usize = 4096;
 
 #[derive(Clone)]
 struct Pki {
     node: Arc<Node>,
     crls: Arc<DashMap<(String, String), CachedCrl>>,
     ocsp: Arc<DashMap<OcspKey, CachedOcsp>>,
-    /// Fresh OCSP signatures this process may make (`ocsp_signatures_per_second`).
-    budget: Arc<SigningBudget>,
+    /// Fresh OCSP signatures this process may make for each tenant
+    /// (`ocsp_signatures_per_second`): a flood at one tenant's responder does
+    /// not spend another's.
+    budgets: Arc<DashMap<String, Arc<SigningBudget>>>,
+    per_second: u32,
+}
+
+impl Pki {
+    fn budget(&self, tenant: &str) -> Arc<SigningBudget> {
+        if let Some(b) = self.budgets.get(tenant) {
+            return b.clone();
+        }
+        self.budgets.entry(tenant.to_owned()).or_insert_with(|| Arc::new(SigningBudget::new(self.per_second))).clone()
+    }
 }
 
 /// What an OCSP answer is about: the tenant, the responding CA and the CertIDs.
@@ -85,8 +98,9 @@ impl SigningBudget {
         let now = now_ms.saturating_mul(1000);
         let mut tat = self.tat_us.load(Ordering::Acquire);
         loop {
-            let start = tat.max(now);
-            if start - now >= self.burst_us {
+            // Further ahead than a burst: the clock was set back; start afresh.
+            let start = if tat - now > self.burst_us { now } else { tat.max(now) };
+            if start + self.interval_us - now > self.burst_us {
                 return false;
             }
             match self.tat_us.compare_exchange_weak(tat, start + self.interval_us, Ordering::AcqRel, Ordering::Acquire)
@@ -113,10 +127,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ocsp/{tenant}/{*request}", get(ocsp_get))
         .layer(DefaultBodyLimit::max(MAX_OCSP_REQUEST))
         .with_state(Pki {
-            budget: Arc::new(SigningBudget::new(node.config.ocsp_signatures_per_second)),
+            per_second: node.config.ocsp_signatures_per_second,
             node,
             crls: Arc::new(DashMap::new()),
             ocsp: Arc::new(DashMap::new()),
+            budgets: Arc::new(DashMap::new()),
         })
 }
 
@@ -294,14 +309,15 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
             .map(|c| (c.hash, c.issuer_name_hash.clone(), c.issuer_key_hash.clone(), c.serial_hex.clone()))
             .collect(),
     };
-    if !(req.has_nonce() && p.budget.try_take(now_ms)) {
+    let budget = p.budget(tenant);
+    if !(req.has_nonce() && budget.try_take(now_ms)) {
         if let Some(cached) = p.ocsp.get(&key)
             && cached.statuses == statuses
             && now_ms - cached.made_at < CRL_REUSE_MS
         {
             return der("application/ocsp-response", cached.der.clone());
         }
-        if !p.budget.try_take(now_ms) {
+        if !budget.try_take(now_ms) {
             tracing::warn!(tenant, "OCSP signing budget spent; answering tryLater");
             return der("application/ocsp-response", OcspError::TryLater.response());
         }
@@ -310,7 +326,11 @@ async fn ocsp(p: &Pki, tenant: &str, request: &[u8]) -> Response {
             Ok(bytes) => {
                 let bytes = Bytes::from(bytes);
                 if p.ocsp.len() >= MAX_CACHED_OCSP {
-                    p.ocsp.clear();
+                    // Full: drop what is past reuse first, everything only if that is not enough.
+                    p.ocsp.retain(|_, c| now_ms - c.made_at < CRL_REUSE_MS);
+                    if p.ocsp.len() >= MAX_CACHED_OCSP {
+                        p.ocsp.clear();
+                    }
                 }
                 p.ocsp.insert(key, CachedOcsp { statuses, der: bytes.clone(), made_at: now_ms });
                 der("application/ocsp-response", bytes)
@@ -365,5 +385,8 @@ mod tests {
         assert!(!budget.try_take(t + 50));
         assert!(budget.try_take(t + 100), "one more each tenth of a second");
         assert!(!budget.try_take(t + 150));
+        assert!(budget.try_take(t + 200));
+        // The clock set back by an hour: the budget starts afresh, not an hour late.
+        assert!(budget.try_take(t - 3_600_000));
     }
 }

@@ -172,9 +172,15 @@ pub async fn rotate(
     }
     let root = authority::load_ca(store, keys, &tenant.id, STATION_ROOT).await?;
     let now = clock.now();
-    let key = keys.new_ca_key(&tenant.id, "station-ca", now)?;
-    let sub = root.issue_station_sub_ca(&tenant.organization, now, SUB_CA_YEARS, key).context("new sub-CA")?;
-    let rec = keys.record(&tenant.id, STATION_CA, &sub, "")?;
+    // Key generation and signing (in software or in the token) off the async runtime.
+    let (k, t, org) = (keys.clone(), tenant.id.clone(), tenant.organization.clone());
+    let (sub, rec) = blocking(move || {
+        let key = k.new_ca_key(&t, "station-ca", now)?;
+        let sub = root.issue_station_sub_ca(&org, now, SUB_CA_YEARS, key).context("new sub-CA")?;
+        let rec = k.record(&t, STATION_CA, &sub, "")?;
+        Ok((sub, rec))
+    })
+    .await?;
     let retire =
         [Retirement { name: STATION_CA, cert_pem: &old.row.cert_pem, new_name: format!("{STATION_CA}@{}", old.id) }];
     let now_ms = clock.now_millis();
@@ -203,6 +209,20 @@ pub fn import_label_prefix(tenant: &str) -> String {
     format!("import/{tenant}/")
 }
 
+/// Where an imported CA's key is read from, on the blocking thread.
+enum KeySource {
+    Pem(String),
+    Token(String),
+}
+
+/// Runs CPU or device work (key generation, signing, unsealing) on a blocking
+/// thread, off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CaAdminError> + Send + 'static,
+) -> Result<T, CaAdminError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| CaAdminError::Internal(Error::internal(e)))?
+}
+
 /// The key of an operator's CA being imported.
 pub enum ImportKey {
     /// PKCS#8 PEM; sealed under the master key, never returned or logged.
@@ -225,7 +245,7 @@ pub async fn import(
     overlap_days: u32,
 ) -> Result<Vec<StationCa>, CaAdminError> {
     let key = match key {
-        ImportKey::Pem(pem) => pki::software_key_from_pem(&pem).map_err(CaAdminError::Rejected)?,
+        ImportKey::Pem(pem) => KeySource::Pem(pem),
         ImportKey::Pkcs11Label(l) => {
             // A tenant may use only keys put in the token for it, and none already in use.
             let prefix = import_label_prefix(&tenant.id);
@@ -237,12 +257,22 @@ pub async fn import(
             if store.hsm_label_in_use(&l).await.map_err(Error::from)? {
                 return Err(CaAdminError::Conflict(format!("the PKCS#11 key '{l}' is already in use")));
             }
-            keys.token_key(&l)
-                .map_err(|e| CaAdminError::Rejected(ImportRejection::Key(format!("PKCS#11 key '{l}': {e:#}"))))?
+            KeySource::Token(l)
         }
     };
     let now = clock.now();
-    let imported = pki::import_ca(chain_pem, key, now).map_err(CaAdminError::Rejected)?;
+    // Reading the key, checking the chain (and its probe signature) off the async runtime.
+    let (k, chain) = (keys.clone(), chain_pem.to_owned());
+    let imported = blocking(move || {
+        let key = match key {
+            KeySource::Pem(pem) => pki::software_key_from_pem(&pem).map_err(CaAdminError::Rejected)?,
+            KeySource::Token(l) => k
+                .token_key(&l)
+                .map_err(|e| CaAdminError::Rejected(ImportRejection::Key(format!("PKCS#11 key '{l}': {e:#}"))))?,
+        };
+        pki::import_ca(&chain, key, now).map_err(CaAdminError::Rejected)
+    })
+    .await?;
     let cas = list(store, &tenant.id).await?;
     let (old_root, old_sub) = (current(&cas, true)?, current(&cas, false)?);
     if cas.iter().any(|c| c.id == imported.ca.id()) {
@@ -252,20 +282,24 @@ pub async fn import(
         )));
     }
     let t = &tenant.id;
-    let (root_rec, sub_rec) = if imported.is_root() {
-        let key = keys.new_ca_key(t, "station-ca", now)?;
-        let sub =
-            imported.ca.issue_station_sub_ca(&tenant.organization, now, SUB_CA_YEARS, key).context("new sub-CA")?;
-        (keys.record(t, STATION_ROOT, &imported.ca, "")?, keys.record(t, STATION_CA, &sub, "")?)
-    } else {
-        let (intermediates, root) = imported.above.split_at(imported.above.len() - 1);
-        let extra: String = intermediates.iter().map(|d| pki::certificate_pem(d)).collect();
-        // Anchorpoint never holds the operator root's key.
-        (
-            CredentialRecord { cert_pem: pki::certificate_pem(&root[0]), sealed_key: Vec::new() },
-            keys.record(t, STATION_CA, &imported.ca, &extra)?,
-        )
-    };
+    let (is_root, imported_id) = (imported.is_root(), imported.ca.id());
+    let (k, tt, org) = (keys.clone(), t.clone(), tenant.organization.clone());
+    let (root_rec, sub_rec) = blocking(move || {
+        if imported.is_root() {
+            let key = k.new_ca_key(&tt, "station-ca", now)?;
+            let sub = imported.ca.issue_station_sub_ca(&org, now, SUB_CA_YEARS, key).context("new sub-CA")?;
+            Ok((k.record(&tt, STATION_ROOT, &imported.ca, "")?, k.record(&tt, STATION_CA, &sub, "")?))
+        } else {
+            let (intermediates, root) = imported.above.split_at(imported.above.len() - 1);
+            let extra: String = intermediates.iter().map(|d| pki::certificate_pem(d)).collect();
+            // Anchorpoint never holds the operator root's key.
+            Ok((
+                CredentialRecord { cert_pem: pki::certificate_pem(&root[0]), sealed_key: Vec::new() },
+                k.record(&tt, STATION_CA, &imported.ca, &extra)?,
+            ))
+        }
+    })
+    .await?;
     let mut retire = vec![Retirement {
         name: STATION_CA,
         cert_pem: &old_sub.row.cert_pem,
@@ -291,6 +325,6 @@ pub async fn import(
     if !done {
         return Err(CaAdminError::Conflict("the station CA changed meanwhile; look again and retry".into()));
     }
-    tracing::info!(tenant = %t, root = imported.is_root(), ca = %imported.ca.id(), overlap_days, "operator CA imported");
+    tracing::info!(tenant = %t, root = is_root, ca = %imported_id, overlap_days, "operator CA imported");
     Ok(list(store, t).await?)
 }

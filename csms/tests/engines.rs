@@ -27,6 +27,7 @@ enum Seen {
     Handled(String),
     AfterAnswer(String),
     CallAnswered(Action, Result<Value, CallFailure>),
+    Tick,
 }
 
 struct Recorder(mpsc::UnboundedSender<Seen>);
@@ -80,6 +81,13 @@ impl Engine for Recorder {
             let _ = tx.send(Seen::CallAnswered(action, outcome));
         }))
     }
+
+    fn tick(&self) -> Option<Task> {
+        let tx = self.0.clone();
+        Some(Box::pin(async move {
+            let _ = tx.send(Seen::Tick);
+        }))
+    }
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
@@ -91,11 +99,12 @@ async fn an_engine_from_outside_gets_its_calls_and_every_hook() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut engines = Engines::default();
     engines.register(Arc::new(Recorder(tx))).unwrap();
+    let engines = Arc::new(engines);
     let sessions = Arc::new(Sessions::default());
     let clock: Arc<dyn csms::clock::Clock> = Arc::new(csms::clock::SystemClock);
     let ctx = Arc::new(SessionContext {
         sessions: sessions.clone(),
-        engines: Arc::new(engines),
+        engines: engines.clone(),
         metrics: Arc::new(Metrics::new()),
         events: Arc::new(Events::new(clock)),
         call_timeout: Duration::from_secs(5),
@@ -130,4 +139,8 @@ async fn an_engine_from_outside_gets_its_calls_and_every_hook() {
     support::send(&mut ws, json!([3, sent[1], {"status": "Rejected"}])).await;
     assert_eq!(call.await.unwrap(), Ok(json!({"status": "Rejected"})));
     assert_eq!(next(&mut rx).await, Seen::CallAnswered(Action::ClearCache, Ok(json!({"status": "Rejected"}))));
+
+    // The maintenance tick reaches it too.
+    engines.tick().await;
+    assert_eq!(next(&mut rx).await, Seen::Tick);
 }

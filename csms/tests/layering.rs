@@ -44,23 +44,30 @@ fn references(text: &str, engine_blocks: &BTreeSet<String>) -> BTreeSet<Module> 
     while let Some(i) = rest.find("crate::") {
         let after = &rest[i + "crate::".len()..];
         let first = ident(after);
+        if first.is_empty() && after.starts_with('{') {
+            // `crate::{a::X, b}`: each item names a module (or an engine block path).
+            for item in top_level_items(&after[1..]) {
+                let item = item.trim();
+                let name = ident(item);
+                if name == "engines" {
+                    let block = ident(item["engines".len()..].trim_start_matches(':'));
+                    out.insert(if engine_blocks.contains(&block) {
+                        format!("engines::{block}")
+                    } else {
+                        "engines".into()
+                    });
+                } else if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+            rest = after;
+            continue;
+        }
         if first == "engines" {
             let tail = after["engines".len()..].trim_start_matches(':');
             if let Some(list) = tail.strip_prefix('{') {
                 // `crate::engines::{a::X, Engine}`: the top-level items of the group.
-                let (mut depth, mut item, mut items) = (0, String::new(), Vec::new());
-                for c in list.chars() {
-                    match c {
-                        '{' => depth += 1,
-                        '}' if depth == 0 => break,
-                        '}' => depth -= 1,
-                        ',' if depth == 0 => items.push(std::mem::take(&mut item)),
-                        _ if depth == 0 => item.push(c),
-                        _ => {}
-                    }
-                }
-                items.push(item);
-                for name in items.iter().map(|i| ident(i.trim())).filter(|n| !n.is_empty()) {
+                for name in top_level_items(list).iter().map(|i| ident(i.trim())).filter(|n| !n.is_empty()) {
                     out.insert(if engine_blocks.contains(&name) {
                         format!("engines::{name}")
                     } else {
@@ -77,6 +84,46 @@ fn references(text: &str, engine_blocks: &BTreeSet<String>) -> BTreeSet<Module> 
         rest = after;
     }
     out
+}
+
+/// The items of a `{...}` group up to its closing brace (`list` starts after
+/// the opening one), each with its own nested groups.
+fn top_level_items(list: &str) -> Vec<String> {
+    let (mut depth, mut item, mut items) = (0, String::new(), Vec::new());
+    for c in list.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                item.push(c);
+            }
+            '}' if depth == 0 => break,
+            '}' => {
+                depth -= 1;
+                item.push(c);
+            }
+            ',' if depth == 0 => items.push(std::mem::take(&mut item)),
+            _ => item.push(c),
+        }
+    }
+    items.push(item);
+    items
+}
+
+/// The layer of each module, as docs/architecture.md lists them: a module may
+/// use its own layer and those below it, never one above.
+fn layer(module: &str) -> u8 {
+    match module {
+        "store" | "clock" | "metrics" | "config" | "events" | "ids" | "password" | "group_commit" | "error"
+        | "authority" | "station_ca" => 1,
+        "link" | "engines" => 2,
+        m if m.starts_with("engines::") => 3,
+        "session" | "gateway" => 4,
+        "services" => 5,
+        "runtime" => 6,
+        "rest" | "http" | "revocation" => 7,
+        "serve" => 8,
+        other => panic!("module {other} has no layer: add it to docs/architecture.md and here"),
+    }
 }
 
 fn graph() -> BTreeMap<Module, BTreeSet<Module>> {
@@ -146,6 +193,15 @@ fn no_import_circle_among_modules() {
 }
 
 #[test]
+fn every_module_uses_only_its_layer_and_those_below() {
+    for (module, refs) in graph() {
+        for r in refs {
+            assert!(layer(&r) <= layer(&module), "{module} (layer {}) uses {r} (layer {})", layer(&module), layer(&r));
+        }
+    }
+}
+
+#[test]
 fn the_session_names_no_engine_and_engines_stay_below_it() {
     let graph = graph();
     let above_engines = ["session", "gateway", "runtime", "serve", "services", "rest", "http", "revocation", "cli"];
@@ -176,6 +232,8 @@ fn the_checker_sees_circles_and_engine_paths() {
     assert_eq!(refs, ["engines", "engines::certificates", "store"].iter().map(|s| s.to_string()).collect());
     let refs = references("use crate::engines::{\n    certificates::{A, B},\n};", &blocks);
     assert_eq!(refs, ["engines::certificates"].iter().map(|s| s.to_string()).collect());
+    let refs = references("use crate::{runtime::Node, engines::certificates::X, store};", &blocks);
+    assert_eq!(refs, ["engines::certificates", "runtime", "store"].iter().map(|s| s.to_string()).collect());
     let mut g: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     g.entry("a".into()).or_default().insert("b".into());
     g.entry("b".into()).or_default().insert("a".into());

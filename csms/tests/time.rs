@@ -111,7 +111,6 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_after_two_minutes() {
     use csms::store::CertRequestState as State;
     let rig = rig(Config::default()).await;
     rig.station("S-1").await;
-    let mut ws = connect_station(&rig.node, TENANT, "S-1", None).await;
     let store = &rig.node.store;
     let now = rig.clock.now_millis();
     let csr = csr_for("S-1", Some(ORG));
@@ -120,6 +119,8 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_after_two_minutes() {
     // Another process claimed it for issuance, then died.
     let claim = RequestChange::to(State::Issuing);
     assert!(store.update_cert_request(TENANT, id, &[State::CsrReceived], claim, now).await.unwrap());
+    // Connected after the claim, so the connection's own resume finds it claimed too.
+    let mut ws = connect_station(&rig.node, TENANT, "S-1", None).await;
 
     // Within two minutes the claim stands: nothing is issued or sent, and the
     // delivery returns at once (a call to the station would wait for its answer).

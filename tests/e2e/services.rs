@@ -54,8 +54,11 @@ fn cli_and_rest_refuse_alike_and_the_cli_is_audited() {
     let (_, tenants) = server.api("GET", "/api/v1/tenants", &platform, None);
     assert_eq!(tenants["items"].as_array().unwrap().len(), 1, "nothing was created: {tenants}");
 
-    // What the CLI changed, and what it was refused, is on record as cli:<user>.
+    // What the CLI changed, and what it was refused, is on record as cli:<user>,
+    // with the status the API answers for the same change.
     env.cli_env(&["tenant", "add", "acme", "--org", "ACME"], &[("USER", "ops-ann")]);
+    env.cli_env(&["ca", "rotate", "--overlap-days", "1"], &[("USER", "ops-ann")]);
+    cli_refusal(&env, &["station", "update", "NOPE", "--profile", "3"]);
     let (_, log) = server.api("GET", "/api/v1/audit-log", &admin, None);
     let cli: Vec<(String, String, String, u64)> = log["items"]
         .as_array()
@@ -74,6 +77,7 @@ fn cli_and_rest_refuse_alike_and_the_cli_is_audited() {
             row("POST", "/api/v1/stations", 201),
             row("PATCH", "/api/v1/stations/CS-SVC", 422),
             row("PATCH", "/api/v1/stations/CS-SVC", 422),
+            row("POST", "/api/v1/pki/station-ca/rotate", 200),
         ],
         "{log}"
     );
@@ -82,12 +86,15 @@ fn cli_and_rest_refuse_alike_and_the_cli_is_audited() {
     assert_eq!(api_rows, 2, "{log}");
     // Platform changes (tenants) go to the platform's log.
     let (_, platform_log) = server.api("GET", "/api/v1/audit-log", &platform, None);
-    let tenant_rows: Vec<u64> = platform_log["items"]
+    let tenant_rows: Vec<(String, u64)> = platform_log["items"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["actor"] == "cli:ops-ann" && r["path"] == "/api/v1/tenants")
-        .map(|r| r["status"].as_u64().unwrap())
+        .filter(|r| r["actor"] == "cli:ops-ann")
+        .map(|r| (r["path"].as_str().unwrap().to_owned(), r["status"].as_u64().unwrap()))
         .collect();
-    assert_eq!(tenant_rows, [422, 422, 201], "{platform_log}");
+    let tenants = "/api/v1/tenants".to_owned();
+    // A change to a station that does not exist has no tenant: the platform's log has it.
+    let nope = ("/api/v1/stations/NOPE".to_owned(), 404);
+    assert_eq!(tenant_rows, [(tenants.clone(), 422), (tenants.clone(), 422), (tenants, 201), nope], "{platform_log}");
 }

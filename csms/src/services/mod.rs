@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use api::model::AuditEntry;
 
-pub use station_ca::ImportKey;
+pub use station_ca::{ImportKey, overlap_days};
 pub use validate::{MAX_DESCRIPTION, MAX_TAG_LEN, MAX_TAGS, printable, valid_tag};
 
 use crate::engines::EngineContext;
@@ -43,12 +43,14 @@ impl Actor {
     }
 }
 
-/// What an audit record says was asked: the change as the REST API would name it.
+/// What an audit record says was asked: the change as the REST API would name
+/// it, and the status the API answers when it succeeds.
 #[derive(Debug, Clone)]
 pub struct Operation {
     pub tenant: Option<String>,
     pub method: &'static str,
     pub path: String,
+    pub ok_status: u16,
 }
 
 pub struct Services {
@@ -142,9 +144,7 @@ impl Services {
     ) -> Result<T> {
         let result = change.await;
         let status = match &result {
-            Ok(_) if op.method == "POST" => 201,
-            Ok(_) if op.method == "DELETE" => 204,
-            Ok(_) => 200,
+            Ok(_) => op.ok_status,
             Err(e) => status_of(e),
         };
         let entry = AuditEntry {

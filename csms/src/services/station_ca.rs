@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 pub use crate::station_ca::ImportKey;
 use crate::station_ca::{self, CaAdminError, DEFAULT_OVERLAP_DAYS, MAX_OVERLAP_DAYS, StationCa};
 
-fn overlap_days(days: Option<u32>) -> Result<u32> {
+/// The overlap a request asks for (default 30 days), checked.
+pub fn overlap_days(days: Option<u32>) -> Result<u32> {
     match days.unwrap_or(DEFAULT_OVERLAP_DAYS) {
         d @ 1..=MAX_OVERLAP_DAYS => Ok(d),
         _ => Err(Error::invalid("/overlapDays", format!("must be 1 to {MAX_OVERLAP_DAYS} days"))),

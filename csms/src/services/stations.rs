@@ -13,7 +13,7 @@ use crate::authority::{self, EnrollError};
 use crate::engines::certificates::RenewError;
 use crate::error::{Error, Result};
 use crate::ids::{STATION_ID_RULE, valid_station_id};
-use crate::link::CloseReason;
+use crate::link::{CallFailure, CloseReason};
 use crate::password;
 use crate::store::{self, CertRequest, CertificateRecord, Station, StoreError};
 
@@ -262,6 +262,34 @@ impl Services {
             return Err(Error::invalid("action", format!("{action} is sent by charging stations, not by the CSMS")));
         }
         self.own_station(tenant, station).await?;
-        self.ctx.link.send(tenant, station, a, payload).await.map_err(|f| Error::call(station, action, f))
+        self.ctx.link.send(tenant, station, a, payload).await.map_err(|f| call_error(station, action, f))
+    }
+}
+
+/// A failed CSMS-initiated call, said from the operator's side.
+fn call_error(station: &str, action: &str, failure: CallFailure) -> Error {
+    match failure {
+        CallFailure::InvalidRequest(v) => {
+            let field = if v.path.is_empty() { "/".to_owned() } else { v.path.clone() };
+            Error::Invalid { field, detail: format!("{} ({}): {}", v.message, v.code.as_str(), v.path) }
+        }
+        CallFailure::NotConnected | CallFailure::Closed => Error::NotConnected(station.to_owned()),
+        CallFailure::StationRejected => {
+            Error::Conflict(format!("station '{station}' is Rejected; the CSMS sends it nothing"))
+        }
+        CallFailure::Busy => Error::Unavailable(format!("too many calls queued for station '{station}'")),
+        CallFailure::Timeout(d) => {
+            Error::StationTimeout(format!("station '{station}' did not answer {action} within {}s", d.as_secs()))
+        }
+        CallFailure::Rejected { code, description } => {
+            Error::Station(format!("station '{station}' answered {action} with {}: {description}", code.as_str()))
+        }
+        CallFailure::InvalidResponse(v) => Error::Station(format!(
+            "station '{station}' answered {action} with an invalid payload: {} at {}",
+            v.message, v.path
+        )),
+        CallFailure::MalformedResponse(why) => {
+            Error::Station(format!("station '{station}' answered {action} with a malformed frame: {why}"))
+        }
     }
 }

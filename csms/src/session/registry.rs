@@ -68,8 +68,8 @@ impl StationLink for Sessions {
     ) -> BoxFuture<'static, Result<Value, CallFailure>> {
         let handle = self.handle(tenant, station);
         Box::pin(async move {
-            ocpp::v201::validate(action, Direction::Request, &payload).map_err(CallFailure::InvalidRequest)?;
             let handle = handle.ok_or(CallFailure::NotConnected)?;
+            ocpp::v201::validate(action, Direction::Request, &payload).map_err(CallFailure::InvalidRequest)?;
             let (reply, rx) = oneshot::channel();
             handle.outbound.try_send(OutboundCall { action, payload, reply }).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => CallFailure::Busy,

@@ -9,8 +9,8 @@ use crate::link::CallFailure;
 use crate::store::{CertRequestState as State, CertificateRef, RequestChange, StoreError};
 
 /// A request claimed (`issuing`, `delivering`) this long ago by a process that
-/// then died is taken over. Longer than a call timeout.
-pub(super) const CLAIM_STALE_MS: i64 = 120_000;
+/// then died is taken over (`config::CLAIM_STALE_SECS`, above any call timeout).
+const CLAIM_STALE_MS: i64 = crate::config::CLAIM_STALE_SECS as i64 * 1000;
 
 /// Why a delivery did not complete (it resumes at the station's next connection).
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,18 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
                 Validity { not_before: now - time::Duration::minutes(5), not_after: now + time::Duration::days(days) };
             let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
             let issued = RequestChange { serial_hex: Some(&rec.serial_hex), ..RequestChange::to(State::Delivering) };
-            ctx.store.update_cert_request(tenant, id, &[State::Issuing], issued, ctx.clock.now_millis()).await?;
+            if !ctx.store.update_cert_request(tenant, id, &[State::Issuing], issued, ctx.clock.now_millis()).await? {
+                // Another process took the request over meanwhile: this certificate
+                // is not the one delivered, so it must not stay valid.
+                ctx.store.revoke_certificate(tenant, &rec.serial_hex, ctx.clock.now_millis(), "superseded").await?;
+                tracing::warn!(
+                    station,
+                    tenant,
+                    request = id,
+                    "issuance was taken over; the certificate issued here is revoked"
+                );
+                return Ok(());
+            }
             chain
         }
         State::Issued | State::Delivering => {
@@ -128,14 +139,20 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
     Ok(())
 }
 
-/// On (re)connection, and after an accepted SignCertificate: deliver whatever
-/// was accepted but not delivered.
+/// On (re)connection: deliver whatever was accepted but not delivered.
 pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str) {
-    let pending = match ctx
-        .store
-        .cert_requests_in(tenant, station, &[State::CsrReceived, State::Issuing, State::Issued, State::Delivering])
-        .await
-    {
+    deliver_in(ctx, tenant, station, &[State::CsrReceived, State::Issuing, State::Issued, State::Delivering]).await;
+}
+
+/// After an accepted SignCertificate: issue and deliver what was just
+/// accepted (requests cut short earlier wait for the next connection, as they
+/// did before the station sent this one).
+pub(super) async fn issue_accepted(ctx: &EngineContext, tenant: &str, station: &str) {
+    deliver_in(ctx, tenant, station, &[State::CsrReceived]).await;
+}
+
+async fn deliver_in(ctx: &EngineContext, tenant: &str, station: &str, states: &[State]) {
+    let pending = match ctx.store.cert_requests_in(tenant, station, states).await {
         Ok(rs) => rs,
         Err(e) => {
             tracing::warn!(error = %e, "reading pending certificate requests");

@@ -186,7 +186,7 @@ impl Engine for Certificates {
             return None;
         }
         let (ctx, station) = (self.ctx.clone(), station.clone());
-        Some(Box::pin(async move { delivery::resume(&ctx, &station.tenant_id, &station.station_id).await }))
+        Some(Box::pin(async move { delivery::issue_accepted(&ctx, &station.tenant_id, &station.station_id).await }))
     }
 
     fn tick(&self) -> Option<Task> {
