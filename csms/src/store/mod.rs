@@ -135,6 +135,14 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
 }
 
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), primary or extended.
+fn sqlite_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| {
+        let primary = c.parse::<i32>().map(|n| n & 0xff).unwrap_or(0);
+        primary == 5 || primary == 6
+    }))
+}
+
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -157,7 +165,23 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts).await?;
+            // Switching a new database to WAL takes an exclusive lock; when several
+            // processes open it at once, SQLite answers SQLITE_BUSY at once to all but
+            // one (a lock upgrade it will not wait for), so the open is retried.
+            let mut attempt: u32 = 0;
+            let pool = loop {
+                match SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(opts.clone()).await
+                {
+                    Ok(pool) => break pool,
+                    Err(e) if attempt < 20 && sqlite_busy(&e) => {
+                        attempt += 1;
+                        // Spread by process so that the retries do not collide again.
+                        let spread = u64::from(std::process::id() % 13);
+                        tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt) + spread)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let migrations = migrator(migrations::SQLITE);
             // SQLite has no migration lock: when two processes open a new database at
             // once, the loser fails on tables the winner created; on retry it finds
@@ -183,6 +207,11 @@ impl Store {
             return Err(StoreError::UnsupportedUrl);
         };
         Ok(Store { backend })
+    }
+
+    /// [`open`](Self::open) with an owned URL and a small pool, for spawned tasks.
+    pub async fn open_owned(url: String) -> Result<Store, StoreError> {
+        Store::open(&url, 2).await
     }
 
     /// `sqlite://<dir>/anchorpoint.db`
