@@ -126,11 +126,6 @@ impl KeyBackend {
         &self.master
     }
 
-    /// Whether new CA keys are made in a PKCS#11 token.
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
-    }
-
     /// A new CA hierarchy for `tenant`: keys in the token when one is configured.
     fn new_hierarchy(
         &self,
@@ -139,15 +134,7 @@ impl KeyBackend {
         root_cn: &str,
         now: OffsetDateTime,
     ) -> Result<pki::Hierarchy> {
-        match &self.token {
-            None => Ok(pki::generate_hierarchy(organization, root_cn, now)?),
-            Some(token) => {
-                let unique = now.unix_timestamp_nanos();
-                Ok(pki::generate_hierarchy_with(organization, root_cn, now, &mut |role| {
-                    Ok(pki::CaKey::Pkcs11(token.generate_key(&format!("anchorpoint/{tenant}/{role}/{unique}"))?))
-                })?)
-            }
-        }
+        Ok(pki::generate_hierarchy_with(organization, root_cn, now, &mut |role| self.generate_key(tenant, role, now))?)
     }
 
     /// [`new_hierarchy`](Self::new_hierarchy) on a blocking thread: key
@@ -169,6 +156,10 @@ impl KeyBackend {
     /// A key for a new CA: in the token when one is configured, else in
     /// software (sealed under the master key when stored).
     pub fn new_ca_key(&self, tenant: &str, role: &str, now: OffsetDateTime) -> Result<pki::CaKey> {
+        Ok(self.generate_key(tenant, role, now)?)
+    }
+
+    fn generate_key(&self, tenant: &str, role: &str, now: OffsetDateTime) -> Result<pki::CaKey, pki::PkiError> {
         Ok(match &self.token {
             Some(token) => pki::CaKey::Pkcs11(
                 token.generate_key(&format!("anchorpoint/{tenant}/{role}/{}", now.unix_timestamp_nanos()))?,

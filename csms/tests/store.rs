@@ -701,7 +701,12 @@ async fn concurrent_opens_of_a_new_sqlite_database_all_succeed() {
     for _ in 0..12 {
         let dir = tempfile::tempdir().unwrap();
         let url = Store::sqlite_url(dir.path());
-        let opens: Vec<_> = (0..8).map(|_| tokio::spawn(Store::open_owned(url.clone()))).collect();
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { Store::open(&url, 2).await })
+            })
+            .collect();
         for open in opens {
             open.await.unwrap().unwrap_or_else(|e| panic!("a concurrent open failed: {e}"));
         }

@@ -209,11 +209,6 @@ impl Store {
         Ok(Store { backend })
     }
 
-    /// [`open`](Self::open) with an owned URL and a small pool, for spawned tasks.
-    pub async fn open_owned(url: String) -> Result<Store, StoreError> {
-        Store::open(&url, 2).await
-    }
-
     /// `sqlite://<dir>/anchorpoint.db`
     pub fn sqlite_url(data_dir: &Path) -> String {
         format!("sqlite://{}", data_dir.join("anchorpoint.db").display())
