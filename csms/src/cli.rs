@@ -323,7 +323,8 @@ async fn refused(services: &Services, op: Operation, e: csms::error::Error) -> a
 /// The service layer over the opened data directory, as the server has it
 /// (no stations are connected to this process).
 async fn services(config: Config, clock: &SystemClock) -> anyhow::Result<(server::Opened, Arc<Services>)> {
-    let opened = server::open(config, clock).await?;
+    let mut opened = server::open(config, clock).await?;
+    opened.config = server::adopt_public_url(opened.config, &opened.store).await?;
     let node = Node::new(
         opened.config.clone(),
         opened.store.clone(),

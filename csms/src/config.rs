@@ -130,9 +130,9 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Environment overrides: `ANCHORPOINT_DATA_DIR`, `ANCHORPOINT_OCPP_ADDR`,
-    /// `ANCHORPOINT_OCPP_PLAIN_ADDR`, `ANCHORPOINT_API_ADDR`, `ANCHORPOINT_DATABASE_URL`,
-    /// `ANCHORPOINT_SERVER_NAMES` (comma-separated), `ANCHORPOINT_JWT_ALGORITHM`.
+    /// Environment overrides, `ANCHORPOINT_<KEY>` for the settings that have one;
+    /// the table in docs/operations.md names each (a test holds the two together).
+    /// `ANCHORPOINT_SERVER_NAMES` is comma-separated.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = var("ANCHORPOINT_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -223,6 +223,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/operations.md lists every setting and every environment variable
+    /// read here: a setting added without its line in the table fails this.
+    #[test]
+    fn operations_doc_lists_every_setting_and_variable() {
+        let source = include_str!("config.rs");
+        let doc = include_str!("../../docs/operations.md");
+        let body = source.split("pub struct Config {").nth(1).and_then(|s| s.split("\n}\n").next()).unwrap();
+        let fields: Vec<&str> =
+            body.lines().filter_map(|l| l.trim().strip_prefix("pub ").and_then(|l| l.split(':').next())).collect();
+        assert!(fields.len() > 20, "{fields:?}");
+        for field in fields {
+            assert!(doc.contains(&format!("`{field}`")), "docs/operations.md does not list the setting `{field}`");
+        }
+        let vars: Vec<&str> = source
+            .split("var(\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .filter(|v| v.starts_with("ANCHORPOINT_"))
+            .collect();
+        assert!(vars.len() > 8, "{vars:?}");
+        for v in vars {
+            assert!(doc.contains(&format!("`{v}`")), "docs/operations.md does not name the variable `{v}`");
+        }
+    }
 
     #[test]
     fn file_then_env_override() {

@@ -2,6 +2,7 @@
 //! Every other command opens the same way ([`open`]) and stops there.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,8 +33,14 @@ pub struct Opened {
 
 pub async fn open(config: Config, clock: &dyn Clock) -> Result<Opened> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::io(format!("creating data dir {}", config.data_dir.display()), e))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .map_err(|e| Error::io(format!("creating data dir {}", config.data_dir.display()), e))?;
+    }
     let secrets = authority::load_secrets(&config.data_dir)?;
     let keys = match &config.pkcs11_module {
         Some(module) => {
@@ -51,7 +58,100 @@ pub async fn open(config: Config, clock: &dyn Clock) -> Result<Opened> {
         .await
         .map_err(|e| Error::Config(format!("opening database {}: {e}", redact_url(&url))))?;
     authority::ensure_tenant(&store, &keys, clock, DEFAULT_TENANT, DEFAULT_ORGANIZATION, None).await?;
+    keep_private(&config.data_dir, &private_files(&config))?;
     Ok(Opened { config, secrets, keys, store })
+}
+
+/// The files that hold secrets: the master key, the JWT secret, and an SQLite
+/// database with its WAL and shared-memory files (password hashes, sealed keys).
+fn private_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = vec![config.data_dir.join("master.key"), config.data_dir.join("jwt.secret")];
+    if let Some(path) = config.database_url().strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        for suffix in ["", "-wal", "-shm"] {
+            files.push(std::path::PathBuf::from(format!("{path}{suffix}")));
+        }
+    }
+    files
+}
+
+/// The data directory is the owner's alone (0700) and every secret file in it
+/// is readable by the owner only (0600). Looser modes, left by an older version
+/// or a copy, are tightened with a warning naming each path; a path that cannot
+/// be tightened (another owner) stops the start.
+fn keep_private(data_dir: &std::path::Path, files: &[std::path::PathBuf]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let targets = std::iter::once((data_dir, 0o700)).chain(files.iter().map(|f| (f.as_path(), 0o600)));
+    for (path, mode) in targets {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("reading the mode of {}", path.display()), e)),
+        };
+        let found = meta.permissions().mode() & 0o777;
+        if found & 0o077 == 0 {
+            continue;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            Error::io(
+                format!(
+                    "{} is mode {found:03o}, readable by other users, and cannot be set to {mode:03o}; \
+                     set it yourself (it holds password hashes or keys)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        tracing::warn!(path = %path.display(), was = %format!("{found:03o}"), now = %format!("{mode:03o}"),
+            "tightened the mode of a path that other users could read");
+    }
+    Ok(())
+}
+
+/// The serving node's public URL (`Config::public_url`, derived from the API
+/// listener's bound port when not set), recorded in the database so that every
+/// other issuer (the command line) writes the same CRL and OCSP URLs into the
+/// certificates it issues. Returns `config` with the URL made explicit.
+async fn record_public_url(
+    mut config: Config,
+    api_addr: SocketAddr,
+    store: &Store,
+    clock: &dyn Clock,
+) -> Result<Config> {
+    if config.public_url.is_none() {
+        config.api_addr = SocketAddr::new(config.api_addr.ip(), api_addr.port());
+        config.public_url = Some(config.public_url());
+    }
+    let url = config.public_url();
+    let previous = store.set_setting(crate::store::PUBLIC_URL, &url, clock.now_millis()).await?;
+    if let Some(previous) = previous.filter(|p| *p != url) {
+        tracing::warn!(
+            previous = %previous,
+            public_url = %url,
+            "the public URL changed: certificates issued before name the previous one for their CRL and OCSP"
+        );
+    }
+    Ok(config)
+}
+
+/// A process that issues on the server's behalf (the command line) uses the
+/// public URL the serving node recorded, so that its certificates name the same
+/// CRL and OCSP URLs. A public URL given to it explicitly must be that one; with
+/// none recorded (no server has run yet), its own configuration stands.
+pub async fn adopt_public_url(mut config: Config, store: &Store) -> Result<Config> {
+    let Some(recorded) = store.setting(crate::store::PUBLIC_URL).await? else {
+        return Ok(config);
+    };
+    match &config.public_url {
+        Some(given) if given.trim_end_matches('/') != recorded.trim_end_matches('/') => Err(Error::Config(format!(
+            "public_url is '{given}' here but the server records '{recorded}' (the base of the CRL and OCSP URLs \
+             in the certificates it issues); give the same, or restart the server with the new one first"
+        ))),
+        _ => {
+            config.public_url = Some(recorded);
+            Ok(config)
+        }
+    }
 }
 
 /// Hides a password in a database URL for printing.
@@ -106,6 +206,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let ocpp_addr = ocpp.local_addr().map_err(local)?;
     let api_addr = api.local_addr().map_err(local)?;
     let plain_addr = plain.as_ref().map(|l| l.local_addr()).transpose().map_err(local)?;
+    let config = record_public_url(config, api_addr, &store, clock.as_ref()).await?;
 
     let node =
         Node::new(config.clone(), store.clone(), clock.clone(), keys.clone(), trust.clone(), Some(certs.clone()))

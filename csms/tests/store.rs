@@ -580,6 +580,18 @@ async fn cert_request_moves(s: &Store) {
     assert_eq!(s.cert_requests_in("acme", "CS3", &[]).await.unwrap().len(), 1, "no states: any state");
 }
 
+/// Platform settings: absent, recorded, replaced (the previous value returned).
+async fn platform_settings(s: &Store) {
+    use csms::store::PUBLIC_URL;
+    assert_eq!(s.setting(PUBLIC_URL).await.unwrap(), None);
+    assert_eq!(s.set_setting(PUBLIC_URL, "http://a.example:8080", 1).await.unwrap(), None);
+    assert_eq!(s.setting(PUBLIC_URL).await.unwrap().as_deref(), Some("http://a.example:8080"));
+    let previous = s.set_setting(PUBLIC_URL, "https://b.example", 2).await.unwrap();
+    assert_eq!(previous.as_deref(), Some("http://a.example:8080"));
+    assert_eq!(s.setting(PUBLIC_URL).await.unwrap().as_deref(), Some("https://b.example"));
+    assert_eq!(s.setting("other").await.unwrap(), None);
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -604,6 +616,7 @@ both!(group_commit_isolates_failures);
 both!(api_pages_tags_deletion_and_audit);
 both!(station_ca_replacement);
 both!(cert_request_moves);
+both!(platform_settings);
 
 #[test]
 fn migration_folders_agree() {

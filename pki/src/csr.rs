@@ -369,7 +369,12 @@ mod tests {
     }
 
     fn openssl_csr(newkey: &str, subj: &str) -> String {
-        let out = openssl(&["req", "-new", "-newkey", newkey, "-nodes", "-subj", subj, "-keyout", "/dev/null"]);
+        openssl_csr_digest(newkey, "-sha256", subj)
+    }
+
+    /// An openssl CSR for `newkey` (`rsa:2048`, ...) signed with `digest`.
+    fn openssl_csr_digest(newkey: &str, digest: &str, subj: &str) -> String {
+        let out = openssl(&["req", "-new", "-newkey", newkey, digest, "-nodes", "-subj", subj, "-keyout", "/dev/null"]);
         String::from_utf8(out).unwrap()
     }
 
@@ -502,6 +507,24 @@ mod tests {
         let err = validate_csr(&pem, "CS001").unwrap_err();
         assert!(matches!(&err, CsrRejection::WeakKey(m) if m.contains("1024")), "{err:?}");
         assert_eq!(err.rule(), "csr.key_strength");
+    }
+
+    /// docs/security.md says "SHA-256 or better": every curve takes ecdsa-with-SHA384
+    /// and ecdsa-with-SHA512 from openssl as well as SHA-256 (issue 10 found SHA-512
+    /// refused for P-256).
+    #[test]
+    fn accepts_sha384_and_sha512_on_every_curve() {
+        for (curve, name) in [("prime256v1", "ECDSA P-256"), ("secp384r1", "ECDSA P-384")] {
+            for digest in ["-sha512", "-sha384", "-sha256"] {
+                let csr = validate_csr(&openssl_ec_csr_digest(curve, digest, "/CN=CS001"), "CS001")
+                    .unwrap_or_else(|e| panic!("{curve} {digest}: {e}"));
+                assert_eq!(csr.key_description(), name, "{curve} {digest}");
+            }
+        }
+        for digest in ["-sha512", "-sha384"] {
+            let pem = openssl_csr_digest("rsa:2048", digest, "/CN=CS001");
+            validate_csr(&pem, "CS001").unwrap_or_else(|e| panic!("rsa {digest}: {e}"));
+        }
     }
 
     /// ISO 15118-20 keys: P-521 with ecdsa-with-SHA512, and openssl's default SHA-256.

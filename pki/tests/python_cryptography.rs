@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{OPERATOR_ROOT_KEYS, ORG, P256, TempDir, hierarchy, now, openssl_csr, operator_root, python, s};
+use common::{OPERATOR_ROOT_KEYS, ORG, P256, P521, TempDir, hierarchy, now, openssl_csr, operator_root, python, s};
 use pki::{
     CertStatus, CertificateAuthority, IssuedCertificate, MASTER_KEY_LEN, MasterKey, OcspRequest, RevocationReason,
     Revoked, validate_csr,
@@ -249,4 +249,103 @@ for path in sys.argv[1:]:
 "#;
     let out = python(script, &[s(&dir.write("server.pem", &server.pem)), s(&dir.write("station.pem", &station.pem))]);
     assert_eq!(out, "bc True False None ski 20\nbc True False None ski 20\n");
+}
+
+/// Every kind of certificate the PKI emits, read by Python `cryptography` with
+/// every extension parsed (`cert.extensions` decodes them all and refuses
+/// non-DER, such as an encoded DEFAULT), none left unrecognised, version 3, a
+/// positive serial of at most 20 octets, and the signature checked against the
+/// issuer: the generated station root and station CA, the CSMS server
+/// certificate, station certificates (P-256 and P-521 keys, with and without
+/// revocation endpoints), and the sub-CAs and station certificates made under
+/// operators' imported roots of every key type.
+#[test]
+fn every_certificate_the_pki_emits_is_strict_der_with_every_extension_read() {
+    use pki::{CaKey, RevocationEndpoints};
+    let dir = TempDir::new("pyca-every");
+    let h = hierarchy();
+    let mut station_ca = hierarchy().station_ca;
+    let mut certs: Vec<(String, String, String)> = Vec::new(); // name, pem, issuer pem
+    let mut add = |name: &str, pem: &str, issuer: &str| certs.push((name.into(), pem.into(), issuer.into()));
+    add("root", h.root.cert_pem(), h.root.cert_pem());
+    add("station-ca", h.station_ca.cert_pem(), h.root.cert_pem());
+    let (server, _) = h
+        .root
+        .issue_server_certificate(&["csms.example".into(), "127.0.0.1".into()], now(), now() + Duration::days(30))
+        .unwrap();
+    add("server", &server.pem, h.root.cert_pem());
+    add("station", &station(&dir, &h.station_ca, "CS-PLAIN").pem, h.station_ca.cert_pem());
+    station_ca.set_revocation_endpoints(RevocationEndpoints {
+        crl_url: Some("http://csms.example:8080/pki/acme/ca/0011223344556677.crl".into()),
+        ocsp_url: Some("http://csms.example:8080/ocsp/acme".into()),
+    });
+    let p521 = validate_csr(&openssl_csr(&dir, "CS-P521", P521, "CS-P521").0, "CS-P521").unwrap();
+    let p521 = station_ca.issue_station_certificate(&p521, ORG, now(), now() + Duration::days(30)).unwrap();
+    add("station-p521-endpoints", &p521.pem, station_ca.cert_pem());
+    for (name, newkey) in OPERATOR_ROOT_KEYS {
+        let (_, root) = operator_root(&dir, name, newkey);
+        add(&format!("{name}-operator-root"), root.cert_pem(), root.cert_pem());
+        let sub = root.issue_station_sub_ca(ORG, now(), 2, CaKey::software().unwrap()).unwrap();
+        add(&format!("{name}-sub-ca"), sub.cert_pem(), root.cert_pem());
+        add(&format!("{name}-station"), &station(&dir, &sub, &format!("{name}-CS")).pem, sub.cert_pem());
+        add(&format!("{name}-root-station"), &station(&dir, &root, &format!("{name}-CS2")).pem, root.cert_pem());
+    }
+    let mut args = Vec::new();
+    for (name, pem, issuer) in &certs {
+        args.push(name.clone());
+        args.push(s(&dir.write(&format!("{name}.pem"), pem)).to_owned());
+        args.push(s(&dir.write(&format!("{name}-issuer.pem"), issuer)).to_owned());
+    }
+    let script = r#"
+import sys
+from cryptography import x509
+argv = sys.argv[1:]
+for i in range(0, len(argv), 3):
+    name, path, issuer_path = argv[i:i + 3]
+    cert = x509.load_pem_x509_certificate(open(path, "rb").read())
+    issuer = x509.load_pem_x509_certificate(open(issuer_path, "rb").read())
+    assert cert.version == x509.Version.v3, (name, cert.version)
+    assert 0 < cert.serial_number < 2 ** 159, (name, cert.serial_number)
+    cert.verify_directly_issued_by(issuer)
+    names = []
+    for ext in cert.extensions:
+        assert not isinstance(ext.value, x509.UnrecognizedExtension), (name, ext.oid)
+        names.append(ext.value.__class__.__name__ + ("!" if ext.critical else ""))
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    print(name, "ca" if bc.ca else "leaf", bc.path_length, " ".join(sorted(names)))
+"#;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = python(script, &args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), certs.len(), "{out}");
+    let line = |name: &str| {
+        *lines.iter().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name}: {out}"))
+    };
+    for l in &lines {
+        // Every certificate: critical basicConstraints and keyUsage, and a key identifier.
+        assert!(
+            l.contains("BasicConstraints!") && l.contains("KeyUsage!") && l.contains("SubjectKeyIdentifier"),
+            "{l}"
+        );
+    }
+    assert!(line("root").starts_with("root ca 1 "), "{out}");
+    assert!(line("station-ca").starts_with("station-ca ca 0 "), "{out}");
+    assert!(line("station-ca").contains("AuthorityKeyIdentifier"), "{out}");
+    for leaf in ["server", "station", "station-p521-endpoints"] {
+        let l = line(leaf);
+        assert!(
+            l.contains(" leaf None ") && l.contains("ExtendedKeyUsage") && l.contains("AuthorityKeyIdentifier"),
+            "{l}"
+        );
+    }
+    assert!(line("server").contains("SubjectAlternativeName"), "{out}");
+    let with_endpoints = line("station-p521-endpoints");
+    assert!(
+        with_endpoints.contains("CRLDistributionPoints") && with_endpoints.contains("AuthorityInformationAccess"),
+        "{with_endpoints}"
+    );
+    for (name, _) in OPERATOR_ROOT_KEYS {
+        assert!(line(&format!("{name}-sub-ca")).contains(" ca 0 "), "{out}");
+        assert!(line(&format!("{name}-station")).contains(" leaf None "), "{out}");
+    }
 }

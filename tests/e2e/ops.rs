@@ -37,9 +37,11 @@ fn zero_configuration_start() {
     }
     assert!(banner.contains("csms-root.pem"), "{banner}");
     assert!(data.join("anchorpoint.db").exists());
-    for secret in ["master.key", "jwt.secret"] {
-        let mode = std::fs::metadata(data.join(secret)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{secret} must be private");
+    // The data directory is the owner's alone; every file holding password hashes
+    // or keys (the database with its WAL and shared memory too) is 0600.
+    assert_eq!(mode_of(&data), 0o700, "the data directory must be private");
+    for secret in ["master.key", "jwt.secret", "anchorpoint.db", "anchorpoint.db-wal", "anchorpoint.db-shm"] {
+        assert_eq!(mode_of(&data.join(secret)), 0o600, "{secret} must be private");
     }
     // The published CSMS root is a CA certificate openssl reads, and the tenant's
     // station CA chains to the tenant's station root.
@@ -56,6 +58,76 @@ fn zero_configuration_start() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("PRIVATE KEY"), "{} holds a PEM private key", entry.display());
     }
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// A data directory left readable by others (an older version, a copy) is
+/// tightened at the next start, with a warning naming each path.
+#[test]
+fn looser_modes_are_tightened_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let list = || Command::new(CSMS).args(["tenant", "list", "--data-dir", data_arg]).output().unwrap();
+    assert!(list().status.success());
+    let loose = [(data.clone(), 0o755), (data.join("anchorpoint.db"), 0o644), (data.join("master.key"), 0o640)];
+    for (path, mode) in &loose {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let out = list();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    for (path, _) in &loose {
+        let want = if path == &data { 0o700 } else { 0o600 };
+        assert_eq!(mode_of(path), want, "{} was not tightened", path.display());
+        assert!(log.contains(&path.display().to_string()), "no warning names {}:\n{log}", path.display());
+    }
+    assert!(log.contains("tightened"), "{log}");
+}
+
+/// Certificates enrolled through the command line name the CRL and OCSP URLs of
+/// the running server (which records its public URL), not a default address; a
+/// command given another public URL is refused, naming both.
+#[test]
+fn cli_enrollment_names_the_servers_revocation_urls() {
+    let env = Env::new(Db::Sqlite);
+    env.cli(&["station", "add", "CS-URL", "--profile", "3"]);
+    let server = env.serve(&[]);
+    let port = server.api.rsplit(':').next().unwrap().to_owned();
+    let creds = env.enroll("CS-URL", "CS-URL");
+    let text = openssl(&[
+        "x509",
+        "-in",
+        creds.cert.to_str().unwrap(),
+        "-noout",
+        "-ext",
+        "crlDistributionPoints,authorityInfoAccess",
+    ]);
+    let crl = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("URI:").filter(|u| u.ends_with(".crl")))
+        .unwrap_or_else(|| panic!("no CRL URL in:\n{text}"));
+    assert!(
+        crl.starts_with(&format!("http://localhost:{port}/pki/default/ca/")),
+        "CRL URL {crl} is not the server's (API port {port})"
+    );
+    assert!(text.contains(&format!("OCSP - URI:http://localhost:{port}/ocsp/default")), "{text}");
+    // The URL works: the server publishes that CRL there.
+    let fetched = env.path("fetched.crl");
+    let status =
+        Command::new("curl").args(["-s", "-o", fetched.to_str().unwrap(), "-w", "%{http_code}", crl]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "200", "GET {crl}");
+    let text = openssl(&["crl", "-inform", "DER", "-in", fetched.to_str().unwrap(), "-noout", "-issuer"]);
+    assert!(text.contains("issuer="), "{text}");
+
+    let out =
+        env.cli_raw_env(&["station", "show", "CS-URL"], &[("ANCHORPOINT_PUBLIC_URL", "http://elsewhere.example:9")]);
+    assert!(!out.status.success(), "a different public URL was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http://elsewhere.example:9") && err.contains(&format!("http://localhost:{port}")), "{err}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -13,7 +13,8 @@
 //! `tenants`, `stations` (with tags and connector statuses), `credentials`
 //! (CA material, station CA rotation and replacement), `certificates` (issued
 //! station certificates, revocation, supersession), `cert_requests` (A02/A03),
-//! `reports` (what stations report) and `audit`.
+//! `reports` (what stations report), `audit` and `settings` (platform settings
+//! every issuer shares, such as the public URL).
 //!
 //! # Tenant scope
 //!
@@ -29,6 +30,7 @@
 //! - maintenance over every tenant: [`Store::revoked_since`] (sessions to close),
 //!   [`Store::certificates_expiring`] (renewals), [`Store::revoke_superseded`],
 //!   [`Store::overlapping_station_cas`] (renewals by a new CA);
+//! - platform settings: [`Store::setting`], [`Store::set_setting`];
 //! - trust material of every tenant: [`Store::trusted_station_roots`] (the TLS
 //!   client verifier), [`Store::credential_certs_named`], and
 //!   [`Store::hsm_label_in_use`] (a PKCS#11 key belongs to one credential).
@@ -38,6 +40,7 @@ mod cert_requests;
 mod certificates;
 mod credentials;
 mod reports;
+mod settings;
 mod stations;
 mod tenants;
 
@@ -54,6 +57,7 @@ pub use cert_requests::{CertRequest, CertRequestState, RequestChange};
 pub use certificates::{CertificateAtConnect, CertificateQuery, CertificateRecord, CertificateRef, RevokedCertificate};
 pub use credentials::{CaOverlap, CaRow, CredentialCert, CredentialRecord, Retirement};
 pub use reports::{BootRecord, SecurityEvent, StationWrite};
+pub use settings::PUBLIC_URL;
 pub use stations::{ConnectorStatus, NewStation, Registration, Station, StationQuery};
 pub use tenants::Tenant;
 
@@ -67,6 +71,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("creating the database file {path}: {source}")]
+    File { path: String, source: std::io::Error },
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
     #[error("{what} '{id}' already exists")]
@@ -147,6 +153,21 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// Creates an empty database file readable by its owner only, unless one
+/// exists: SQLite creates its WAL and shared-memory files with the database
+/// file's mode, so all three hold password hashes and sealed keys at 0600.
+fn create_private(path: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.is_empty() || path == ":memory:" || path.starts_with(':') {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::File { path: path.to_owned(), source: e }),
+    }
+}
+
 /// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -157,6 +178,7 @@ impl Store {
     /// `sqlite://PATH` or `postgres://...`.
     pub async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            create_private(path.split('?').next().unwrap_or(path))?;
             let opts = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)

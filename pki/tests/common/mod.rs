@@ -24,6 +24,10 @@ pub fn hierarchy() -> Hierarchy {
 /// `openssl req -newkey` arguments for a P-256 station key.
 pub const P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
 
+/// `openssl req -newkey` arguments for a P-521 station key (ISO 15118-20), SHA-512.
+#[allow(dead_code)] // not every test crate uses it
+pub const P521: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp521r1", "-sha512"];
+
 /// The key types of operators' own roots, as `openssl req` arguments.
 pub const OPERATOR_ROOT_KEYS: &[(&str, &[&str])] = &[
     ("rsa", &["-newkey", "rsa:2048"]),
