@@ -69,6 +69,35 @@ pub struct Config {
     /// is served again without the request's nonce, and a request never seen
     /// is answered tryLater.
     pub ocsp_signatures_per_second: u32,
+
+    // Gateway limits on unauthenticated peers (docs/security.md, "Connection limits").
+    /// A connection must send its first TLS record (the ClientHello) or, on the
+    /// plain listener, its first bytes within this many seconds; until then it
+    /// holds no handshake permit.
+    pub client_hello_timeout_secs: u64,
+    /// Handshakes in progress (accept to upgrade) from one source address.
+    pub max_handshakes_per_source: usize,
+    /// Whether `max_handshakes_per_source` applies to loopback sources too (off:
+    /// a TLS-passthrough proxy on the host, the tests and the load generator).
+    pub limit_loopback_handshakes: bool,
+    /// Failed password logins for one station id within the window before
+    /// further attempts are refused (`too_many_failures`) without a check.
+    pub login_failures_per_station: u32,
+    /// The same, per source address, whatever station ids it tries.
+    pub login_failures_per_source: u32,
+    /// Failures older than this many seconds are forgotten.
+    pub login_failure_window_secs: u64,
+    /// First back-off, seconds; it doubles with each further failure.
+    pub login_backoff_initial_secs: u64,
+    /// Longest back-off, seconds.
+    pub login_backoff_max_secs: u64,
+    /// Station ids (and, separately, source addresses) remembered at most.
+    pub login_failure_table_entries: usize,
+    /// Password checks running at once (default: the number of cores).
+    pub password_check_concurrency: Option<usize>,
+    /// Password checks waiting behind those; beyond it a login is refused at
+    /// once (503, `password_queue_full`).
+    pub password_check_queue: usize,
 }
 
 impl Default for Config {
@@ -100,6 +129,17 @@ impl Default for Config {
             pkcs11_module: None,
             pkcs11_token: None,
             pkcs11_pin: None,
+            client_hello_timeout_secs: 3,
+            max_handshakes_per_source: 32,
+            limit_loopback_handshakes: false,
+            login_failures_per_station: 5,
+            login_failures_per_source: 20,
+            login_failure_window_secs: 900,
+            login_backoff_initial_secs: 2,
+            login_backoff_max_secs: 300,
+            login_failure_table_entries: 10_000,
+            password_check_concurrency: None,
+            password_check_queue: 32,
         }
     }
 }
@@ -170,6 +210,35 @@ impl Config {
         if let Some(v) = var("ANCHORPOINT_SERVER_NAMES") {
             self.server_names = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
+        self.apply_gateway_limits_env(&var)?;
+        Ok(())
+    }
+
+    /// The gateway-limit part of [`Config::apply_env`].
+    fn apply_gateway_limits_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn set<T: std::str::FromStr>(var: &impl Fn(&str) -> Option<String>, name: &str, field: &mut T) -> Result<()>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(v) = var(name) {
+                *field = v.trim().parse().map_err(|e| bad_env(name, e))?;
+            }
+            Ok(())
+        }
+        set(var, "ANCHORPOINT_CLIENT_HELLO_TIMEOUT_SECS", &mut self.client_hello_timeout_secs)?;
+        set(var, "ANCHORPOINT_MAX_HANDSHAKES_PER_SOURCE", &mut self.max_handshakes_per_source)?;
+        set(var, "ANCHORPOINT_LIMIT_LOOPBACK_HANDSHAKES", &mut self.limit_loopback_handshakes)?;
+        set(var, "ANCHORPOINT_LOGIN_FAILURES_PER_STATION", &mut self.login_failures_per_station)?;
+        set(var, "ANCHORPOINT_LOGIN_FAILURES_PER_SOURCE", &mut self.login_failures_per_source)?;
+        set(var, "ANCHORPOINT_LOGIN_FAILURE_WINDOW_SECS", &mut self.login_failure_window_secs)?;
+        set(var, "ANCHORPOINT_LOGIN_BACKOFF_INITIAL_SECS", &mut self.login_backoff_initial_secs)?;
+        set(var, "ANCHORPOINT_LOGIN_BACKOFF_MAX_SECS", &mut self.login_backoff_max_secs)?;
+        set(var, "ANCHORPOINT_LOGIN_FAILURE_TABLE_ENTRIES", &mut self.login_failure_table_entries)?;
+        set(var, "ANCHORPOINT_PASSWORD_CHECK_QUEUE", &mut self.password_check_queue)?;
+        if let Some(v) = var("ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY") {
+            let n: usize = v.trim().parse().map_err(|e| bad_env("ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY", e))?;
+            self.password_check_concurrency = Some(n);
+        }
         Ok(())
     }
 
@@ -204,6 +273,32 @@ impl Config {
                 "idle_timeout_secs must exceed boot_retry_interval_secs, or Pending stations get disconnected".into(),
             ));
         }
+        self.validate_gateway_limits()?;
+        Ok(())
+    }
+
+    fn validate_gateway_limits(&self) -> Result<()> {
+        if self.client_hello_timeout_secs == 0 || self.client_hello_timeout_secs > self.handshake_timeout_secs {
+            return Err(Error::Config("client_hello_timeout_secs must be between 1 and handshake_timeout_secs".into()));
+        }
+        if self.max_handshakes_per_source == 0 || self.password_check_concurrency == Some(0) {
+            return Err(Error::Config(
+                "max_handshakes_per_source and password_check_concurrency must be at least 1".into(),
+            ));
+        }
+        if self.login_failures_per_station == 0 || self.login_failures_per_source == 0 {
+            return Err(Error::Config(
+                "login_failures_per_station and login_failures_per_source must be at least 1".into(),
+            ));
+        }
+        if self.login_backoff_initial_secs == 0 || self.login_backoff_max_secs < self.login_backoff_initial_secs {
+            return Err(Error::Config(
+                "login_backoff_initial_secs must be at least 1 and at most login_backoff_max_secs".into(),
+            ));
+        }
+        if self.login_failure_table_entries == 0 {
+            return Err(Error::Config("login_failure_table_entries must be at least 1".into()));
+        }
         Ok(())
     }
 
@@ -237,15 +332,23 @@ mod tests {
         for field in fields {
             assert!(doc.contains(&format!("`{field}`")), "docs/operations.md does not list the setting `{field}`");
         }
+        // Every variable read here (in tests too): named in the doc, or its setting listed
+        // in a row that names its variables as `ANCHORPOINT_` + the key in capitals.
         let vars: Vec<&str> = source
-            .split("var(\"")
+            .split("\"ANCHORPOINT_")
             .skip(1)
             .filter_map(|s| s.split('"').next())
-            .filter(|v| v.starts_with("ANCHORPOINT_"))
+            .filter(|v| !v.is_empty())
             .collect();
         assert!(vars.len() > 8, "{vars:?}");
+        let by_convention = doc.contains("`ANCHORPOINT_` + the key in capitals");
         for v in vars {
-            assert!(doc.contains(&format!("`{v}`")), "docs/operations.md does not name the variable `{v}`");
+            let named = doc.contains(&format!("`ANCHORPOINT_{v}`"));
+            let key = format!("`{}`", v.to_lowercase());
+            assert!(
+                named || (by_convention && doc.contains(&key)),
+                "docs/operations.md does not name `ANCHORPOINT_{v}` (nor list the setting {key})"
+            );
         }
     }
 
@@ -279,5 +382,24 @@ mod tests {
         let mut cfg = Config::default();
         let err = cfg.apply_env(|k| (k == "ANCHORPOINT_API_ADDR").then(|| "nonsense".to_owned())).unwrap_err();
         assert!(format!("{err:#}").contains("ANCHORPOINT_API_ADDR"));
+    }
+
+    #[test]
+    fn gateway_limits_from_env() {
+        let mut cfg = Config::default();
+        let vars = |k: &str| match k {
+            "ANCHORPOINT_MAX_HANDSHAKES_PER_SOURCE" => Some("7".to_owned()),
+            "ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY" => Some("3".to_owned()),
+            "ANCHORPOINT_LIMIT_LOOPBACK_HANDSHAKES" => Some("true".to_owned()),
+            _ => None,
+        };
+        cfg.apply_env(vars).unwrap();
+        assert_eq!(cfg.max_handshakes_per_source, 7);
+        assert_eq!(cfg.password_check_concurrency, Some(3));
+        assert!(cfg.limit_loopback_handshakes);
+        let err = cfg.apply_env(|k| (k == "ANCHORPOINT_LOGIN_BACKOFF_MAX_SECS").then(|| "x".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("ANCHORPOINT_LOGIN_BACKOFF_MAX_SECS"), "{err}");
+        let cfg = Config { client_hello_timeout_secs: 20, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("client_hello_timeout_secs"));
     }
 }

@@ -34,6 +34,21 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+/// Refusal reasons of the gateway's limits on unauthenticated peers, as counted in
+/// `anchorpoint_ocpp_handshake_failures_total{reason}` (docs/security.md).
+pub mod gateway_refusals {
+    /// The ClientHello offered only TLS 1.1 or older (answered `protocol_version`).
+    pub const TLS_VERSION: &str = "tls_version";
+    /// Nothing (or no complete first TLS record) within `client_hello_timeout_secs`.
+    pub const CLIENT_HELLO_TIMEOUT: &str = "client_hello_timeout";
+    /// The source address had `max_handshakes_per_source` handshakes in progress.
+    pub const SOURCE_HANDSHAKE_LIMIT: &str = "source_handshake_limit";
+    /// The station id or source address is backed off after failed password logins.
+    pub const TOO_MANY_FAILURES: &str = "too_many_failures";
+    /// The password-check queue was full.
+    pub const PASSWORD_QUEUE_FULL: &str = "password_queue_full";
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~33 s
     Histogram::new(exponential_buckets(0.0005, 3.0, 11))

@@ -72,9 +72,19 @@ impl Rig {
     /// What the gateway decides for `id` presenting `chain` now.
     async fn admit(&self, id: &str, chain: &[CertificateDer<'static>]) -> Result<(), Refusal> {
         let transport = Transport { tls: true, client_chain: Some(chain.to_vec()), sni: None };
-        identity::authenticate(&self.node.gateway, id, &transport, None).await.map(|_| ())
+        identity::authenticate(&self.node.gateway, id, SOURCE, &transport, None).await.map(|_| ())
+    }
+
+    /// What the gateway decides for `id` sending HTTP Basic `id:password` over TLS.
+    async fn admit_basic(&self, id: &str, password: &str) -> Result<(), Refusal> {
+        use base64::Engine;
+        let transport = Transport { tls: true, client_chain: None, sni: None };
+        let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{password}")));
+        identity::authenticate(&self.node.gateway, id, SOURCE, &transport, Some(&header)).await.map(|_| ())
     }
 }
+
+const SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
 /// Sends a SignCertificate and returns the station's answer to it.
 async fn sign_certificate(ws: &mut Ws, id: &str, csr: &str) -> Value {
@@ -82,6 +92,48 @@ async fn sign_certificate(ws: &mut Ws, id: &str, csr: &str) -> Value {
     let reply = next_frame(ws).await;
     assert_eq!((reply[0].clone(), reply[1].clone()), (json!(3), json!(id)), "{reply}");
     reply[2].clone()
+}
+
+/// Issue 10: after failed passwords a station id is backed off on the gateway's
+/// clock: the right password is refused until the back-off ends, which doubles
+/// with each further failure; a success clears the record.
+#[tokio::test]
+async fn login_back_off_follows_the_clock() {
+    let config = Config {
+        login_failures_per_station: 3,
+        login_backoff_initial_secs: 10,
+        login_backoff_max_secs: 25,
+        ..Config::default()
+    };
+    let rig = rig(config).await;
+    let s = m::NewStation {
+        id: "P-2".into(),
+        security_profile: 2,
+        password: Some("a-long-basic-password-1".into()),
+        registration: None,
+        description: None,
+        tags: None,
+    };
+    rig.node.services.create_station(TENANT, s).await.unwrap();
+    let (right, wrong) = ("a-long-basic-password-1", "a-long-basic-password-2");
+    for _ in 0..3 {
+        assert_eq!(rig.admit_basic("P-2", wrong).await, Err(Refusal::WrongPassword));
+    }
+    assert_eq!(rig.admit_basic("P-2", right).await, Err(Refusal::TooManyFailures { retry_after_secs: 10 }));
+    rig.clock.advance(9);
+    assert_eq!(rig.admit_basic("P-2", right).await, Err(Refusal::TooManyFailures { retry_after_secs: 1 }));
+    rig.clock.advance(1);
+    // The back-off is over: one more failure doubles it (20 s), then the cap (25 s).
+    assert_eq!(rig.admit_basic("P-2", wrong).await, Err(Refusal::WrongPassword));
+    assert_eq!(rig.admit_basic("P-2", right).await, Err(Refusal::TooManyFailures { retry_after_secs: 20 }));
+    rig.clock.advance(20);
+    assert_eq!(rig.admit_basic("P-2", wrong).await, Err(Refusal::WrongPassword));
+    assert_eq!(rig.admit_basic("P-2", right).await, Err(Refusal::TooManyFailures { retry_after_secs: 25 }));
+    rig.clock.advance(25);
+    assert_eq!(rig.admit_basic("P-2", right).await, Ok(()));
+    // Cleared: fewer than three failures do not back it off.
+    assert_eq!(rig.admit_basic("P-2", wrong).await, Err(Refusal::WrongPassword));
+    assert_eq!(rig.admit_basic("P-2", right).await, Ok(()));
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod api;
 mod ca_management;
 mod durability;
 mod frames;
+mod gateway_limits;
 mod interop;
 mod ops;
 mod refusals;

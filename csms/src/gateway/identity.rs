@@ -5,6 +5,8 @@
 //! the station id. Profile 2/1: HTTP Basic with username = station id. A station is
 //! never let in with a lower profile than configured (A05).
 
+use std::net::IpAddr;
+
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::Gateway;
@@ -49,6 +51,13 @@ pub enum Refusal {
     BasicUserMismatch,
     NoPasswordSet,
     WrongPassword,
+    /// The station id or the source address is backed off after failed
+    /// password logins; the password was not checked.
+    TooManyFailures {
+        retry_after_secs: u64,
+    },
+    /// As many password checks as allowed are running and queued.
+    PasswordQueueFull,
     Internal,
 }
 
@@ -73,13 +82,16 @@ impl Refusal {
             Refusal::BasicUserMismatch => "basic_user_mismatch",
             Refusal::NoPasswordSet => "no_password_set",
             Refusal::WrongPassword => "wrong_password",
+            Refusal::TooManyFailures { .. } => crate::metrics::gateway_refusals::TOO_MANY_FAILURES,
+            Refusal::PasswordQueueFull => crate::metrics::gateway_refusals::PASSWORD_QUEUE_FULL,
             Refusal::Internal => "internal_error",
         }
     }
 
     pub fn status(self) -> http::StatusCode {
         match self {
-            Refusal::Internal => http::StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Internal | Refusal::PasswordQueueFull => http::StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::TooManyFailures { .. } => http::StatusCode::TOO_MANY_REQUESTS,
             _ => http::StatusCode::UNAUTHORIZED,
         }
     }
@@ -93,24 +105,64 @@ pub struct Admission {
     pub certificate_serial: Option<String>,
 }
 
-/// Decides whether `station_id` may open a session over `transport` with the
-/// given `Authorization` header.
+/// Decides whether `station_id`, connecting from `source`, may open a session
+/// over `transport` with the given `Authorization` header.
+///
+/// When a Basic password was presented, every outcome but a back-off or a full
+/// queue costs exactly one PBKDF2 verification (against the station's hash, or a
+/// dummy one where there is none), so neither the answer nor its timing tells a
+/// known station id from an unknown one; and each refusal counts as a failed
+/// login for the station id and for the source address.
 pub async fn authenticate(
+    app: &Gateway,
+    station_id: &str,
+    source: IpAddr,
+    transport: &Transport,
+    authorization: Option<&str>,
+) -> Result<Admission, Refusal> {
+    let Some((_, password)) = authorization.and_then(parse_basic) else {
+        return decide(app, station_id, transport, authorization, &mut false).await;
+    };
+    // Decided before anything is looked up, so it is the same for every id.
+    if let Some(retry_after_secs) = app.throttle.backed_off(station_id, source, app.clock.now_millis()) {
+        return Err(Refusal::TooManyFailures { retry_after_secs });
+    }
+    let mut checked = false;
+    let result = decide(app, station_id, transport, authorization, &mut checked).await;
+    match result {
+        Ok(admission) => {
+            app.throttle.succeeded(station_id);
+            Ok(admission)
+        }
+        Err(Refusal::Internal | Refusal::PasswordQueueFull | Refusal::TooManyFailures { .. }) => result,
+        Err(refusal) => {
+            let refusal = if checked { refusal } else { equal_time(app, password, refusal).await };
+            if refusal != Refusal::PasswordQueueFull {
+                app.throttle.failed(station_id, source, app.clock.now_millis());
+            }
+            Err(refusal)
+        }
+    }
+}
+
+/// The checks themselves; `checked` is set when a real password verification ran.
+async fn decide(
     app: &Gateway,
     station_id: &str,
     transport: &Transport,
     authorization: Option<&str>,
+    checked: &mut bool,
 ) -> Result<Admission, Refusal> {
     let station = match app.store.station_for_connect(station_id).await {
         Ok(Some(s)) => s,
-        Ok(None) => return Err(equal_time(app, authorization, Refusal::UnknownStation).await),
+        Ok(None) => return Err(Refusal::UnknownStation),
         Err(e) => {
             tracing::error!(error = %e, "station lookup failed");
             return Err(Refusal::Internal);
         }
     };
     if !station.enabled {
-        return Err(equal_time(app, authorization, Refusal::StationDisabled).await);
+        return Err(Refusal::StationDisabled);
     }
     // A tenant's own host name serves that tenant's stations only.
     if let Some(owner) = transport.sni.as_deref().and_then(|h| app.tenant_of_host(h))
@@ -152,28 +204,35 @@ pub async fn authenticate(
             }
         };
     }
-    verify_basic(app, &station, authorization).await?;
+    verify_basic(app, &station, authorization, checked).await?;
     Ok(Admission { station, certificate_serial: None })
 }
 
-/// A refusal that must not be told apart by its timing: when the client sent a
-/// password, one PBKDF2 verification is spent as for a known station, so an
-/// unknown or disabled id is not answered measurably faster than a wrong password.
-async fn equal_time(app: &Gateway, authorization: Option<&str>, refusal: Refusal) -> Refusal {
-    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let Some((_, pass)) = authorization.and_then(parse_basic) else {
+/// A refusal that must not be told apart by its timing: the client sent a
+/// password that reached no real hash, so one PBKDF2 verification is spent
+/// against a dummy hash with the configured iterations, as for a wrong password.
+async fn equal_time(app: &Gateway, password: String, refusal: Refusal) -> Refusal {
+    let Some(stored) = app.dummy_hash.clone() else {
         return refusal;
     };
-    let iterations = app.config.password_hash_iterations;
-    let Some(stored) = DUMMY.get_or_init(|| password::hash("equal-time-dummy-password", iterations).ok()).clone()
-    else {
-        return refusal;
-    };
-    if let Ok(_permit) = app.password_permits.acquire().await {
-        app.metrics.password_checks.inc();
-        let _ = tokio::task::spawn_blocking(move || password::verify(&pass, &stored)).await;
+    match check_password(app, password, stored).await {
+        Err(Refusal::PasswordQueueFull) => Refusal::PasswordQueueFull,
+        _ => refusal,
     }
-    refusal
+}
+
+/// One PBKDF2 verification on the bounded pool, off the reactor; refused at
+/// once when the pool and its queue are full.
+async fn check_password(app: &Gateway, password: String, stored: String) -> Result<bool, Refusal> {
+    let Some(_place) = app.password_pool.place() else {
+        return Err(Refusal::PasswordQueueFull);
+    };
+    let _permit = app.password_pool.running().acquire().await.map_err(|_| Refusal::Internal)?;
+    app.metrics.password_checks.inc();
+    tokio::task::spawn_blocking(move || password::verify(&password, &stored))
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .map_err(|_| Refusal::Internal)
 }
 
 /// Checks the chain for this station; returns the leaf's serial.
@@ -221,21 +280,22 @@ async fn verify_certificate(
     }
 }
 
-async fn verify_basic(app: &Gateway, station: &Station, authorization: Option<&str>) -> Result<(), Refusal> {
+async fn verify_basic(
+    app: &Gateway,
+    station: &Station,
+    authorization: Option<&str>,
+    checked: &mut bool,
+) -> Result<(), Refusal> {
     let (user, pass) = authorization.and_then(parse_basic).ok_or(Refusal::MissingBasicAuth)?;
     if user != station.id {
         return Err(Refusal::BasicUserMismatch);
     }
     let Some(stored) = station.password_hash.clone() else {
-        return Err(equal_time(app, authorization, Refusal::NoPasswordSet).await);
+        return Err(Refusal::NoPasswordSet);
     };
     // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
-    let _permit = app.password_permits.acquire().await.map_err(|_| Refusal::Internal)?;
-    app.metrics.password_checks.inc();
-    let ok = tokio::task::spawn_blocking(move || password::verify(&pass, &stored))
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .map_err(|_| Refusal::Internal)?;
+    let ok = check_password(app, pass, stored).await?;
+    *checked = true;
     if ok { Ok(()) } else { Err(Refusal::WrongPassword) }
 }
 

@@ -6,7 +6,9 @@
 //! Refusals are decided before the upgrade and answered with an HTTP status; the
 //! precise reason is logged and counted, never sent to the client.
 
+pub mod hello;
 pub mod identity;
+pub mod limits;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -20,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -34,7 +37,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::engines::ConnectedStation;
 use crate::ids::valid_station_id;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, gateway_refusals};
 use crate::session::{self, SessionContext, SessionState};
 use crate::store::Store;
 
@@ -56,8 +59,15 @@ pub struct Gateway {
     connection_permits: Arc<Semaphore>,
     /// TLS handshakes and upgrade requests in progress.
     handshake_permits: Arc<Semaphore>,
-    /// PBKDF2 verifications in progress (CPU-bound).
-    password_permits: Semaphore,
+    /// PBKDF2 verifications running and queued (CPU-bound).
+    password_pool: limits::PasswordPool,
+    /// Handshakes in progress per source address.
+    sources: limits::SourceHandshakes,
+    /// Back-off after failed password logins.
+    throttle: limits::LoginThrottle,
+    /// Verified against on refusals that reached no real password hash, so
+    /// every refusal of a presented password costs one verification.
+    dummy_hash: Option<String>,
 }
 
 impl Gateway {
@@ -70,11 +80,14 @@ impl Gateway {
         server_certs: Option<Arc<ServerCertificates>>,
         sessions: Arc<SessionContext>,
     ) -> Gateway {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let dummy_hash = crate::password::hash("equal-time-dummy-password", config.password_hash_iterations).ok();
         Gateway {
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),
             handshake_permits: Arc::new(Semaphore::new(config.max_concurrent_handshakes.max(1))),
-            password_permits: Semaphore::new(cores),
+            password_pool: limits::PasswordPool::new(&config),
+            sources: limits::SourceHandshakes::new(&config),
+            throttle: limits::LoginThrottle::new(&config),
+            dummy_hash,
             config,
             store,
             clock,
@@ -99,19 +112,49 @@ mod bytes_body {
 pub async fn serve_tls(app: Arc<Gateway>, listener: TcpListener, tls: Arc<ServerConfig>) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
-        let Some((tcp, peer, permit)) = accept(&app, &listener).await else {
+        let Some((mut tcp, peer, permit)) = accept(&app, &listener).await else {
             continue;
         };
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            // One deadline, from accept, covers the wait for a handshake slot,
-            // TLS and the upgrade request.
+            let Some(source) = source_slot(&app, peer) else {
+                return;
+            };
+            // Until its first record has arrived, a connection holds no handshake
+            // permit: silent peers cannot keep stations waiting for one.
+            let hello_wait = Duration::from_secs(app.config.client_hello_timeout_secs);
+            let first = match tokio::time::timeout(hello_wait, hello::read_first_record(&mut tcp)).await {
+                Ok(Ok(record)) => record,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection closed before a ClientHello");
+                    app.metrics.handshake_failed("tls_eof");
+                    return;
+                }
+                Err(_) => {
+                    app.metrics.handshake_failed(gateway_refusals::CLIENT_HELLO_TIMEOUT);
+                    return;
+                }
+            };
+            if let hello::Offered::TooOld { record_version } = hello::offered_versions(&first) {
+                // A00.FR.416: TLS 1.2 at least, refused with the alert that says so.
+                tracing::info!(%peer, "TLS handshake refused: the client offers only TLS 1.1 or older");
+                app.metrics.handshake_failed(gateway_refusals::TLS_VERSION);
+                let _ = tokio::time::timeout(hello_wait, async {
+                    tcp.write_all(&hello::protocol_version_alert(record_version)).await?;
+                    tcp.shutdown().await
+                })
+                .await;
+                return;
+            }
+            // One deadline, from the first record, covers the wait for a
+            // handshake slot, TLS and the upgrade request.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs);
             let Some(hs_permit) = handshake_permit(&app, deadline).await else {
                 return;
             };
-            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            let slot = HandshakeSlot { _permit: hs_permit, _source: source };
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(hello::Replayed::new(first, tcp))).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let reason = tls::classify_handshake_error(&e);
@@ -128,9 +171,25 @@ pub async fn serve_tls(app: Arc<Gateway>, listener: TcpListener, tls: Arc<Server
                 tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
             let sni = tls.get_ref().1.server_name().map(str::to_owned);
             let transport = Transport { tls: true, client_chain, sni };
-            upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, hs_permit, deadline).await;
+            upgrade_and_run(app, TokioIo::new(tls), peer, transport, permit, slot, deadline).await;
         });
     }
+}
+
+/// A handshake in progress: its global permit and its source's share, both
+/// released once the upgrade request was answered.
+struct HandshakeSlot {
+    _permit: OwnedSemaphorePermit,
+    _source: Option<limits::SourceSlot>,
+}
+
+/// The source's share of handshakes in progress (`None`: it has them all; counted).
+fn source_slot(app: &Gateway, peer: SocketAddr) -> Option<Option<limits::SourceSlot>> {
+    let slot = app.sources.enter(peer.ip());
+    if slot.is_none() {
+        app.metrics.handshake_failed(gateway_refusals::SOURCE_HANDSHAKE_LIMIT);
+    }
+    slot
 }
 
 /// Waits for one of the bounded handshake slots, at most until `deadline`.
@@ -153,12 +212,25 @@ pub async fn serve_plain(app: Arc<Gateway>, listener: TcpListener) {
         };
         let app = app.clone();
         tokio::spawn(async move {
+            let Some(source) = source_slot(&app, peer) else {
+                return;
+            };
+            let hello_wait = Duration::from_secs(app.config.client_hello_timeout_secs);
+            match tokio::time::timeout(hello_wait, tcp.peek(&mut [0u8; 1])).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return,
+                Err(_) => {
+                    app.metrics.handshake_failed(gateway_refusals::CLIENT_HELLO_TIMEOUT);
+                    return;
+                }
+            }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs);
             let Some(hs_permit) = handshake_permit(&app, deadline).await else {
                 return;
             };
+            let slot = HandshakeSlot { _permit: hs_permit, _source: source };
             let transport = Transport { tls: false, client_chain: None, sni: None };
-            upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, hs_permit, deadline).await;
+            upgrade_and_run(app, TokioIo::new(tcp), peer, transport, permit, slot, deadline).await;
         });
     }
 }
@@ -193,7 +265,7 @@ async fn upgrade_and_run<IO>(
     peer: SocketAddr,
     transport: Transport,
     conn_permit: OwnedSemaphorePermit,
-    hs_permit: OwnedSemaphorePermit,
+    hs_permit: HandshakeSlot,
     deadline: tokio::time::Instant,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -288,7 +360,8 @@ async fn upgrade_request(
         return res;
     }
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let admission = match identity::authenticate(app, &station_id, transport, authorization.as_deref()).await {
+    let admission = match identity::authenticate(app, &station_id, peer.ip(), transport, authorization.as_deref()).await
+    {
         Ok(a) => a,
         Err(refusal) => {
             tracing::info!(%peer, station = %station_id, reason = refusal.label(), "connection refused");
@@ -324,10 +397,20 @@ async fn upgrade_request(
 }
 
 fn refuse(refusal: Refusal) -> Response<Body> {
-    match refusal.status() {
+    let mut res = match refusal.status() {
         StatusCode::SERVICE_UNAVAILABLE => plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n"),
+        StatusCode::TOO_MANY_REQUESTS => plain(StatusCode::TOO_MANY_REQUESTS, "too many failed logins\n"),
         _ => plain(StatusCode::UNAUTHORIZED, "unauthorized\n"),
+    };
+    let retry_after = match refusal {
+        Refusal::TooManyFailures { retry_after_secs } => Some(retry_after_secs),
+        Refusal::PasswordQueueFull => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    res
 }
 
 type UpgradeError = (StatusCode, &'static str, &'static str);

@@ -244,7 +244,11 @@ pub fn classify_handshake_error(err: &std::io::Error) -> &'static str {
         Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "certificate_unknown_issuer",
         Some(Error::InvalidCertificate(CertificateError::Revoked)) => "certificate_revoked",
         Some(Error::InvalidCertificate(_)) => "certificate_invalid",
-        Some(Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired)) => "tls_version",
+        Some(Error::PeerIncompatible(
+            PeerIncompatible::SupportedVersionsExtensionRequired
+            | PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled,
+        )) => "tls_version",
         Some(Error::PeerIncompatible(_)) => "tls_incompatible",
         Some(Error::NoCertificatesPresented) => "no_client_certificate",
         Some(Error::InvalidMessage(_)) => "tls_invalid_message",
