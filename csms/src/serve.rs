@@ -102,6 +102,12 @@ pub async fn serve(config: Config) -> Result<()> {
     let api = TcpListener::bind(config.api_addr)
         .await
         .map_err(|e| Error::io(format!("binding API listener {}", config.api_addr), e))?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding metrics listener {addr}"), e))?)
+        }
+        None => None,
+    };
     let local = |e| Error::io("reading a listener's address", e);
     let ocpp_addr = ocpp.local_addr().map_err(local)?;
     let api_addr = api.local_addr().map_err(local)?;
@@ -116,11 +122,13 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let auth = authority::jwt_authenticator(&store, &secrets, config.jwt_algorithm, clock.now_millis()).await?;
     let router = crate::http::router(node.clone(), Arc::new(auth));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(api, router).await {
-            tracing::error!(error = %e, "API listener failed");
-        }
-    });
+    let limits = api_limits(&config)?;
+    tokio::spawn(crate::http::serve(api, router, limits, node.metrics.clone()));
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(local)?;
+    if let Some(l) = metrics_listener {
+        let limits = crate::http::ListenerLimits { max_connections: METRICS_MAX_CONNECTIONS, ..limits };
+        tokio::spawn(crate::http::serve(l, crate::http::metrics_router(node.clone()), limits, node.metrics.clone()));
+    }
     // Tenants created by other processes (CLI, other nodes) become trusted here,
     // and their own host names get a server certificate.
     let refresh_store = store.clone();
@@ -163,8 +171,12 @@ pub async fn serve(config: Config) -> Result<()> {
             out,
             "  API          http://{api_addr}/api/v1  (OpenAPI: /api/openapi.json; /healthz /readyz /metrics)"
         )?;
+        if let Some(a) = metrics_addr {
+            writeln!(out, "  metrics      http://{a}/metrics  (no token: keep it on a private network)")?;
+        }
         let plain_text = plain_addr.map(|a| format!(" plain={a}")).unwrap_or_default();
-        writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
+        let metrics_text = metrics_addr.map(|a| format!(" metrics={a}")).unwrap_or_default();
+        writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}{metrics_text}")?;
         out.flush()?;
         drop(out);
         Ok(())
@@ -176,6 +188,41 @@ pub async fn serve(config: Config) -> Result<()> {
     node.ready.store(false, Ordering::Release);
     store.close().await;
     Ok(())
+}
+
+/// Connections the metrics listener (`metrics_addr`) holds at once.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// The API listener's limits, its connection cap lowered so that the
+/// descriptor limit keeps `api_descriptor_reserve` for the OCPP listener.
+fn api_limits(config: &Config) -> Result<crate::http::ListenerLimits> {
+    let (nofile, open) = crate::http::descriptor_usage();
+    let metrics = if config.metrics_addr.is_some() { METRICS_MAX_CONNECTIONS } else { 0 };
+    let others = usize::try_from(config.database_max_connections).unwrap_or(usize::MAX).saturating_add(metrics);
+    let reserve = config.api_descriptor_reserve;
+    let cap =
+        crate::http::connection_cap(config.api_max_connections, nofile, open, others, reserve).ok_or_else(|| {
+            Error::Config(format!(
+                "the descriptor limit (RLIMIT_NOFILE {}) leaves no room for API connections: {open} open, {others} for \
+             the database and metrics, {reserve} kept for OCPP (api_descriptor_reserve); raise `ulimit -n` or lower \
+             api_descriptor_reserve",
+                nofile.unwrap_or(0)
+            ))
+        })?;
+    if cap < config.api_max_connections {
+        tracing::warn!(
+            nofile = nofile.unwrap_or(0),
+            open,
+            reserve,
+            cap,
+            "API connections capped below api_max_connections to keep descriptors for the OCPP listener"
+        );
+    }
+    Ok(crate::http::ListenerLimits {
+        max_connections: cap,
+        header_read_timeout: Duration::from_secs(config.api_header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.api_idle_timeout_secs),
+    })
 }
 
 /// Issues a server certificate for every tenant host name not served yet.
