@@ -86,7 +86,7 @@ pub async fn serve(config: Config) -> Result<()> {
         tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone()).context("server certificate")?,
     ));
     drop(identity);
-    add_tenant_hosts(&store, &keys, clock.as_ref(), &provider, &certs).await?;
+    add_tenant_hosts(&store, &keys, clock.as_ref(), &certs).await?;
     let tls_config =
         Arc::new(tls::server_config(provider.clone(), trust.clone(), certs.clone()).context("TLS configuration")?);
 
@@ -145,7 +145,7 @@ pub async fn serve(config: Config) -> Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
             }
-            if let Err(e) = add_tenant_hosts(&refresh_store, &keys, clock.as_ref(), &provider, &certs).await {
+            if let Err(e) = add_tenant_hosts(&refresh_store, &keys, clock.as_ref(), &certs).await {
                 tracing::warn!(error = %e, "issuing tenant server certificates");
             }
             // Each engine's periodic work (renewals, revocation sweeps, ...).
@@ -225,26 +225,16 @@ fn api_limits(config: &Config) -> Result<crate::http::ListenerLimits> {
     })
 }
 
-/// Issues a server certificate for every tenant host name not served yet.
+/// Issues a server certificate for every tenant host name not served yet
+/// (tenants made by the CLI or another node; this node's own are served at once).
 async fn add_tenant_hosts(
     store: &Store,
     keys: &KeyBackend,
     clock: &dyn Clock,
-    provider: &rustls::crypto::CryptoProvider,
     certs: &ServerCertificates,
 ) -> Result<()> {
     for tenant in store.tenants().await? {
-        let Some(host) = tenant.ocpp_hostname.as_deref() else { continue };
-        if certs.has_host(host) {
-            continue;
-        }
-        let id = authority::tenant_server_identity(store, keys, clock, &tenant).await?;
-        certs.insert(
-            host,
-            &tenant.id,
-            tls::certified_key(provider, &id.chain, id.key_pkcs8.clone()).context("tenant server certificate")?,
-        );
-        tracing::info!(tenant = %tenant.id, host, "serving the tenant's own server certificate");
+        crate::services::serve_tenant_host(store, keys, clock, certs, &tenant).await?;
     }
     Ok(())
 }
