@@ -155,9 +155,11 @@ impl Authenticator {
     /// The principal behind an `Authorization` header value.
     pub fn principal(&self, authorization: Option<&str>) -> Result<Principal, Problem> {
         let header = authorization.ok_or_else(|| Problem::new(Kind::Unauthorized, "no Authorization header"))?;
+        // RFC 9110 11.1: the scheme name is case-insensitive ("bearer", "BEARER").
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| Problem::new(Kind::Unauthorized, "the Authorization header must be 'Bearer <token>'"))?;
         let claims = self.verify(token.trim()).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
@@ -274,6 +276,24 @@ mod tests {
         let mut tampered = t.clone();
         tampered.replace_range(tampered.len() - 3.., "AAA");
         assert_eq!(auth.principal(Some(&format!("Bearer {tampered}"))).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let auth = Authenticator::hs256(b"secret-secret-secret-secret-0123");
+        let t = auth.mint(&claims_far()).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let p = auth.principal(Some(&format!("{scheme} {t}"))).unwrap_or_else(|e| panic!("{scheme}: {e:?}"));
+            assert_eq!(p.role, Role::Admin, "{scheme}");
+        }
+        for wrong in [format!("Basic {t}"), format!("Bearer-{t}"), format!("Bearers {t}"), format!("Bearer{t}")] {
+            let e = auth.principal(Some(&wrong)).unwrap_err();
+            assert_eq!(
+                (e.status, e.detail.as_str()),
+                (401, "the Authorization header must be 'Bearer <token>'"),
+                "{wrong}"
+            );
+        }
     }
 
     fn claims_far() -> Claims {

@@ -123,6 +123,10 @@ pub struct ServeArgs {
     /// Host names (and IP addresses) for the server certificate, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub server_names: Option<Vec<String>>,
+    /// Listener of its own for /metrics, without a token (keep it on a private
+    /// network); off unless given. On the API listener /metrics needs a platform-admin token.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +245,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(n) = args.server_names {
                 config.server_names = n;
+            }
+            if let Some(a) = args.metrics_addr {
+                config.metrics_addr = Some(a);
             }
             Ok(server::serve(config).await?)
         }

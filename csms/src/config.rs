@@ -98,6 +98,24 @@ pub struct Config {
     /// Password checks waiting behind those; beyond it a login is refused at
     /// once (503, `password_queue_full`).
     pub password_check_queue: usize,
+    /// API listener (it faces the internet: CRL and OCSP URLs point at it):
+    /// connections open at once; one more is closed at accept.
+    pub api_max_connections: usize,
+    /// A request's header must arrive within this many seconds of the connection
+    /// opening or of the previous response (silent and slowloris peers).
+    pub api_header_read_timeout_secs: u64,
+    /// An API connection on which nothing is read or written for this many
+    /// seconds is closed (a peer that stops reading, a stalled body). Above
+    /// `call_timeout_secs`, which a command route may wait for its station.
+    pub api_idle_timeout_secs: u64,
+    /// File descriptors kept free of API connections, so that the OCPP
+    /// listener always accepts: the API's cap is lowered to fit
+    /// RLIMIT_NOFILE less what is open at start-up, the database pool and this.
+    pub api_descriptor_reserve: usize,
+    /// Serve `/metrics` without a token on this address of its own (a private
+    /// network); off unless set. On the API listener `/metrics` always needs
+    /// a platform-admin token.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -140,6 +158,11 @@ impl Default for Config {
             login_failure_table_entries: 10_000,
             password_check_concurrency: None,
             password_check_queue: 32,
+            api_max_connections: 1024,
+            api_header_read_timeout_secs: 10,
+            api_idle_timeout_secs: 60,
+            api_descriptor_reserve: 128,
+            metrics_addr: None,
         }
     }
 }
@@ -211,7 +234,7 @@ impl Config {
             self.server_names = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
         self.apply_gateway_limits_env(&var)?;
-        Ok(())
+        self.apply_api_listener_env(&var)
     }
 
     /// The gateway-limit part of [`Config::apply_env`].
@@ -238,6 +261,27 @@ impl Config {
         if let Some(v) = var("ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY") {
             let n: usize = v.trim().parse().map_err(|e| bad_env("ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY", e))?;
             self.password_check_concurrency = Some(n);
+        }
+        Ok(())
+    }
+
+    /// The API-listener part of [`Config::apply_env`].
+    fn apply_api_listener_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = var("ANCHORPOINT_API_MAX_CONNECTIONS") {
+            self.api_max_connections = v.parse().map_err(|e| bad_env("ANCHORPOINT_API_MAX_CONNECTIONS", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_API_HEADER_READ_TIMEOUT_SECS") {
+            self.api_header_read_timeout_secs =
+                v.parse().map_err(|e| bad_env("ANCHORPOINT_API_HEADER_READ_TIMEOUT_SECS", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_API_IDLE_TIMEOUT_SECS") {
+            self.api_idle_timeout_secs = v.parse().map_err(|e| bad_env("ANCHORPOINT_API_IDLE_TIMEOUT_SECS", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_API_DESCRIPTOR_RESERVE") {
+            self.api_descriptor_reserve = v.parse().map_err(|e| bad_env("ANCHORPOINT_API_DESCRIPTOR_RESERVE", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_METRICS_ADDR") {
+            self.metrics_addr = Some(v.parse().map_err(|e| bad_env("ANCHORPOINT_METRICS_ADDR", e))?);
         }
         Ok(())
     }
@@ -274,7 +318,7 @@ impl Config {
             ));
         }
         self.validate_gateway_limits()?;
-        Ok(())
+        self.validate_api_listener()
     }
 
     fn validate_gateway_limits(&self) -> Result<()> {
@@ -298,6 +342,22 @@ impl Config {
         }
         if self.login_failure_table_entries == 0 {
             return Err(Error::Config("login_failure_table_entries must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_api_listener(&self) -> Result<()> {
+        if self.api_max_connections == 0 {
+            return Err(Error::Config("api_max_connections must be at least 1".into()));
+        }
+        if self.api_header_read_timeout_secs == 0 {
+            return Err(Error::Config("api_header_read_timeout_secs must be positive".into()));
+        }
+        if self.api_idle_timeout_secs <= self.call_timeout_secs {
+            return Err(Error::Config(
+                "api_idle_timeout_secs must exceed call_timeout_secs, or a command waiting for its station is cut off"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -369,6 +429,29 @@ mod tests {
         let cfg = Config { boot_retry_interval_secs: 900, idle_timeout_secs: 800, ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("boot_retry_interval_secs"));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn api_listener_limits_from_env_and_checked() {
+        let mut cfg = Config::default();
+        let env = |k: &str| match k {
+            "ANCHORPOINT_API_MAX_CONNECTIONS" => Some("7".to_owned()),
+            "ANCHORPOINT_API_HEADER_READ_TIMEOUT_SECS" => Some("3".to_owned()),
+            "ANCHORPOINT_API_IDLE_TIMEOUT_SECS" => Some("45".to_owned()),
+            "ANCHORPOINT_API_DESCRIPTOR_RESERVE" => Some("9".to_owned()),
+            "ANCHORPOINT_METRICS_ADDR" => Some("127.0.0.1:9464".to_owned()),
+            _ => None,
+        };
+        cfg.apply_env(env).unwrap();
+        assert_eq!((cfg.api_max_connections, cfg.api_header_read_timeout_secs, cfg.api_idle_timeout_secs), (7, 3, 45));
+        assert_eq!(cfg.api_descriptor_reserve, 9);
+        assert_eq!(cfg.metrics_addr, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+        let err = Config { api_idle_timeout_secs: 30, ..Config::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("api_idle_timeout_secs must exceed call_timeout_secs"), "{err}");
+        let err = Config { api_max_connections: 0, ..Config::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("api_max_connections"), "{err}");
+        let err = Config { api_header_read_timeout_secs: 0, ..Config::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("api_header_read_timeout_secs"), "{err}");
     }
 
     #[test]

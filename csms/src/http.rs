@@ -1,15 +1,25 @@
 //! The API listener: health, readiness, metrics, the public CRL and OCSP
-//! endpoints, and the REST API (`api` crate).
+//! endpoints, and the REST API (`api` crate); and the accept loop that bounds
+//! its connections, since the CRL and OCSP URLs make it face the internet.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
+use crate::metrics::Metrics;
 use crate::runtime::Node;
 
 pub fn router(node: Arc<Node>, auth: Arc<api::auth::Authenticator>) -> Router {
@@ -17,10 +27,184 @@ pub fn router(node: Arc<Node>, auth: Arc<api::auth::Authenticator>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(node.clone())
+        .route("/metrics", get(authorized_metrics))
+        .with_state((node.clone(), auth.clone()))
         .merge(crate::revocation::router(node))
         .merge(api::router(service, auth, &command_schemas()))
+}
+
+/// The listener of its own for `/metrics` (`metrics_addr`): no token, meant
+/// for a private network.
+pub fn metrics_router(node: Arc<Node>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(node)
+}
+
+/// Bounds on one HTTP listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    /// Connections open at once; one more is closed at accept.
+    pub max_connections: usize,
+    /// From connection start or the previous response to a complete request header.
+    pub header_read_timeout: Duration,
+    /// Without a byte read or written for this long, the connection is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until it fails: HTTP/1.1, at most
+/// `limits.max_connections` at once, each closed when its header is too slow
+/// or when it stays idle (counted in `anchorpoint_api_connections_closed_total`).
+pub async fn serve(listener: TcpListener, router: Router, limits: ListenerLimits, metrics: Arc<Metrics>) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Closed at once: its descriptor is back before the next accept.
+            drop(tcp);
+            metrics.api_connection_closed("connection_limit");
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let activity = Arc::new(Activity::new());
+            let io = TokioIo::new(Tracked { inner: tcp, activity: activity.clone() });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(io, service);
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        if e.is_timeout() {
+                            metrics.api_connection_closed("header_read_timeout");
+                        }
+                        tracing::debug!(%peer, error = %e, "API connection ended");
+                    }
+                }
+                () = activity.idle_for(limits.idle_timeout) => {
+                    metrics.api_connection_closed("idle_timeout");
+                    tracing::debug!(%peer, "API connection idle: closed");
+                }
+            }
+        });
+    }
+}
+
+/// When a connection last read or wrote a byte, as milliseconds since its start.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { start: tokio::time::Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing was read or written for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if last.elapsed() >= idle {
+                return;
+            }
+            tokio::time::sleep_until(last + idle).await;
+        }
+    }
+}
+
+/// A TCP stream that records its activity.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// How many API connections fit: `configured`, lowered so that the descriptor
+/// limit keeps `reserve` free for the OCPP listener after what is open
+/// (`open`), the database pool and the metrics listener (`others`).
+/// `None` when the limit leaves no room at all.
+pub fn connection_cap(
+    configured: usize,
+    nofile: Option<u64>,
+    open: usize,
+    others: usize,
+    reserve: usize,
+) -> Option<usize> {
+    let Some(limit) = nofile else { return Some(configured) };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // One more for the accept of a connection that is then closed over the cap.
+    let free = limit.checked_sub(open)?.checked_sub(others)?.checked_sub(reserve)?.checked_sub(1)?;
+    (free > 0).then_some(free.min(configured))
+}
+
+/// The soft RLIMIT_NOFILE and the descriptors open now, where the system says
+/// (`/proc` on Linux); `(None, 0)` elsewhere or when unlimited.
+pub fn descriptor_usage() -> (Option<u64>, usize) {
+    let limit = std::fs::read_to_string("/proc/self/limits").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        line.trim_start_matches("Max open files").split_whitespace().next()?.parse::<u64>().ok()
+    });
+    let open = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    (limit, open)
 }
 
 /// The OCPP request and response schemas of the API's typed commands.
@@ -52,7 +236,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: listeners bound and the database reachable.
-async fn readyz(State(app): State<Arc<Node>>) -> impl IntoResponse {
+async fn readyz(State((app, _)): State<(Arc<Node>, Arc<api::auth::Authenticator>)>) -> impl IntoResponse {
     if !app.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n");
     }
@@ -65,6 +249,36 @@ async fn readyz(State(app): State<Arc<Node>>) -> impl IntoResponse {
     }
 }
 
+/// `/metrics` on the API listener: its refusal counters tell which station
+/// ids exist, so only a platform-admin token reads them.
+async fn authorized_metrics(
+    State((app, auth)): State<(Arc<Node>, Arc<api::auth::Authenticator>)>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
+    match auth.principal(authorization).and_then(|p| p.platform_admin()) {
+        Ok(()) => metrics(State(app)).await.into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
 async fn metrics(State(app): State<Arc<Node>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_cap;
+
+    #[test]
+    fn connection_cap_keeps_the_reserve() {
+        // No known limit: as configured.
+        assert_eq!(connection_cap(1024, None, 30, 16, 128), Some(1024));
+        // 400 descriptors, 30 open, 16 for the database, 128 for OCPP, 1 for refusing.
+        assert_eq!(connection_cap(1024, Some(400), 30, 16, 128), Some(225));
+        assert_eq!(connection_cap(100, Some(400), 30, 16, 128), Some(100));
+        // Nothing left: refused at start-up.
+        assert_eq!(connection_cap(1024, Some(175), 30, 16, 128), None);
+        assert_eq!(connection_cap(1024, Some(100), 30, 16, 128), None);
+    }
 }

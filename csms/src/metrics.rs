@@ -67,6 +67,9 @@ pub struct Metrics {
     pub password_checks: Counter,
     /// A04: security events stations reported, by type and criticality.
     pub security_events: Family<SecurityEventLabels, Counter>,
+    /// API-listener connections the server closed, by reason (`connection_limit`,
+    /// `header_read_timeout`, `idle_timeout`).
+    pub api_connections_closed: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -108,7 +111,14 @@ impl Metrics {
             "Time to handle and persist a station's call",
             handler_latency.clone(),
         );
+        let api_connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "api_connections_closed",
+            "API listener connections closed by the server: over the cap, header too slow, idle",
+            api_connections_closed.clone(),
+        );
         Metrics {
+            api_connections_closed,
             registry,
             connections,
             connections_accepted,
@@ -123,6 +133,10 @@ impl Metrics {
 
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn api_connection_closed(&self, reason: &'static str) {
+        self.api_connections_closed.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn security_event(&self, kind: &'static str, critical: bool) {

@@ -186,7 +186,7 @@ pub async fn serve(config: Config) -> Result<()> {
         tls::certified_key(&provider, &identity.chain, identity.key_pkcs8.clone()).context("server certificate")?,
     ));
     drop(identity);
-    add_tenant_hosts(&store, &keys, clock.as_ref(), &provider, &certs).await?;
+    add_tenant_hosts(&store, &keys, clock.as_ref(), &certs).await?;
     let tls_config =
         Arc::new(tls::server_config(provider.clone(), trust.clone(), certs.clone()).context("TLS configuration")?);
 
@@ -202,6 +202,12 @@ pub async fn serve(config: Config) -> Result<()> {
     let api = TcpListener::bind(config.api_addr)
         .await
         .map_err(|e| Error::io(format!("binding API listener {}", config.api_addr), e))?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding metrics listener {addr}"), e))?)
+        }
+        None => None,
+    };
     let local = |e| Error::io("reading a listener's address", e);
     let ocpp_addr = ocpp.local_addr().map_err(local)?;
     let api_addr = api.local_addr().map_err(local)?;
@@ -217,11 +223,13 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let auth = authority::jwt_authenticator(&store, &secrets, config.jwt_algorithm, clock.now_millis()).await?;
     let router = crate::http::router(node.clone(), Arc::new(auth));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(api, router).await {
-            tracing::error!(error = %e, "API listener failed");
-        }
-    });
+    let limits = api_limits(&config)?;
+    tokio::spawn(crate::http::serve(api, router, limits, node.metrics.clone()));
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(local)?;
+    if let Some(l) = metrics_listener {
+        let limits = crate::http::ListenerLimits { max_connections: METRICS_MAX_CONNECTIONS, ..limits };
+        tokio::spawn(crate::http::serve(l, crate::http::metrics_router(node.clone()), limits, node.metrics.clone()));
+    }
     // Tenants created by other processes (CLI, other nodes) become trusted here,
     // and their own host names get a server certificate.
     let refresh_store = store.clone();
@@ -238,7 +246,7 @@ pub async fn serve(config: Config) -> Result<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading station trust anchors"),
             }
-            if let Err(e) = add_tenant_hosts(&refresh_store, &keys, clock.as_ref(), &provider, &certs).await {
+            if let Err(e) = add_tenant_hosts(&refresh_store, &keys, clock.as_ref(), &certs).await {
                 tracing::warn!(error = %e, "issuing tenant server certificates");
             }
             // Each engine's periodic work (renewals, revocation sweeps, ...).
@@ -264,8 +272,12 @@ pub async fn serve(config: Config) -> Result<()> {
             out,
             "  API          http://{api_addr}/api/v1  (OpenAPI: /api/openapi.json; /healthz /readyz /metrics)"
         )?;
+        if let Some(a) = metrics_addr {
+            writeln!(out, "  metrics      http://{a}/metrics  (no token: keep it on a private network)")?;
+        }
         let plain_text = plain_addr.map(|a| format!(" plain={a}")).unwrap_or_default();
-        writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}")?;
+        let metrics_text = metrics_addr.map(|a| format!(" metrics={a}")).unwrap_or_default();
+        writeln!(out, "listening ocpp={ocpp_addr} api={api_addr}{plain_text}{metrics_text}")?;
         out.flush()?;
         drop(out);
         Ok(())
@@ -279,26 +291,51 @@ pub async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Issues a server certificate for every tenant host name not served yet.
+/// Connections the metrics listener (`metrics_addr`) holds at once.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// The API listener's limits, its connection cap lowered so that the
+/// descriptor limit keeps `api_descriptor_reserve` for the OCPP listener.
+fn api_limits(config: &Config) -> Result<crate::http::ListenerLimits> {
+    let (nofile, open) = crate::http::descriptor_usage();
+    let metrics = if config.metrics_addr.is_some() { METRICS_MAX_CONNECTIONS } else { 0 };
+    let others = usize::try_from(config.database_max_connections).unwrap_or(usize::MAX).saturating_add(metrics);
+    let reserve = config.api_descriptor_reserve;
+    let cap =
+        crate::http::connection_cap(config.api_max_connections, nofile, open, others, reserve).ok_or_else(|| {
+            Error::Config(format!(
+                "the descriptor limit (RLIMIT_NOFILE {}) leaves no room for API connections: {open} open, {others} for \
+             the database and metrics, {reserve} kept for OCPP (api_descriptor_reserve); raise `ulimit -n` or lower \
+             api_descriptor_reserve",
+                nofile.unwrap_or(0)
+            ))
+        })?;
+    if cap < config.api_max_connections {
+        tracing::warn!(
+            nofile = nofile.unwrap_or(0),
+            open,
+            reserve,
+            cap,
+            "API connections capped below api_max_connections to keep descriptors for the OCPP listener"
+        );
+    }
+    Ok(crate::http::ListenerLimits {
+        max_connections: cap,
+        header_read_timeout: Duration::from_secs(config.api_header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.api_idle_timeout_secs),
+    })
+}
+
+/// Issues a server certificate for every tenant host name not served yet
+/// (tenants made by the CLI or another node; this node's own are served at once).
 async fn add_tenant_hosts(
     store: &Store,
     keys: &KeyBackend,
     clock: &dyn Clock,
-    provider: &rustls::crypto::CryptoProvider,
     certs: &ServerCertificates,
 ) -> Result<()> {
     for tenant in store.tenants().await? {
-        let Some(host) = tenant.ocpp_hostname.as_deref() else { continue };
-        if certs.has_host(host) {
-            continue;
-        }
-        let id = authority::tenant_server_identity(store, keys, clock, &tenant).await?;
-        certs.insert(
-            host,
-            &tenant.id,
-            tls::certified_key(provider, &id.chain, id.key_pkcs8.clone()).context("tenant server certificate")?,
-        );
-        tracing::info!(tenant = %tenant.id, host, "serving the tenant's own server certificate");
+        crate::services::serve_tenant_host(store, keys, clock, certs, &tenant).await?;
     }
     Ok(())
 }

@@ -688,7 +688,7 @@ async fn live_events_stream_only_the_tenants_own() {
     assert_eq!(events[1].1["data"], json!({"evseId": 1, "connectorId": 2, "status": "Occupied"}));
     assert_eq!(events[2].1["data"]["type"], "TamperDetectionActivated");
     assert_eq!(events[2].1["data"]["critical"], true, "A04: critical events are flagged");
-    let metrics = api.call(Method::GET, "/metrics", None, None).await.text;
+    let metrics = api.call(Method::GET, "/metrics", Some(&tok("*", Role::PlatformAdmin)), None).await.text;
     assert!(
         metrics
             .contains(r#"anchorpoint_ocpp_security_events_total{type="TamperDetectionActivated",critical="true"} 1"#),

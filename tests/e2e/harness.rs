@@ -116,7 +116,21 @@ impl Env {
 
     /// Like [`Env::serve`], with extra environment variables.
     pub fn serve_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(CSMS)
+        self.serve_wrapped(&[], extra, vars)
+    }
+
+    /// Like [`Env::serve_env`], started through `wrapper` (such as
+    /// `prlimit --nofile=256:256 --`), which runs the server as its own command.
+    pub fn serve_wrapped(&self, wrapper: &[&str], extra: &[&str], vars: &[(&str, &str)]) -> Server {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(CSMS);
+                c
+            }
+            None => Command::new(CSMS),
+        };
+        let mut child = command
             .arg("serve")
             .args(self.base_args())
             .args(["--ocpp-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
@@ -156,7 +170,10 @@ impl Env {
             ocpp: field("ocpp").unwrap(),
             api: field("api").unwrap(),
             plain: field("plain"),
+            metrics: field("metrics"),
             root_pem: self.dir.path().join("pki/csms-root.pem"),
+            cli_args: self.base_args(),
+            metrics_token: std::sync::OnceLock::new(),
         }
     }
 
@@ -235,7 +252,13 @@ pub struct Server {
     pub ocpp: String,
     pub api: String,
     pub plain: Option<String>,
+    /// The metrics listener of its own (`--metrics-addr`), if started with one.
+    pub metrics: Option<String>,
     pub root_pem: PathBuf,
+    /// `--data-dir` and `--database-url` of this server, for the CLI.
+    cli_args: Vec<String>,
+    /// A platform-admin token, minted on first use: `/metrics` needs one.
+    metrics_token: std::sync::OnceLock<String>,
 }
 
 impl Server {
@@ -257,14 +280,35 @@ impl Server {
 
     /// GET on the API listener, returning (status, body).
     pub fn api_get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.api).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        (status, body)
+        http_get(&self.api, path, None)
+    }
+
+    /// GET on the API listener with `Authorization: <authorization>`.
+    pub fn api_get_auth(&self, path: &str, authorization: &str) -> (u16, String) {
+        http_get(&self.api, path, Some(authorization))
+    }
+
+    /// A platform-admin token of this server (minted once with the CLI).
+    pub fn platform_token(&self) -> &str {
+        self.metrics_token.get_or_init(|| {
+            let out = Command::new(CSMS)
+                .args(["token", "--role", "platform-admin", "--subject", "metrics-scraper"])
+                .args(&self.cli_args)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "csms token: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        })
+    }
+
+    /// `/metrics`, scraped as an operator would: from the metrics listener if
+    /// there is one, else from the API listener with a platform-admin token.
+    pub fn scrape(&self) -> (u16, String) {
+        match &self.metrics {
+            Some(addr) => http_get(addr, "/metrics", None),
+            None => self.api_get_auth("/metrics", &format!("Bearer {}", self.platform_token())),
+        }
     }
 
     /// A request to the REST API with a bearer token; returns (status, JSON body).
@@ -288,12 +332,26 @@ impl Server {
 
     /// Value of a Prometheus counter line that contains every fragment in `parts`.
     pub fn metric(&self, name: &str, parts: &[&str]) -> f64 {
-        let (_, body) = self.api_get("/metrics");
+        let (status, body) = self.scrape();
+        assert_eq!(status, 200, "/metrics: {body}");
         body.lines()
             .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// One HTTP/1.1 GET on `addr`, returning (status, body).
+pub fn http_get(addr: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 impl Drop for Server {

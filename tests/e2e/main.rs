@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod api_listener;
 mod ca_management;
 mod durability;
 mod frames;

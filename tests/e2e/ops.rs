@@ -155,7 +155,7 @@ fn health_readiness_and_metrics() {
     assert!(py("charger.py", &[strs(&args), vec!["--steps", "boot,heartbeat"]].concat()).0);
     let args = tls_args(&server, &server.wss(), "CS-NOBODY", Some(&creds));
     assert_eq!(py("probe.py", &[vec!["connect"], strs(&args)].concat()).1[0]["status"], 401);
-    let (status, body) = server.api_get("/metrics");
+    let (status, body) = server.scrape();
     assert_eq!(status, 200);
     for family in [
         "# TYPE anchorpoint_ocpp_connections gauge",

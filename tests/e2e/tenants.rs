@@ -87,3 +87,44 @@ fn tenant_cli_rejects_bad_input() {
     let list = env.cli(&["tenant", "list"]);
     assert_eq!(list.lines().count(), 1, "{list}");
 }
+
+/// A tenant created through the API is served with its own server certificate
+/// as soon as the call returns, not after the next refresh.
+#[test]
+fn new_tenant_host_name_gets_its_certificate_at_once() {
+    let env = Env::new(Db::Sqlite);
+    let server = env.serve(&[]);
+    let body =
+        serde_json::json!({"name": "fresh", "organizationName": "Fresh Charging", "ocppHostname": "ocpp.fresh.test"});
+    let (status, created) = server.api("POST", "/api/v1/tenants", server.platform_token(), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    // At once, no sleep: the certificate presented for the new host name.
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &server.ocpp, "-servername", "ocpp.fresh.test", "-showcerts"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let begin = text.find("-----BEGIN CERTIFICATE-----").unwrap_or_else(|| panic!("no certificate: {text}"));
+    let end = text[begin..].find("-----END CERTIFICATE-----").unwrap() + begin + "-----END CERTIFICATE-----".len();
+    let leaf = env.path("fresh-leaf.pem");
+    std::fs::write(&leaf, format!("{}\n", &text[begin..end])).unwrap();
+    // It chains to the tenant's own CSMS root, not the platform's.
+    let admin = env.cli(&["token", "--tenant", "fresh", "--role", "admin"]).trim().to_owned();
+    let (status, root) = server.api_get_auth("/api/v1/pki/csms-root", &format!("Bearer {admin}"));
+    assert_eq!(status, 200, "{root}");
+    let tenant_root = env.path("fresh-root.pem");
+    std::fs::write(&tenant_root, root).unwrap();
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile", tenant_root.to_str().unwrap(), leaf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let subject = openssl(&["x509", "-in", leaf.to_str().unwrap(), "-noout", "-subject"]);
+    assert!(verify.status.success(), "{subject}: {}", String::from_utf8_lossy(&verify.stdout));
+    assert!(subject.contains("ocpp.fresh.test"), "{subject}");
+    let platform = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile", server.root_pem.to_str().unwrap(), leaf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!platform.status.success(), "the platform root must not vouch for the tenant's certificate");
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use api::model::AuditEntry;
 
 pub use station_ca::{ImportKey, overlap_days};
+pub(crate) use tenants::serve_tenant_host;
 pub use validate::{MAX_DESCRIPTION, MAX_TAG_LEN, MAX_TAGS, printable, valid_tag};
 
 use crate::engines::EngineContext;

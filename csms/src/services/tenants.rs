@@ -5,6 +5,7 @@ use api::model::NewTenant;
 use super::Services;
 use super::validate::check_text;
 use crate::error::{Error, Result};
+use crate::gateway::tls::{self, ServerCertificates};
 use crate::ids::{TENANT_ID_RULE, valid_hostname, valid_tenant_id};
 use crate::store::{StoreError, Tenant};
 
@@ -50,6 +51,35 @@ impl Services {
         .await
         .map_err(|e| Error::internal(format!("creating the CAs of tenant {}: {e:#}", t.name)))?;
         self.reload_trust().await;
+        // The new host name is served with the tenant's own certificate before
+        // this returns, not at the next refresh: until then its stations would
+        // see the platform certificate.
+        if let Some(certs) = &self.server_certs {
+            serve_tenant_host(store, &self.ctx.keys, self.ctx.clock.as_ref(), certs, &created)
+                .await
+                .map_err(|e| Error::internal(format!("serving the server certificate of tenant {}: {e:#}", t.name)))?;
+        }
         Ok(created)
     }
+}
+
+/// Issues `tenant`'s server certificate for its own host name and serves it
+/// (SNI) from now on; nothing when it has no host name or it is served already.
+pub(crate) async fn serve_tenant_host(
+    store: &crate::store::Store,
+    keys: &crate::authority::KeyBackend,
+    clock: &dyn crate::clock::Clock,
+    certs: &ServerCertificates,
+    tenant: &Tenant,
+) -> Result<()> {
+    let Some(host) = tenant.ocpp_hostname.as_deref() else { return Ok(()) };
+    if certs.has_host(host) {
+        return Ok(());
+    }
+    let id = crate::authority::tenant_server_identity(store, keys, clock, tenant).await?;
+    let key = tls::certified_key(&tls::provider(), &id.chain, id.key_pkcs8.clone())
+        .map_err(|e| Error::internal(format!("tenant server certificate: {e}")))?;
+    certs.insert(host, &tenant.id, key);
+    tracing::info!(tenant = %tenant.id, host, "serving the tenant's own server certificate");
+    Ok(())
 }
