@@ -14,3 +14,4 @@ mod refusals;
 mod revocation;
 mod services;
 mod tenants;
+mod variables;

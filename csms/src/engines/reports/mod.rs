@@ -3,12 +3,15 @@
 //! model, firmware, transactions, ...), it claims its actions and they leave
 //! this list.
 
+pub mod device_limits;
+
 use std::sync::Arc;
 
 use ocpp::ErrorCode;
 use ocpp::v201::*;
 
-use super::{Answer, ConnectedStation, Engine, EngineContext, HandlerError, StationCall};
+use self::device_limits::DeviceLimits;
+use super::{Answer, ConnectedStation, Engine, EngineContext, HandlerError, StationCall, Task};
 use crate::link::BoxFuture;
 use crate::store::StationWrite;
 
@@ -33,11 +36,19 @@ pub const RECORDED: &[Action] = &[
 
 pub struct Reports {
     ctx: Arc<EngineContext>,
+    /// B06: what NotifyReport told of the stations' GetVariables/SetVariables limits.
+    limits: Arc<DeviceLimits>,
 }
 
 impl Reports {
     pub fn new(ctx: Arc<EngineContext>) -> Reports {
-        Reports { ctx }
+        Reports { ctx, limits: Arc::new(DeviceLimits::default()) }
+    }
+
+    /// The stations' ItemsPerMessage / BytesPerMessage as learnt here, for the
+    /// services that split GetVariables and SetVariables.
+    pub fn device_limits(&self) -> Arc<DeviceLimits> {
+        self.limits.clone()
     }
 
     async fn keep(&self, station: &ConnectedStation, action: Action, payload: String) -> Result<(), HandlerError> {
@@ -107,9 +118,18 @@ impl Engine for Reports {
                     HandlerError::new(ErrorCode::InternalError, format!("{} routed to reports", call.action))
                 })?
             };
+            if call.action == Action::NotifyReport {
+                self.limits.learn_from_report(&call.station.tenant_id, &call.station.station_id, &call.payload);
+            }
             self.keep(call.station, call.action, call.payload.to_string()).await?;
             Ok(answer)
         })
+    }
+
+    fn on_connect(&self, station: &ConnectedStation) -> Option<Task> {
+        // A new connection may follow new firmware: its limits are learnt again.
+        self.limits.forget(&station.tenant_id, &station.station_id);
+        None
     }
 }
 
