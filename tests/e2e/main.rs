@@ -10,6 +10,7 @@ mod durability;
 mod frames;
 mod interop;
 mod ops;
+mod quota;
 mod refusals;
 mod revocation;
 mod services;

@@ -237,6 +237,13 @@ async def main(args):
         if "datatransfer" in args.steps:
             dt = await cp.call(call.DataTransfer(vendor_id="com.example.interop", message_id="ping", data="hello"))
             emit("datatransfer", status=dt.status)
+        if "flood" in args.steps:
+            for i in range(args.flood_count):
+                dt = await cp.call(
+                    call.DataTransfer(vendor_id="com.example.flood", message_id=str(i), data="x" * args.flood_bytes)
+                )
+                reason = (dt.status_info or {}).get("reason_code")
+                emit("flood", n=i, status=dt.status, reason_code=reason)
         if "serve" in args.steps:
             emit("serving", seconds=args.serve_seconds)
             try:
@@ -263,6 +270,8 @@ if __name__ == "__main__":
     p.add_argument("--items-per-message", type=int, help="refuse GetVariables/SetVariables with more items")
     p.add_argument("--bytes-per-message", type=int, help="refuse GetVariables/SetVariables frames longer than this")
     p.add_argument("--fail-variable", help="refuse (GenericError) any GetVariables/SetVariables naming this variable")
+    p.add_argument("--flood-count", type=int, default=0, help="with step 'flood': DataTransfers to send")
+    p.add_argument("--flood-bytes", type=int, default=60000, help="with step 'flood': characters of data in each")
     a = p.parse_args()
     try:
         asyncio.run(main(a))
