@@ -129,3 +129,40 @@ fn get_and_set_variables_respect_the_station_limits() {
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0]["data"][0]["variable"]["instance"], "GetVariables");
 }
+
+/// A station that takes one item a call refuses even the two-item question
+/// for its limits; the CSMS asks one variable at a time, then sends one item a call.
+#[test]
+fn a_station_taking_one_item_a_call_is_asked_one_limit_at_a_time() {
+    let env = Env::new(Db::Sqlite);
+    let server = env.serve(&[]);
+    let creds = env.add_station("CS-LIM-2", 3, None).unwrap();
+    let token = env.cli(&["token", "--tenant", "default", "--role", "operator"]).trim().to_owned();
+    let args = tls_args(&server, &server.wss(), "CS-LIM-2", Some(&creds));
+    let station = BackgroundCharger::spawn(
+        &[strs(&args), vec!["--items-per-message", "1", "--steps", "boot,serve", "--serve-seconds", "30"]].concat(),
+    );
+    wait_for("the station to connect", 20, || {
+        let (_, s) = server.api("GET", "/api/v1/stations/CS-LIM-2", &token, None);
+        s["connected"] == true && s["boot"]["status"] == "Accepted"
+    });
+    let wanted = [item("OCPPCommCtrlr", "HeartbeatInterval"), item("Nowhere", "Nothing"), item("AuthCtrlr", "Enabled")];
+    let (status, answer) = server.api(
+        "POST",
+        "/api/v1/stations/CS-LIM-2/get-variables",
+        &token,
+        Some(&json!({"getVariableData": wanted})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let statuses: Vec<&str> = answer["getVariableResult"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attributeStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["Accepted", "UnknownVariable", "UnknownVariable"], "{answer}");
+    let lines = station.finish();
+    let items: Vec<u64> = lines.iter().filter(|l| l["step"] == "frame").map(|l| l["items"].as_u64().unwrap()).collect();
+    // The two-item question (refused), each limit alone, then the three items one by one.
+    assert_eq!(items, [2, 1, 1, 1, 1, 1], "{lines:?}");
+}

@@ -185,20 +185,30 @@ impl Services {
         let both = vec![item(ITEMS_PER_MESSAGE), item(BYTES_PER_MESSAGE)];
         let request = |data| ocpp::v201::encode(&GetVariablesRequest { custom_data: None, get_variable_data: data });
         let failed = |f| call_failure(station, "GetVariables (DeviceDataCtrlr limits)", f);
+        // The station answered, but not with the limits: a CALLERROR (perhaps
+        // it takes one item at a time) or an unusable answer.
+        let no_limits = |f: &CallFailure| {
+            matches!(
+                f,
+                CallFailure::Rejected { .. } | CallFailure::InvalidResponse(_) | CallFailure::MalformedResponse(_)
+            )
+        };
         match self.ctx.link.send(tenant, station, Action::GetVariables, request(both.clone())).await {
             Ok(answer) => self.limits.learn_from_results(tenant, station, &answer),
-            Err(CallFailure::Rejected { .. }) => {
+            Err(f) if no_limits(&f) => {
                 for one in both {
                     match self.ctx.link.send(tenant, station, Action::GetVariables, request(vec![one])).await {
                         Ok(answer) => self.limits.learn_from_results(tenant, station, &answer),
-                        Err(CallFailure::Rejected { .. }) => {}
+                        Err(f) if no_limits(&f) => {}
                         Err(f) => return Err(failed(f)),
                     }
                 }
             }
             Err(f) => return Err(failed(f)),
         }
-        // What the station would not say is no limit: the request goes as it is.
+        // What the station would not say is no limit (until it connects again):
+        // the request goes as it is.
+        self.limits.settle(tenant, station, call);
         Ok(self.limits.get(tenant, station, call).unwrap_or_default())
     }
 }

@@ -120,6 +120,15 @@ impl DeviceLimits {
         }
     }
 
+    /// Takes what is still unknown of `call`'s limits as no limit: the station
+    /// was asked and did not say.
+    pub fn settle(&self, tenant: &str, station: &str, call: VariablesCall) {
+        let mut known = self.known.entry((tenant.to_owned(), station.to_owned())).or_default();
+        for measure in [Measure::Items, Measure::Bytes] {
+            known[slot(call, measure)].get_or_insert(None);
+        }
+    }
+
     fn set(&self, tenant: &str, station: &str, call: VariablesCall, measure: Measure, value: Option<usize>) {
         self.known.entry((tenant.to_owned(), station.to_owned())).or_default()[slot(call, measure)] = Some(value);
     }
@@ -185,6 +194,13 @@ mod tests {
              "component": {"name": COMPONENT}, "variable": {"name": BYTES_PER_MESSAGE, "instance": "SetVariables"}},
         ]});
         limits.learn_from_results("t", "CS1", &answer);
+        assert_eq!(limits.get("t", "CS1", VariablesCall::Set), Some(MessageLimits { items: Some(4), bytes: None }));
+        // A station that did not say: no limit, and what it said stays.
+        limits.learn_from_results("t", "CS2", &json!({"getVariableResult": []}));
+        assert_eq!(limits.get("t", "CS2", VariablesCall::Get), None);
+        limits.settle("t", "CS2", VariablesCall::Get);
+        assert_eq!(limits.get("t", "CS2", VariablesCall::Get), Some(MessageLimits::default()));
+        limits.settle("t", "CS1", VariablesCall::Set);
         assert_eq!(limits.get("t", "CS1", VariablesCall::Set), Some(MessageLimits { items: Some(4), bytes: None }));
     }
 }
