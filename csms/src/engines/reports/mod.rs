@@ -62,7 +62,7 @@ impl Reports {
         let (tenant, id) = (&*station.tenant_id, station.station_id.as_str());
         let size = u64::try_from(payload.len()).unwrap_or(u64::MAX);
         if let Err(refusal) = self.quota.admit(tenant, id, size, self.ctx.clock.now_millis()) {
-            tracing::warn!(station = id, tenant, action = action.as_str(), size, reason = %refusal, "not stored: quota");
+            tracing::info!(station = id, tenant, action = action.as_str(), size, reason = %refusal, "not stored: quota");
             self.ctx.metrics.quota_refused(refusal.kind());
             return Ok(Keep::Refused(refusal));
         }
