@@ -116,6 +116,17 @@ pub struct Config {
     /// network); off unless set. On the API listener `/metrics` always needs
     /// a platform-admin token.
     pub metrics_addr: Option<SocketAddr>,
+    /// Messages kept verbatim (DataTransfer, NotifyReport, NotifyEvent,
+    /// MeterValues, ...): each station may have this many payload bytes stored
+    /// per second on average ...
+    pub verbatim_bytes_per_second: u64,
+    /// ... in bursts of at most this many bytes (token bucket per station).
+    pub verbatim_burst_bytes: u64,
+    /// A message larger than this is refused rather than stored verbatim.
+    pub verbatim_max_message_bytes: u64,
+    /// Payload bytes kept per station; beyond it the station's oldest messages
+    /// are deleted as new ones arrive.
+    pub verbatim_max_stored_bytes: u64,
 }
 
 impl Default for Config {
@@ -163,6 +174,10 @@ impl Default for Config {
             api_idle_timeout_secs: 60,
             api_descriptor_reserve: 128,
             metrics_addr: None,
+            verbatim_bytes_per_second: 16 * 1024,
+            verbatim_burst_bytes: 512 * 1024,
+            verbatim_max_message_bytes: 64 * 1024,
+            verbatim_max_stored_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -234,7 +249,8 @@ impl Config {
             self.server_names = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
         self.apply_gateway_limits_env(&var)?;
-        self.apply_api_listener_env(&var)
+        self.apply_api_listener_env(&var)?;
+        self.apply_verbatim_env(&var)
     }
 
     /// The gateway-limit part of [`Config::apply_env`].
@@ -286,6 +302,21 @@ impl Config {
         Ok(())
     }
 
+    /// The verbatim-quota part of [`Config::apply_env`].
+    fn apply_verbatim_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<()> {
+        for (name, field) in [
+            ("ANCHORPOINT_VERBATIM_BYTES_PER_SECOND", &mut self.verbatim_bytes_per_second),
+            ("ANCHORPOINT_VERBATIM_BURST_BYTES", &mut self.verbatim_burst_bytes),
+            ("ANCHORPOINT_VERBATIM_MAX_MESSAGE_BYTES", &mut self.verbatim_max_message_bytes),
+            ("ANCHORPOINT_VERBATIM_MAX_STORED_BYTES", &mut self.verbatim_max_stored_bytes),
+        ] {
+            if let Some(v) = var(name) {
+                *field = v.parse().map_err(|e| bad_env(name, e))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.server_names.is_empty() {
             return Err(Error::Config("server_names must name at least one host".into()));
@@ -301,6 +332,18 @@ impl Config {
                 "call_timeout_secs must be below {CLAIM_STALE_SECS}: a certificate delivery still waiting for its \
                  station must not be taken over by another process"
             )));
+        }
+        if self.verbatim_bytes_per_second == 0 {
+            return Err(Error::Config("verbatim_bytes_per_second must be positive".into()));
+        }
+        // A message the limits allow must fit the bucket and the stored quota,
+        // or it could never be kept.
+        if self.verbatim_max_message_bytes > self.verbatim_burst_bytes
+            || self.verbatim_max_message_bytes > self.verbatim_max_stored_bytes
+        {
+            return Err(Error::Config(
+                "verbatim_max_message_bytes must not exceed verbatim_burst_bytes nor verbatim_max_stored_bytes".into(),
+            ));
         }
         if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(Error::Config("intervals and timeouts must be positive".into()));
@@ -458,6 +501,16 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("ocpp_adr = \"127.0.0.1:9000\"\n").unwrap_err();
         assert!(err.to_string().contains("ocpp_adr"), "{err}");
+    }
+
+    #[test]
+    fn verbatim_quotas_come_from_the_environment_and_must_fit_together() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| (k == "ANCHORPOINT_VERBATIM_BURST_BYTES").then(|| "1000".to_owned())).unwrap();
+        assert_eq!(cfg.verbatim_burst_bytes, 1000);
+        assert!(cfg.validate().unwrap_err().to_string().contains("verbatim_max_message_bytes"));
+        let err = cfg.apply_env(|k| (k == "ANCHORPOINT_VERBATIM_MAX_STORED_BYTES").then(|| "-1".to_owned()));
+        assert!(format!("{:#}", err.unwrap_err()).contains("ANCHORPOINT_VERBATIM_MAX_STORED_BYTES"));
     }
 
     #[test]

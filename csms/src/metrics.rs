@@ -30,6 +30,12 @@ pub struct SecurityEventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// `rate` (over the station's bytes per second) or `message_size`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: &'static str,
 }
@@ -70,6 +76,10 @@ pub struct Metrics {
     /// API-listener connections the server closed, by reason (`connection_limit`,
     /// `header_read_timeout`, `idle_timeout`).
     pub api_connections_closed: Family<ReasonLabels, Counter>,
+    /// Station messages refused rather than stored verbatim, by quota.
+    pub quota_refusals: Family<QuotaLabels, Counter>,
+    /// Verbatim station messages deleted to keep a station within its stored quota.
+    pub verbatim_pruned: Counter,
 }
 
 impl Metrics {
@@ -96,6 +106,18 @@ impl Metrics {
             "ocpp_password_checks",
             "PBKDF2 password verifications (Basic auth, including equal-time checks for unknown stations)",
             password_checks.clone(),
+        );
+        let quota_refusals = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "ocpp_quota_refusals",
+            "Station messages refused instead of stored verbatim, by quota (rate, message_size)",
+            quota_refusals.clone(),
+        );
+        let verbatim_pruned = Counter::default();
+        registry.register(
+            "ocpp_verbatim_prunes",
+            "Times a station's oldest verbatim messages were deleted to keep it within its stored quota",
+            verbatim_pruned.clone(),
         );
         registry.register("ocpp_connections", "Open OCPP WebSocket sessions", connections.clone());
         registry.register("ocpp_connections_accepted", "OCPP sessions established", connections_accepted.clone());
@@ -128,6 +150,8 @@ impl Metrics {
             handler_latency,
             password_checks,
             security_events,
+            quota_refusals,
+            verbatim_pruned,
         }
     }
 
@@ -142,6 +166,10 @@ impl Metrics {
     pub fn security_event(&self, kind: &'static str, critical: bool) {
         let critical = if critical { "true" } else { "false" };
         self.security_events.get_or_create(&SecurityEventLabels { r#type: kind, critical }).inc();
+    }
+
+    pub fn quota_refused(&self, kind: &'static str) {
+        self.quota_refusals.get_or_create(&QuotaLabels { kind }).inc();
     }
 
     pub fn frame(&self, direction: &'static str, action: &'static str, result: &'static str) {

@@ -79,7 +79,9 @@ impl Node {
         let mut engines = Engines::default();
         engines.register(Arc::new(Provisioning::new(ctx.clone())))?;
         engines.register(Arc::new(Security::new(ctx.clone())))?;
-        engines.register(Arc::new(Reports::new(ctx.clone())))?;
+        let reports = Arc::new(Reports::new(ctx.clone()));
+        let device_limits = reports.device_limits();
+        engines.register(reports)?;
         engines.register(certificates.clone())?;
         let engines = Arc::new(engines);
 
@@ -100,7 +102,7 @@ impl Node {
             server_certs.clone(),
             session_ctx,
         ));
-        let services = Arc::new(Services::new(ctx, certificates.clone(), trust, server_certs));
+        let services = Arc::new(Services::new(ctx, certificates.clone(), trust, server_certs, device_limits));
         Ok(Arc::new(Node {
             config,
             store,

@@ -158,6 +158,7 @@ async fn boot_status_and_events(s: &Store) {
         action: "NotifyEvent",
         payload: "{\"a\":1}".into(),
         at: 5,
+        prune_to: None,
     }])
     .await
     .unwrap();
@@ -592,6 +593,40 @@ async fn platform_settings(s: &Store) {
     assert_eq!(s.setting("other").await.unwrap(), None);
 }
 
+fn message(station: &str, payload: String, prune_to: Option<i64>) -> StationWrite {
+    StationWrite::Message {
+        tenant_id: "acme".into(),
+        station_id: station.into(),
+        action: "DataTransfer",
+        payload,
+        at: 1,
+        prune_to,
+    }
+}
+
+/// The per-station stored quota: pruning keeps the newest messages within
+/// the bound, in the insert's transaction, and touches no other station.
+async fn verbatim_volume_is_pruned_oldest_first(s: &Store) {
+    assert_eq!(s.station_message_bytes("acme", "CS1").await.unwrap(), 0);
+    // Payload bytes are UTF-8 bytes: "é" counts 2.
+    s.apply_writes(&[message("CS1", "é".repeat(50), None)]).await.unwrap();
+    assert_eq!(s.station_message_bytes("acme", "CS1").await.unwrap(), 100);
+    s.apply_writes(&[message("OTHER", "x".repeat(500), None)]).await.unwrap();
+    for i in 0..9 {
+        s.apply_writes(&[message("CS1", format!("{i}").repeat(100), None)]).await.unwrap();
+    }
+    assert_eq!(s.station_message_bytes("acme", "CS1").await.unwrap(), 1000);
+    // The 11th message with a bound of 450 keeps the newest four (400 bytes).
+    s.apply_writes(&[message("CS1", "n".repeat(100), Some(450))]).await.unwrap();
+    assert_eq!(s.station_message_bytes("acme", "CS1").await.unwrap(), 400);
+    assert_eq!(s.station_message_count("acme", "CS1", "DataTransfer").await.unwrap(), 4);
+    assert_eq!(s.station_message_bytes("acme", "OTHER").await.unwrap(), 500, "another station is untouched");
+    // Exactly at the bound: nothing more goes.
+    s.apply_writes(&[message("CS1", "m".repeat(100), Some(500))]).await.unwrap();
+    assert_eq!(s.station_message_bytes("acme", "CS1").await.unwrap(), 500);
+    assert_eq!(s.station_message_bytes("other-tenant", "CS1").await.unwrap(), 0);
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -617,6 +652,7 @@ both!(api_pages_tags_deletion_and_audit);
 both!(station_ca_replacement);
 both!(cert_request_moves);
 both!(platform_settings);
+both!(verbatim_volume_is_pruned_oldest_first);
 
 #[test]
 fn migration_folders_agree() {

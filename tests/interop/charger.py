@@ -25,6 +25,52 @@ class Station(ChargePoint):
 
     args = None
     pending_key = None
+    # Values of SetVariables calls this station accepted, by variable name.
+    set_values = {}
+
+    async def route_message(self, raw_msg):
+        """B06.FR.05/B05.FR.??: with --items-per-message / --bytes-per-message, a
+        GetVariables or SetVariables beyond them is refused with a CALLERROR, as
+        a strict station does (counting the whole frame it received)."""
+        msg = json.loads(raw_msg)
+        if msg[0] == 2 and msg[2] in ("GetVariables", "SetVariables"):
+            items = msg[3].get("getVariableData") or msg[3].get("setVariableData") or []
+            size = len(raw_msg.encode())
+            emit("frame", action=msg[2], items=len(items), bytes=size)
+            code = None
+            if self.args.items_per_message and len(items) > self.args.items_per_message:
+                code = "OccurrenceConstraintViolation"
+            elif self.args.bytes_per_message and size > self.args.bytes_per_message:
+                code = "FormatViolation"
+            elif self.args.fail_variable and any(i["variable"]["name"] == self.args.fail_variable for i in items):
+                code = "GenericError"
+            if code:
+                emit("refused", action=msg[2], code=code, items=len(items), bytes=size)
+                await self._send(json.dumps([4, msg[1], code, f"{len(items)} items, {size} bytes", {}]))
+                return
+        await super().route_message(raw_msg)
+
+    def limit_results(self, get_variable_data):
+        """DeviceDataCtrlr limits this station has, or None if the items are not all limits."""
+        limits = {
+            ("ItemsPerMessage", "GetVariables"): self.args.items_per_message,
+            ("BytesPerMessage", "GetVariables"): self.args.bytes_per_message,
+            ("ItemsPerMessage", "SetVariables"): self.args.items_per_message,
+            ("BytesPerMessage", "SetVariables"): self.args.bytes_per_message,
+        }
+        out = []
+        for item in get_variable_data:
+            key = (item["variable"]["name"], item["variable"].get("instance"))
+            if item["component"]["name"] != "DeviceDataCtrlr" or key not in limits:
+                return None
+            value = limits[key]
+            out.append({
+                "attribute_status": "Accepted" if value else "UnknownVariable",
+                "component": item["component"],
+                "variable": item["variable"],
+                **({"attribute_value": str(value)} if value else {}),
+            })
+        return out
 
     @on("TriggerMessage")
     async def on_trigger(self, requested_message, **_):
@@ -81,8 +127,16 @@ class Station(ChargePoint):
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data, **_):
         emit("received", action="GetVariables", data=get_variable_data)
+        limits = self.limit_results(get_variable_data)
+        if limits is not None:
+            return call_result.GetVariables(get_variable_result=limits)
         results = []
         for item in get_variable_data:
+            name = item["variable"]["name"]
+            if name in self.set_values:
+                results.append({"attribute_status": "Accepted", "component": item["component"],
+                                "variable": item["variable"], "attribute_value": self.set_values[name]})
+                continue
             known = item["component"]["name"] == "OCPPCommCtrlr" and item["variable"]["name"] == "HeartbeatInterval"
             results.append(
                 {
@@ -93,6 +147,15 @@ class Station(ChargePoint):
                 }
             )
         return call_result.GetVariables(get_variable_result=results)
+
+    @on("SetVariables")
+    async def on_set_variables(self, set_variable_data, **_):
+        emit("received", action="SetVariables", data=set_variable_data)
+        results = []
+        for item in set_variable_data:
+            self.set_values[item["variable"]["name"]] = item["attribute_value"]
+            results.append({"attribute_status": "Accepted", "component": item["component"], "variable": item["variable"]})
+        return call_result.SetVariables(set_variable_result=results)
 
     @on("Reset")
     async def on_reset(self, type, **_):
@@ -142,6 +205,16 @@ async def main(args):
             )
         )
         emit("boot", status=boot.status, interval=boot.interval, current_time=boot.current_time)
+        if "report-set-limits" in args.steps:
+            # B06: the SetVariables limits told in a report, not asked for.
+            now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+            data = [
+                {"component": {"name": "DeviceDataCtrlr"}, "variable": {"name": name, "instance": "SetVariables"},
+                 "variable_attribute": [{"type": "Actual", "value": str(value), "mutability": "ReadOnly"}]}
+                for name, value in (("ItemsPerMessage", args.items_per_message), ("BytesPerMessage", args.bytes_per_message))
+            ]
+            await cp.call(call.NotifyReport(request_id=1, generated_at=now, seq_no=0, report_data=data))
+            emit("report", ok=True)
         if "heartbeat" in args.steps:
             hb = await cp.call(call.Heartbeat())
             emit("heartbeat", current_time=hb.current_time)
@@ -164,6 +237,13 @@ async def main(args):
         if "datatransfer" in args.steps:
             dt = await cp.call(call.DataTransfer(vendor_id="com.example.interop", message_id="ping", data="hello"))
             emit("datatransfer", status=dt.status)
+        if "flood" in args.steps:
+            for i in range(args.flood_count):
+                dt = await cp.call(
+                    call.DataTransfer(vendor_id="com.example.flood", message_id=str(i), data="x" * args.flood_bytes)
+                )
+                reason = (dt.status_info or {}).get("reason_code")
+                emit("flood", n=i, status=dt.status, reason_code=reason)
         if "serve" in args.steps:
             emit("serving", seconds=args.serve_seconds)
             try:
@@ -187,6 +267,11 @@ if __name__ == "__main__":
     p.add_argument("--org", default="Default Organization", help="OrganizationName, the O of CSRs")
     p.add_argument("--new-cert-out", help="where to save a certificate chain received with CertificateSigned")
     p.add_argument("--new-key-out", help="where to save its private key")
+    p.add_argument("--items-per-message", type=int, help="refuse GetVariables/SetVariables with more items")
+    p.add_argument("--bytes-per-message", type=int, help="refuse GetVariables/SetVariables frames longer than this")
+    p.add_argument("--fail-variable", help="refuse (GenericError) any GetVariables/SetVariables naming this variable")
+    p.add_argument("--flood-count", type=int, default=0, help="with step 'flood': DataTransfers to send")
+    p.add_argument("--flood-bytes", type=int, default=60000, help="with step 'flood': characters of data in each")
     a = p.parse_args()
     try:
         asyncio.run(main(a))

@@ -12,6 +12,7 @@ mod station_ca;
 mod stations;
 mod tenants;
 mod validate;
+mod variables;
 
 use std::sync::Arc;
 
@@ -20,9 +21,11 @@ use api::model::AuditEntry;
 pub use station_ca::{ImportKey, overlap_days};
 pub(crate) use tenants::serve_tenant_host;
 pub use validate::{MAX_DESCRIPTION, MAX_TAG_LEN, MAX_TAGS, printable, valid_tag};
+pub use variables::{NO_ANSWER, NOT_SENT, split as split_variables};
 
 use crate::engines::EngineContext;
 use crate::engines::certificates::Certificates;
+use crate::engines::reports::device_limits::DeviceLimits;
 use crate::error::{Error, Result};
 use crate::gateway::tls::{ServerCertificates, StationTrust};
 use crate::store::{self, AuditRow, PLATFORM};
@@ -59,6 +62,8 @@ pub struct Services {
     certificates: Arc<Certificates>,
     trust: Arc<StationTrust>,
     server_certs: Option<Arc<ServerCertificates>>,
+    /// B06: the stations' ItemsPerMessage / BytesPerMessage, as far as known.
+    limits: Arc<DeviceLimits>,
 }
 
 impl Services {
@@ -67,8 +72,9 @@ impl Services {
         certificates: Arc<Certificates>,
         trust: Arc<StationTrust>,
         server_certs: Option<Arc<ServerCertificates>>,
+        limits: Arc<DeviceLimits>,
     ) -> Services {
-        Services { ctx, certificates, trust, server_certs }
+        Services { ctx, certificates, trust, server_certs, limits }
     }
 
     pub fn store(&self) -> &store::Store {

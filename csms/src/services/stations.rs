@@ -262,8 +262,17 @@ impl Services {
             return Err(Error::invalid("action", format!("{action} is sent by charging stations, not by the CSMS")));
         }
         self.own_station(tenant, station).await?;
+        // B05/B06: split to the station's ItemsPerMessage / BytesPerMessage.
+        if matches!(a, Action::GetVariables | Action::SetVariables) {
+            return self.variables_call(tenant, station, a, payload).await;
+        }
         self.ctx.link.send(tenant, station, a, payload).await.map_err(|f| call_error(station, action, f))
     }
+}
+
+/// [`call_error`] for the other service files.
+pub(super) fn call_failure(station: &str, action: &str, failure: CallFailure) -> Error {
+    call_error(station, action, failure)
 }
 
 /// A failed CSMS-initiated call, said from the operator's side.

@@ -43,6 +43,10 @@ pub enum StationWrite {
         action: &'static str,
         payload: String,
         at: i64,
+        /// With `Some(n)`: in the same transaction, the station's oldest
+        /// messages are deleted until the newest ones (this one included)
+        /// total at most `n` payload bytes.
+        prune_to: Option<i64>,
     },
     SecurityEvent {
         tenant_id: String,
@@ -132,18 +136,32 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    StationWrite::Message { tenant_id, station_id, action, payload, at } => {
+                    StationWrite::Message { tenant_id, station_id, action, payload, at, prune_to } => {
                         sqlx::query(
-                            "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload) \
-                             VALUES ($1, $2, $3, $4, $5)",
+                            "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload, \
+                               payload_bytes) VALUES ($1, $2, $3, $4, $5, $6)",
                         )
                         .bind(tenant_id)
                         .bind(station_id)
                         .bind(*action)
                         .bind(at)
                         .bind(payload)
+                        .bind(i64::try_from(payload.len()).unwrap_or(i64::MAX))
                         .execute(&mut *tx)
                         .await?;
+                        if let Some(keep_bytes) = prune_to {
+                            // Newest first, a running total; the rows beyond the quota go.
+                            sqlx::query(
+                                "DELETE FROM station_messages WHERE id IN (SELECT id FROM (SELECT id, \
+                                   SUM(payload_bytes) OVER (ORDER BY id DESC) AS newer FROM station_messages \
+                                   WHERE tenant_id = $1 AND station_id = $2) AS t WHERE newer > $3)",
+                            )
+                            .bind(tenant_id)
+                            .bind(station_id)
+                            .bind(keep_bytes)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                     StationWrite::SecurityEvent { tenant_id, station_id, kind, occurred_at, tech_info, at } => {
                         sqlx::query(
@@ -200,6 +218,22 @@ impl Store {
             .bind(tenant_id)
             .bind(station_id)
             .bind(action)
+            .fetch_one(p)
+            .await?
+            .try_get::<i64, _>("n")?
+        });
+        Ok(n)
+    }
+
+    /// Payload bytes of the station's messages kept verbatim.
+    pub async fn station_message_bytes(&self, tenant_id: &str, station_id: &str) -> Result<i64, StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT CAST(COALESCE(SUM(payload_bytes), 0) AS BIGINT) AS n FROM station_messages \
+                 WHERE tenant_id = $1 AND station_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
             .fetch_one(p)
             .await?
             .try_get::<i64, _>("n")?
