@@ -127,6 +127,9 @@ pub struct Config {
     /// Payload bytes kept per station; beyond it the station's oldest messages
     /// are deleted as new ones arrive.
     pub verbatim_max_stored_bytes: u64,
+    /// BootNotifications kept per station (each up to `max_message_bytes`,
+    /// verbatim); older ones are deleted as new ones arrive.
+    pub boot_history_per_station: u32,
 }
 
 impl Default for Config {
@@ -178,6 +181,7 @@ impl Default for Config {
             verbatim_burst_bytes: 512 * 1024,
             verbatim_max_message_bytes: 64 * 1024,
             verbatim_max_stored_bytes: 16 * 1024 * 1024,
+            boot_history_per_station: 100,
         }
     }
 }
@@ -314,6 +318,10 @@ impl Config {
                 *field = v.parse().map_err(|e| bad_env(name, e))?;
             }
         }
+        if let Some(v) = var("ANCHORPOINT_BOOT_HISTORY_PER_STATION") {
+            self.boot_history_per_station =
+                v.parse().map_err(|e| bad_env("ANCHORPOINT_BOOT_HISTORY_PER_STATION", e))?;
+        }
         Ok(())
     }
 
@@ -332,6 +340,9 @@ impl Config {
                 "call_timeout_secs must be below {CLAIM_STALE_SECS}: a certificate delivery still waiting for its \
                  station must not be taken over by another process"
             )));
+        }
+        if self.boot_history_per_station == 0 {
+            return Err(Error::Config("boot_history_per_station must be at least 1".into()));
         }
         if self.verbatim_bytes_per_second == 0 {
             return Err(Error::Config("verbatim_bytes_per_second must be positive".into()));

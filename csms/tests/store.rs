@@ -125,6 +125,7 @@ async fn boot_status_and_events(s: &Store) {
         serial_number: Some("SN".into()),
         firmware_version: None,
         payload: "{}".into(),
+        keep_last: None,
     })])
     .await
     .unwrap();
@@ -627,6 +628,40 @@ async fn verbatim_volume_is_pruned_oldest_first(s: &Store) {
     assert_eq!(s.station_message_bytes("other-tenant", "CS1").await.unwrap(), 0);
 }
 
+/// The boot history per station is bounded: the newest records are kept, in the
+/// insert's transaction, and no other station's are touched.
+async fn boot_history_is_bounded(s: &Store) {
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    let boot = |station: &str, at: i64, keep_last: Option<u32>| {
+        StationWrite::Boot(BootRecord {
+            tenant_id: "acme".into(),
+            station_id: station.into(),
+            received_at: at,
+            reason: "PowerUp".into(),
+            status: Registration::Accepted,
+            vendor: "V".into(),
+            model: "M".into(),
+            serial_number: None,
+            firmware_version: None,
+            payload: format!("{{\"n\":{at}}}"),
+            keep_last,
+        })
+    };
+    for at in 0..6 {
+        s.apply_writes(&[boot("CS1", at, None), boot("CS2", at, None)]).await.unwrap();
+    }
+    assert_eq!(s.boot_count("acme", "CS1").await.unwrap(), 6);
+    s.apply_writes(&[boot("CS1", 6, Some(3))]).await.unwrap();
+    assert_eq!(s.boot_count("acme", "CS1").await.unwrap(), 3);
+    assert_eq!(s.boot_count("acme", "CS2").await.unwrap(), 6, "another station is untouched");
+    s.apply_writes(&[boot("CS1", 7, Some(3))]).await.unwrap();
+    assert_eq!(s.boot_count("acme", "CS1").await.unwrap(), 3);
+    s.apply_writes(&[boot("CS3", 0, Some(3))]).await.unwrap();
+    assert_eq!(s.boot_count("acme", "CS3").await.unwrap(), 1, "fewer than the bound: nothing goes");
+    assert_eq!(s.station("acme", "CS1").await.unwrap().unwrap().last_boot_at, Some(7));
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -652,6 +687,7 @@ both!(api_pages_tags_deletion_and_audit);
 both!(station_ca_replacement);
 both!(cert_request_moves);
 both!(platform_settings);
+both!(boot_history_is_bounded);
 both!(verbatim_volume_is_pruned_oldest_first);
 
 #[test]

@@ -20,6 +20,9 @@ pub struct BootRecord {
     pub serial_number: Option<String>,
     pub firmware_version: Option<String>,
     pub payload: String,
+    /// With `Some(n)`: in the same transaction, the station's boot records
+    /// beyond the newest `n` (this one included) are deleted.
+    pub keep_last: Option<u32>,
 }
 
 /// A station report to persist; see [`Store::apply_writes`].
@@ -93,6 +96,19 @@ impl Store {
                         .bind(&b.payload)
                         .execute(&mut *tx)
                         .await?;
+                        if let Some(keep) = b.keep_last {
+                            // The id of the newest record beyond `keep`, and every older one.
+                            sqlx::query(
+                                "DELETE FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 AND id <= \
+                                 (SELECT id FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 \
+                                 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+                            )
+                            .bind(&b.tenant_id)
+                            .bind(&b.station_id)
+                            .bind(i64::from(keep))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         sqlx::query(
                             "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, \
                              firmware_version = $5, last_boot_at = $6, last_seen_at = $6 WHERE tenant_id = $7 AND id = $8",
@@ -205,6 +221,19 @@ impl Store {
     }
 
     /// How many messages of `action` the station sent that are kept verbatim.
+    /// How many BootNotifications of the station are kept.
+    pub async fn boot_count(&self, tenant_id: &str, station_id: &str) -> Result<i64, StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("SELECT COUNT(*) AS n FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2")
+                .bind(tenant_id)
+                .bind(station_id)
+                .fetch_one(p)
+                .await?
+                .try_get::<i64, _>("n")?
+        });
+        Ok(n)
+    }
+
     pub async fn station_message_count(
         &self,
         tenant_id: &str,

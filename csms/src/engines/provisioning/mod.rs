@@ -54,6 +54,7 @@ impl Provisioning {
                 serial_number: cs.serial_number.clone(),
                 firmware_version: cs.firmware_version.clone(),
                 payload,
+                keep_last: Some(ctx.config.boot_history_per_station),
             }))
             .await?;
         let (status_enum, interval) = match status {
