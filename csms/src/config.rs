@@ -69,6 +69,12 @@ pub struct Config {
     /// is served again without the request's nonce, and a request never seen
     /// is answered tryLater.
     pub ocsp_signatures_per_second: u32,
+    /// This node's id, stable across restarts (1-64 of `A-Z a-z 0-9 . _ -`):
+    /// the claims on certificate requests record it, and a process starting
+    /// under it releases the claims its earlier run left. Default: generated
+    /// once and kept in `node.id` in the data directory. Two processes running
+    /// at once must not share one.
+    pub node_id: Option<String>,
 }
 
 impl Default for Config {
@@ -100,6 +106,7 @@ impl Default for Config {
             pkcs11_module: None,
             pkcs11_token: None,
             pkcs11_pin: None,
+            node_id: None,
         }
     }
 }
@@ -108,6 +115,14 @@ impl Default for Config {
 /// ago by a process that then died is taken over by another. Longer than any
 /// call timeout, so a claim still waiting for its station is never taken.
 pub const CLAIM_STALE_SECS: u64 = 120;
+
+/// What a node id may be.
+pub const NODE_ID_RULE: &str = "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'";
+
+/// Whether `id` may be a node id ([`NODE_ID_RULE`]).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
 
 /// An environment variable that does not hold what it should.
 fn bad_env(name: &str, e: impl std::fmt::Display) -> Error {
@@ -132,7 +147,8 @@ impl Config {
 
     /// Environment overrides: `ANCHORPOINT_DATA_DIR`, `ANCHORPOINT_OCPP_ADDR`,
     /// `ANCHORPOINT_OCPP_PLAIN_ADDR`, `ANCHORPOINT_API_ADDR`, `ANCHORPOINT_DATABASE_URL`,
-    /// `ANCHORPOINT_SERVER_NAMES` (comma-separated), `ANCHORPOINT_JWT_ALGORITHM`.
+    /// `ANCHORPOINT_SERVER_NAMES` (comma-separated), `ANCHORPOINT_JWT_ALGORITHM`,
+    /// `ANCHORPOINT_NODE_ID`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
         if let Some(v) = var("ANCHORPOINT_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -167,6 +183,9 @@ impl Config {
         if let Some(v) = var("ANCHORPOINT_DATABASE_URL") {
             self.database_url = Some(v);
         }
+        if let Some(v) = var("ANCHORPOINT_NODE_ID") {
+            self.node_id = Some(v);
+        }
         if let Some(v) = var("ANCHORPOINT_SERVER_NAMES") {
             self.server_names = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
@@ -188,6 +207,11 @@ impl Config {
                 "call_timeout_secs must be below {CLAIM_STALE_SECS}: a certificate delivery still waiting for its \
                  station must not be taken over by another process"
             )));
+        }
+        if let Some(id) = &self.node_id
+            && !valid_node_id(id)
+        {
+            return Err(Error::Config(format!("node_id '{id}': {NODE_ID_RULE}")));
         }
         if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(Error::Config("intervals and timeouts must be positive".into()));
@@ -241,6 +265,18 @@ mod tests {
         let cfg = Config { boot_retry_interval_secs: 900, idle_timeout_secs: 800, ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("boot_retry_interval_secs"));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn node_id_is_checked() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| (k == "ANCHORPOINT_NODE_ID").then(|| "node-1.eu_west".to_owned())).unwrap();
+        assert_eq!(cfg.node_id.as_deref(), Some("node-1.eu_west"));
+        assert!(cfg.validate().is_ok());
+        for bad in ["", "has space", "slash/ed", &"x".repeat(65)] {
+            let cfg = Config { node_id: Some(bad.to_owned()), ..Config::default() };
+            assert!(cfg.validate().unwrap_err().to_string().contains("node_id"), "{bad:?}");
+        }
     }
 
     #[test]

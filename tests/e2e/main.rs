@@ -10,6 +10,7 @@ mod durability;
 mod frames;
 mod interop;
 mod ops;
+mod outcomes;
 mod refusals;
 mod revocation;
 mod services;

@@ -232,11 +232,39 @@ async fn verify_basic(app: &Gateway, station: &Station, authorization: Option<&s
     // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
     let _permit = app.password_permits.acquire().await.map_err(|_| Refusal::Internal)?;
     app.metrics.password_checks.inc();
-    let ok = tokio::task::spawn_blocking(move || password::verify(&pass, &stored))
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .map_err(|_| Refusal::Internal)?;
-    if ok { Ok(()) } else { Err(Refusal::WrongPassword) }
+    let pending = station.pending_password_hash.clone();
+    // A01: while a new password's SetVariables has an unknown outcome, the
+    // station may use either; the one it logs in with settles it.
+    let (ok, took_new) = tokio::task::spawn_blocking(move || -> Result<(bool, bool), password::PasswordError> {
+        if password::verify(&pass, &stored)? {
+            return Ok((true, false));
+        }
+        match &pending {
+            Some(p) => Ok((password::verify(&pass, p)?, true)),
+            None => Ok((false, false)),
+        }
+    })
+    .await
+    .map_err(|_| Refusal::Internal)?
+    .map_err(|_| Refusal::Internal)?;
+    if !ok {
+        return Err(Refusal::WrongPassword);
+    }
+    if let Some(pending) = &station.pending_password_hash {
+        match app.store.settle_password(&station.id, pending, took_new).await {
+            Ok(true) => tracing::info!(
+                station = %station.id,
+                logged_in_with = if took_new { "new password" } else { "old password" },
+                "A01: pending password settled; the other one is no longer accepted"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(station = %station.id, error = %e, "settling the pending password failed");
+                return Err(Refusal::Internal);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Basic base64(user:password)`; the user part ends at the first ':'.
