@@ -160,15 +160,23 @@ pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str) {
     // The newest request still meant to end in a certificate (a refused CSR or
     // trigger supersedes nothing).
     let live = |s: State| !matches!(s, State::Rejected | State::Failed | State::Superseded);
-    let newest = match ctx.store.cert_requests(tenant, station, 20).await {
-        Ok(rs) => rs.into_iter().find(|r| live(r.state)),
+    let recent = match ctx.store.cert_requests(tenant, station, 20).await {
+        Ok(rs) => rs,
         Err(e) => {
             tracing::warn!(error = %e, "reading pending certificate requests");
             return;
         }
     };
-    let Some(newest) = newest else { return };
-    match ctx.store.supersede_requests_before(tenant, station, newest.id, ctx.clock.now_millis()).await {
+    let Some(newest) = recent.iter().find(|r| live(r.state)).cloned() else { return };
+    // Written only when there is something to supersede: a connection costs no
+    // write transaction otherwise.
+    let older_pending = recent.iter().any(|r| r.id < newest.id && State::SUPERSEDABLE.contains(&r.state));
+    let superseded = if older_pending {
+        ctx.store.supersede_requests_before(tenant, station, newest.id, ctx.clock.now_millis()).await
+    } else {
+        Ok(Vec::new())
+    };
+    match superseded {
         Ok(ids) if !ids.is_empty() => {
             tracing::info!(station, tenant, newest = newest.id, superseded = ?ids, "older undelivered requests superseded")
         }
