@@ -442,8 +442,10 @@ pub struct CertificateRequest {
     pub station_id: String,
     /// `operator` (renewal through the API) or `station` (unsolicited SignCertificate).
     pub origin: String,
-    /// `requested`, `triggered`, `csr_received`, `rejected`, `issued`, `delivered`,
-    /// `station_rejected`, `installed` (the station connected with it) or `failed`.
+    /// `requested`, `triggered`, `csr_received`, `issuing`, `rejected`, `issued`,
+    /// `delivering`, `delivered`, `station_rejected`, `installed` (the station
+    /// connected with it), `failed`, or `superseded` (a newer request of the
+    /// station replaced it before delivery; its certificate, if issued, was revoked).
     pub state: String,
     /// Serial of the issued certificate.
     pub serial_number: Option<String>,

@@ -61,7 +61,7 @@ pub enum BodyRejected {
 pub enum CommandFailures {
     #[response(
         status = 409,
-        description = "Station not connected, or Rejected",
+        description = "Not sent (`station-not-connected`): the station is not connected, or its connection closed while the call was queued; or the station is Rejected (`conflict`)",
         content_type = "application/problem+json"
     )]
     NotConnected(Problem),
@@ -79,7 +79,7 @@ pub enum CommandFailures {
     Busy(Problem),
     #[response(
         status = 504,
-        description = "The station did not answer in time",
+        description = "Sent, outcome unknown (`call-outcome-unknown`): the station received the call but did not answer in time, or its connection closed before the answer; it may have acted on it, so check before retrying",
         content_type = "application/problem+json"
     )]
     Timeout(Problem),

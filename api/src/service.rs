@@ -44,8 +44,12 @@ pub enum ServiceError {
         field: String,
         detail: String,
     },
+    /// Nothing was sent: the station is not connected (or its connection closed
+    /// while the call was queued).
     NotConnected(String),
-    Timeout(String),
+    /// The call was sent but its answer never came (timeout, or the connection
+    /// closed): the station may have acted on it; retrying may do it twice.
+    OutcomeUnknown(String),
     /// The station answered with a CALLERROR or an invalid response.
     Station(String),
     Unavailable(String),
@@ -64,7 +68,7 @@ impl From<ServiceError> for Problem {
             ServiceError::NotConnected(id) => {
                 Problem::new(Kind::StationNotConnected, format!("station '{id}' is not connected"))
             }
-            ServiceError::Timeout(d) => Problem::new(Kind::StationTimeout, d),
+            ServiceError::OutcomeUnknown(d) => Problem::new(Kind::CallOutcomeUnknown, d),
             ServiceError::Station(d) => Problem::new(Kind::StationError, d),
             ServiceError::Unavailable(d) => Problem::new(Kind::Unavailable, d),
             ServiceError::Internal => Problem::internal(),

@@ -130,6 +130,12 @@ pub struct Config {
     /// BootNotifications kept per station (each up to `max_message_bytes`,
     /// verbatim); older ones are deleted as new ones arrive.
     pub boot_history_per_station: u32,
+    /// This node's id, stable across restarts (1-64 of `A-Z a-z 0-9 . _ -`):
+    /// the claims on certificate requests record it, and a process starting
+    /// under it releases the claims its earlier run left. Default: generated
+    /// once and kept in `node.id` in the data directory. Two processes running
+    /// at once must not share one.
+    pub node_id: Option<String>,
 }
 
 impl Default for Config {
@@ -182,6 +188,7 @@ impl Default for Config {
             verbatim_max_message_bytes: 64 * 1024,
             verbatim_max_stored_bytes: 16 * 1024 * 1024,
             boot_history_per_station: 100,
+            node_id: None,
         }
     }
 }
@@ -190,6 +197,14 @@ impl Default for Config {
 /// ago by a process that then died is taken over by another. Longer than any
 /// call timeout, so a claim still waiting for its station is never taken.
 pub const CLAIM_STALE_SECS: u64 = 120;
+
+/// What a node id may be.
+pub const NODE_ID_RULE: &str = "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'";
+
+/// Whether `id` may be a node id ([`NODE_ID_RULE`]).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
 
 /// An environment variable that does not hold what it should.
 fn bad_env(name: &str, e: impl std::fmt::Display) -> Error {
@@ -248,6 +263,9 @@ impl Config {
         }
         if let Some(v) = var("ANCHORPOINT_DATABASE_URL") {
             self.database_url = Some(v);
+        }
+        if let Some(v) = var("ANCHORPOINT_NODE_ID") {
+            self.node_id = Some(v);
         }
         if let Some(v) = var("ANCHORPOINT_SERVER_NAMES") {
             self.server_names = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
@@ -355,6 +373,11 @@ impl Config {
             return Err(Error::Config(
                 "verbatim_max_message_bytes must not exceed verbatim_burst_bytes nor verbatim_max_stored_bytes".into(),
             ));
+        }
+        if let Some(id) = &self.node_id
+            && !valid_node_id(id)
+        {
+            return Err(Error::Config(format!("node_id '{id}': {NODE_ID_RULE}")));
         }
         if self.heartbeat_interval_secs == 0 || self.boot_retry_interval_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(Error::Config("intervals and timeouts must be positive".into()));
@@ -506,6 +529,18 @@ mod tests {
         assert!(err.to_string().contains("api_max_connections"), "{err}");
         let err = Config { api_header_read_timeout_secs: 0, ..Config::default() }.validate().unwrap_err();
         assert!(err.to_string().contains("api_header_read_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn node_id_is_checked() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| (k == "ANCHORPOINT_NODE_ID").then(|| "node-1.eu_west".to_owned())).unwrap();
+        assert_eq!(cfg.node_id.as_deref(), Some("node-1.eu_west"));
+        assert!(cfg.validate().is_ok());
+        for bad in ["", "has space", "slash/ed", &"x".repeat(65)] {
+            let cfg = Config { node_id: Some(bad.to_owned()), ..Config::default() };
+            assert!(cfg.validate().unwrap_err().to_string().contains("node_id"), "{bad:?}");
+        }
     }
 
     #[test]

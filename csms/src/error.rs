@@ -27,8 +27,10 @@ pub enum Error {
     // ---- the station's ---------------------------------------------------------
     #[error("station '{0}' is not connected")]
     NotConnected(String),
+    /// A call reached the station but its answer never came (timeout, or the
+    /// connection closed): the station may have acted on it.
     #[error("{0}")]
-    StationTimeout(String),
+    OutcomeUnknown(String),
     /// The station answered with a CALLERROR, an invalid payload, or a refusal.
     #[error("{0}")]
     Station(String),
@@ -71,7 +73,7 @@ impl From<Error> for api::service::ServiceError {
             Error::NotFound { what, id } => S::NotFound { what, id },
             Error::Conflict(d) => S::Conflict(d),
             Error::NotConnected(id) => S::NotConnected(id),
-            Error::StationTimeout(d) => S::Timeout(d),
+            Error::OutcomeUnknown(d) => S::OutcomeUnknown(d),
             Error::Station(d) => S::Station(d),
             Error::Unavailable(d) => S::Unavailable(d),
             Error::Store(StoreError::Unavailable) => S::Unavailable("the storage writer has stopped".into()),

@@ -28,7 +28,8 @@ pub enum CallFailure {
     NotConnected,
     #[error("too many calls queued for this station")]
     Busy,
-    #[error("station did not answer within {0:?}")]
+    /// The call was sent and no answer came in time: the station may have acted on it.
+    #[error("station did not answer within {0:?}; it received the call and may have acted on it")]
     Timeout(Duration),
     #[error("station answered {code}: {description}")]
     Rejected { code: ErrorCode, description: String },
@@ -40,8 +41,22 @@ pub enum CallFailure {
     MalformedResponse(String),
     #[error("the station's registration was rejected; the CSMS sends it nothing")]
     StationRejected,
-    #[error("connection closed before the answer arrived")]
-    Closed,
+    /// The connection closed while the call was queued: nothing reached the
+    /// station (a frame whose write failed counts as not sent).
+    #[error("connection closed before the call was sent")]
+    ClosedBeforeSending,
+    /// The call was sent and the connection closed before its answer: the
+    /// station may have acted on it.
+    #[error("connection closed after the call was sent, before its answer; the station may have acted on it")]
+    ClosedAfterSending,
+}
+
+impl CallFailure {
+    /// Whether the station received the call but its outcome is unknown (it may
+    /// or may not have acted on it): a caller must not take it as "not done".
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, CallFailure::Timeout(_) | CallFailure::ClosedAfterSending)
+    }
 }
 
 /// Why the CSMS closes a station's connection.

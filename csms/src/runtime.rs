@@ -13,7 +13,7 @@ use crate::engines::certificates::Certificates;
 use crate::engines::provisioning::Provisioning;
 use crate::engines::reports::Reports;
 use crate::engines::security::Security;
-use crate::engines::{EngineContext, Engines, RegistryError};
+use crate::engines::{EngineContext, Engines, NodeIdentity, RegistryError};
 use crate::events::Events;
 use crate::gateway::Gateway;
 use crate::gateway::tls::{ServerCertificates, StationTrust};
@@ -46,6 +46,8 @@ pub struct Node {
     pub services: Arc<Services>,
     /// Set once every listener is bound and the store answered.
     pub ready: AtomicBool,
+    /// Node id and instance of this process, as its claims record them.
+    pub identity: NodeIdentity,
 }
 
 impl Node {
@@ -58,6 +60,8 @@ impl Node {
         trust: Arc<StationTrust>,
         server_certs: Option<Arc<ServerCertificates>>,
     ) -> Result<Arc<Node>, RegistryError> {
+        // A node without a configured id (tests) is a node of its own.
+        let identity = NodeIdentity::start(config.node_id.clone().unwrap_or_else(crate::engines::random_id));
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(clock.clone()));
@@ -72,6 +76,7 @@ impl Node {
             events: events.clone(),
             link: link.clone(),
             keys: keys.clone(),
+            identity: identity.clone(),
         });
 
         // The engines: one line each.
@@ -117,6 +122,7 @@ impl Node {
             gateway,
             services,
             ready: AtomicBool::new(false),
+            identity,
         }))
     }
 

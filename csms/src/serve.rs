@@ -168,9 +168,37 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// This node's id: the configured `node_id`, else the one kept in `node.id` in
+/// the data directory (made at the first start).
+pub fn node_id(config: &Config) -> Result<String> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("node.id");
+    let read = |path: &std::path::Path| -> Result<String> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let id = text.trim().to_owned();
+        if !crate::config::valid_node_id(&id) {
+            return Err(Error::Config(format!("{}: {}", path.display(), crate::config::NODE_ID_RULE)));
+        }
+        Ok(id)
+    };
+    if path.exists() {
+        return read(&path);
+    }
+    let id = crate::engines::random_id();
+    match authority::write_private(&path, &format!("{id}\n")) {
+        Ok(()) => Ok(id),
+        // Another process made it meanwhile: its id it is.
+        Err(_) if path.exists() => read(&path),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn serve(config: Config) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let Opened { config, secrets, keys, store } = open(config, clock.as_ref()).await?;
+    let Opened { mut config, secrets, keys, store } = open(config, clock.as_ref()).await?;
+    config.node_id = Some(node_id(&config)?);
     // A server that cannot sign says so now, not at the first renewal.
     authority::check_signing(&store, &keys).await?;
 
@@ -217,6 +245,12 @@ pub async fn serve(config: Config) -> Result<()> {
     let node =
         Node::new(config.clone(), store.clone(), clock.clone(), keys.clone(), trust.clone(), Some(certs.clone()))
             .context("registering the engines")?;
+    // The claims an earlier run of this node left (a crash mid-issuance) are
+    // released before any station connects, so its next connection resumes them.
+    let released = store.release_claims(node.identity.claimant(), clock.now_millis()).await?;
+    if released > 0 {
+        tracing::info!(released, node = %node.identity.node_id, "released certificate requests claimed by this node's earlier run");
+    }
     tokio::spawn(crate::gateway::serve_tls(node.gateway.clone(), ocpp, tls_config));
     if let Some(l) = plain {
         tokio::spawn(crate::gateway::serve_plain(node.gateway.clone(), l));

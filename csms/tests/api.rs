@@ -613,13 +613,16 @@ async fn remote_commands_reach_the_station_and_bring_its_answer_back() {
     assert_problem(&r, 502, "station-error");
     assert!(r.body["detail"].as_str().unwrap().contains("relay stuck"), "{}", r.text);
 
-    // Silence: 504 after the call timeout.
+    // Silence: 504 after the call timeout; the station received the call, so
+    // its outcome is unknown (it may have acted on it).
     let (a, o) = (api.clone(), op.clone());
     let pending = tokio::spawn(async move {
         a.post("/api/v1/stations/C-1/trigger-message", &o, json!({"requestedMessage": "Heartbeat"})).await
     });
     let _ = next_call(&mut ws).await;
-    assert_problem(&pending.await.unwrap(), 504, "station-timeout");
+    let r = pending.await.unwrap();
+    assert_problem(&r, 504, "call-outcome-unknown");
+    assert!(r.body["detail"].as_str().unwrap().contains("may have acted on it"), "{}", r.text);
 
     // Refused before anything is sent.
     let r = api.post("/api/v1/stations/C-1/reset", &op, json!({"type": "Sometime"})).await;

@@ -167,10 +167,23 @@ async fn invalid_payloads_in_both_directions() {
 async fn disconnect_fails_pending_call() {
     let (app, mut client, _dir) = connected(30).await;
     let handle = handle(&app);
-    let call = tokio::spawn(async move { handle.call(Action::ClearCache, json!({})).await });
-    let _ = next_frame(&mut client).await;
+    let h = handle.clone();
+    let sent = tokio::spawn(async move { h.call(Action::ClearCache, json!({})).await });
+    let first = next_frame(&mut client).await;
+    assert_eq!(first[2], "ClearCache");
+    // Queued behind the one in flight: never written to the connection.
+    let queued = tokio::spawn(async move { handle.call(Action::Reset, json!({"type": "Immediate"})).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     client.close(None).await.unwrap();
-    assert_eq!(call.await.unwrap(), Err(CallFailure::Closed));
+    // The station received the first and may have acted on it: its outcome is
+    // unknown, not "not connected"; the second never left the CSMS.
+    let sent = sent.await.unwrap();
+    assert_eq!(sent, Err(CallFailure::ClosedAfterSending));
+    assert!(sent.unwrap_err().outcome_unknown());
+    let queued = queued.await.unwrap();
+    assert_eq!(queued, Err(CallFailure::ClosedBeforeSending));
+    assert!(!queued.unwrap_err().outcome_unknown());
+    assert!(CallFailure::Timeout(Duration::from_secs(1)).outcome_unknown());
     for _ in 0..100 {
         if gone(&app) {
             return;

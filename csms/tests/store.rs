@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use csms::store::{
-    BootRecord, CaOverlap, CertRequestState, CertificateRecord, ConnectorStatus, CredentialCert, CredentialRecord,
-    NewStation, Registration, RequestChange, Retirement, RevokedCertificate, StationWrite, Store, StoreError,
+    BootRecord, CaOverlap, CertRequestState, CertificateRecord, Claimant, ConnectorStatus, CredentialCert,
+    CredentialRecord, NewStation, Registration, RequestChange, Retirement, RevokedCertificate, StationWrite, Store,
+    StoreError,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -444,6 +445,7 @@ const ALLOWED: &[(CertRequestState, CertRequestState)] = {
         (CsrReceived, Issuing),
         (Issuing, Issuing),
         (Issuing, Delivering),
+        (Issuing, CsrReceived),
         (Issued, Delivering),
         (Issued, Installed),
         (Delivering, Delivering),
@@ -452,6 +454,11 @@ const ALLOWED: &[(CertRequestState, CertRequestState)] = {
         (Delivering, StationRejected),
         (Delivering, Installed),
         (Delivered, Installed),
+        (Requested, Superseded),
+        (Triggered, Superseded),
+        (CsrReceived, Superseded),
+        (Issuing, Superseded),
+        (Issued, Superseded),
     ]
 };
 
@@ -464,7 +471,9 @@ fn cert_request_transition_table() {
         }
     }
     let finals: Vec<_> = CertRequestState::ALL.into_iter().filter(|s| s.is_final()).collect();
-    assert_eq!(finals, [Rejected, StationRejected, Installed, Failed]);
+    assert_eq!(finals, [Rejected, StationRejected, Installed, Failed, Superseded]);
+    let supersedable: Vec<_> = CertRequestState::ALL.into_iter().filter(|s| s.may_become(Superseded)).collect();
+    assert_eq!(supersedable, CertRequestState::SUPERSEDABLE);
     // Stored as today's text, which existing rows hold.
     let texts: Vec<_> = CertRequestState::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(
@@ -480,7 +489,8 @@ fn cert_request_transition_table() {
             "delivered",
             "station_rejected",
             "installed",
-            "failed"
+            "failed",
+            "superseded"
         ]
     );
     for state in CertRequestState::ALL {
@@ -574,8 +584,8 @@ async fn cert_request_moves(s: &Store) {
 
     // Any number of states in a query, the last one too.
     let all = CertRequestState::ALL;
-    assert_eq!(all.last(), Some(&Failed));
-    let id = s.insert_cert_request("acme", "CS3", "operator", RequestChange::to(Failed), 11).await.unwrap();
+    assert_eq!(all.last(), Some(&Superseded));
+    let id = s.insert_cert_request("acme", "CS3", "operator", RequestChange::to(Superseded), 11).await.unwrap();
     assert_eq!(s.cert_requests_in("acme", "CS3", &all).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
     assert!(s.cert_requests_in("acme", "CS3", &all[..all.len() - 1]).await.unwrap().is_empty());
     assert!(s.cert_requests_in("other", "CS3", &all).await.unwrap().is_empty());
@@ -662,6 +672,178 @@ async fn boot_history_is_bounded(s: &Store) {
     assert_eq!(s.station("acme", "CS1").await.unwrap().unwrap().last_boot_at, Some(7));
 }
 
+fn cert(serial: &str, station: &str) -> CertificateRecord {
+    CertificateRecord {
+        tenant_id: "acme".into(),
+        serial_hex: serial.into(),
+        station_id: station.into(),
+        fingerprint: format!("fp-{serial}"),
+        not_before: 1,
+        not_after: 2,
+        cert_pem: "PEM".into(),
+        issued_at: 1,
+        revoked_at: None,
+        revocation_reason: None,
+        issuer_id: None,
+    }
+}
+
+/// A02: a newer request of a station supersedes its older undelivered ones,
+/// and revokes the certificates issued for them, in one transaction.
+async fn cert_request_supersession(s: &Store) {
+    use CertRequestState::*;
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_tenant("other", "Other", None, 1).await.unwrap();
+    for serial in ["0c01", "0c02", "0c03"] {
+        s.record_certificate(&cert(serial, "CS1")).await.unwrap();
+    }
+    let insert = |tenant: &'static str, station: &'static str, change: RequestChange<'static>| async move {
+        s.insert_cert_request(tenant, station, "station", change, 5).await.unwrap()
+    };
+    let state = |id: i64| async move { s.cert_request("acme", id).await.unwrap().unwrap() };
+    let delivering =
+        insert("acme", "CS1", RequestChange { serial_hex: Some("0c02"), ..RequestChange::to(Delivering) }).await;
+    let delivered =
+        insert("acme", "CS1", RequestChange { serial_hex: Some("0c03"), ..RequestChange::to(Delivered) }).await;
+    let issued = insert("acme", "CS1", RequestChange { serial_hex: Some("0c01"), ..RequestChange::to(Issued) }).await;
+    let triggered = insert("acme", "CS1", RequestChange::to(Triggered)).await;
+    let elsewhere = insert("acme", "CS2", RequestChange::to(Issued)).await;
+    let foreign = insert("other", "CS1", RequestChange::to(Issued)).await;
+    // A refused CSR supersedes nothing.
+    let refused = insert("acme", "CS1", RequestChange::to(Rejected)).await;
+    assert_eq!(state(issued).await.state, Issued);
+
+    let newer = insert("acme", "CS1", RequestChange { csr_pem: Some("CSR"), ..RequestChange::to(CsrReceived) }).await;
+    for id in [issued, triggered] {
+        let r = state(id).await;
+        assert_eq!(r.state, Superseded, "request {id}");
+        assert_eq!(r.detail, Some(format!("superseded by request {newer}")));
+    }
+    // What is delivered or being delivered, refused, another station's or another
+    // tenant's, stays.
+    assert_eq!(state(delivering).await.state, Delivering);
+    assert_eq!(state(delivered).await.state, Delivered);
+    assert_eq!(state(refused).await.state, Rejected);
+    assert_eq!(state(elsewhere).await.state, Issued);
+    assert_eq!(s.cert_request("other", foreign).await.unwrap().unwrap().state, Issued);
+    // The superseded request's certificate is revoked, the others are not.
+    let c = s.certificate("acme", "0c01").await.unwrap().unwrap();
+    assert_eq!((c.revoked_at, c.revocation_reason.as_deref()), (Some(5), Some("superseded")));
+    for serial in ["0c02", "0c03"] {
+        assert!(s.certificate("acme", serial).await.unwrap().unwrap().revoked_at.is_none(), "{serial}");
+    }
+    // A superseded request is final: a delivery that still holds it cannot move it.
+    assert!(Superseded.is_final());
+    assert!(!s.update_cert_request("acme", triggered, &[Triggered], RequestChange::to(CsrReceived), 6).await.unwrap());
+    assert!(!s.update_cert_request("acme", issued, &[Issued], RequestChange::to(Delivering), 6).await.unwrap());
+
+    // An operator's renewal supersedes the CSR just received.
+    let renewal = s.insert_cert_request("acme", "CS1", "operator", RequestChange::to(Requested), 7).await.unwrap();
+    assert_eq!(state(newer).await.state, Superseded);
+    assert_eq!(state(renewal).await.state, Requested);
+
+    // Rows recorded before supersession existed: superseded on demand.
+    let a = insert("acme", "CS3", RequestChange::to(Issued)).await;
+    let b = insert("acme", "CS3", RequestChange::to(Issued)).await;
+    assert_eq!(s.supersede_requests_before("other", "CS3", b, 8).await.unwrap(), Vec::<i64>::new());
+    assert_eq!(s.supersede_requests_before("acme", "CS3", b, 8).await.unwrap(), [a]);
+    assert_eq!(state(b).await.state, Issued);
+    assert!(s.supersede_requests_before("acme", "CS3", b, 9).await.unwrap().is_empty(), "once");
+}
+
+/// A node starting again releases the claims of its earlier instances, and no
+/// one else's; stale claims are found for the maintenance tick.
+async fn claims_released_at_start_up(s: &Store) {
+    use CertRequestState::*;
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    let (a1, a2) = (Claimant { node: "node-a", instance: "1" }, Claimant { node: "node-a", instance: "2" });
+    let b1 = Claimant { node: "node-b", instance: "1" };
+    let claimed = |station: &'static str, claim: Claimant<'static>, deliver: bool, at: i64| async move {
+        let id = s.insert_cert_request("acme", station, "station", RequestChange::to(CsrReceived), at).await.unwrap();
+        let issuing = RequestChange { claim: Some(claim), ..RequestChange::to(Issuing) };
+        assert!(s.update_cert_request("acme", id, &[CsrReceived], issuing, at).await.unwrap());
+        if deliver {
+            let change =
+                RequestChange { serial_hex: Some("0d01"), claim: Some(claim), ..RequestChange::to(Delivering) };
+            assert!(s.update_cert_request("acme", id, &[Issuing], change, at).await.unwrap());
+        }
+        id
+    };
+    let issuing_a1 = claimed("S1", a1, false, 10).await;
+    let delivering_a1 = claimed("S2", a1, true, 10).await;
+    let issuing_b1 = claimed("S3", b1, false, 20).await;
+    let issuing_a2 = claimed("S4", a2, false, 50).await;
+    // A move without a claim clears it: a delivered request holds none.
+    let done = claimed("S5", a1, true, 10).await;
+    assert!(s.update_cert_request("acme", done, &[Delivering], RequestChange::to(Delivered), 10).await.unwrap());
+
+    let stale = s.stale_claims(30, 10).await.unwrap();
+    let seen: Vec<_> =
+        stale.iter().map(|c| (c.id, c.state, c.claim_node.as_deref(), c.claim_instance.as_deref())).collect();
+    assert_eq!(
+        seen,
+        [
+            (issuing_a1, Issuing, Some("node-a"), Some("1")),
+            (delivering_a1, Delivering, Some("node-a"), Some("1")),
+            (issuing_b1, Issuing, Some("node-b"), Some("1"))
+        ]
+    );
+    assert_eq!(s.stale_claims(30, 1).await.unwrap().len(), 1, "limit");
+
+    // Instance 2 of node-a starts: instance 1's claims are released.
+    assert_eq!(s.release_claims(a2, 100).await.unwrap(), 2);
+    let r = s.cert_request("acme", issuing_a1).await.unwrap().unwrap();
+    assert_eq!((r.state, r.updated_at), (CsrReceived, 100));
+    let r = s.cert_request("acme", delivering_a1).await.unwrap().unwrap();
+    assert_eq!((r.state, r.serial_hex.as_deref()), (Issued, Some("0d01")));
+    for (id, state) in [(issuing_b1, Issuing), (issuing_a2, Issuing), (done, Delivered)] {
+        assert_eq!(s.cert_request("acme", id).await.unwrap().unwrap().state, state, "request {id}");
+    }
+    assert_eq!(s.release_claims(a2, 101).await.unwrap(), 0, "released once");
+    let stale: Vec<_> = s.stale_claims(1_000, 10).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(stale, [issuing_b1, issuing_a2]);
+}
+
+/// A01: a password whose SetVariables had an unknown outcome is kept pending
+/// beside the current one; a login with either settles it.
+async fn pending_password_settles(s: &Store) {
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_tenant("other", "Other", None, 1).await.unwrap();
+    let new = NewStation { security_profile: 1, password_hash: Some("H-OLD".into()), ..station("CS1", "acme") };
+    s.create_station(&new, 1).await.unwrap();
+    let hashes = || async {
+        let st = s.station("acme", "CS1").await.unwrap().unwrap();
+        (st.password_hash, st.pending_password_hash)
+    };
+    assert_eq!(hashes().await, (Some("H-OLD".into()), None));
+    s.set_pending_password("acme", "CS1", "H-NEW").await.unwrap();
+    assert!(matches!(s.set_pending_password("other", "CS1", "X").await, Err(StoreError::NotFound { .. })));
+    assert_eq!(hashes().await, (Some("H-OLD".into()), Some("H-NEW".into())));
+    assert_eq!(
+        s.station_for_connect("CS1").await.unwrap().unwrap().pending_password_hash.as_deref(),
+        Some("H-NEW"),
+        "the gateway sees it"
+    );
+
+    // Compare-and-set on the pending hash: a stale one settles nothing.
+    assert!(!s.settle_password("CS1", "H-STALE", true).await.unwrap());
+    assert!(s.settle_password("CS1", "H-NEW", true).await.unwrap());
+    assert_eq!(hashes().await, (Some("H-NEW".into()), None));
+    assert!(!s.settle_password("CS1", "H-NEW", true).await.unwrap(), "settled once");
+
+    // Logging in with the current one drops the pending one.
+    s.set_pending_password("acme", "CS1", "H-3").await.unwrap();
+    assert!(s.settle_password("CS1", "H-3", false).await.unwrap());
+    assert_eq!(hashes().await, (Some("H-NEW".into()), None));
+
+    // A password the operator sets replaces both; other changes keep a pending one.
+    s.set_pending_password("acme", "CS1", "H-4").await.unwrap();
+    s.update_station("acme", "CS1", None, None, Some(Registration::Pending), None).await.unwrap();
+    assert_eq!(hashes().await, (Some("H-NEW".into()), Some("H-4".into())));
+    s.update_station("acme", "CS1", None, Some("H-5"), None, None).await.unwrap();
+    assert_eq!(hashes().await, (Some("H-5".into()), None));
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -689,6 +871,9 @@ both!(cert_request_moves);
 both!(platform_settings);
 both!(boot_history_is_bounded);
 both!(verbatim_volume_is_pruned_oldest_first);
+both!(cert_request_supersession);
+both!(claims_released_at_start_up);
+both!(pending_password_settles);
 
 #[test]
 fn migration_folders_agree() {

@@ -194,6 +194,43 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_after_two_minutes() {
 }
 
 #[tokio::test]
+async fn the_maintenance_tick_takes_over_a_stale_claim_without_a_reconnection() {
+    use csms::store::CertRequestState as State;
+    let rig = rig(Config::default()).await;
+    rig.station("T-1").await;
+    // Connected before the claim exists: its connection's resume has nothing to do.
+    let mut ws = connect_station(&rig.node, TENANT, "T-1", None).await;
+    let store = &rig.node.store;
+    let now = rig.clock.now_millis();
+    let csr = csr_for("T-1", Some(ORG));
+    let received = RequestChange { csr_pem: Some(&csr), ..RequestChange::to(State::CsrReceived) };
+    let id = store.insert_cert_request(TENANT, "T-1", "station", received, now).await.unwrap();
+    // A process claimed it for issuance, then died; the station stays connected.
+    let dead = csms::store::Claimant { node: "dead-node", instance: "gone" };
+    let claim = RequestChange { claim: Some(dead), ..RequestChange::to(State::Issuing) };
+    assert!(store.update_cert_request(TENANT, id, &[State::CsrReceived], claim, now).await.unwrap());
+    let stale = store.stale_claims(now + 1, 10).await.unwrap();
+    assert_eq!(stale[0].claim_node.as_deref(), Some("dead-node"));
+
+    // A tick within two minutes leaves the claim alone.
+    rig.clock.advance(60);
+    rig.node.engines.tick().await;
+    assert_eq!(rig.requests("T-1").await[0].state, State::Issuing);
+
+    // Once stale, the next tick issues and delivers it to the connected station.
+    rig.clock.advance(61);
+    let node = rig.node.clone();
+    let tick = tokio::spawn(async move { node.engines.tick().await });
+    let signed = next_frame(&mut ws).await;
+    assert_eq!(signed[2], "CertificateSigned", "{signed}");
+    send(&mut ws, json!([3, signed[1], {"status": "Accepted"}])).await;
+    tick.await.unwrap();
+    let r = &rig.requests("T-1").await[0];
+    assert_eq!(r.state, State::Delivered);
+    assert!(r.serial_hex.is_some());
+}
+
+#[tokio::test]
 async fn automatic_renewal_backs_off_for_a_day_after_a_refusal() {
     // A window longer than the validity: every certificate is due at once.
     let rig = rig(Config { renewal_window_days: 1000, ..Config::default() }).await;

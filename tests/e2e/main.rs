@@ -12,6 +12,7 @@ mod frames;
 mod gateway_limits;
 mod interop;
 mod ops;
+mod outcomes;
 mod quota;
 mod refusals;
 mod revocation;

@@ -32,7 +32,7 @@ use crate::events::Events;
 use crate::group_commit::GroupCommit;
 use crate::link::{BoxFuture, CallFailure, StationLink};
 use crate::metrics::Metrics;
-use crate::store::{Registration, Store, StoreError};
+use crate::store::{Claimant, Registration, Store, StoreError};
 
 /// What an engine may use: the capabilities below every engine. Nothing here
 /// knows a session, a socket or another engine.
@@ -47,6 +47,45 @@ pub struct EngineContext {
     pub link: Arc<dyn StationLink>,
     /// Where CA keys live (software, sealed; or a PKCS#11 token).
     pub keys: KeyBackend,
+    /// Which process this is, for the claims it records in the store.
+    pub identity: NodeIdentity,
+}
+
+/// Which process holds a claim: the node id, stable across restarts, and the
+/// instance, new at every start (see [`crate::store::Claimant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub node_id: String,
+    pub instance_id: String,
+}
+
+impl NodeIdentity {
+    /// A new instance of node `node_id`.
+    pub fn start(node_id: String) -> NodeIdentity {
+        NodeIdentity { node_id, instance_id: random_id() }
+    }
+
+    /// The claim this process records.
+    pub fn claimant(&self) -> Claimant<'_> {
+        Claimant { node: &self.node_id, instance: &self.instance_id }
+    }
+}
+
+/// 16 random hex digits; the clock and process id if the system's random
+/// generator fails (an instance id need only differ from earlier ones).
+pub fn random_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    match aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            format!("{:x}-{nanos:x}", std::process::id())
+        }
+    }
 }
 
 /// A connection a station holds, as engines see it.

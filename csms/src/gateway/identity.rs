@@ -294,9 +294,33 @@ async fn verify_basic(
         return Err(Refusal::NoPasswordSet);
     };
     // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
-    let ok = check_password(app, pass, stored).await?;
+    let ok = check_password(app, pass.clone(), stored).await?;
     *checked = true;
-    if ok { Ok(()) } else { Err(Refusal::WrongPassword) }
+    // A01: while a new password's SetVariables has an unknown outcome, the
+    // station may use either; the one it logs in with settles it.
+    let (ok, took_new) = match (ok, station.pending_password_hash.clone()) {
+        (true, _) => (true, false),
+        (false, Some(pending)) => (check_password(app, pass, pending).await?, true),
+        (false, None) => (false, false),
+    };
+    if !ok {
+        return Err(Refusal::WrongPassword);
+    }
+    if let Some(pending) = &station.pending_password_hash {
+        match app.store.settle_password(&station.id, pending, took_new).await {
+            Ok(true) => tracing::info!(
+                station = %station.id,
+                logged_in_with = if took_new { "new password" } else { "old password" },
+                "A01: pending password settled; the other one is no longer accepted"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(station = %station.id, error = %e, "settling the pending password failed");
+                return Err(Refusal::Internal);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Basic base64(user:password)`; the user part ends at the first ':'.

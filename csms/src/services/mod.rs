@@ -181,7 +181,7 @@ fn status_of(e: &Error) -> u16 {
         Error::NotFound { .. } => Kind::NotFound,
         Error::Conflict(_) => Kind::Conflict,
         Error::NotConnected(_) => Kind::StationNotConnected,
-        Error::StationTimeout(_) => Kind::StationTimeout,
+        Error::OutcomeUnknown(_) => Kind::CallOutcomeUnknown,
         Error::Station(_) => Kind::StationError,
         Error::Unavailable(_) | Error::Store(crate::store::StoreError::Unavailable) => Kind::Unavailable,
         _ => Kind::Internal,

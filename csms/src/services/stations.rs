@@ -173,6 +173,10 @@ impl Services {
             Err(RenewError::Refused(why)) => {
                 Err(Error::Station(format!("station '{station}' did not start the renewal: {why}")))
             }
+            Err(RenewError::OutcomeUnknown(why)) => Err(Error::OutcomeUnknown(format!(
+                "station '{station}' received the renewal trigger but did not answer ({why}); \
+                 a CSR it sends still continues this renewal"
+            ))),
             Err(RenewError::Store(e)) => Err(e.into()),
         }
     }
@@ -232,12 +236,20 @@ impl Services {
                 variable: VariableType { custom_data: None, instance: None, name: "BasicAuthPassword".into() },
             }],
         };
-        let answer = self
-            .ctx
-            .link
-            .call(tenant, station, request)
-            .await
-            .map_err(|e| Error::Station(format!("SetVariables(BasicAuthPassword) failed: {e}")))?;
+        let answer = match self.ctx.link.call(tenant, station, request).await {
+            Ok(answer) => answer,
+            Err(e) if e.outcome_unknown() => {
+                // The station may have taken the new password: both are accepted
+                // until it logs in with one of them (see `Store::settle_password`).
+                self.ctx.store.set_pending_password(tenant, station, &hash).await?;
+                tracing::warn!(station, tenant, error = %e, "BasicAuthPassword update outcome unknown; old and new password both accepted until the station logs in with one");
+                return Err(Error::OutcomeUnknown(format!(
+                    "station '{station}' received SetVariables(BasicAuthPassword) but did not answer ({e}); \
+                     the CSMS accepts both the old and the new password until the station logs in with one of them"
+                )));
+            }
+            Err(e) => return Err(call_error(station, "SetVariables", e)),
+        };
         let status = answer.set_variable_result.first().map(|r| r.attribute_status);
         let switched = status == Some(SetVariableStatusEnumType::Accepted);
         if switched {
@@ -282,14 +294,18 @@ fn call_error(station: &str, action: &str, failure: CallFailure) -> Error {
             let field = if v.path.is_empty() { "/".to_owned() } else { v.path.clone() };
             Error::Invalid { field, detail: format!("{} ({}): {}", v.message, v.code.as_str(), v.path) }
         }
-        CallFailure::NotConnected | CallFailure::Closed => Error::NotConnected(station.to_owned()),
+        CallFailure::NotConnected | CallFailure::ClosedBeforeSending => Error::NotConnected(station.to_owned()),
         CallFailure::StationRejected => {
             Error::Conflict(format!("station '{station}' is Rejected; the CSMS sends it nothing"))
         }
         CallFailure::Busy => Error::Unavailable(format!("too many calls queued for station '{station}'")),
-        CallFailure::Timeout(d) => {
-            Error::StationTimeout(format!("station '{station}' did not answer {action} within {}s", d.as_secs()))
-        }
+        CallFailure::Timeout(d) => Error::OutcomeUnknown(format!(
+            "station '{station}' received {action} but did not answer within {}s; it may have acted on it",
+            d.as_secs()
+        )),
+        CallFailure::ClosedAfterSending => Error::OutcomeUnknown(format!(
+            "station '{station}' received {action} but its connection closed before the answer; it may have acted on it"
+        )),
         CallFailure::Rejected { code, description } => {
             Error::Station(format!("station '{station}' answered {action} with {}: {description}", code.as_str()))
         }

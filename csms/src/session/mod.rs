@@ -222,11 +222,12 @@ where
                 next_call += 1;
                 let id = match MessageId::new(format!("{conn_id:x}-{next_call:x}")) {
                     Ok(id) => id,
-                    Err(_) => { let _ = call.reply.send(Err(CallFailure::Closed)); continue; }
+                    Err(_) => { let _ = call.reply.send(Err(CallFailure::ClosedBeforeSending)); continue; }
                 };
                 let frame = Frame::Call(Call::new(id.clone(), call.action.as_str(), call.payload.clone()));
                 if ws.send(Message::text(frame.to_json())).await.is_err() {
-                    let _ = call.reply.send(Err(CallFailure::Closed));
+                    // The socket refused the frame: the station cannot have read a whole one.
+                    let _ = call.reply.send(Err(CallFailure::ClosedBeforeSending));
                     break "write failed";
                 }
                 ctx.metrics.frame("out", call.action.as_str(), "sent");
@@ -250,7 +251,8 @@ where
         }
     };
     if let Some(f) = in_flight.take() {
-        finish(&ctx, &mut state, f, Err(CallFailure::Closed), "closed");
+        // Sent, never answered: the station may have acted on it.
+        finish(&ctx, &mut state, f, Err(CallFailure::ClosedAfterSending), "closed");
     }
     ctx.sessions.unregister(station_id, conn_id);
     ctx.metrics.connections.dec();

@@ -75,7 +75,9 @@ impl StationLink for Sessions {
                 mpsc::error::TrySendError::Full(_) => CallFailure::Busy,
                 mpsc::error::TrySendError::Closed(_) => CallFailure::NotConnected,
             })?;
-            rx.await.unwrap_or(Err(CallFailure::Closed))
+            // Dropped unanswered: the session ended before it sent the call (a
+            // call it sent is always answered, with ClosedAfterSending at worst).
+            rx.await.unwrap_or(Err(CallFailure::ClosedBeforeSending))
         })
     }
 

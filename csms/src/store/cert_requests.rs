@@ -37,11 +37,14 @@ pub enum CertRequestState {
     Installed,
     /// The station refused the trigger, or did not answer it.
     Failed,
+    /// A newer request of the station replaced it before its certificate was
+    /// delivered (A02); a certificate issued for it was revoked (superseded).
+    Superseded,
 }
 
 impl CertRequestState {
     /// Every state, in lifecycle order.
-    pub const ALL: [CertRequestState; 11] = [
+    pub const ALL: [CertRequestState; 12] = [
         Self::Requested,
         Self::Triggered,
         Self::CsrReceived,
@@ -53,7 +56,14 @@ impl CertRequestState {
         Self::StationRejected,
         Self::Installed,
         Self::Failed,
+        Self::Superseded,
     ];
+
+    /// What a newer request of the same station supersedes: not delivered and
+    /// not being delivered (a `delivering` claim's call is under way; its
+    /// outcome decides).
+    pub const SUPERSEDABLE: [CertRequestState; 5] =
+        [Self::Requested, Self::Triggered, Self::CsrReceived, Self::Issuing, Self::Issued];
 
     /// The stored and displayed text.
     pub fn as_str(self) -> &'static str {
@@ -69,6 +79,7 @@ impl CertRequestState {
             Self::StationRejected => "station_rejected",
             Self::Installed => "installed",
             Self::Failed => "failed",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -80,12 +91,15 @@ impl CertRequestState {
     /// | `requested`    | `triggered`, `failed`, `csr_received`, `rejected`        |
     /// | `triggered`    | `csr_received`, `rejected`                               |
     /// | `csr_received` | `issuing`                                                |
-    /// | `issuing`      | `issuing` (a stale claim taken over), `delivering`       |
+    /// | `issuing`      | `issuing` (a stale claim taken over), `delivering`, `csr_received` (claim released) |
     /// | `issued`       | `delivering`, `installed`                                |
     /// | `delivering`   | `delivering` (stale), `issued` (not delivered), `delivered`, `station_rejected`, `installed` |
     /// | `delivered`    | `installed`                                              |
     ///
-    /// `rejected`, `station_rejected`, `installed` and `failed` are final.
+    /// Besides, each of [`Self::SUPERSEDABLE`] may become `superseded`, when a
+    /// newer request of the station is recorded.
+    ///
+    /// `rejected`, `station_rejected`, `installed`, `failed` and `superseded` are final.
     /// `requested` goes straight to `csr_received` or `rejected` when the CSR
     /// arrives before the trigger's answer is recorded; `issued` and `delivering`
     /// to `installed` when the station connects with the certificate before its
@@ -97,10 +111,11 @@ impl CertRequestState {
             (S::Requested, S::Triggered | S::Failed | S::CsrReceived | S::Rejected)
                 | (S::Triggered, S::CsrReceived | S::Rejected)
                 | (S::CsrReceived, S::Issuing)
-                | (S::Issuing, S::Issuing | S::Delivering)
+                | (S::Issuing, S::Issuing | S::Delivering | S::CsrReceived)
                 | (S::Issued, S::Delivering | S::Installed)
                 | (S::Delivering, S::Delivering | S::Issued | S::Delivered | S::StationRejected | S::Installed)
                 | (S::Delivered, S::Installed)
+                | (S::Requested | S::Triggered | S::CsrReceived | S::Issuing | S::Issued, S::Superseded)
         )
     }
 
@@ -153,18 +168,96 @@ pub struct RequestChange<'a> {
     pub csr_pem: Option<&'a str>,
     pub serial_hex: Option<&'a str>,
     pub detail: Option<&'a str>,
+    /// Who claims the request by this move (`issuing`, `delivering`); every
+    /// move sets it, so a move without one clears the claim.
+    pub claim: Option<Claimant<'a>>,
 }
 
 impl RequestChange<'_> {
-    /// To `state`, changing nothing else.
+    /// To `state`, changing nothing else (and claimed by no one).
     pub fn to(state: CertRequestState) -> Self {
-        RequestChange { to: state, csr_pem: None, serial_hex: None, detail: None }
+        RequestChange { to: state, csr_pem: None, serial_hex: None, detail: None, claim: None }
     }
+}
+
+/// The process that claims a request: its node id, stable across restarts
+/// (`Config::node_id`, or `node.id` in the data directory), and the instance,
+/// new at every start. A node that starts releases the claims of its earlier
+/// instances ([`Store::release_claims`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant<'a> {
+    pub node: &'a str,
+    pub instance: &'a str,
+}
+
+/// A request claimed (`issuing`, `delivering`) and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedRequest {
+    pub tenant_id: String,
+    pub station_id: String,
+    pub id: i64,
+    pub state: CertRequestState,
+    pub claim_node: Option<String>,
+    pub claim_instance: Option<String>,
+    pub updated_at: i64,
+}
+
+/// In transaction `$tx`: the station's requests older than `$id` that are not
+/// delivered become `superseded` (compare-and-set on their state), and the
+/// certificates issued for them are revoked (superseded). The ids superseded.
+macro_rules! supersede_before {
+    ($tx:expr, $tenant:expr, $station:expr, $id:expr, $now:expr) => {{
+        use CertRequestState as S;
+        let detail = format!("superseded by request {}", $id);
+        let sql = format!(
+            "UPDATE certificate_requests SET state = $1, detail = $2, updated_at = $3, \
+               claim_node = NULL, claim_instance = NULL \
+             WHERE tenant_id = $4 AND station_id = $5 AND id < $6 AND state IN ({}) \
+             RETURNING id, serial_hex",
+            placeholders(7, S::SUPERSEDABLE.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(S::Superseded.as_str())
+            .bind(&detail)
+            .bind($now)
+            .bind($tenant)
+            .bind($station)
+            .bind($id);
+        for state in S::SUPERSEDABLE {
+            q = q.bind(state.as_str());
+        }
+        let rows = q
+            .fetch_all($tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>("id")?, r.try_get::<Option<String>, _>("serial_hex")?)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for serial in rows.iter().filter_map(|(_, s)| s.as_deref()) {
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = COALESCE(revoked_at, $1), \
+                   revocation_reason = COALESCE(revocation_reason, 'superseded') \
+                 WHERE tenant_id = $2 AND serial_hex = $3",
+            )
+            .bind($now)
+            .bind($tenant)
+            .bind(serial)
+            .execute($tx)
+            .await?;
+        }
+        rows.into_iter().map(|(id, _)| id).collect::<Vec<i64>>()
+    }};
 }
 
 impl Store {
     /// A new request of `origin` (`operator` or `station`), in the state and
     /// with the fields of `initial`. Returns its id.
+    ///
+    /// A02: a live new request (`requested`, `csr_received`) supersedes the
+    /// station's older ones that are not delivered ([`CertRequestState::SUPERSEDABLE`]),
+    /// in the same transaction: they become `superseded` (compare-and-set on
+    /// their state) and a certificate issued for them is revoked, reason
+    /// superseded. So a reconnection never delivers an older CSR's certificate
+    /// after a newer renewal began.
     pub async fn insert_cert_request(
         &self,
         tenant_id: &str,
@@ -173,11 +266,14 @@ impl Store {
         initial: RequestChange<'_>,
         now: i64,
     ) -> Result<i64, StoreError> {
+        let supersedes = matches!(initial.to, CertRequestState::Requested | CertRequestState::CsrReceived);
         let id = with_pool!(self, |p| {
-            sqlx::query(
+            let mut tx = p.begin().await?;
+            let id = sqlx::query(
                 "INSERT INTO certificate_requests \
-                   (tenant_id, station_id, origin, state, csr_pem, serial_hex, detail, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+                   (tenant_id, station_id, origin, state, csr_pem, serial_hex, detail, created_at, updated_at, \
+                    claim_node, claim_instance) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10) RETURNING id",
             )
             .bind(tenant_id)
             .bind(station_id)
@@ -187,11 +283,97 @@ impl Store {
             .bind(initial.serial_hex)
             .bind(initial.detail)
             .bind(now)
-            .fetch_one(p)
+            .bind(initial.claim.map(|c| c.node))
+            .bind(initial.claim.map(|c| c.instance))
+            .fetch_one(&mut *tx)
             .await?
-            .try_get::<i64, _>("id")?
+            .try_get::<i64, _>("id")?;
+            if supersedes {
+                let _superseded = supersede_before!(&mut *tx, tenant_id, station_id, id, now);
+            }
+            tx.commit().await?;
+            id
         });
         Ok(id)
+    }
+
+    /// A02: the station's requests older than `newest` that are not delivered
+    /// become `superseded`, and certificates issued for them are revoked
+    /// (superseded), in one transaction. For requests recorded before
+    /// supersession existed; [`Self::insert_cert_request`] does it for every
+    /// new one. Returns the ids superseded.
+    pub async fn supersede_requests_before(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        newest: i64,
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let ids = with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let ids = supersede_before!(&mut *tx, tenant_id, station_id, newest, now);
+            tx.commit().await?;
+            ids
+        });
+        Ok(ids)
+    }
+
+    /// Releases the claims (`issuing`, `delivering`) held by earlier instances
+    /// of node `claimant.node`, which a process starting under that node id
+    /// replaces: `issuing` goes back to `csr_received` and `delivering` to
+    /// `issued`, ready for the next delivery. Claims of other nodes, and of
+    /// this instance, are left alone. Returns how many were released.
+    ///
+    /// Across tenants: a process holds claims of every tenant.
+    pub async fn release_claims(&self, claimant: Claimant<'_>, now: i64) -> Result<u64, StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE certificate_requests SET \
+                   state = CASE state WHEN 'issuing' THEN 'csr_received' ELSE 'issued' END, \
+                   claim_node = NULL, claim_instance = NULL, updated_at = $1 \
+                 WHERE claim_node = $2 AND claim_instance <> $3 AND state IN ('issuing', 'delivering')",
+            )
+            .bind(now)
+            .bind(claimant.node)
+            .bind(claimant.instance)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
+    /// Requests claimed (`issuing`, `delivering`) last before `before`: claims
+    /// a process that died left behind, for the maintenance tick to take over.
+    /// At most `limit`, oldest first.
+    ///
+    /// Across tenants: the maintenance tick serves every tenant.
+    pub async fn stale_claims(&self, before: i64, limit: u32) -> Result<Vec<ClaimedRequest>, StoreError> {
+        let rows = with_pool!(self, |p| {
+            sqlx::query(
+                "SELECT tenant_id, station_id, id, state, claim_node, claim_instance, updated_at \
+                 FROM certificate_requests WHERE state IN ('issuing', 'delivering') AND updated_at < $1 \
+                 ORDER BY updated_at LIMIT $2",
+            )
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| -> Result<ClaimedRequest, StoreError> {
+                Ok(ClaimedRequest {
+                    tenant_id: r.try_get("tenant_id")?,
+                    station_id: r.try_get("station_id")?,
+                    id: r.try_get("id")?,
+                    state: r.try_get::<String, _>("state")?.parse()?,
+                    claim_node: r.try_get("claim_node")?,
+                    claim_instance: r.try_get("claim_instance")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
     }
 
     /// Compare-and-set: moves the tenant's request `id` to `change.to` if it is
@@ -219,9 +401,10 @@ impl Store {
         }
         let sql = format!(
             "UPDATE certificate_requests SET state = $1, csr_pem = COALESCE($2, csr_pem), \
-               serial_hex = COALESCE($3, serial_hex), detail = COALESCE($4, detail), updated_at = $5 \
-             WHERE tenant_id = $6 AND id = $7 AND state IN ({})",
-            placeholders(8, from.len())
+               serial_hex = COALESCE($3, serial_hex), detail = COALESCE($4, detail), updated_at = $5, \
+               claim_node = $6, claim_instance = $7 \
+             WHERE tenant_id = $8 AND id = $9 AND state IN ({})",
+            placeholders(10, from.len())
         );
         let n = with_pool!(self, |p| {
             let mut q = sqlx::query(&sql)
@@ -230,6 +413,8 @@ impl Store {
                 .bind(change.serial_hex)
                 .bind(change.detail)
                 .bind(now)
+                .bind(change.claim.map(|c| c.node))
+                .bind(change.claim.map(|c| c.instance))
                 .bind(tenant_id)
                 .bind(id);
             for state in from {

@@ -29,7 +29,10 @@
 //!   [`Store::tenants`], [`Store::tenants_page`];
 //! - maintenance over every tenant: [`Store::revoked_since`] (sessions to close),
 //!   [`Store::certificates_expiring`] (renewals), [`Store::revoke_superseded`],
-//!   [`Store::overlapping_station_cas`] (renewals by a new CA);
+//!   [`Store::overlapping_station_cas`] (renewals by a new CA), [`Store::release_claims`]
+//!   and [`Store::stale_claims`] (certificate requests a dead process held);
+//! - [`Store::settle_password`]: the gateway settles a pending password (A01) by
+//!   the station id alone;
 //! - platform settings: [`Store::setting`], [`Store::set_setting`];
 //! - trust material of every tenant: [`Store::trusted_station_roots`] (the TLS
 //!   client verifier), [`Store::credential_certs_named`], and
@@ -53,7 +56,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditRow;
-pub use cert_requests::{CertRequest, CertRequestState, RequestChange};
+pub use cert_requests::{CertRequest, CertRequestState, Claimant, ClaimedRequest, RequestChange};
 pub use certificates::{CertificateAtConnect, CertificateQuery, CertificateRecord, CertificateRef, RevokedCertificate};
 pub use credentials::{CaOverlap, CaRow, CredentialCert, CredentialRecord, Retirement};
 pub use reports::{BootRecord, SecurityEvent, StationWrite};

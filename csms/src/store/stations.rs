@@ -48,6 +48,11 @@ pub struct Station {
     /// PBKDF2 hash of the HTTP Basic password; never serialised.
     #[serde(skip)]
     pub password_hash: Option<String>,
+    /// A01: a new password the station received without the CSMS learning
+    /// whether it took it; accepted besides `password_hash` until a login with
+    /// one of them settles it ([`Store::settle_password`]). Never serialised.
+    #[serde(skip)]
+    pub pending_password_hash: Option<String>,
     pub registration: Registration,
     pub enabled: bool,
     pub description: Option<String>,
@@ -222,6 +227,7 @@ impl Store {
                 "UPDATE stations SET \
                    security_profile = COALESCE($1, security_profile), \
                    password_hash = COALESCE($2, password_hash), \
+                   pending_password_hash = CASE WHEN $2 IS NULL THEN pending_password_hash ELSE NULL END, \
                    registration = COALESCE($3, registration), \
                    enabled = COALESCE($4, enabled) \
                  WHERE tenant_id = $5 AND id = $6",
@@ -240,6 +246,42 @@ impl Store {
             return Err(StoreError::NotFound { what: "station", id: id.to_owned() });
         }
         self.existing_station(tenant_id, id).await
+    }
+
+    /// A01: records `hash` as the station's pending password, beside the
+    /// current one (a SetVariables whose outcome is unknown).
+    pub async fn set_pending_password(&self, tenant_id: &str, id: &str, hash: &str) -> Result<(), StoreError> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("UPDATE stations SET pending_password_hash = $1 WHERE tenant_id = $2 AND id = $3")
+                .bind(hash)
+                .bind(tenant_id)
+                .bind(id)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound { what: "station", id: id.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// A01: the station logged in with one of its two passwords while `pending`
+    /// was pending: with the pending one (`took_new`), it becomes the password;
+    /// with the current one, the pending one is dropped. Compare-and-set on
+    /// `pending`: whether this call settled it (a newer pending password, or a
+    /// concurrent settlement, leaves it alone).
+    ///
+    /// Across tenants: the gateway knows the station by its id alone.
+    pub async fn settle_password(&self, id: &str, pending: &str, took_new: bool) -> Result<bool, StoreError> {
+        let sql = if took_new {
+            "UPDATE stations SET password_hash = pending_password_hash, pending_password_hash = NULL \
+             WHERE id = $1 AND pending_password_hash = $2"
+        } else {
+            "UPDATE stations SET pending_password_hash = NULL WHERE id = $1 AND pending_password_hash = $2"
+        };
+        let n = with_pool!(self, |p| sqlx::query(sql).bind(id).bind(pending).execute(p).await?.rows_affected());
+        Ok(n == 1)
     }
 
     /// Sets description (`Some("")` clears it) and tags; `None` leaves a field.
@@ -383,7 +425,7 @@ impl Store {
     }
 }
 
-const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, registration, enabled, description, boot_status, \
+const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, pending_password_hash, registration, enabled, description, boot_status, \
     vendor, model, serial_number, firmware_version, last_boot_at, last_heartbeat_at, last_seen_at, created_at, tags";
 
 fn station_from_row<R>(r: &R) -> Result<Station, sqlx::Error>
@@ -401,6 +443,7 @@ where
         tenant_id: r.try_get("tenant_id")?,
         security_profile: u8::try_from(profile).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         password_hash: r.try_get("password_hash")?,
+        pending_password_hash: r.try_get("pending_password_hash")?,
         registration: registration.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         enabled: r.try_get("enabled")?,
         description: r.try_get("description")?,

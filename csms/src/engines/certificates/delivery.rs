@@ -12,6 +12,9 @@ use crate::store::{CertRequestState as State, CertificateRef, RequestChange, Sto
 /// then died is taken over (`config::CLAIM_STALE_SECS`, above any call timeout).
 const CLAIM_STALE_MS: i64 = crate::config::CLAIM_STALE_SECS as i64 * 1000;
 
+/// Stale claims one maintenance tick takes over at most (the rest wait for the next).
+const MAX_STALE_CLAIMS_PER_TICK: u32 = 100;
+
 /// Why a delivery did not complete (it resumes at the station's next connection).
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
@@ -49,7 +52,8 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
         State::CsrReceived | State::Issuing => {
             let from: &[State] =
                 if req.state == State::Issuing && stale { &[State::Issuing] } else { &[State::CsrReceived] };
-            if !ctx.store.update_cert_request(tenant, id, from, RequestChange::to(State::Issuing), now_ms).await? {
+            let claim = RequestChange { claim: Some(ctx.identity.claimant()), ..RequestChange::to(State::Issuing) };
+            if !ctx.store.update_cert_request(tenant, id, from, claim, now_ms).await? {
                 return Ok(());
             }
             let tenant_rec = ctx.store.tenant(tenant).await?.ok_or(DeliveryError::NoTenant)?;
@@ -62,16 +66,21 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
             let validity =
                 Validity { not_before: now - time::Duration::minutes(5), not_after: now + time::Duration::days(days) };
             let (chain, rec) = authority::issue_for(&signer, &tenant_rec, station, &csr, validity, now).await?;
-            let issued = RequestChange { serial_hex: Some(&rec.serial_hex), ..RequestChange::to(State::Delivering) };
+            let issued = RequestChange {
+                serial_hex: Some(&rec.serial_hex),
+                claim: Some(ctx.identity.claimant()),
+                ..RequestChange::to(State::Delivering)
+            };
             if !ctx.store.update_cert_request(tenant, id, &[State::Issuing], issued, ctx.clock.now_millis()).await? {
-                // Another process took the request over meanwhile: this certificate
-                // is not the one delivered, so it must not stay valid.
+                // Another process took the request over meanwhile, or a newer
+                // request superseded it: this certificate is not the one
+                // delivered, so it must not stay valid.
                 ctx.store.revoke_certificate(tenant, &rec.serial_hex, ctx.clock.now_millis(), "superseded").await?;
                 tracing::warn!(
                     station,
                     tenant,
                     request = id,
-                    "issuance was taken over; the certificate issued here is revoked"
+                    "issuance was taken over or superseded; the certificate issued here is revoked"
                 );
                 return Ok(());
             }
@@ -81,7 +90,8 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
             // Issued before a crash or disconnect: deliver the same certificate again.
             let from: &[State] =
                 if req.state == State::Delivering && stale { &[State::Delivering] } else { &[State::Issued] };
-            if !ctx.store.update_cert_request(tenant, id, from, RequestChange::to(State::Delivering), now_ms).await? {
+            let claim = RequestChange { claim: Some(ctx.identity.claimant()), ..RequestChange::to(State::Delivering) };
+            if !ctx.store.update_cert_request(tenant, id, from, claim, now_ms).await? {
                 return Ok(());
             }
             let Some(serial) = &req.serial_hex else { return Ok(()) };
@@ -111,7 +121,9 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
         }),
         Err(CallFailure::Rejected { code, description }) => Some(format!("{}: {description}", code.as_str())),
         Err(e) => {
-            // Not delivered: back to `issued`, for the next connection.
+            // Not delivered, or not known to be (the call reached the station and
+            // no answer came): back to `issued`, for the next connection, which
+            // sends the same certificate again.
             let back = RequestChange::to(State::Issued);
             ctx.store.update_cert_request(tenant, id, &[State::Delivering], back, ctx.clock.now_millis()).await?;
             return Err(DeliveryError::Call(e));
@@ -139,9 +151,75 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
     Ok(())
 }
 
-/// On (re)connection: deliver whatever was accepted but not delivered.
+/// On (re)connection: deliver the newest request accepted but not delivered.
+/// A02: older ones are superseded (their certificates revoked), never sent
+/// after it; a newer request supersedes them when it is recorded, and this
+/// catches rows recorded before that.
 pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str) {
-    deliver_in(ctx, tenant, station, &[State::CsrReceived, State::Issuing, State::Issued, State::Delivering]).await;
+    let pending = [State::CsrReceived, State::Issuing, State::Issued, State::Delivering];
+    // The newest request still meant to end in a certificate (a refused CSR or
+    // trigger supersedes nothing).
+    let live = |s: State| !matches!(s, State::Rejected | State::Failed | State::Superseded);
+    let recent = match ctx.store.cert_requests(tenant, station, 20).await {
+        Ok(rs) => rs,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading pending certificate requests");
+            return;
+        }
+    };
+    let Some(newest) = recent.iter().find(|r| live(r.state)).cloned() else { return };
+    // Written only when there is something to supersede: a connection costs no
+    // write transaction otherwise.
+    let older_pending = recent.iter().any(|r| r.id < newest.id && State::SUPERSEDABLE.contains(&r.state));
+    let superseded = if older_pending {
+        ctx.store.supersede_requests_before(tenant, station, newest.id, ctx.clock.now_millis()).await
+    } else {
+        Ok(Vec::new())
+    };
+    match superseded {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::info!(station, tenant, newest = newest.id, superseded = ?ids, "older undelivered requests superseded")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "superseding older certificate requests");
+            return;
+        }
+    }
+    if pending.contains(&newest.state) {
+        deliver(ctx, tenant, station, newest.id).await;
+    }
+}
+
+/// Maintenance: requests whose claim went stale (a process died holding it)
+/// are taken over for stations connected here, without waiting for the
+/// station to reconnect. How many were retried.
+pub(super) async fn retry_stale_claims(ctx: &EngineContext) -> usize {
+    let cutoff = ctx.clock.now_millis() - CLAIM_STALE_MS;
+    let stale = match ctx.store.stale_claims(cutoff, MAX_STALE_CLAIMS_PER_TICK).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading stale certificate request claims");
+            return 0;
+        }
+    };
+    let mut retried = 0;
+    for r in stale {
+        if !ctx.link.is_connected(&r.tenant_id, &r.station_id) {
+            continue;
+        }
+        tracing::info!(
+            station = %r.station_id,
+            tenant = %r.tenant_id,
+            request = r.id,
+            state = %r.state,
+            claimed_by = r.claim_node.as_deref().unwrap_or("-"),
+            "taking over a stale claim"
+        );
+        deliver(ctx, &r.tenant_id, &r.station_id, r.id).await;
+        retried += 1;
+    }
+    retried
 }
 
 /// After an accepted SignCertificate: issue and deliver what was just

@@ -4,7 +4,9 @@
 //! Accepted only once the request is durable; once that answer has been sent the
 //! certificate is issued and delivered with CertificateSigned through the
 //! station link. A delivery cut short (crash, disconnect) resumes when the
-//! station next connects. When the station first connects with the new
+//! station next connects, or at the maintenance tick when its claim went stale;
+//! a newer request supersedes older undelivered ones, so only the newest is
+//! delivered. When the station first connects with the new
 //! certificate, the older ones are superseded and revoked after a grace period.
 //! The maintenance tick revokes superseded certificates, closes sessions whose
 //! certificate was revoked elsewhere, and renews certificates near expiry or
@@ -60,6 +62,12 @@ impl Certificates {
     /// Issues (if not done yet) and delivers the certificate of request `id`.
     pub async fn deliver(&self, tenant: &str, station: &str, id: i64) {
         delivery::deliver(&self.ctx, tenant, station, id).await;
+    }
+
+    /// Takes over requests whose claim went stale, for stations connected
+    /// here (what the tick runs); how many it retried.
+    pub async fn retry_stale_claims(&self) -> usize {
+        delivery::retry_stale_claims(&self.ctx).await
     }
 
     /// Closes live sessions whose certificate was revoked since the last pass
@@ -193,6 +201,7 @@ impl Engine for Certificates {
         let (ctx, since) = (self.ctx.clone(), self.revoked_since.clone());
         Some(Box::pin(async move {
             delivery::sweep(&ctx).await;
+            delivery::retry_stale_claims(&ctx).await;
             close_revoked_sessions(&ctx, &since).await;
             renewal::auto_renew(&ctx).await;
         }))

@@ -22,6 +22,10 @@ pub enum RenewError {
     NotConnected(String),
     #[error("the station refused the trigger: {0}")]
     Refused(String),
+    /// The trigger reached the station, whose answer never came: its CSR may
+    /// still follow, and is attached to the request, which stays `requested`.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -43,10 +47,14 @@ pub(super) async fn renew(ctx: &EngineContext, tenant: &str, station: &str) -> R
     let detail = match ctx.link.call(tenant, station, trigger).await {
         Ok(a) if a.status == TriggerMessageStatusEnumType::Accepted => None,
         Ok(a) => Some(format!("TriggerMessage answered {}", a.status.as_str())),
-        Err(CallFailure::NotConnected) => {
+        Err(CallFailure::NotConnected | CallFailure::ClosedBeforeSending) => {
             let change = RequestChange { detail: Some("not connected"), ..RequestChange::to(State::Failed) };
             ctx.store.update_cert_request(tenant, id, &[State::Requested], change, ctx.clock.now_millis()).await?;
             return Err(RenewError::NotConnected(station.to_owned()));
+        }
+        Err(e) if e.outcome_unknown() => {
+            tracing::info!(station, tenant, request = id, error = %e, "renewal trigger outcome unknown; a CSR that follows is attached");
+            return Err(RenewError::OutcomeUnknown(e.to_string()));
         }
         Err(e) => Some(e.to_string()),
     };
@@ -173,7 +181,7 @@ async fn try_renew(
                 | State::Delivered => age < 3_600_000,
                 // A station that refused: back off for a day.
                 State::Failed | State::Rejected | State::StationRejected => age < 86_400_000,
-                State::Installed => false,
+                State::Installed | State::Superseded => false,
             }
         }),
         Err(_) => true,
