@@ -201,6 +201,9 @@ for i in range(0, len(args), 4):
         resp_nonce = None
     assert resp_nonce == req_nonce, (resp_nonce, req_nonce)
     assert len(list(resp.extensions)) == (1 if req_nonce else 0)
+    # Every extension, of the response and of its single answer, parsed and known.
+    for ext in list(resp.extensions) + list(resp.single_extensions):
+        assert not isinstance(ext.value, x509.UnrecognizedExtension), ext.oid
     print("ok", expected, "nonce" if req_nonce else "no nonce")
 "#;
 
@@ -212,6 +215,9 @@ ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
 crl = x509.load_der_x509_crl(open(sys.argv[2], "rb").read())
 assert crl.issuer == ca.subject
 print("signature valid" if crl.is_signature_valid(ca.public_key()) else "signature INVALID")
+# Every extension of the CRL and of each entry parsed, and none unrecognised.
+for ext in list(crl.extensions) + [e for r in crl for e in r.extensions]:
+    assert not isinstance(ext.value, x509.UnrecognizedExtension), ext.oid
 for r in crl:
     reason = r.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
     print("revoked", r.serial_number, reason, int(r.revocation_date_utc.timestamp()))
