@@ -79,7 +79,7 @@ pub struct Config {
     pub max_handshakes_per_source: usize,
     /// Whether `max_handshakes_per_source` applies to loopback sources too (off:
     /// a TLS-passthrough proxy on the host, the tests and the load generator).
-    pub limit_loopback_handshakes: bool,
+    pub limit_loopback_sources: bool,
     /// Failed password logins for one station id within the window before
     /// further attempts are refused (`too_many_failures`) without a check.
     pub login_failures_per_station: u32,
@@ -169,7 +169,7 @@ impl Default for Config {
             pkcs11_pin: None,
             client_hello_timeout_secs: 3,
             max_handshakes_per_source: 32,
-            limit_loopback_handshakes: false,
+            limit_loopback_sources: false,
             login_failures_per_station: 5,
             login_failures_per_source: 20,
             login_failure_window_secs: 900,
@@ -288,7 +288,7 @@ impl Config {
         }
         set(var, "ANCHORPOINT_CLIENT_HELLO_TIMEOUT_SECS", &mut self.client_hello_timeout_secs)?;
         set(var, "ANCHORPOINT_MAX_HANDSHAKES_PER_SOURCE", &mut self.max_handshakes_per_source)?;
-        set(var, "ANCHORPOINT_LIMIT_LOOPBACK_HANDSHAKES", &mut self.limit_loopback_handshakes)?;
+        set(var, "ANCHORPOINT_LIMIT_LOOPBACK_SOURCES", &mut self.limit_loopback_sources)?;
         set(var, "ANCHORPOINT_LOGIN_FAILURES_PER_STATION", &mut self.login_failures_per_station)?;
         set(var, "ANCHORPOINT_LOGIN_FAILURES_PER_SOURCE", &mut self.login_failures_per_source)?;
         set(var, "ANCHORPOINT_LOGIN_FAILURE_WINDOW_SECS", &mut self.login_failure_window_secs)?;
@@ -572,13 +572,13 @@ mod tests {
         let vars = |k: &str| match k {
             "ANCHORPOINT_MAX_HANDSHAKES_PER_SOURCE" => Some("7".to_owned()),
             "ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY" => Some("3".to_owned()),
-            "ANCHORPOINT_LIMIT_LOOPBACK_HANDSHAKES" => Some("true".to_owned()),
+            "ANCHORPOINT_LIMIT_LOOPBACK_SOURCES" => Some("true".to_owned()),
             _ => None,
         };
         cfg.apply_env(vars).unwrap();
         assert_eq!(cfg.max_handshakes_per_source, 7);
         assert_eq!(cfg.password_check_concurrency, Some(3));
-        assert!(cfg.limit_loopback_handshakes);
+        assert!(cfg.limit_loopback_sources);
         let err = cfg.apply_env(|k| (k == "ANCHORPOINT_LOGIN_BACKOFF_MAX_SECS").then(|| "x".to_owned())).unwrap_err();
         assert!(err.to_string().contains("ANCHORPOINT_LOGIN_BACKOFF_MAX_SECS"), "{err}");
         let cfg = Config { client_hello_timeout_secs: 20, ..Config::default() };

@@ -84,7 +84,7 @@ fn silent_connections_do_not_delay_a_station() {
     let config = write_config(
         &env,
         "max_concurrent_handshakes = 4\nhandshake_timeout_secs = 30\nclient_hello_timeout_secs = 5\n\
-         max_handshakes_per_source = 8\nlimit_loopback_handshakes = true\n",
+         max_handshakes_per_source = 8\nlimit_loopback_sources = true\n",
     );
     let server = env.serve(&["--config", &config]);
     // Linux routes all of 127/8 to lo: three distinct sources, ten sockets each.
@@ -211,6 +211,8 @@ fn wrong_passwords_back_off_the_source_across_station_ids() {
             ("ANCHORPOINT_LOGIN_FAILURES_PER_STATION", "1000"),
             ("ANCHORPOINT_LOGIN_FAILURES_PER_SOURCE", "3"),
             ("ANCHORPOINT_LOGIN_BACKOFF_INITIAL_SECS", "120"),
+            // The test connects from loopback, exempt from the source limits by default.
+            ("ANCHORPOINT_LIMIT_LOOPBACK_SOURCES", "true"),
         ],
     );
     let wss = server.wss();

@@ -177,6 +177,47 @@ fn a01_password_with_unknown_outcome_accepts_both_until_the_station_settles_it()
     assert!(logs_in(&url, "CS-PW", new));
 }
 
+/// A01: a station that takes the new password and reconnects with it at once,
+/// before the CSMS learns the call's outcome, is admitted: the pending password
+/// is recorded before the SetVariables is sent, not after the call failed.
+#[test]
+fn a01_new_password_opens_the_station_while_the_call_is_still_open() {
+    let env = Env::new(Db::Sqlite);
+    let (old, new) = ("a-long-basic-password-1", "the-second-password-22");
+    env.add_station("CS-PW2", 1, Some(old));
+    let server = env.serve(&["--ocpp-plain-addr", "127.0.0.1:0"]);
+    let token = operator(&env);
+    let url = format!("ws://{}", server.plain.as_ref().unwrap());
+    let mut station = Station::spawn(&[
+        "--url",
+        &url,
+        "--station",
+        "CS-PW2",
+        "--password",
+        old,
+        "--drop-on",
+        "SetVariables",
+        "--linger",
+        "20",
+    ]);
+    station.wait_for("answer", Some("BootNotification"));
+    connected(&server, &token, "CS-PW2");
+    let answer = std::thread::scope(|scope| {
+        let change = scope.spawn(|| {
+            server.api("POST", "/api/v1/stations/CS-PW2/password", &token, Some(&json!({ "password": new })))
+        });
+        // The station holds the call open; a second connection with the new
+        // password takes over its session.
+        station.wait_for("received", Some("SetVariables"));
+        assert!(logs_in(&url, "CS-PW2", new), "the new password opens the station while its call is open");
+        change.join().unwrap()
+    });
+    assert_eq!(answer.0, 504, "{}", answer.1);
+    assert_eq!(answer.1["type"], "urn:anchorpoint:problem:call-outcome-unknown", "{}", answer.1);
+    assert!(!logs_in(&url, "CS-PW2", old), "settled on the new one");
+    drop(station);
+}
+
 /// A02: two certificate requests are pending when the station reconnects; it
 /// receives the certificate of the newest CSR only, and the older request is
 /// superseded (its certificate, if one was issued, revoked).

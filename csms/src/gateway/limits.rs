@@ -11,6 +11,29 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 
+/// The key a source address is limited under: an IPv6 address by its /64
+/// prefix (one subscriber's allocation, which it can spread over freely), an
+/// IPv4-mapped IPv6 address as the IPv4 address, an IPv4 address as itself.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// Whether `ip` is exempt from the per-source limits: loopback, unless
+/// `limit_loopback_sources` is set (a TLS-passthrough proxy on the same host,
+/// the tests and the load generator all connect from there).
+fn exempt(ip: IpAddr, limit_loopback: bool) -> bool {
+    !limit_loopback && source_key(ip).is_loopback()
+}
+
 /// Handshakes in progress per source address (from accept until the upgrade
 /// request was answered).
 pub struct SourceHandshakes {
@@ -29,7 +52,7 @@ impl SourceHandshakes {
     pub fn new(config: &Config) -> Self {
         SourceHandshakes {
             limit: config.max_handshakes_per_source.max(1),
-            limit_loopback: config.limit_loopback_handshakes,
+            limit_loopback: config.limit_loopback_sources,
             in_progress: Arc::new(DashMap::new()),
         }
     }
@@ -38,9 +61,10 @@ impl SourceHandshakes {
     /// Loopback sources are not limited unless configured: a TLS-passthrough
     /// proxy on the same host, the tests and the load generator all come from there.
     pub fn enter(&self, ip: IpAddr) -> Option<Option<SourceSlot>> {
-        if ip.is_loopback() && !self.limit_loopback {
+        if exempt(ip, self.limit_loopback) {
             return Some(None);
         }
+        let ip = source_key(ip);
         let mut n = self.in_progress.entry(ip).or_insert(0);
         if *n >= self.limit {
             return None;
@@ -67,6 +91,7 @@ impl Drop for SourceSlot {
 pub struct LoginThrottle {
     stations: FailureTable<String>,
     sources: FailureTable<IpAddr>,
+    limit_loopback: bool,
 }
 
 impl LoginThrottle {
@@ -81,6 +106,7 @@ impl LoginThrottle {
         LoginThrottle {
             stations: FailureTable::new(policy(config.login_failures_per_station)),
             sources: FailureTable::new(policy(config.login_failures_per_source)),
+            limit_loopback: config.limit_loopback_sources,
         }
     }
 
@@ -88,13 +114,15 @@ impl LoginThrottle {
     /// backed off now.
     pub fn backed_off(&self, station_id: &str, ip: IpAddr, now_ms: i64) -> Option<u64> {
         let a = self.stations.blocked_for(station_id, now_ms);
-        let b = self.sources.blocked_for(&ip, now_ms);
+        let b = if exempt(ip, self.limit_loopback) { None } else { self.sources.blocked_for(&source_key(ip), now_ms) };
         a.max(b).map(|ms| u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1))
     }
 
     pub fn failed(&self, station_id: &str, ip: IpAddr, now_ms: i64) {
         self.stations.failed(station_id.to_owned(), now_ms);
-        self.sources.failed(ip, now_ms);
+        if !exempt(ip, self.limit_loopback) {
+            self.sources.failed(source_key(ip), now_ms);
+        }
     }
 
     pub fn succeeded(&self, station_id: &str) {
@@ -290,6 +318,52 @@ mod tests {
         for _ in 0..5 {
             assert!(s.enter([127, 0, 0, 1].into()).is_some());
         }
+    }
+
+    /// An IPv6 source is limited by its /64: the addresses of one allocation share
+    /// one handshake count and one failure record; IPv4-mapped addresses count as IPv4.
+    #[test]
+    fn ipv6_sources_are_keyed_by_their_64_prefix() {
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(source_key(v6("2001:db8:1:2:aaaa::1")), v6("2001:db8:1:2::"));
+        assert_eq!(source_key(v6("::ffff:10.0.0.1")), IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(source_key([10, 0, 0, 1].into()), IpAddr::from([10, 0, 0, 1]));
+
+        let s = SourceHandshakes::new(&Config { max_handshakes_per_source: 2, ..Config::default() });
+        let _a = s.enter(v6("2001:db8:1:2::1")).unwrap();
+        let _b = s.enter(v6("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(s.enter(v6("2001:db8:1:2:1234::77")).is_none(), "a third address of the same /64");
+        assert!(s.enter(v6("2001:db8:1:3::1")).unwrap().is_some(), "another /64");
+
+        let t = LoginThrottle::new(&config());
+        for i in 0..5u16 {
+            t.failed(&format!("ID{i}"), IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 7, i, 0, 0, 1)), 0);
+        }
+        assert_eq!(t.backed_off("OTHER", v6("2001:db8:7:7:ffff::2"), 0), Some(2), "the /64 is backed off");
+        assert_eq!(t.backed_off("OTHER", v6("2001:db8:7:8::2"), 0), None);
+    }
+
+    /// Loopback sources (a proxy on the host) are not backed off as a source
+    /// unless `limit_loopback_sources` is set; their station ids still are.
+    #[test]
+    fn loopback_sources_are_exempt_from_the_source_back_off_unless_configured() {
+        let lo: IpAddr = [127, 0, 0, 1].into();
+        let t = LoginThrottle::new(&config());
+        for i in 0..10 {
+            t.failed(&format!("ID{i}"), lo, 0);
+        }
+        assert_eq!(t.backed_off("HONEST", lo, 0), None, "one loopback source is many stations");
+        assert!(t.sources.entries.is_empty());
+        for _ in 0..3 {
+            t.failed("CS1", lo, 0);
+        }
+        assert_eq!(t.backed_off("CS1", lo, 0), Some(2), "the station id is still backed off");
+
+        let t = LoginThrottle::new(&Config { limit_loopback_sources: true, ..config() });
+        for i in 0..5 {
+            t.failed(&format!("ID{i}"), lo, 0);
+        }
+        assert_eq!(t.backed_off("HONEST", lo, 0), Some(2));
     }
 
     #[test]

@@ -236,28 +236,45 @@ impl Services {
                 variable: VariableType { custom_data: None, instance: None, name: "BasicAuthPassword".into() },
             }],
         };
+        // The station may take the new password as soon as it receives the call
+        // and reconnect with it before its answer arrives (or none does): both are
+        // accepted from before the call is sent until the station logs in with one
+        // of them (see `Store::settle_password`). A definite answer settles it here.
+        self.ctx.store.set_pending_password(tenant, station, &hash).await?;
         let answer = match self.ctx.link.call(tenant, station, request).await {
             Ok(answer) => answer,
             Err(e) if e.outcome_unknown() => {
-                // The station may have taken the new password: both are accepted
-                // until it logs in with one of them (see `Store::settle_password`).
-                self.ctx.store.set_pending_password(tenant, station, &hash).await?;
                 tracing::warn!(station, tenant, error = %e, "BasicAuthPassword update outcome unknown; old and new password both accepted until the station logs in with one");
                 return Err(Error::OutcomeUnknown(format!(
                     "station '{station}' received SetVariables(BasicAuthPassword) but did not answer ({e}); \
                      the CSMS accepts both the old and the new password until the station logs in with one of them"
                 )));
             }
-            Err(e) => return Err(call_error(station, "SetVariables", e)),
+            Err(e) => {
+                // Never sent, or refused outright: the station keeps its password.
+                self.drop_pending_password(station, &hash).await;
+                return Err(call_error(station, "SetVariables", e));
+            }
         };
         let status = answer.set_variable_result.first().map(|r| r.attribute_status);
         let switched = status == Some(SetVariableStatusEnumType::Accepted);
         if switched {
+            // Also clears the pending one (unless a login already settled on it).
             self.ctx.store.update_station(tenant, station, None, Some(&hash), None, None).await?;
+        } else {
+            self.drop_pending_password(station, &hash).await;
         }
         let station_status = status.map(|s| s.as_str().to_owned()).unwrap_or_default();
         tracing::info!(station, tenant, status = %station_status, switched, "BasicAuthPassword update");
         Ok(PasswordChange { switched, station_status })
+    }
+
+    /// The station refused the new password (or never received it): it is no
+    /// longer accepted, unless a login has settled on it meanwhile.
+    async fn drop_pending_password(&self, station: &str, hash: &str) {
+        if let Err(e) = self.ctx.store.settle_password(station, hash, false).await {
+            tracing::error!(station, error = %e, "dropping a pending password failed; the next login settles it");
+        }
     }
 
     /// Sends any CSMS-initiated action to the connected station; its answer.
