@@ -194,14 +194,25 @@ impl<K: std::hash::Hash + Eq + Clone> FailureTable<K> {
         e.last_ms = now_ms;
     }
 
-    /// Drops expired records; if none were, the one whose last failure is oldest.
+    /// Drops expired records; if none were, the one that says least: a record
+    /// not backed off before one that is, then the fewest failures, then the
+    /// oldest. A flood of failures on fresh keys (random station ids) so
+    /// replaces its own records and never frees a backed-off key to guessing.
     fn make_room(&self, now_ms: i64) {
         self.entries.retain(|_, f| !self.expired(f, now_ms));
         if self.entries.len() < self.policy.max_entries {
             return;
         }
-        let oldest = self.entries.iter().min_by_key(|e| e.value().last_ms).map(|e| e.key().clone());
-        if let Some(k) = oldest {
+        let least = self
+            .entries
+            .iter()
+            .min_by_key(|e| {
+                let f = e.value();
+                let blocked = self.backoff_ms(f).is_some_and(|b| f.last_ms.saturating_add(b) > now_ms);
+                (blocked, f.count, f.last_ms)
+            })
+            .map(|e| e.key().clone());
+        if let Some(k) = least {
             self.entries.remove(&k);
         }
     }
@@ -301,6 +312,23 @@ mod tests {
         }
         assert!(t.stations.entries.len() <= 3);
         assert!(t.sources.entries.len() <= 3);
+    }
+
+    /// A full table keeps its backed-off records: failures on fresh ids replace
+    /// each other, and the station being guessed at stays backed off.
+    #[test]
+    fn a_full_table_keeps_backed_off_records() {
+        let t = LoginThrottle::new(&Config { limit_loopback_sources: true, ..config() });
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        for _ in 0..3 {
+            t.failed("TARGET", ip, 1_000);
+        }
+        assert_eq!(t.backed_off("TARGET", [10, 9, 9, 9].into(), 1_000), Some(2));
+        for i in 0..50u8 {
+            t.failed(&format!("RANDOM{i}"), [10, 1, 0, i].into(), 1_000 + i64::from(i));
+        }
+        assert!(t.stations.entries.len() <= 3);
+        assert_eq!(t.backed_off("TARGET", [10, 9, 9, 9].into(), 1_050), Some(2), "the target is still backed off");
     }
 
     #[test]

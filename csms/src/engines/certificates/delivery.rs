@@ -1,6 +1,7 @@
 //! Issuing and delivering accepted requests (A02/A03), and what follows when a
 //! station connects with its new certificate.
 
+use futures_util::StreamExt;
 use ocpp::v201::{CertificateSignedRequest, CertificateSignedStatusEnumType, CertificateSigningUseEnumType};
 
 use crate::authority::{self, EnrollError, Signer, Validity};
@@ -203,24 +204,29 @@ pub(super) async fn retry_stale_claims(ctx: &EngineContext) -> usize {
             return 0;
         }
     };
-    let mut retried = 0;
-    for r in stale {
-        if !ctx.link.is_connected(&r.tenant_id, &r.station_id) {
-            continue;
-        }
-        tracing::info!(
-            station = %r.station_id,
-            tenant = %r.tenant_id,
-            request = r.id,
-            state = %r.state,
-            claimed_by = r.claim_node.as_deref().unwrap_or("-"),
-            "taking over a stale claim"
-        );
-        deliver(ctx, &r.tenant_id, &r.station_id, r.id).await;
-        retried += 1;
-    }
+    let here: Vec<_> = stale.into_iter().filter(|r| ctx.link.is_connected(&r.tenant_id, &r.station_id)).collect();
+    let retried = here.len();
+    // Each delivery may wait up to `call_timeout_secs` for its station: several
+    // at once, so that unresponsive stations hold the tick for one timeout, not
+    // one each.
+    futures_util::stream::iter(here)
+        .for_each_concurrent(STALE_CLAIMS_AT_ONCE, |r| async move {
+            tracing::info!(
+                station = %r.station_id,
+                tenant = %r.tenant_id,
+                request = r.id,
+                state = %r.state,
+                claimed_by = r.claim_node.as_deref().unwrap_or("-"),
+                "taking over a stale claim"
+            );
+            deliver(ctx, &r.tenant_id, &r.station_id, r.id).await;
+        })
+        .await;
     retried
 }
+
+/// Stale claims delivered at once by the maintenance tick.
+const STALE_CLAIMS_AT_ONCE: usize = 16;
 
 /// After an accepted SignCertificate: issue and deliver what was just
 /// accepted (requests cut short earlier wait for the next connection, as they

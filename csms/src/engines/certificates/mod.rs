@@ -200,9 +200,10 @@ impl Engine for Certificates {
     fn tick(&self) -> Option<Task> {
         let (ctx, since) = (self.ctx.clone(), self.revoked_since.clone());
         Some(Box::pin(async move {
+            // Revoked certificates' sessions first: nothing below may delay that.
+            close_revoked_sessions(&ctx, &since).await;
             delivery::sweep(&ctx).await;
             delivery::retry_stale_claims(&ctx).await;
-            close_revoked_sessions(&ctx, &since).await;
             renewal::auto_renew(&ctx).await;
         }))
     }
