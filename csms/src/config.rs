@@ -112,6 +112,17 @@ pub struct Config {
     /// listener always accepts: the API's cap is lowered to fit
     /// RLIMIT_NOFILE less what is open at start-up, the database pool and this.
     pub api_descriptor_reserve: usize,
+    /// A request's whole body must arrive within this many seconds of its
+    /// header, or it is answered 408 and the connection closed (a body
+    /// trickled byte by byte, which `api_idle_timeout_secs` does not catch).
+    pub api_body_read_timeout_secs: u64,
+    /// API connections open at once from one source address (an IPv6 /64);
+    /// one more is closed at accept, so one host cannot take the whole
+    /// `api_max_connections`.
+    pub api_max_connections_per_source: usize,
+    /// Whether `api_max_connections_per_source` applies to loopback sources
+    /// too (off: a reverse proxy on the host, the tests and tools).
+    pub api_limit_loopback_connections: bool,
     /// Serve `/metrics` without a token on this address of its own (a private
     /// network); off unless set. On the API listener `/metrics` always needs
     /// a platform-admin token.
@@ -182,6 +193,9 @@ impl Default for Config {
             api_header_read_timeout_secs: 10,
             api_idle_timeout_secs: 60,
             api_descriptor_reserve: 128,
+            api_body_read_timeout_secs: 10,
+            api_max_connections_per_source: 64,
+            api_limit_loopback_connections: false,
             metrics_addr: None,
             verbatim_bytes_per_second: 16 * 1024,
             verbatim_burst_bytes: 512 * 1024,
@@ -318,6 +332,18 @@ impl Config {
         if let Some(v) = var("ANCHORPOINT_API_DESCRIPTOR_RESERVE") {
             self.api_descriptor_reserve = v.parse().map_err(|e| bad_env("ANCHORPOINT_API_DESCRIPTOR_RESERVE", e))?;
         }
+        if let Some(v) = var("ANCHORPOINT_API_BODY_READ_TIMEOUT_SECS") {
+            self.api_body_read_timeout_secs =
+                v.parse().map_err(|e| bad_env("ANCHORPOINT_API_BODY_READ_TIMEOUT_SECS", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_API_MAX_CONNECTIONS_PER_SOURCE") {
+            self.api_max_connections_per_source =
+                v.parse().map_err(|e| bad_env("ANCHORPOINT_API_MAX_CONNECTIONS_PER_SOURCE", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_API_LIMIT_LOOPBACK_CONNECTIONS") {
+            self.api_limit_loopback_connections =
+                v.trim().parse().map_err(|e| bad_env("ANCHORPOINT_API_LIMIT_LOOPBACK_CONNECTIONS", e))?;
+        }
         if let Some(v) = var("ANCHORPOINT_METRICS_ADDR") {
             self.metrics_addr = Some(v.parse().map_err(|e| bad_env("ANCHORPOINT_METRICS_ADDR", e))?);
         }
@@ -430,6 +456,12 @@ impl Config {
         if self.api_header_read_timeout_secs == 0 {
             return Err(Error::Config("api_header_read_timeout_secs must be positive".into()));
         }
+        if self.api_body_read_timeout_secs == 0 {
+            return Err(Error::Config("api_body_read_timeout_secs must be positive".into()));
+        }
+        if self.api_max_connections_per_source == 0 {
+            return Err(Error::Config("api_max_connections_per_source must be at least 1".into()));
+        }
         if self.api_idle_timeout_secs <= self.call_timeout_secs {
             return Err(Error::Config(
                 "api_idle_timeout_secs must exceed call_timeout_secs, or a command waiting for its station is cut off"
@@ -516,12 +548,21 @@ mod tests {
             "ANCHORPOINT_API_HEADER_READ_TIMEOUT_SECS" => Some("3".to_owned()),
             "ANCHORPOINT_API_IDLE_TIMEOUT_SECS" => Some("45".to_owned()),
             "ANCHORPOINT_API_DESCRIPTOR_RESERVE" => Some("9".to_owned()),
+            "ANCHORPOINT_API_BODY_READ_TIMEOUT_SECS" => Some("4".to_owned()),
+            "ANCHORPOINT_API_MAX_CONNECTIONS_PER_SOURCE" => Some("6".to_owned()),
+            "ANCHORPOINT_API_LIMIT_LOOPBACK_CONNECTIONS" => Some("true".to_owned()),
             "ANCHORPOINT_METRICS_ADDR" => Some("127.0.0.1:9464".to_owned()),
             _ => None,
         };
         cfg.apply_env(env).unwrap();
         assert_eq!((cfg.api_max_connections, cfg.api_header_read_timeout_secs, cfg.api_idle_timeout_secs), (7, 3, 45));
         assert_eq!(cfg.api_descriptor_reserve, 9);
+        assert_eq!((cfg.api_body_read_timeout_secs, cfg.api_max_connections_per_source), (4, 6));
+        assert!(cfg.api_limit_loopback_connections);
+        let err = Config { api_body_read_timeout_secs: 0, ..Config::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("api_body_read_timeout_secs"), "{err}");
+        let err = Config { api_max_connections_per_source: 0, ..Config::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("api_max_connections_per_source"), "{err}");
         assert_eq!(cfg.metrics_addr, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
         let err = Config { api_idle_timeout_secs: 30, ..Config::default() }.validate().unwrap_err();
         assert!(err.to_string().contains("api_idle_timeout_secs must exceed call_timeout_secs"), "{err}");

@@ -2,6 +2,7 @@
 //! endpoints, and the REST API (`api` crate); and the accept loop that bounds
 //! its connections, since the CRL and OCSP URLs make it face the internet.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +10,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use dashmap::DashMap;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,13 +53,30 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
     /// Without a byte read or written for this long, the connection is closed.
     pub idle_timeout: Duration,
+    /// From a complete request header to the end of its body; a slower body
+    /// is answered 408 and its connection closed (a trickle of bytes resets
+    /// `idle_timeout`, not this).
+    pub body_read_timeout: Duration,
+    /// Connections open at once from one source (an IPv6 /64, an IPv4-mapped
+    /// address as IPv4); one more is closed at accept.
+    pub max_connections_per_source: usize,
+    /// Whether `max_connections_per_source` applies to loopback sources too.
+    pub limit_loopback: bool,
 }
 
+/// The largest body the body deadline buffers: the largest limit a route
+/// reads (the REST API's; OCSP requests are held to less by their own route).
+pub const MAX_BUFFERED_BODY: usize = api::extract::MAX_BODY_BYTES;
+
 /// Serves `router` on `listener` until it fails: HTTP/1.1, at most
-/// `limits.max_connections` at once, each closed when its header is too slow
-/// or when it stays idle (counted in `anchorpoint_api_connections_closed_total`).
+/// `limits.max_connections` at once and `limits.max_connections_per_source`
+/// from one source, each closed when its header or a request's body is too
+/// slow or when it stays idle (counted in `anchorpoint_api_connections_closed_total`).
 pub async fn serve(listener: TcpListener, router: Router, limits: ListenerLimits, metrics: Arc<Metrics>) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let sources = SourceConnections::new(limits.max_connections_per_source, limits.limit_loopback);
+    let deadline = BodyDeadline { timeout: limits.body_read_timeout, metrics: metrics.clone() };
+    let router = router.layer(axum::middleware::from_fn_with_state(deadline, body_deadline));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -71,10 +93,16 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ListenerLimits
             metrics.api_connection_closed("connection_limit");
             continue;
         };
+        let Some(slot) = sources.enter(peer.ip()) else {
+            drop(tcp);
+            metrics.api_connection_closed("source_connection_limit");
+            continue;
+        };
         let service = TowerToHyperService::new(router.clone());
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let activity = Arc::new(Activity::new());
             let io = TokioIo::new(Tracked { inner: tcp, activity: activity.clone() });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -96,6 +124,112 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ListenerLimits
                 }
             }
         });
+    }
+}
+
+/// What the body-deadline middleware needs.
+#[derive(Clone)]
+struct BodyDeadline {
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// Buffers a request's body, which must arrive whole within the deadline of
+/// its header having been read: a slower one is answered 408 and its
+/// connection closed. Only the receipt of the body is timed, not the handler
+/// (a command waits for its station, an event stream stays open).
+async fn body_deadline(State(deadline): State<BodyDeadline>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    if body.size_hint().lower() > MAX_BUFFERED_BODY as u64 {
+        return body_too_large();
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BUFFERED_BODY);
+    match tokio::time::timeout(deadline.timeout, limited.collect()).await {
+        Ok(Ok(collected)) => next.run(Request::from_parts(parts, Body::from(collected.to_bytes()))).await,
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => body_too_large(),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "API request body could not be read");
+            closing(StatusCode::BAD_REQUEST, "the request body could not be read\n".to_owned())
+        }
+        Err(_) => {
+            deadline.metrics.api_connection_closed("body_read_timeout");
+            let secs = deadline.timeout.as_secs();
+            closing(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {secs} s\n"))
+        }
+    }
+}
+
+fn body_too_large() -> Response {
+    let detail = format!("the body exceeds {MAX_BUFFERED_BODY} bytes");
+    let mut response = api::problem::Problem::new(api::problem::Kind::PayloadTooLarge, detail).into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A plain-text answer after which the connection is closed.
+fn closing(status: StatusCode, text: String) -> Response {
+    (status, [(header::CONNECTION, HeaderValue::from_static("close"))], text).into_response()
+}
+
+/// API connections open per source, the source being an IPv4 address or an
+/// IPv6 /64 (one host's usual share). Entries go when their count drops to 0.
+struct SourceConnections {
+    limit: usize,
+    limit_loopback: bool,
+    open: Arc<DashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a source; released on drop.
+struct SourceSlot {
+    key: IpAddr,
+    open: Arc<DashMap<IpAddr, usize>>,
+}
+
+impl SourceConnections {
+    fn new(limit: usize, limit_loopback: bool) -> Self {
+        SourceConnections { limit: limit.max(1), limit_loopback, open: Arc::new(DashMap::new()) }
+    }
+
+    /// A slot for one more connection from `ip`, `Some(None)` for an unlimited
+    /// loopback source, or `None` when the source has its share.
+    fn enter(&self, ip: IpAddr) -> Option<Option<SourceSlot>> {
+        let key = source_key(ip);
+        if key.is_loopback() && !self.limit_loopback {
+            return Some(None);
+        }
+        let mut n = self.open.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(Some(SourceSlot { key, open: self.open.clone() }))
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let dashmap::Entry::Occupied(mut e) = self.open.entry(self.key) {
+            *e.get_mut() = e.get().saturating_sub(1);
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// The address a source is counted under: IPv4 as is, an IPv4-mapped IPv6
+/// address as its IPv4, other IPv6 by its /64 prefix.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
     }
 }
 
@@ -268,7 +402,24 @@ async fn metrics(State(app): State<Arc<Node>>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::connection_cap;
+    use super::{SourceConnections, connection_cap, source_key};
+
+    #[test]
+    fn sources_are_counted_by_ipv4_or_ipv6_64_and_forgotten_at_zero() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(source_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        let sources = SourceConnections::new(2, false);
+        let a = sources.enter(ip("2001:db8:1:2::1")).unwrap();
+        let b = sources.enter(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(sources.enter(ip("2001:db8:1:2::3")).is_none(), "a third from the same /64");
+        assert!(sources.enter(ip("2001:db8:1:3::1")).unwrap().is_some(), "another /64");
+        // Loopback is not limited unless configured.
+        let local: Vec<_> = (0..5).map(|_| sources.enter(ip("127.0.0.2")).unwrap()).collect();
+        assert!(local.iter().all(Option::is_none));
+        drop((a, b));
+        assert!(sources.open.is_empty(), "entries at 0 are removed");
+    }
 
     #[test]
     fn connection_cap_keeps_the_reserve() {

@@ -357,6 +357,9 @@ fn api_limits(config: &Config) -> Result<crate::http::ListenerLimits> {
         max_connections: cap,
         header_read_timeout: Duration::from_secs(config.api_header_read_timeout_secs),
         idle_timeout: Duration::from_secs(config.api_idle_timeout_secs),
+        body_read_timeout: Duration::from_secs(config.api_body_read_timeout_secs),
+        max_connections_per_source: config.api_max_connections_per_source,
+        limit_loopback: config.api_limit_loopback_connections,
     })
 }
 

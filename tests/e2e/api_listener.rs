@@ -4,7 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use serde_json::json;
 
 use crate::harness::{Db, Env, Server, http_get, py, strs, tls_args, wait_for};
 
@@ -24,7 +28,25 @@ fn closed(server: &Server, reason: &str) -> f64 {
 
 /// A `/healthz` answer, or None when the connection is closed without one.
 fn healthz(addr: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).ok()?;
+    healthz_on(TcpStream::connect(addr).ok()?)
+}
+
+/// A TCP connection to `to` from the loopback address `source` (Linux routes
+/// all of 127/8 to lo).
+fn connect_from(source: [u8; 4], to: &str) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let tcp = socket.connect(to.parse().unwrap()).await.unwrap();
+        let std = tcp.into_std().unwrap();
+        std.set_nonblocking(false).unwrap();
+        std
+    })
+}
+
+/// A `/healthz` answer on `s`, or None when it is closed without one.
+fn healthz_on(mut s: TcpStream) -> Option<u16> {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(s, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = String::new();
@@ -141,4 +163,93 @@ fn descriptor_reserve_keeps_ocpp_accepting_under_a_low_limit() {
     // The API shed what did not fit instead of running out of descriptors.
     assert!(closed(&server, "connection_limit") >= 100.0);
     drop(held);
+}
+
+/// A body trickled one byte a second resets the idle timeout (60 s) each
+/// time, but not the body deadline: after it the request is answered 408 and
+/// its connection closed. A body that arrives in time is served as before,
+/// and the routes' own body limits still hold.
+#[test]
+fn a_trickled_body_is_cut_off_at_the_body_deadline() {
+    let env = Env::new(Db::Sqlite);
+    let server = env.serve_env(&["--metrics-addr", "127.0.0.1:0"], &[("ANCHORPOINT_API_BODY_READ_TIMEOUT_SECS", "3")]);
+    let mut s = TcpStream::connect(&server.api).unwrap();
+    s.write_all(
+        b"POST /ocsp/default HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/ocsp-request\r\n\
+Content-Length: 4000\r\n\r\n",
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let (mut w, stop) = (s.try_clone().unwrap(), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if stop.load(Ordering::Relaxed) || w.write_all(b"0").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "the trickling connection is still open: {read:?} {answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    wait_for("the closure to be counted", 10, || closed(&server, "body_read_timeout") == 1.0);
+
+    // A body sent at once goes through to its handler.
+    let token = env.cli(&["token", "--tenant", "default", "--role", "operator"]).trim().to_owned();
+    let (status, body) =
+        server.api("POST", "/api/v1/stations", &token, Some(&json!({"id": "CS-BODY-1", "securityProfile": 3})));
+    assert_eq!(status, 201, "{body}");
+    // Bodies over a route's limit are still refused: OCSP 8 KiB, the API 64 KiB
+    // (that one on its Content-Length alone, before its body is sent).
+    let post = |path: &str, len: usize, send: usize| {
+        let mut s = TcpStream::connect(&server.api).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+Authorization: Bearer {token}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        s.write_all(&vec![b' '; send]).unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok())
+    };
+    assert_eq!(post("/ocsp/default", 9 * 1024, 9 * 1024), Some(413));
+    assert_eq!(post("/api/v1/stations", 65 * 1024, 0), Some(413));
+    assert_eq!(closed(&server, "body_read_timeout"), 1.0);
+}
+
+/// One source cannot take the whole listener: over its share, its next
+/// connection is closed at accept, while another source still connects, and
+/// the share comes back as its connections close.
+#[test]
+fn connections_per_source_are_capped() {
+    let env = Env::new(Db::Sqlite);
+    let server = env.serve_env(
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[
+            ("ANCHORPOINT_API_MAX_CONNECTIONS_PER_SOURCE", "3"),
+            ("ANCHORPOINT_API_LIMIT_LOOPBACK_CONNECTIONS", "true"),
+            ("ANCHORPOINT_API_HEADER_READ_TIMEOUT_SECS", "120"),
+        ],
+    );
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from([127, 0, 0, 2], &server.api)).collect();
+    let mut extra = connect_from([127, 0, 0, 2], &server.api);
+    assert!(closed_by_server(&mut extra, 30), "the fourth connection from 127.0.0.2 is still open");
+    assert_eq!(closed(&server, "source_connection_limit"), 1.0);
+    assert_eq!(healthz_on(connect_from([127, 0, 0, 3], &server.api)), Some(200), "another source is served");
+    // The held ones are still open, and once one goes its source connects again.
+    held.pop();
+    wait_for("127.0.0.2 to be served again", 20, || healthz_on(connect_from([127, 0, 0, 2], &server.api)) == Some(200));
+    for s in &mut held {
+        assert!(!closed_by_server(s, 1), "a connection within the share was closed");
+    }
 }
