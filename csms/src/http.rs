@@ -2,7 +2,7 @@
 //! endpoints, and the REST API (`api` crate); and the accept loop that bounds
 //! its connections, since the CRL and OCSP URLs make it face the internet.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::gateway::limits::source_key;
 use crate::metrics::Metrics;
 use crate::runtime::Node;
 
@@ -218,18 +219,6 @@ impl Drop for SourceSlot {
                 e.remove();
             }
         }
-    }
-}
-
-/// The address a source is counted under: IPv4 as is, an IPv4-mapped IPv6
-/// address as its IPv4, other IPv6 by its /64 prefix.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-        },
     }
 }
 
