@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Db, Env, Server, http_get, py, strs, tls_args, wait_for};
+use crate::harness::{Db, Env, Server, connect_from, http_get, py, strs, tls_args, wait_for};
 
 /// Reads until the server closes `s`; false when it is still open after `secs`.
 fn closed_by_server(s: &mut TcpStream, secs: u64) -> bool {
@@ -29,20 +29,6 @@ fn closed(server: &Server, reason: &str) -> f64 {
 /// A `/healthz` answer, or None when the connection is closed without one.
 fn healthz(addr: &str) -> Option<u16> {
     healthz_on(TcpStream::connect(addr).ok()?)
-}
-
-/// A TCP connection to `to` from the loopback address `source` (Linux routes
-/// all of 127/8 to lo).
-fn connect_from(source: [u8; 4], to: &str) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind((source, 0).into()).unwrap();
-        let tcp = socket.connect(to.parse().unwrap()).await.unwrap();
-        let std = tcp.into_std().unwrap();
-        std.set_nonblocking(false).unwrap();
-        std
-    })
 }
 
 /// A `/healthz` answer on `s`, or None when it is closed without one.

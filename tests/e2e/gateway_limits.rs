@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::harness::{Db, Env, Server, StationCreds, py, strs, tls_args, wait_for};
+use crate::harness::{Db, Env, Server, StationCreds, connect_from, py, strs, tls_args, wait_for};
 
 fn refused(server: &Server, reason: &str) -> f64 {
     server.metric("anchorpoint_ocpp_handshake_failures_total", &[&format!("reason=\"{reason}\"")])
@@ -58,19 +58,6 @@ fn tls_below_1_2_gets_the_protocol_version_alert() {
     assert_eq!(refused(&server, "tls_incompatible"), 0.0);
 }
 
-/// A TCP connection from `source` that never sends anything.
-fn silent_connection(source: [u8; 4], to: &str) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind((source, 0).into()).unwrap();
-        let tcp = socket.connect(to.parse().unwrap()).await.unwrap();
-        let std = tcp.into_std().unwrap();
-        std.set_nonblocking(false).unwrap();
-        std
-    })
-}
-
 /// Issue 10: behind idle TCP connections that never send a ClientHello, a real
 /// station waited for a handshake permit. Silent connections hold none, each
 /// source has a bounded share of handshakes in progress, and they are closed
@@ -90,7 +77,7 @@ fn silent_connections_do_not_delay_a_station() {
     // Linux routes all of 127/8 to lo: three distinct sources, ten sockets each.
     let sockets: Vec<TcpStream> = (2..5u8)
         .flat_map(|last| (0..10).map(move |_| [127, 0, 0, last]))
-        .map(|src| silent_connection(src, &server.ocpp))
+        .map(|src| connect_from(src, &server.ocpp))
         .collect();
     // Two beyond its share of eight, per source, are closed at once.
     wait_for("per-source refusals", 10, || refused(&server, "source_handshake_limit") == 6.0);

@@ -435,3 +435,17 @@ pub fn wait_for(what: &str, secs: u64, check: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A TCP connection to `to` from the loopback address `source` (Linux routes
+/// all of 127/8 to lo), so that tests can act as several source addresses.
+pub fn connect_from(source: [u8; 4], to: &str) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let tcp = socket.connect(to.parse().unwrap()).await.unwrap();
+        let std = tcp.into_std().unwrap();
+        std.set_nonblocking(false).unwrap();
+        std
+    })
+}

@@ -223,15 +223,8 @@ impl Store {
     /// How many messages of `action` the station sent that are kept verbatim.
     /// How many BootNotifications of the station are kept.
     pub async fn boot_count(&self, tenant_id: &str, station_id: &str) -> Result<i64, StoreError> {
-        let n = with_pool!(self, |p| {
-            sqlx::query("SELECT COUNT(*) AS n FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2")
-                .bind(tenant_id)
-                .bind(station_id)
-                .fetch_one(p)
-                .await?
-                .try_get::<i64, _>("n")?
-        });
-        Ok(n)
+        let sql = "SELECT COUNT(*) AS n FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2";
+        self.station_number(sql, tenant_id, station_id, None).await
     }
 
     pub async fn station_message_count(
@@ -240,32 +233,32 @@ impl Store {
         station_id: &str,
         action: &str,
     ) -> Result<i64, StoreError> {
-        let n = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT COUNT(*) AS n FROM station_messages WHERE tenant_id = $1 AND station_id = $2 AND action = $3",
-            )
-            .bind(tenant_id)
-            .bind(station_id)
-            .bind(action)
-            .fetch_one(p)
-            .await?
-            .try_get::<i64, _>("n")?
-        });
-        Ok(n)
+        let sql = "SELECT COUNT(*) AS n FROM station_messages WHERE tenant_id = $1 AND station_id = $2 AND action = $3";
+        self.station_number(sql, tenant_id, station_id, Some(action)).await
     }
 
     /// Payload bytes of the station's messages kept verbatim.
     pub async fn station_message_bytes(&self, tenant_id: &str, station_id: &str) -> Result<i64, StoreError> {
+        let sql = "SELECT CAST(COALESCE(SUM(payload_bytes), 0) AS BIGINT) AS n FROM station_messages \
+                   WHERE tenant_id = $1 AND station_id = $2";
+        self.station_number(sql, tenant_id, station_id, None).await
+    }
+
+    /// One number about a station: `sql` selects it as `n`, with the tenant as
+    /// `$1`, the station as `$2` and `extra`, if given, as `$3`.
+    async fn station_number(
+        &self,
+        sql: &str,
+        tenant_id: &str,
+        station_id: &str,
+        extra: Option<&str>,
+    ) -> Result<i64, StoreError> {
         let n = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT CAST(COALESCE(SUM(payload_bytes), 0) AS BIGINT) AS n FROM station_messages \
-                 WHERE tenant_id = $1 AND station_id = $2",
-            )
-            .bind(tenant_id)
-            .bind(station_id)
-            .fetch_one(p)
-            .await?
-            .try_get::<i64, _>("n")?
+            let mut q = sqlx::query(sql).bind(tenant_id).bind(station_id);
+            if let Some(extra) = extra {
+                q = q.bind(extra);
+            }
+            q.fetch_one(p).await?.try_get::<i64, _>("n")?
         });
         Ok(n)
     }
