@@ -463,16 +463,35 @@ impl Store {
         states: &[CertRequestState],
         limit: u32,
     ) -> Result<Vec<CertRequest>, StoreError> {
-        let in_states =
-            if states.is_empty() { String::new() } else { format!("AND state IN ({})", placeholders(4, states.len())) };
-        let sql = format!(
+        // Only the conditions that apply: `($n IS NULL OR col = $n)` keeps a
+        // planner from using the (tenant, station, id) index, and a connect
+        // would scan every request of the tenant.
+        let mut sql = String::from(
             "SELECT id, tenant_id, station_id, origin, state, csr_pem, serial_hex, detail, created_at, updated_at \
-             FROM certificate_requests WHERE tenant_id = $1 AND ($2 IS NULL OR station_id = $2) \
-               AND ($3 IS NULL OR id = $3) {in_states} ORDER BY id DESC LIMIT ${}",
-            4 + states.len()
+             FROM certificate_requests WHERE tenant_id = $1",
         );
+        let mut n = 1;
+        if station_id.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND station_id = ${n}"));
+        }
+        if id.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND id = ${n}"));
+        }
+        if !states.is_empty() {
+            sql.push_str(&format!(" AND state IN ({})", placeholders(n + 1, states.len())));
+            n += states.len();
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
         let rows = with_pool!(self, |p| {
-            let mut q = sqlx::query(&sql).bind(tenant_id).bind(station_id).bind(id);
+            let mut q = sqlx::query(&sql).bind(tenant_id);
+            if let Some(station_id) = station_id {
+                q = q.bind(station_id);
+            }
+            if let Some(id) = id {
+                q = q.bind(id);
+            }
             for state in states {
                 q = q.bind(state.as_str());
             }
