@@ -236,48 +236,80 @@ async fn check_password(app: &Gateway, password: String, stored: String) -> Resu
 }
 
 /// Checks the chain for this station; returns the leaf's serial.
+///
+/// rustls has verified the chain (signatures, validity, client-auth usage)
+/// against the union of all tenants' anchors. What is left is whether it is
+/// this station's, which the record made at issuance decides: a certificate
+/// recorded under the station's tenant with this very fingerprint was issued
+/// by that tenant's CA, so the chain is not verified a second time. Only when
+/// there is no such record is it verified against the tenant's own anchors, to
+/// say precisely why it is refused.
 async fn verify_certificate(
     app: &Gateway,
     station: &Station,
     chain: &[CertificateDer<'static>],
 ) -> Result<String, Refusal> {
-    let anchors = app.trust.tenant_anchors(&station.tenant_id);
     let leaf = &chain[0];
-    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
-    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-        u64::try_from(app.clock.now().unix_timestamp()).unwrap_or(0),
-    ));
-    let algs = super::tls::signature_algorithms();
-    ee.verify_for_usage(algs.all, &anchors, &chain[1..], now, webpki::KeyUsage::client_auth(), None, None).map_err(
-        |e| match e {
-            webpki::Error::CertExpired { .. } => Refusal::CertificateExpired,
-            webpki::Error::CertNotValidYet { .. } => Refusal::CertificateNotYetValid,
-            _ => Refusal::CertificateWrongTenant,
-        },
-    )?;
     let info = pki::inspect_certificate(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
+    let record = match app.store.certificate_at_connect(&station.tenant_id, &info.serial_hex).await {
+        Ok(r) => r.filter(|c| c.certificate.fingerprint == info.sha256_fingerprint_hex),
+        Err(e) => {
+            tracing::error!(error = %e, "certificate lookup failed");
+            return Err(Refusal::Internal);
+        }
+    };
+    let Some(record) = record else {
+        verify_with_tenant_anchors(app, station, chain)?;
+        return Err(if info.subject_cn.as_deref() != Some(station.id.as_str()) {
+            Refusal::CertificateCnMismatch
+        } else {
+            // Chains to the tenant's root, but only the very certificate recorded
+            // at issuance is let in: revocation and retirement are decided on it.
+            Refusal::CertificateNotIssuedHere
+        });
+    };
+    // By the CSMS's clock, which may differ from the TLS layer's.
+    let now = app.clock.now_millis();
+    if now < record.certificate.not_before {
+        return Err(Refusal::CertificateNotYetValid);
+    }
+    if now > record.certificate.not_after {
+        return Err(Refusal::CertificateExpired);
+    }
     // A00.FR.405: the certificate belongs to this station.
     if info.subject_cn.as_deref() != Some(station.id.as_str()) {
         return Err(Refusal::CertificateCnMismatch);
     }
-    match app.store.certificate_at_connect(&station.tenant_id, &info.serial_hex).await {
-        // Only the very certificate recorded at issuance: revocation and retirement
-        // are decided on that record, so nothing may stand in for it.
-        Ok(None) => Err(Refusal::CertificateNotIssuedHere),
-        Ok(Some(c)) if c.certificate.fingerprint != info.sha256_fingerprint_hex => {
-            Err(Refusal::CertificateNotIssuedHere)
-        }
-        Ok(Some(c)) if c.certificate.revoked_at.is_some() => Err(Refusal::CertificateRevoked),
-        // A certificate of a replaced CA is accepted until its overlap ends.
-        Ok(Some(c)) if c.issuer_trusted_until.is_some_and(|until| until <= app.clock.now_millis()) => {
-            Err(Refusal::CertificateCaRetired)
-        }
-        Ok(Some(_)) => Ok(info.serial_hex),
-        Err(e) => {
-            tracing::error!(error = %e, "certificate lookup failed");
-            Err(Refusal::Internal)
-        }
+    if record.certificate.revoked_at.is_some() {
+        return Err(Refusal::CertificateRevoked);
     }
+    // A certificate of a replaced CA is accepted until its overlap ends.
+    if record.issuer_trusted_until.is_some_and(|until| until <= now) {
+        return Err(Refusal::CertificateCaRetired);
+    }
+    Ok(info.serial_hex)
+}
+
+/// The chain against the station's tenant's anchors, by the CSMS's clock: the
+/// reason for refusing a certificate this tenant has no record of.
+fn verify_with_tenant_anchors(
+    app: &Gateway,
+    station: &Station,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), Refusal> {
+    let anchors = app.trust.tenant_anchors(&station.tenant_id);
+    let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(|_| Refusal::CertificateUnreadable)?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(app.clock.now().unix_timestamp()).unwrap_or(0),
+    ));
+    let algs = super::tls::signature_algorithms();
+    ee.verify_for_usage(algs.all, &anchors, &chain[1..], now, webpki::KeyUsage::client_auth(), None, None)
+        .map(|_| ())
+        .map_err(|e| match e {
+            webpki::Error::CertExpired { .. } => Refusal::CertificateExpired,
+            webpki::Error::CertNotValidYet { .. } => Refusal::CertificateNotYetValid,
+            _ => Refusal::CertificateWrongTenant,
+        })
 }
 
 async fn verify_basic(

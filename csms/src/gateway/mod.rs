@@ -311,15 +311,23 @@ async fn upgrade_and_run<IO>(
         }
     };
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&app))).await;
-    session::run(app.sessions.clone(), ws, state).await;
-    drop(conn_permit);
+    // A task of its own: a task keeps the size of its largest state for its
+    // whole life, and the handshake's (TLS, hyper) is far larger than an idle
+    // session's. This one ends here and frees it.
+    let sessions = app.sessions.clone();
+    tokio::spawn(async move {
+        session::run(sessions, ws, state).await;
+        drop(conn_permit);
+    });
 }
 
 /// Small buffers: most stations are idle most of the time.
 fn ws_config(app: &Gateway) -> WebSocketConfig {
     let max = app.config.max_message_bytes;
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        // What is read from TLS in one go; TLS already buffers the record, so a
+        // small buffer costs copies, not system calls, and idle sessions keep less.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(max))

@@ -132,7 +132,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let conn_id = ctx.sessions.next_conn_id();
-    let (tx, mut rx) = mpsc::channel::<OutboundCall>(OUTBOUND_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Box<OutboundCall>>(OUTBOUND_QUEUE);
     let shutdown = Arc::new(Notify::new());
     let station = state.station.clone();
     let station_id = station.station_id.as_str();

@@ -24,7 +24,8 @@ pub(super) struct SessionHandle {
     pub tenant_id: Arc<str>,
     /// Serial of the certificate the session authenticated with, if any.
     pub certificate_serial: Option<Arc<str>>,
-    pub outbound: mpsc::Sender<OutboundCall>,
+    /// Boxed: the channel's slots are allocated per session up front, 8 bytes each this way.
+    pub outbound: mpsc::Sender<Box<OutboundCall>>,
     pub shutdown: Arc<Notify>,
 }
 
@@ -71,7 +72,7 @@ impl StationLink for Sessions {
             let handle = handle.ok_or(CallFailure::NotConnected)?;
             ocpp::v201::validate(action, Direction::Request, &payload).map_err(CallFailure::InvalidRequest)?;
             let (reply, rx) = oneshot::channel();
-            handle.outbound.try_send(OutboundCall { action, payload, reply }).map_err(|e| match e {
+            handle.outbound.try_send(Box::new(OutboundCall { action, payload, reply })).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => CallFailure::Busy,
                 mpsc::error::TrySendError::Closed(_) => CallFailure::NotConnected,
             })?;

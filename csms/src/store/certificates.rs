@@ -297,6 +297,29 @@ impl Store {
 
     /// Marks the station's other unrevoked certificates superseded by `serial`
     /// (first time only). Returns how many.
+    /// Whether the station has live certificates, other than `serial_hex`,
+    /// issued no later than it: what [`Store::supersede_certificates`] would mark.
+    pub async fn has_older_live_certificates(
+        &self,
+        tenant_id: &str,
+        station_id: &str,
+        serial_hex: &str,
+    ) -> Result<bool, StoreError> {
+        let found = with_pool!(self, |p| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT 1 FROM certificates WHERE tenant_id = $1 AND station_id = $2 \
+                   AND serial_hex <> $3 AND revoked_at IS NULL AND superseded_at IS NULL AND issued_at <= \
+                   (SELECT issued_at FROM certificates WHERE tenant_id = $1 AND serial_hex = $3) LIMIT 1",
+            )
+            .bind(tenant_id)
+            .bind(station_id)
+            .bind(serial_hex)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
     pub async fn supersede_certificates(
         &self,
         tenant_id: &str,

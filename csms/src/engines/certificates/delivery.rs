@@ -7,7 +7,7 @@ use ocpp::v201::{CertificateSignedRequest, CertificateSignedStatusEnumType, Cert
 use crate::authority::{self, EnrollError, Signer, Validity};
 use crate::engines::EngineContext;
 use crate::link::CallFailure;
-use crate::store::{CertRequestState as State, CertificateRef, RequestChange, StoreError};
+use crate::store::{CertRequest, CertRequestState as State, CertificateRef, RequestChange, StoreError};
 
 /// A request claimed (`issuing`, `delivering`) this long ago by a process that
 /// then died is taken over (`config::CLAIM_STALE_SECS`, above any call timeout).
@@ -156,18 +156,11 @@ async fn deliver_inner(ctx: &EngineContext, tenant: &str, station: &str, id: i64
 /// A02: older ones are superseded (their certificates revoked), never sent
 /// after it; a newer request supersedes them when it is recorded, and this
 /// catches rows recorded before that.
-pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str) {
+pub(super) async fn resume(ctx: &EngineContext, tenant: &str, station: &str, recent: Vec<CertRequest>) {
     let pending = [State::CsrReceived, State::Issuing, State::Issued, State::Delivering];
     // The newest request still meant to end in a certificate (a refused CSR or
     // trigger supersedes nothing).
     let live = |s: State| !matches!(s, State::Rejected | State::Failed | State::Superseded);
-    let recent = match ctx.store.cert_requests(tenant, station, 20).await {
-        Ok(rs) => rs,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading pending certificate requests");
-            return;
-        }
-    };
     let Some(newest) = recent.iter().find(|r| live(r.state)).cloned() else { return };
     // Written only when there is something to supersede: a connection costs no
     // write transaction otherwise.
@@ -251,29 +244,31 @@ async fn deliver_in(ctx: &EngineContext, tenant: &str, station: &str, states: &[
 /// A station connected with certificate `serial`: a delivered request for it is
 /// installed, and the station's older certificates are superseded (revoked now
 /// when the grace period is zero, else by [`sweep`]).
-pub(super) async fn admitted_with(ctx: &EngineContext, tenant: &str, station: &str, serial: &str) {
+pub(super) async fn admitted_with(
+    ctx: &EngineContext,
+    tenant: &str,
+    station: &str,
+    serial: &str,
+    recent: &[CertRequest],
+) -> Result<bool, StoreError> {
     let now = ctx.clock.now_millis();
-    let result: Result<(), StoreError> = async {
-        // Older certificates first (revoked at once when the grace is 0), so
-        // that `installed` implies it.
-        if ctx.store.supersede_certificates(tenant, station, serial, now).await? > 0
-            && ctx.config.superseded_grace_secs == 0
-        {
-            sweep(ctx).await;
-        }
-        let requests = ctx.store.cert_requests(tenant, station, 20).await?;
-        if let Some(r) = requests.iter().find(|r| r.serial_hex.as_deref() == Some(serial)) {
-            let from = [State::Delivered, State::Delivering, State::Issued];
-            if ctx.store.update_cert_request(tenant, r.id, &from, RequestChange::to(State::Installed), now).await? {
-                tracing::info!(station, tenant, serial, "station connected with its new certificate");
-            }
-        }
-        Ok(())
+    // Older certificates first (revoked at once when the grace is 0), so that
+    // `installed` implies it. Looked for with a read: most connections have
+    // nothing to supersede, and an UPDATE would take the write lock each time.
+    if ctx.store.has_older_live_certificates(tenant, station, serial).await?
+        && ctx.store.supersede_certificates(tenant, station, serial, now).await? > 0
+        && ctx.config.superseded_grace_secs == 0
+    {
+        sweep(ctx).await;
     }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "recording the certificate a station connected with");
+    if let Some(r) = recent.iter().find(|r| r.serial_hex.as_deref() == Some(serial)) {
+        let from = [State::Delivered, State::Delivering, State::Issued];
+        if ctx.store.update_cert_request(tenant, r.id, &from, RequestChange::to(State::Installed), now).await? {
+            tracing::info!(station, tenant, serial, "station connected with its new certificate");
+            return Ok(true);
+        }
     }
+    Ok(false)
 }
 
 /// Revokes certificates superseded longer ago than the grace period; closes

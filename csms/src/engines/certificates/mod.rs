@@ -179,11 +179,26 @@ impl Engine for Certificates {
     fn on_connect(&self, station: &ConnectedStation) -> Option<Task> {
         let (ctx, station) = (self.ctx.clone(), station.clone());
         Some(Box::pin(async move {
-            let tenant = station.tenant_id.to_string();
+            let (tenant, id) = (station.tenant_id.to_string(), station.station_id.as_str());
+            // One read of the station's recent requests serves both steps.
+            let read = || async {
+                ctx.store.cert_requests(&tenant, id, 20).await.inspect_err(|e| {
+                    tracing::warn!(error = %e, "reading the station's certificate requests");
+                })
+            };
+            let Ok(mut recent) = read().await else { return };
             if let Some(serial) = &station.certificate_serial {
-                delivery::admitted_with(&ctx, &tenant, &station.station_id, serial).await;
+                match delivery::admitted_with(&ctx, &tenant, id, serial, &recent).await {
+                    // A request moved to installed: resume must see it so.
+                    Ok(true) => match read().await {
+                        Ok(again) => recent = again,
+                        Err(_) => return,
+                    },
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "recording the certificate a station connected with"),
+                }
             }
-            delivery::resume(&ctx, &tenant, &station.station_id).await;
+            delivery::resume(&ctx, &tenant, id, recent).await;
         }))
     }
 
