@@ -15,16 +15,14 @@
 //! [`SuccessCache`] remembers successful slow verifications, so a station that
 //! reconnects with the same correct password costs one HMAC, not one PBKDF2.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::pbkdf2;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use dashmap::DashMap;
 
 const ALG: pbkdf2::Algorithm = pbkdf2::PBKDF2_HMAC_SHA256;
 const PREFIX: &str = "pbkdf2-sha256";
@@ -148,25 +146,21 @@ pub fn verify_keyed(password: &str, stored: &str, key: &VerifierKey) -> Result<b
     Ok(hmac::verify(&key.0, &[salt.as_slice(), password.as_bytes()].concat(), &mac).is_ok())
 }
 
-/// Shards of the [`SuccessCache`], each behind its own lock.
-const CACHE_SHARDS: usize = 16;
-
 /// Successful slow verifications, remembered per station id as a MAC of
 /// (station id, stored verifier, password) under a key of their own. A login
 /// whose MAC matches was verified before against the very verifier string
 /// stored now: any change of the stored verifier (a new password, a new salt)
 /// makes the entry useless, and a wrong password never matches. Bounded: when
-/// a shard is full an arbitrary entry of it gives way.
+/// it is full an arbitrary entry gives way.
 pub struct SuccessCache {
     key: hmac::Key,
-    shards: Box<[Mutex<HashMap<String, [u8; 32]>>]>,
-    per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    entries: DashMap<String, [u8; 32]>,
+    capacity: usize,
 }
 
 impl std::fmt::Debug for SuccessCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SuccessCache(up to {} entries)", self.per_shard * CACHE_SHARDS)
+        write!(f, "SuccessCache(up to {} entries)", self.capacity)
     }
 }
 
@@ -175,15 +169,9 @@ impl SuccessCache {
     pub fn new(master: &pki::MasterKey, capacity: usize) -> SuccessCache {
         SuccessCache {
             key: VerifierKey::derive(master, b"anchorpoint/login-success-cache/v1"),
-            shards: (0..CACHE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard: capacity.div_ceil(CACHE_SHARDS),
-            hasher: std::collections::hash_map::RandomState::new(),
+            entries: DashMap::new(),
+            capacity,
         }
-    }
-
-    fn shard(&self, station_id: &str) -> &Mutex<HashMap<String, [u8; 32]>> {
-        let i = usize::try_from(self.hasher.hash_one(station_id) % CACHE_SHARDS as u64).unwrap_or(0);
-        &self.shards[i % self.shards.len()]
     }
 
     fn message(station_id: &str, verifier: &str, password: &str) -> Vec<u8> {
@@ -198,10 +186,10 @@ impl SuccessCache {
 
     /// Whether `password` was verified before for `station_id` against `verifier`.
     pub fn hit(&self, station_id: &str, verifier: &str, password: &str) -> bool {
-        if self.per_shard == 0 {
+        if self.capacity == 0 {
             return false;
         }
-        let Some(tag) = self.shard(station_id).lock().ok().and_then(|m| m.get(station_id).copied()) else {
+        let Some(tag) = self.entries.get(station_id).map(|e| *e.value()) else {
             return false;
         };
         hmac::verify(&self.key, &Self::message(station_id, verifier, password), &tag).is_ok()
@@ -210,26 +198,26 @@ impl SuccessCache {
     /// Remembers that `password` is right for `station_id` against `verifier`.
     /// Only ever called after a successful verification.
     pub fn remember(&self, station_id: &str, verifier: &str, password: &str) {
-        if self.per_shard == 0 {
+        if self.capacity == 0 {
             return;
         }
         let mut tag = [0u8; 32];
         tag.copy_from_slice(hmac::sign(&self.key, &Self::message(station_id, verifier, password)).as_ref());
-        let Ok(mut map) = self.shard(station_id).lock() else {
-            return;
-        };
-        if !map.contains_key(station_id) && map.len() >= self.per_shard {
-            let victim = map.keys().next().cloned();
-            if let Some(victim) = victim {
-                map.remove(&victim);
+        if !self.entries.contains_key(station_id) {
+            while self.entries.len() >= self.capacity {
+                // The reference is dropped before the removal (same shard lock).
+                let Some(victim) = self.entries.iter().next().map(|e| e.key().clone()) else {
+                    break;
+                };
+                self.entries.remove(&victim);
             }
         }
-        map.insert(station_id.to_owned(), tag);
+        self.entries.insert(station_id.to_owned(), tag);
     }
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {

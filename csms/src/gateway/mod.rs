@@ -75,6 +75,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Built once per process by `runtime::Node::new`, from the capabilities it wires.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         store: Store,
