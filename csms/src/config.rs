@@ -98,6 +98,9 @@ pub struct Config {
     /// Password checks waiting behind those; beyond it a login is refused at
     /// once (503, `password_queue_full`).
     pub password_check_queue: usize,
+    /// Successful slow (PBKDF2) password logins remembered, one per station id,
+    /// so a reconnect with the same password costs one HMAC; 0: none.
+    pub password_cache_entries: usize,
     /// API listener (it faces the internet: CRL and OCSP URLs point at it):
     /// connections open at once; one more is closed at accept.
     pub api_max_connections: usize,
@@ -189,6 +192,7 @@ impl Default for Config {
             login_failure_table_entries: 10_000,
             password_check_concurrency: None,
             password_check_queue: 32,
+            password_cache_entries: 100_000,
             api_max_connections: 1024,
             api_header_read_timeout_secs: 10,
             api_idle_timeout_secs: 60,
@@ -310,6 +314,7 @@ impl Config {
         set(var, "ANCHORPOINT_LOGIN_BACKOFF_MAX_SECS", &mut self.login_backoff_max_secs)?;
         set(var, "ANCHORPOINT_LOGIN_FAILURE_TABLE_ENTRIES", &mut self.login_failure_table_entries)?;
         set(var, "ANCHORPOINT_PASSWORD_CHECK_QUEUE", &mut self.password_check_queue)?;
+        set(var, "ANCHORPOINT_PASSWORD_CACHE_ENTRIES", &mut self.password_cache_entries)?;
         if let Some(v) = var("ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY") {
             let n: usize = v.trim().parse().map_err(|e| bad_env("ANCHORPOINT_PASSWORD_CHECK_CONCURRENCY", e))?;
             self.password_check_concurrency = Some(n);

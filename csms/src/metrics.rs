@@ -36,6 +36,13 @@ pub struct QuotaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PasswordCheckLabels {
+    /// `keyed` (one HMAC against a generated password's verifier) or `cached`
+    /// (a remembered earlier success against a PBKDF2 hash).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: &'static str,
 }
@@ -71,6 +78,10 @@ pub struct Metrics {
     /// PBKDF2 verifications run for Basic auth, including the equal-time ones
     /// spent on unknown stations.
     pub password_checks: Counter,
+    /// Basic-auth passwords checked without PBKDF2, by kind: `keyed` (every
+    /// check of a keyed verifier, right or wrong) and `cached` (logins admitted
+    /// by the success cache).
+    pub password_fast_checks: Family<PasswordCheckLabels, Counter>,
     /// A04: security events stations reported, by type and criticality.
     pub security_events: Family<SecurityEventLabels, Counter>,
     /// API-listener connections the server closed, by reason (`connection_limit`,
@@ -96,6 +107,13 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let password_checks = Counter::default();
+        let password_fast_checks = Family::<PasswordCheckLabels, Counter>::default();
+        registry.register(
+            "ocpp_password_fast_checks",
+            "Basic-auth password checks without PBKDF2, by kind (keyed: HMAC verifier of a generated password; \
+             cached: an earlier success remembered)",
+            password_fast_checks.clone(),
+        );
         let security_events = Family::<SecurityEventLabels, Counter>::default();
         registry.register(
             "ocpp_security_events",
@@ -149,10 +167,15 @@ impl Metrics {
             call_latency,
             handler_latency,
             password_checks,
+            password_fast_checks,
             security_events,
             quota_refusals,
             verbatim_pruned,
         }
+    }
+
+    pub fn password_fast_check(&self, kind: &'static str) {
+        self.password_fast_checks.get_or_create(&PasswordCheckLabels { kind }).inc();
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {

@@ -106,6 +106,7 @@ impl Node {
             trust.clone(),
             server_certs.clone(),
             session_ctx,
+            keys.master(),
         ));
         let services = Arc::new(Services::new(ctx, certificates.clone(), trust, server_certs, device_limits));
         Ok(Arc::new(Node {

@@ -1188,8 +1188,11 @@ async fn a01_password_switches_only_when_the_station_accepts() {
     assert_eq!(r.body["switched"], true, "{}", r.text);
     assert!(!r.text.contains(&generated), "the password is never returned");
     let hash = stored(api.clone()).await;
-    assert!(csms::password::verify(&generated, &hash).unwrap());
-    assert!(!csms::password::verify("the-first-password-1", &hash).unwrap());
+    // Generated: a keyed verifier (one HMAC), not PBKDF2.
+    assert!(hash.starts_with("hmac-sha256$"), "{hash}");
+    let key = csms::password::VerifierKey::from_master(api.node.keys.master());
+    assert!(csms::password::verify_keyed(&generated, &hash, &key).unwrap());
+    assert!(!csms::password::verify_keyed("the-first-password-1", &hash, &key).unwrap());
     let audit = api.get("/api/v1/audit-log", &tok("alpha", Role::Admin)).await;
     assert!(!audit.text.contains(&generated));
 

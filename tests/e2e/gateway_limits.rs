@@ -19,6 +19,11 @@ fn password_checks(server: &Server) -> f64 {
     server.metric("anchorpoint_ocpp_password_checks_total", &[])
 }
 
+/// Password checks without PBKDF2: `keyed` or `cached`.
+fn fast_checks(server: &Server, kind: &str) -> f64 {
+    server.metric("anchorpoint_ocpp_password_fast_checks_total", &[&format!("kind=\"{kind}\"")])
+}
+
 /// One connect attempt with the Python `websockets` client under probe.py.
 fn probe(server: &Server, url: &str, station: &str, creds: Option<&StationCreds>, extra: &[&str]) -> serde_json::Value {
     let mut args = tls_args(server, url, station, creds);
@@ -276,4 +281,76 @@ fn certificate_login_while_the_password_queue_is_full() {
     assert_eq!(refused(&server, "password_queue_full"), unavailable as f64);
     assert_eq!(refused(&server, "unknown_station"), unauthorized as f64);
     assert_eq!(password_checks(&server), unauthorized as f64);
+}
+
+/// Issue 11: every profile-1/2 login ran a 100,000-iteration PBKDF2. A password
+/// the CSMS generated (A01) is checked with one HMAC; one an operator chose costs
+/// one PBKDF2 at its first login and then hits the success cache. Wrong passwords
+/// still cost one PBKDF2 each (a dummy one against a generated password's
+/// verifier) and back the station id off.
+#[test]
+fn generated_passwords_and_repeated_logins_need_no_pbkdf2() {
+    use crate::outcomes::{Station, connected, operator};
+    let env = Env::new(Db::Sqlite);
+    let chosen = "an-operator-chosen-pw-1";
+    env.add_station("CS-HUM", 2, Some(chosen));
+    env.add_station("CS-GEN", 2, Some("an-operator-chosen-pw-2"));
+    let server = env.serve_env(
+        &[],
+        &[
+            ("ANCHORPOINT_LOGIN_FAILURES_PER_STATION", "3"),
+            ("ANCHORPOINT_LOGIN_FAILURES_PER_SOURCE", "1000"),
+            ("ANCHORPOINT_LOGIN_BACKOFF_INITIAL_SECS", "120"),
+        ],
+    );
+    let wss = server.wss();
+    let wss = wss.as_str();
+
+    // Chosen by an operator: PBKDF2 once, then the cache.
+    assert_eq!(probe(&server, wss, "CS-HUM", None, &["--password", chosen])["outcome"], "connected");
+    assert_eq!((password_checks(&server), fast_checks(&server, "cached")), (1.0, 0.0));
+    for n in 1..=3 {
+        assert_eq!(probe(&server, wss, "CS-HUM", None, &["--password", chosen])["outcome"], "connected");
+        assert_eq!((password_checks(&server), fast_checks(&server, "cached")), (1.0, f64::from(n)), "login {n}");
+    }
+    // A wrong password is never a cache hit: one PBKDF2, refused.
+    let o = probe(&server, wss, "CS-HUM", None, &["--password", "an-operator-chosen-pw-9"]);
+    assert_eq!(o["status"], 401, "{o}");
+    assert_eq!((password_checks(&server), fast_checks(&server, "cached")), (2.0, 3.0));
+
+    // A01: the CSMS generates CS-GEN's next password; the station accepts it.
+    let token = operator(&env);
+    let mut args = tls_args(&server, wss, "CS-GEN", None);
+    args.extend(
+        ["--password", "an-operator-chosen-pw-2", "--accept-set-variables", "--serve-seconds", "30"].map(String::from),
+    );
+    let mut station = Station::spawn(&strs(&args));
+    station.wait_for("answer", Some("BootNotification"));
+    connected(&server, &token, "CS-GEN");
+    let (status, body) = server.api("POST", "/api/v1/stations/CS-GEN/password", &token, Some(&serde_json::json!({})));
+    assert_eq!((status, &body["switched"]), (200, &serde_json::json!(true)), "{body}");
+    let received = station.wait_for("received", Some("SetVariables"));
+    let generated = received["values"][0].as_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "{received}");
+    drop(station);
+
+    // Its logins cost one HMAC each, no PBKDF2.
+    let slow = password_checks(&server);
+    for n in 1..=3 {
+        assert_eq!(probe(&server, wss, "CS-GEN", None, &["--password", &generated])["outcome"], "connected");
+        assert_eq!(fast_checks(&server, "keyed"), f64::from(n));
+    }
+    assert_eq!(password_checks(&server), slow, "a generated password needs no PBKDF2");
+    // Wrong ones (the old password among them) are refused at the cost of a
+    // wrong chosen password: one HMAC and one dummy PBKDF2 each; the third backs the id off.
+    for (n, wrong) in
+        ["an-operator-chosen-pw-2", "an-operator-chosen-pw-3", "an-operator-chosen-pw-4"].iter().enumerate()
+    {
+        assert_eq!(probe(&server, wss, "CS-GEN", None, &["--password", wrong])["status"], 401);
+        assert_eq!(password_checks(&server) - slow, (n + 1) as f64);
+    }
+    assert_eq!(fast_checks(&server, "keyed"), 6.0);
+    let o = probe(&server, wss, "CS-GEN", None, &["--password", &generated]);
+    assert_eq!(o["status"], 429, "backed off, even with the right password: {o}");
+    assert_eq!((password_checks(&server) - slow, fast_checks(&server, "keyed")), (3.0, 6.0), "nothing checked");
 }

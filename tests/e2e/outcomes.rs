@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 use crate::harness::{Db, Env, Server, python, strs, tls_args, wait_for, workspace};
 
 /// `unanswered.py` running in the background; its JSON lines as they come.
-struct Station {
+pub(crate) struct Station {
     child: Child,
     lines: mpsc::Receiver<Value>,
     seen: Vec<Value>,
 }
 
 impl Station {
-    fn spawn(args: &[&str]) -> Station {
+    pub(crate) fn spawn(args: &[&str]) -> Station {
         let mut child = Command::new(python())
             .arg(workspace().join("tests/interop/unanswered.py"))
             .args(args)
@@ -39,7 +39,7 @@ impl Station {
     }
 
     /// Waits (at most 30 s) for a line with `step` (and `action`, if given).
-    fn wait_for(&mut self, step: &str, action: Option<&str>) -> Value {
+    pub(crate) fn wait_for(&mut self, step: &str, action: Option<&str>) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -69,11 +69,11 @@ impl Drop for Station {
     }
 }
 
-fn operator(env: &Env) -> String {
+pub(crate) fn operator(env: &Env) -> String {
     env.cli(&["token", "--tenant", "default", "--role", "operator"]).trim().to_owned()
 }
 
-fn connected(server: &Server, token: &str, id: &str) {
+pub(crate) fn connected(server: &Server, token: &str, id: &str) {
     wait_for(&format!("{id} to connect"), 20, || {
         let (_, s) = server.api("GET", &format!("/api/v1/stations/{id}"), token, None);
         s["connected"] == true

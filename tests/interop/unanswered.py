@@ -5,7 +5,9 @@ It boots, then reads the CSMS's calls (those that arrive while one of its own
 calls waits for an answer are handled after the answer):
 - a call named by --drop-on is not answered: the station waits --linger seconds
   and closes the connection (the CSMS cannot know whether it acted on it);
-- CertificateSigned is answered Accepted, TriggerMessage Accepted;
+- CertificateSigned is answered Accepted, TriggerMessage Accepted, and with
+  --accept-set-variables SetVariables Accepted (its values are printed: the
+  test learns a password the CSMS generated, A01);
 - with --sign N, it sends N SignCertificate requests right after booting, each
   with a fresh P-256 key, and prints each key's SHA-256 of SubjectPublicKeyInfo.
 
@@ -74,6 +76,8 @@ async def main(args):
                 fields["serial"] = format(leaf.serial_number, "x")
             if action == "SetVariables":
                 fields["variables"] = [d["variable"]["name"] for d in payload["setVariableData"]]
+                if args.accept_set_variables:
+                    fields["values"] = [d["attributeValue"] for d in payload["setVariableData"]]
             emit("received", action=action, **fields)
             if action in drop_on:
                 await asyncio.sleep(args.linger)
@@ -81,6 +85,12 @@ async def main(args):
                 raise Dropped()
             if action in ("CertificateSigned", "TriggerMessage"):
                 await ws.send(json.dumps([3, mid, {"status": "Accepted"}]))
+            if action == "SetVariables" and args.accept_set_variables:
+                results = [
+                    {"attributeStatus": "Accepted", "component": d["component"], "variable": d["variable"]}
+                    for d in payload["setVariableData"]
+                ]
+                await ws.send(json.dumps([3, mid, {"setVariableResult": results}]))
 
         async def read_until(deadline, answer_to=None):
             """Handles the CSMS's calls until `answer_to` is answered or the deadline."""
@@ -144,6 +154,7 @@ if __name__ == "__main__":
     p.add_argument("--password")
     p.add_argument("--drop-on", default="", help="comma-separated actions: receive, do not answer, close")
     p.add_argument("--linger", type=float, default=0.0, help="seconds to wait before closing after a dropped call")
+    p.add_argument("--accept-set-variables", action="store_true", help="answer SetVariables Accepted")
     p.add_argument("--sign", type=int, default=0, help="SignCertificate requests to send after booting")
     p.add_argument("--org", default="Default Organization", help="OrganizationName, the O of CSRs")
     p.add_argument("--serve-seconds", type=float, default=20.0, help="how long to read the CSMS's calls")

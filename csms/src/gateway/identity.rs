@@ -108,11 +108,15 @@ pub struct Admission {
 /// Decides whether `station_id`, connecting from `source`, may open a session
 /// over `transport` with the given `Authorization` header.
 ///
-/// When a Basic password was presented, every outcome but a back-off or a full
-/// queue costs exactly one PBKDF2 verification (against the station's hash, or a
-/// dummy one where there is none), so neither the answer nor its timing tells a
-/// known station id from an unknown one; and each refusal counts as a failed
-/// login for the station id and for the source address.
+/// A correct password is admitted cheaply where it can be: one HMAC for a
+/// password the CSMS generated (keyed verifier) or for one verified before
+/// against the same stored hash (the success cache); PBKDF2 otherwise. When a
+/// Basic password was presented, every refusal but a back-off or a full queue
+/// costs at least one PBKDF2 verification (against the station's hash, or a
+/// dummy one where none ran: an unknown id, a keyed verifier that did not
+/// match), so neither the answer nor its timing tells a known station id from
+/// an unknown one, or a generated password from a chosen one; and each refusal
+/// counts as a failed login for the station id and for the source address.
 pub async fn authenticate(
     app: &Gateway,
     station_id: &str,
@@ -145,7 +149,7 @@ pub async fn authenticate(
     }
 }
 
-/// The checks themselves; `checked` is set when a real password verification ran.
+/// The checks themselves; `checked` is set when a PBKDF2 verification ran.
 async fn decide(
     app: &Gateway,
     station_id: &str,
@@ -209,8 +213,9 @@ async fn decide(
 }
 
 /// A refusal that must not be told apart by its timing: the client sent a
-/// password that reached no real hash, so one PBKDF2 verification is spent
-/// against a dummy hash with the configured iterations, as for a wrong password.
+/// password that reached no PBKDF2 hash (none, or only a keyed verifier), so one
+/// PBKDF2 verification is spent against a dummy hash with the configured
+/// iterations, as for a wrong password against a chosen one.
 async fn equal_time(app: &Gateway, password: String, refusal: Refusal) -> Refusal {
     let Some(stored) = app.dummy_hash.clone() else {
         return refusal;
@@ -322,23 +327,39 @@ async fn verify_basic(
     if user != station.id {
         return Err(Refusal::BasicUserMismatch);
     }
-    let Some(stored) = station.password_hash.clone() else {
+    let Some(stored) = station.password_hash.as_deref() else {
         return Err(Refusal::NoPasswordSet);
     };
-    // PBKDF2 is deliberately slow: run it off the reactor, a bounded number at a time.
-    let ok = check_password(app, pass.clone(), stored).await?;
-    *checked = true;
     // A01: while a new password's SetVariables has an unknown outcome, the
     // station may use either; the one it logs in with settles it.
-    let (ok, took_new) = match (ok, station.pending_password_hash.clone()) {
-        (true, _) => (true, false),
-        (false, Some(pending)) => (check_password(app, pass, pending).await?, true),
-        (false, None) => (false, false),
-    };
-    if !ok {
-        return Err(Refusal::WrongPassword);
+    let pending = station.pending_password_hash.as_deref();
+    let candidates = [Some((stored, false)), pending.map(|p| (p, true))];
+    let candidates = candidates.iter().flatten();
+    // Cheap first, inline: a generated password's keyed verifier, or an earlier
+    // success remembered for this very verifier string.
+    let mut took_new = None;
+    for &(verifier, is_new) in candidates.clone() {
+        if fast_check(app, &station.id, verifier, &pass)? {
+            took_new = Some(is_new);
+            break;
+        }
     }
-    if let Some(pending) = &station.pending_password_hash {
+    // Then PBKDF2, deliberately slow: off the reactor, a bounded number at a time.
+    if took_new.is_none() {
+        for &(verifier, is_new) in candidates.filter(|(v, _)| password::kind(v) != Ok(password::Kind::Keyed)) {
+            let ok = check_password(app, pass.clone(), verifier.to_owned()).await?;
+            *checked = true;
+            if ok {
+                app.verified.remember(&station.id, verifier, &pass);
+                took_new = Some(is_new);
+                break;
+            }
+        }
+    }
+    let Some(took_new) = took_new else {
+        return Err(Refusal::WrongPassword);
+    };
+    if let Some(pending) = pending {
         match app.store.settle_password(&station.id, pending, took_new).await {
             Ok(true) => tracing::info!(
                 station = %station.id,
@@ -353,6 +374,31 @@ async fn verify_basic(
         }
     }
     Ok(())
+}
+
+/// The checks that cost one HMAC: a keyed verifier (a password the CSMS
+/// generated), or a PBKDF2 hash this password was verified against before.
+/// `false` leaves the verdict to PBKDF2 for a PBKDF2 hash (and an unreadable
+/// one); for a keyed verifier it is the verdict.
+fn fast_check(app: &Gateway, station_id: &str, verifier: &str, pass: &str) -> Result<bool, Refusal> {
+    match password::kind(verifier) {
+        Ok(password::Kind::Keyed) => {
+            app.metrics.password_fast_check("keyed");
+            password::verify_keyed(pass, verifier, &app.password_key).map_err(|e| {
+                tracing::error!(station = %station_id, error = %e, "stored password verifier unreadable");
+                Refusal::Internal
+            })
+        }
+        Ok(password::Kind::Slow) => {
+            let hit = app.verified.hit(station_id, verifier, pass);
+            if hit {
+                app.metrics.password_fast_check("cached");
+            }
+            Ok(hit)
+        }
+        // Unreadable: left to the PBKDF2 check, which reports it (503).
+        Err(_) => Ok(false),
+    }
 }
 
 /// `Basic base64(user:password)`; the user part ends at the first ':'.

@@ -61,6 +61,10 @@ pub struct Gateway {
     handshake_permits: Arc<Semaphore>,
     /// PBKDF2 verifications running and queued (CPU-bound).
     password_pool: limits::PasswordPool,
+    /// Checks the keyed verifiers of generated passwords.
+    password_key: crate::password::VerifierKey,
+    /// Successful PBKDF2 logins, so a reconnect costs one HMAC.
+    verified: crate::password::SuccessCache,
     /// Handshakes in progress per source address.
     sources: limits::SourceHandshakes,
     /// Back-off after failed password logins.
@@ -71,6 +75,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Built once per process by `runtime::Node::new`, from the capabilities it wires.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         store: Store,
@@ -79,12 +85,15 @@ impl Gateway {
         trust: Arc<StationTrust>,
         server_certs: Option<Arc<ServerCertificates>>,
         sessions: Arc<SessionContext>,
+        master: &pki::MasterKey,
     ) -> Gateway {
         let dummy_hash = crate::password::hash("equal-time-dummy-password", config.password_hash_iterations).ok();
         Gateway {
             connection_permits: Arc::new(Semaphore::new(config.max_connections)),
             handshake_permits: Arc::new(Semaphore::new(config.max_concurrent_handshakes.max(1))),
             password_pool: limits::PasswordPool::new(&config),
+            password_key: crate::password::VerifierKey::from_master(master),
+            verified: crate::password::SuccessCache::new(master, config.password_cache_entries),
             sources: limits::SourceHandshakes::new(&config),
             throttle: limits::LoginThrottle::new(&config),
             dummy_hash,

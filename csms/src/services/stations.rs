@@ -206,18 +206,25 @@ impl Services {
                 "station '{station}' uses security profile 3 (certificates), not a password"
             )));
         }
-        let password = match given {
+        // A password a person chose is hashed slowly (PBKDF2); one the CSMS
+        // generated (192 random bits) gets a keyed verifier, checked with one HMAC.
+        let (password, hash) = match given {
             Some(p) => {
                 if !(password::MIN_LEN..=password::MAX_LEN).contains(&p.chars().count())
                     || !p.chars().all(|c| c.is_ascii_graphic())
                 {
                     return Err(Error::invalid("/password", "16-40 printable ASCII characters"));
                 }
-                p
+                let hash = self.hash_password("/password", &p).await?;
+                (p, hash)
             }
-            None => generate_password()?,
+            None => {
+                let p = generate_password()?;
+                let key = password::VerifierKey::from_master(self.ctx.keys.master());
+                let hash = password::keyed(&p, &key).map_err(Error::internal)?;
+                (p, hash)
+            }
         };
-        let hash = self.hash_password("/password", &password).await?;
         if !self.ctx.link.is_connected(tenant, station) {
             return Err(Error::NotConnected(station.to_owned()));
         }
