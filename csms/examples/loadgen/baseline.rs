@@ -72,11 +72,15 @@ pub async fn serve(station_root: &Path, ca_out: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn handshake(target: &station::Target, n: usize, creds: &Creds, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn handshake(
+    target: &station::Target,
+    n: usize,
+    creds: &Creds,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     let config = station::client_config(creds, &target.roots)?;
     let tcp = station::tcp(addr, target.sources[n % target.sources.len()]).await?;
-    let mut tls =
-        tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("localhost")?, tcp).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("localhost")?, tcp).await?;
     let mut b = [0u8; 1];
     tls.read_exact(&mut b).await.context("the server's byte after the handshake")?;
     Ok(())

@@ -145,8 +145,7 @@ pub async fn fleet(data_dir: &Path, database_url: Option<&str>, prefix: &str, fl
         && k.stations.len() >= fleet
         && still_registered(&url, prefix, fleet).await?
     {
-        let KeysFile { csms_root, station_root, mut stations, .. } =
-            existing.context("keys file vanished")?;
+        let KeysFile { csms_root, station_root, mut stations, .. } = existing.context("keys file vanished")?;
         stations.truncate(fleet);
         return Ok(Fleet {
             stations: stations.into_iter().map(Arc::new).collect(),
@@ -293,8 +292,12 @@ fn issue_batch(
                         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
                         params.distinguished_name.push(rcgen::DnType::CommonName, id.clone());
                         let csr = pki::validate_csr(&params.serialize_request(&key)?.pem()?, id)?;
-                        let cert =
-                            ca.issue_station_certificate(&csr, &tenant.organization, validity.not_before, validity.not_after)?;
+                        let cert = ca.issue_station_certificate(
+                            &csr,
+                            &tenant.organization,
+                            validity.not_before,
+                            validity.not_after,
+                        )?;
                         let record = CertificateRecord {
                             tenant_id: tenant.id.clone(),
                             serial_hex: cert.serial_hex.clone(),

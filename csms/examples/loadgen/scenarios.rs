@@ -213,10 +213,7 @@ pub async fn idle(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Out
     let conn = connect_all(target, &list, c.concurrency, None).await;
     let booted = conn.sessions.len();
     let mut failures = conn.failures;
-    println!(
-        "idle: {booted} sessions open in {:.1} s; holding them {:.0} s",
-        conn.secs, c.duration
-    );
+    println!("idle: {booted} sessions open in {:.1} s; holding them {:.0} s", conn.secs, c.duration);
     // Held while reading, so pings and server calls are answered.
     let end = Instant::now() + Duration::from_secs_f64(c.duration);
     let settle = Instant::now() + Duration::from_secs_f64(c.settle.min(c.duration));
@@ -301,6 +298,15 @@ async fn drive_closed(mut ws: Ws, n: usize, end: Instant, timeout: Duration) -> 
     (lat, None)
 }
 
+/// When one session sends in an open loop.
+#[derive(Clone, Copy)]
+struct Slots {
+    t0: Instant,
+    offset: Duration,
+    period: Duration,
+    end: Option<Instant>,
+}
+
 /// One session's share of an open loop.
 #[derive(Default)]
 struct OpenResult {
@@ -320,13 +326,11 @@ struct OpenResult {
 async fn drive_open(
     mut ws: Ws,
     n: usize,
-    t0: Instant,
-    offset: Duration,
-    period: Duration,
-    end: Option<Instant>,
+    slots: Slots,
     mut stop: watch::Receiver<bool>,
     timeout: Duration,
 ) -> (Ws, OpenResult) {
+    let Slots { t0, offset, period, end } = slots;
     let mut r = OpenResult::default();
     let mut next = t0 + offset;
     let mut outstanding: Option<(String, &'static str, Instant)> = None;
@@ -417,7 +421,13 @@ pub async fn steady(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> O
         for (i, (_, ws)) in conn.sessions.into_iter().enumerate() {
             let offset = Duration::from_secs_f64(i as f64 / rate.max(1e-9));
             let rx = rx.clone();
-            tasks.push(tokio::spawn(drive_open(ws, i, start, offset, period, Some(end), rx, timeout)));
+            tasks.push(tokio::spawn(drive_open(
+                ws,
+                i,
+                Slots { t0: start, offset, period, end: Some(end) },
+                rx,
+                timeout,
+            )));
         }
         let (mut late, mut slots, mut answered) = (0u64, 0u64, 0u64);
         for t in tasks {
@@ -522,7 +532,7 @@ pub async fn storm(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Ou
         let period = Duration::from_secs_f64(sessions as f64 / rate.max(1e-9));
         for (i, (_, ws)) in conn.sessions.into_iter().enumerate() {
             let offset = Duration::from_secs_f64(i as f64 / rate.max(1e-9));
-            tasks.push(tokio::spawn(drive_open(ws, i, t0, offset, period, None, rx.clone(), timeout)));
+            tasks.push(tokio::spawn(drive_open(ws, i, Slots { t0, offset, period, end: None }, rx.clone(), timeout)));
         }
     }
     // Before the storm: the background's latency undisturbed.
@@ -536,10 +546,7 @@ pub async fn storm(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Ou
     let cpu_per = cpu.per(storm.sessions.len());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = tx.send(true);
-    let (s0, s1) = (
-        storm_start.duration_since(t0).as_micros() as u64,
-        storm_end.duration_since(t0).as_micros() as u64,
-    );
+    let (s0, s1) = (storm_start.duration_since(t0).as_micros() as u64, storm_end.duration_since(t0).as_micros() as u64);
     let (mut before, mut during, mut late) = (Samples::default(), Samples::default(), 0u64);
     for t in tasks {
         match t.await {
@@ -617,7 +624,7 @@ pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>], r: 
     let first = Arc::new(AtomicUsize::new(0));
     let second = Arc::new(AtomicUsize::new(0));
     let retries = Arc::new(AtomicU64::new(0));
-    let second_times = Arc::new(std::sync::Mutex::new(ConnectSamples::default()));
+    let second_times = Arc::new(tokio::sync::Mutex::new(ConnectSamples::default()));
     let gate = Arc::new(Semaphore::new(c.concurrency.max(1)));
     let (tx, rx) = watch::channel(false);
     let started = Instant::now();
@@ -647,9 +654,7 @@ pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>], r: 
                             first.fetch_add(1, Ordering::Relaxed);
                         } else {
                             second.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut s) = second_times.lock() {
-                                s.add(&times);
-                            }
+                            second_times.lock().await.add(&times);
                             // Held until the scenario ends.
                             let _ = rx.changed().await;
                             return (boots, None);
@@ -760,7 +765,7 @@ pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>], r: 
             Err(e) => failures.add(&anyhow::anyhow!("station task: {e}")),
         }
     }
-    let times = second_times.lock().map(|mut s| s.json()).unwrap_or(Value::Null);
+    let times = second_times.lock().await.json();
     println!(
         "  {rebooted}/{connected} booted again {back_secs:.2} s after the kill (server listening after {}); {} refused reconnects retried, back-off 0..{} s; all back: {all_back}",
         ready_after.map_or("?".into(), |s| format!("{s:.2} s")),

@@ -285,7 +285,10 @@ pub fn meter_values(ts: &str, energy_wh: u64) -> String {
             r#"{{"value":{volts},"context":"Sample.Periodic","measurand":"Voltage","phase":"{phase}-N","location":"Outlet","unitOfMeasure":{{"unit":"V"}}}}"#
         ));
     }
-    sv.push(r#"{"value":16,"context":"Sample.Periodic","measurand":"Current.Offered","unitOfMeasure":{"unit":"A"}}"#.to_owned());
+    sv.push(
+        r#"{"value":16,"context":"Sample.Periodic","measurand":"Current.Offered","unitOfMeasure":{"unit":"A"}}"#
+            .to_owned(),
+    );
     sv.push(r#"{"value":50.01,"context":"Sample.Periodic","measurand":"Frequency"}"#.to_owned());
     sv.push(r#"{"value":64,"context":"Sample.Periodic","measurand":"SoC","location":"EV","unitOfMeasure":{"unit":"Percent"}}"#.to_owned());
     format!(r#"{{"evseId":1,"meterValue":[{{"timestamp":"{ts}","sampledValue":[{}]}}]}}"#, sv.join(","))
