@@ -149,6 +149,47 @@ impl Store {
         self.existing_station(&s.tenant_id, &s.id).await
     }
 
+    /// Creates many stations (without tags) in one transaction: bulk
+    /// provisioning, such as the load tool's fleet. Any id that exists already
+    /// fails the whole batch ([`StoreError::AlreadyExists`] names the first).
+    pub async fn create_stations(&self, stations: &[NewStation], now: i64) -> Result<(), StoreError> {
+        let mut clash: Option<String> = None;
+        let res: Result<(), sqlx::Error> = with_pool!(self, |p| {
+            async {
+                let mut tx = p.begin().await?;
+                for s in stations {
+                    let r = sqlx::query(
+                        "INSERT INTO stations (id, tenant_id, security_profile, password_hash, registration, enabled, description, created_at, tags) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]')",
+                    )
+                    .bind(&s.id)
+                    .bind(&s.tenant_id)
+                    .bind(i64::from(s.security_profile))
+                    .bind(&s.password_hash)
+                    .bind(s.registration.as_str())
+                    .bind(true)
+                    .bind(&s.description)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                    if let Err(e) = &r
+                        && unique_violation(e)
+                    {
+                        clash = Some(s.id.clone());
+                    }
+                    r?;
+                }
+                tx.commit().await
+            }
+            .await
+        });
+        match (res, clash) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(id)) => Err(StoreError::AlreadyExists { what: "station", id }),
+            (Err(e), None) => Err(e.into()),
+        }
+    }
+
     /// The tenant's station with this id.
     pub async fn station(&self, tenant_id: &str, id: &str) -> Result<Option<Station>, StoreError> {
         self.station_within(Some(tenant_id), id).await
