@@ -106,61 +106,24 @@ pub struct ConnectorStatus {
 impl Store {
     /// Creates a station with its tags, in one transaction.
     pub async fn create_station(&self, s: &NewStation, now: i64) -> Result<Station, StoreError> {
-        let tags_json = serde_json::Value::from(s.tags.clone()).to_string();
-        let res: Result<(), sqlx::Error> = with_pool!(self, |p| {
-            async {
-                let mut tx = p.begin().await?;
-                sqlx::query(
-                    "INSERT INTO stations (id, tenant_id, security_profile, password_hash, registration, enabled, description, created_at, tags) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&s.id)
-                .bind(&s.tenant_id)
-                .bind(i64::from(s.security_profile))
-                .bind(&s.password_hash)
-                .bind(s.registration.as_str())
-                .bind(true)
-                .bind(&s.description)
-                .bind(now)
-                .bind(&tags_json)
-                .execute(&mut *tx)
-                .await?;
-                for tag in &s.tags {
-                    sqlx::query(
-                        "INSERT INTO station_tags (tenant_id, station_id, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&s.tenant_id)
-                    .bind(&s.id)
-                    .bind(tag)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await
-            }
-            .await
-        });
-        match res {
-            Ok(()) => {}
-            Err(e) if unique_violation(&e) => {
-                return Err(StoreError::AlreadyExists { what: "station", id: s.id.clone() });
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.create_stations(std::slice::from_ref(s), now).await?;
         self.existing_station(&s.tenant_id, &s.id).await
     }
 
-    /// Creates many stations (without tags) in one transaction: bulk
-    /// provisioning, such as the load tool's fleet. Any id that exists already
-    /// fails the whole batch ([`StoreError::AlreadyExists`] names the first).
+    /// Creates stations with their tags in one transaction: one from the API or
+    /// the CLI, many in bulk provisioning (the load tool's fleet). Any id that
+    /// exists already fails the whole batch ([`StoreError::AlreadyExists`]
+    /// names the first).
     pub async fn create_stations(&self, stations: &[NewStation], now: i64) -> Result<(), StoreError> {
         let mut clash: Option<String> = None;
         let res: Result<(), sqlx::Error> = with_pool!(self, |p| {
             async {
                 let mut tx = p.begin().await?;
                 for s in stations {
+                    let tags_json = serde_json::Value::from(s.tags.clone()).to_string();
                     let r = sqlx::query(
                         "INSERT INTO stations (id, tenant_id, security_profile, password_hash, registration, enabled, description, created_at, tags) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '[]')",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
                     .bind(&s.id)
                     .bind(&s.tenant_id)
@@ -170,6 +133,7 @@ impl Store {
                     .bind(true)
                     .bind(&s.description)
                     .bind(now)
+                    .bind(&tags_json)
                     .execute(&mut *tx)
                     .await;
                     if let Err(e) = &r
@@ -178,6 +142,16 @@ impl Store {
                         clash = Some(s.id.clone());
                     }
                     r?;
+                    for tag in &s.tags {
+                        sqlx::query(
+                            "INSERT INTO station_tags (tenant_id, station_id, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&s.tenant_id)
+                        .bind(&s.id)
+                        .bind(tag)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 tx.commit().await
             }
