@@ -243,8 +243,12 @@ async fn check_password(app: &Gateway, password: String, stored: String) -> Resu
 /// Checks the chain for this station; returns the leaf's serial.
 ///
 /// rustls has verified the chain (signatures, validity, client-auth usage)
-/// against the union of all tenants' anchors. What is left is whether it is
-/// this station's, which the record made at issuance decides: a certificate
+/// against the union of all tenants' anchors, at the full handshake that made
+/// the TLS session (a resumed session brings the chain verified then, with no
+/// new check). So the record made at issuance carries every trust decision
+/// taken since: revocation, CA retirement (`issuer_trusted_until`, which ends
+/// trust in a replaced CA together with its anchor), validity by the CSMS
+/// clock, and whether it is this station's certificate: a certificate
 /// recorded under the station's tenant with this very fingerprint was issued
 /// by that tenant's CA, so the chain is not verified a second time. Only when
 /// there is no such record is it verified against the tenant's own anchors, to

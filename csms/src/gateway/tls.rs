@@ -131,7 +131,14 @@ impl ClientCertVerifier for ReloadingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.current().verify_client_cert(end_entity, intermediates, now)
+        let current = self.0.current();
+        // With no anchors at all the current verifier is rustls' "no client
+        // auth", which must never be asked to verify (it panics): a presented
+        // certificate is refused as of an unknown issuer instead.
+        if !current.offer_client_auth() {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        }
+        current.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(

@@ -295,8 +295,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Marks the station's other unrevoked certificates superseded by `serial`
-    /// (first time only). Returns how many.
     /// Whether the station has live certificates, other than `serial_hex`,
     /// issued no later than it: what [`Store::supersede_certificates`] would mark.
     pub async fn has_older_live_certificates(
@@ -320,6 +318,8 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Marks the station's other unrevoked certificates superseded by `serial`
+    /// (first time only). Returns how many.
     pub async fn supersede_certificates(
         &self,
         tenant_id: &str,

@@ -186,7 +186,9 @@ impl Engine for Certificates {
                     tracing::warn!(error = %e, "reading the station's certificate requests");
                 })
             };
-            let Ok(mut recent) = read().await else { return };
+            // Without it the older certificates are still superseded (A02);
+            // only the request bookkeeping waits for the next connection.
+            let mut recent = read().await.unwrap_or_default();
             if let Some(serial) = &station.certificate_serial {
                 match delivery::admitted_with(&ctx, &tenant, id, serial, &recent).await {
                     // A request moved to installed: resume must see it so.
