@@ -89,14 +89,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ListenerLimits
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Closed at once: its descriptor is back before the next accept.
-            drop(tcp);
+            // Counted, then closed at once (its descriptor is back before the
+            // next accept): whoever sees the close also sees the count.
             metrics.api_connection_closed("connection_limit");
+            drop(tcp);
             continue;
         };
         let Some(slot) = sources.enter(peer.ip()) else {
-            drop(tcp);
             metrics.api_connection_closed("source_connection_limit");
+            drop(tcp);
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
