@@ -34,6 +34,16 @@ pub struct Config {
     pub heartbeat_interval_secs: u32,
     /// Retry interval given to pending or rejected stations, seconds.
     pub boot_retry_interval_secs: u32,
+    /// BootNotifications handled at once, process-wide; one more arriving is
+    /// answered Pending (B02) with about `overload_boot_interval_secs`, and
+    /// nothing is stored for it: boots cannot pile up without bound when the
+    /// database or the CPU falls behind. A last resort: a deferred station
+    /// comes back only after seconds.
+    pub max_concurrent_boots: usize,
+    /// The interval of an overload Pending answer, seconds; each answer takes
+    /// a random value between half and one and a half times it, so deferred
+    /// stations do not come back at once.
+    pub overload_boot_interval_secs: u32,
     /// How long a CSMS-initiated call waits for the station's answer.
     pub call_timeout_secs: u64,
     /// A session that receives nothing (not even a WebSocket ping) for this many
@@ -152,6 +162,9 @@ pub struct Config {
     pub node_id: Option<String>,
 }
 
+/// Upper bound of `max_concurrent_boots`, far beyond any useful value.
+const MAX_CONCURRENT_BOOTS: usize = 1_000_000;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -166,6 +179,8 @@ impl Default for Config {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             heartbeat_interval_secs: 300,
             boot_retry_interval_secs: 60,
+            max_concurrent_boots: 2048,
+            overload_boot_interval_secs: 10,
             call_timeout_secs: 30,
             // Two missed heartbeats at the default interval, plus slack.
             idle_timeout_secs: 660,
@@ -371,6 +386,13 @@ impl Config {
             self.boot_history_per_station =
                 v.parse().map_err(|e| bad_env("ANCHORPOINT_BOOT_HISTORY_PER_STATION", e))?;
         }
+        if let Some(v) = var("ANCHORPOINT_MAX_CONCURRENT_BOOTS") {
+            self.max_concurrent_boots = v.parse().map_err(|e| bad_env("ANCHORPOINT_MAX_CONCURRENT_BOOTS", e))?;
+        }
+        if let Some(v) = var("ANCHORPOINT_OVERLOAD_BOOT_INTERVAL_SECS") {
+            self.overload_boot_interval_secs =
+                v.parse().map_err(|e| bad_env("ANCHORPOINT_OVERLOAD_BOOT_INTERVAL_SECS", e))?;
+        }
         Ok(())
     }
 
@@ -423,6 +445,21 @@ impl Config {
         if self.idle_timeout_secs <= u64::from(self.boot_retry_interval_secs) {
             return Err(Error::Config(
                 "idle_timeout_secs must exceed boot_retry_interval_secs, or Pending stations get disconnected".into(),
+            ));
+        }
+        if !(1..=MAX_CONCURRENT_BOOTS).contains(&self.max_concurrent_boots) {
+            return Err(Error::Config(format!(
+                "max_concurrent_boots must be between 1 and {MAX_CONCURRENT_BOOTS}, got {}",
+                self.max_concurrent_boots
+            )));
+        }
+        if self.overload_boot_interval_secs == 0 {
+            return Err(Error::Config("overload_boot_interval_secs must be at least 1".into()));
+        }
+        if self.idle_timeout_secs <= u64::from(self.overload_boot_interval_secs) * 3 / 2 {
+            return Err(Error::Config(
+                "idle_timeout_secs must exceed 1.5 x overload_boot_interval_secs, or deferred stations get disconnected"
+                    .into(),
             ));
         }
         self.validate_gateway_limits()?;
@@ -543,6 +580,30 @@ mod tests {
         let cfg = Config { boot_retry_interval_secs: 900, idle_timeout_secs: 800, ..Config::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("boot_retry_interval_secs"));
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn boot_overload_settings_from_env_and_checked() {
+        let mut cfg = Config::default();
+        let env = |k: &str| match k {
+            "ANCHORPOINT_MAX_CONCURRENT_BOOTS" => Some("3".to_owned()),
+            "ANCHORPOINT_OVERLOAD_BOOT_INTERVAL_SECS" => Some("40".to_owned()),
+            _ => None,
+        };
+        cfg.apply_env(env).unwrap();
+        assert_eq!((cfg.max_concurrent_boots, cfg.overload_boot_interval_secs), (3, 40));
+        assert!(cfg.validate().is_ok());
+        for boots in [0, MAX_CONCURRENT_BOOTS + 1, usize::MAX] {
+            let cfg = Config { max_concurrent_boots: boots, ..Config::default() };
+            assert!(cfg.validate().unwrap_err().to_string().contains("max_concurrent_boots"), "{boots}");
+        }
+        let cfg = Config { overload_boot_interval_secs: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("overload_boot_interval_secs"));
+        // Deferred stations wait up to 1.5 x the interval and must not be cut off.
+        let cfg = Config { overload_boot_interval_secs: 440, idle_timeout_secs: 660, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("overload_boot_interval_secs"));
+        let err = Config::default().apply_env(|k| (k == "ANCHORPOINT_MAX_CONCURRENT_BOOTS").then(|| "many".into()));
+        assert!(err.unwrap_err().to_string().contains("ANCHORPOINT_MAX_CONCURRENT_BOOTS"));
     }
 
     #[test]

@@ -37,29 +37,34 @@ impl GroupCommit {
 }
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, max_group: usize) {
-    let mut group: Vec<Pending> = Vec::with_capacity(max_group);
-    while let Some(first) = rx.recv().await {
-        group.push(first);
-        while group.len() < max_group {
+    let mut writes: Vec<StationWrite> = Vec::with_capacity(max_group);
+    let mut waiting: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::with_capacity(max_group);
+    while let Some((w, done)) = rx.recv().await {
+        writes.push(w);
+        waiting.push(done);
+        while writes.len() < max_group {
             match rx.try_recv() {
-                Ok(p) => group.push(p),
+                Ok((w, done)) => {
+                    writes.push(w);
+                    waiting.push(done);
+                }
                 Err(_) => break,
             }
         }
-        let writes: Vec<StationWrite> = group.iter().map(|(w, _)| w.clone()).collect();
         match store.apply_writes(&writes).await {
             Ok(()) => {
-                for (_, done) in group.drain(..) {
+                for done in waiting.drain(..) {
                     let _ = done.send(Ok(()));
                 }
             }
             Err(e) => {
                 // One bad report must not sink the others: retry each on its own.
-                tracing::warn!(error = %e, size = group.len(), "group commit failed; writing reports one by one");
-                for (w, done) in group.drain(..) {
-                    let _ = done.send(store.apply_writes(std::slice::from_ref(&w)).await);
+                tracing::warn!(error = %e, size = writes.len(), "group commit failed; writing reports one by one");
+                for (w, done) in writes.iter().zip(waiting.drain(..)) {
+                    let _ = done.send(store.apply_writes(std::slice::from_ref(w)).await);
                 }
             }
         }
+        writes.clear();
     }
 }

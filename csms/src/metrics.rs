@@ -91,6 +91,10 @@ pub struct Metrics {
     pub quota_refusals: Family<QuotaLabels, Counter>,
     /// Verbatim station messages deleted to keep a station within its stored quota.
     pub verbatim_pruned: Counter,
+    /// BootNotifications answered Pending because `max_concurrent_boots` were being handled.
+    pub boots_deferred: Counter,
+    /// BootNotifications being handled now (at most `max_concurrent_boots`).
+    pub boots_in_progress: Gauge,
 }
 
 impl Metrics {
@@ -137,6 +141,18 @@ impl Metrics {
             "Times a station's oldest verbatim messages were deleted to keep it within its stored quota",
             verbatim_pruned.clone(),
         );
+        let boots_deferred = Counter::default();
+        registry.register(
+            "ocpp_boots_deferred",
+            "BootNotifications answered Pending with a retry interval because max_concurrent_boots were being handled",
+            boots_deferred.clone(),
+        );
+        let boots_in_progress = Gauge::default();
+        registry.register(
+            "ocpp_boots_in_progress",
+            "BootNotifications being handled now (at most max_concurrent_boots)",
+            boots_in_progress.clone(),
+        );
         registry.register("ocpp_connections", "Open OCPP WebSocket sessions", connections.clone());
         registry.register("ocpp_connections_accepted", "OCPP sessions established", connections_accepted.clone());
         registry.register("ocpp_frames", "OCPP frames by direction, action and result", frames.clone());
@@ -171,6 +187,8 @@ impl Metrics {
             security_events,
             quota_refusals,
             verbatim_pruned,
+            boots_deferred,
+            boots_in_progress,
         }
     }
 

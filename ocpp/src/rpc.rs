@@ -276,23 +276,20 @@ impl Frame {
     ///
     /// A CALLERROR description longer than 255 characters is truncated.
     pub fn to_json(&self) -> String {
-        let array = match self {
-            Frame::Call(c) => vec![
-                Value::from(CALL),
-                Value::String(c.id.0.clone()),
-                Value::String(c.action.clone()),
-                c.payload.clone(),
-            ],
-            Frame::CallResult(r) => vec![Value::from(CALL_RESULT), Value::String(r.id.0.clone()), r.payload.clone()],
-            Frame::CallError(e) => vec![
-                Value::from(CALL_ERROR),
-                Value::String(e.id.0.clone()),
-                Value::String(e.code.as_str().to_owned()),
-                Value::String(truncate(&e.description, MAX_ERROR_DESCRIPTION_LEN).to_owned()),
-                e.details.clone(),
-            ],
+        // Serialised in place: the payload is written, never copied.
+        let text = match self {
+            Frame::Call(c) => serde_json::to_string(&(CALL, &c.id.0, &c.action, &c.payload)),
+            Frame::CallResult(r) => serde_json::to_string(&(CALL_RESULT, &r.id.0, &r.payload)),
+            Frame::CallError(e) => serde_json::to_string(&(
+                CALL_ERROR,
+                &e.id.0,
+                e.code.as_str(),
+                truncate(&e.description, MAX_ERROR_DESCRIPTION_LEN),
+                &e.details,
+            )),
         };
-        Value::Array(array).to_string()
+        // A Value with string keys always serialises.
+        text.unwrap_or_default()
     }
 
     /// The message id of the frame.

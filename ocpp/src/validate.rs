@@ -91,28 +91,43 @@ pub fn normalize_payload(schema: &'static ObjectSchema, payload: &mut Value) {
     }
 }
 
-/// The JSON pointer being visited, as segments.
-#[derive(Default)]
-struct Path(Vec<String>);
+/// One step of a JSON pointer: a property name or an array index.
+#[derive(Clone, Copy)]
+enum Segment<'v> {
+    Name(&'v str),
+    Index(usize),
+}
 
-impl Path {
+/// The JSON pointer being visited, as segments borrowed from the schema and
+/// the input: the walk allocates nothing until it reports a violation.
+#[derive(Default)]
+struct Path<'v>(Vec<Segment<'v>>);
+
+impl Path<'_> {
     fn violation(&self, code: ErrorCode, message: String) -> Violation {
         let mut pointer = String::new();
         for segment in &self.0 {
             pointer.push('/');
-            pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+            match segment {
+                Segment::Name(name) => pointer.push_str(&name.replace('~', "~0").replace('/', "~1")),
+                Segment::Index(i) => pointer.push_str(&i.to_string()),
+            }
         }
         Violation { code, path: pointer, message }
     }
 
     fn child_violation(&self, segment: &str, code: ErrorCode, message: String) -> Violation {
         let mut path = Path(self.0.clone());
-        path.0.push(segment.to_owned());
+        path.0.push(Segment::Name(segment));
         path.violation(code, message)
     }
 }
 
-fn check_object(schema: &'static ObjectSchema, map: &Map<String, Value>, path: &mut Path) -> Result<(), Violation> {
+fn check_object<'v>(
+    schema: &'static ObjectSchema,
+    map: &'v Map<String, Value>,
+    path: &mut Path<'v>,
+) -> Result<(), Violation> {
     for p in schema.properties {
         if p.required && !map.contains_key(p.name) {
             return Err(path.child_violation(
@@ -135,7 +150,7 @@ fn check_object(schema: &'static ObjectSchema, map: &Map<String, Value>, path: &
     }
     for p in schema.properties {
         if let Some(value) = map.get(p.name) {
-            path.0.push(p.name.to_owned());
+            path.0.push(Segment::Name(p.name));
             let result = check_node(&p.node, value, path);
             path.0.pop();
             result?;
@@ -144,7 +159,7 @@ fn check_object(schema: &'static ObjectSchema, map: &Map<String, Value>, path: &
     Ok(())
 }
 
-fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(), Violation> {
+fn check_node<'v>(node: &'static Node, value: &'v Value, path: &mut Path<'v>) -> Result<(), Violation> {
     let type_error = |path: &Path, expected: &str| {
         path.violation(ErrorCode::TypeConstraintViolation, format!("expected {expected}, got {}", json_type(value)))
     };
@@ -238,7 +253,7 @@ fn check_node(node: &'static Node, value: &Value, path: &mut Path) -> Result<(),
                 ));
             }
             for (i, item) in list.iter().enumerate() {
-                path.0.push(i.to_string());
+                path.0.push(Segment::Index(i));
                 let result = check_node(items, item, path);
                 path.0.pop();
                 result?;

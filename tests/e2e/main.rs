@@ -13,6 +13,7 @@ mod gateway_limits;
 mod interop;
 mod ops;
 mod outcomes;
+mod overload;
 mod quota;
 mod refusals;
 mod revocation;

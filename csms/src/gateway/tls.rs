@@ -235,6 +235,9 @@ pub fn server_config(
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Stations reconnect often; resumption saves them a full handshake.
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    // One ticket per handshake (rustls sends two by default): a station resumes
+    // one session at a time, and each ticket costs a record and a cache entry.
+    cfg.send_tls13_tickets = 1;
     Ok(cfg)
 }
 

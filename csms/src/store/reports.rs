@@ -78,142 +78,159 @@ pub struct SecurityEvent {
 impl Store {
     /// Applies station reports in one transaction: one commit (one fsync) for
     /// the whole group. Used through [`crate::group_commit::GroupCommit`].
+    ///
+    /// Reports of one kind go in multi-row statements (a few per group, not
+    /// one per report): boots and certificates first, then heartbeats, then
+    /// connector statuses, messages and security events. Within a group, a
+    /// station's latest heartbeat and each connector's latest status are what
+    /// is written (the result of writing them one by one); `last_seen_at`
+    /// never moves back.
     pub async fn apply_writes(&self, writes: &[StationWrite]) -> Result<(), StoreError> {
+        let plan = WritePlan::of(writes);
         with_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            for w in writes {
-                match w {
-                    StationWrite::Boot(b) => {
-                        sqlx::query(
-                            "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(&b.tenant_id)
-                        .bind(&b.station_id)
-                        .bind(b.received_at)
-                        .bind(&b.reason)
-                        .bind(b.status.as_str())
-                        .bind(&b.payload)
-                        .execute(&mut *tx)
-                        .await?;
-                        if let Some(keep) = b.keep_last {
-                            // The id of the newest record beyond `keep`, and every older one.
-                            sqlx::query(
-                                "DELETE FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 AND id <= \
-                                 (SELECT id FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 \
-                                 ORDER BY id DESC LIMIT 1 OFFSET $3)",
-                            )
-                            .bind(&b.tenant_id)
-                            .bind(&b.station_id)
-                            .bind(i64::from(keep))
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        sqlx::query(
-                            "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, \
-                             firmware_version = $5, last_boot_at = $6, last_seen_at = $6 WHERE tenant_id = $7 AND id = $8",
-                        )
-                        .bind(b.status.as_str())
-                        .bind(&b.vendor)
-                        .bind(&b.model)
-                        .bind(&b.serial_number)
-                        .bind(&b.firmware_version)
-                        .bind(b.received_at)
-                        .bind(&b.tenant_id)
-                        .bind(&b.station_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    StationWrite::Heartbeat { tenant_id, station_id, at } => {
-                        sqlx::query(
-                            "UPDATE stations SET last_heartbeat_at = $1, last_seen_at = $1 WHERE tenant_id = $2 AND id = $3",
-                        )
-                        .bind(at)
-                        .bind(tenant_id)
-                        .bind(station_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    StationWrite::ConnectorStatus { tenant_id, station_id, status } => {
-                        sqlx::query(
-                            "INSERT INTO connector_statuses \
-                             (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                             ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
-                             reported_at = excluded.reported_at, received_at = excluded.received_at, tenant_id = excluded.tenant_id",
-                        )
-                        .bind(tenant_id)
-                        .bind(station_id)
-                        .bind(status.evse_id)
-                        .bind(status.connector_id)
-                        .bind(&status.status)
-                        .bind(status.reported_at)
-                        .bind(status.received_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    StationWrite::Message { tenant_id, station_id, action, payload, at, prune_to } => {
-                        sqlx::query(
-                            "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload, \
-                               payload_bytes) VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(tenant_id)
-                        .bind(station_id)
-                        .bind(*action)
-                        .bind(at)
-                        .bind(payload)
-                        .bind(i64::try_from(payload.len()).unwrap_or(i64::MAX))
-                        .execute(&mut *tx)
-                        .await?;
-                        if let Some(keep_bytes) = prune_to {
-                            // Newest first, a running total; the rows beyond the quota go.
-                            sqlx::query(
-                                "DELETE FROM station_messages WHERE id IN (SELECT id FROM (SELECT id, \
-                                   SUM(payload_bytes) OVER (ORDER BY id DESC) AS newer FROM station_messages \
-                                   WHERE tenant_id = $1 AND station_id = $2) AS t WHERE newer > $3)",
-                            )
-                            .bind(tenant_id)
-                            .bind(station_id)
-                            .bind(keep_bytes)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
-                    StationWrite::SecurityEvent { tenant_id, station_id, kind, occurred_at, tech_info, at } => {
-                        sqlx::query(
-                            "INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(tenant_id)
-                        .bind(station_id)
-                        .bind(kind)
-                        .bind(occurred_at)
-                        .bind(tech_info)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    StationWrite::Certificate(c) => {
-                        sqlx::query(
-                            "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
-                               cert_pem, issued_at, revoked_at, revocation_reason, issuer_id) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                        )
-                        .bind(&c.tenant_id)
-                        .bind(&c.serial_hex)
-                        .bind(&c.station_id)
-                        .bind(&c.fingerprint)
-                        .bind(c.not_before)
-                        .bind(c.not_after)
-                        .bind(&c.cert_pem)
-                        .bind(c.issued_at)
-                        .bind(c.revoked_at)
-                        .bind(&c.revocation_reason)
-                        .bind(&c.issuer_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+            for c in &plan.certificates {
+                sqlx::query(
+                    "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
+                       cert_pem, issued_at, revoked_at, revocation_reason, issuer_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&c.tenant_id)
+                .bind(&c.serial_hex)
+                .bind(&c.station_id)
+                .bind(&c.fingerprint)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(&c.cert_pem)
+                .bind(c.issued_at)
+                .bind(c.revoked_at)
+                .bind(&c.revocation_reason)
+                .bind(&c.issuer_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for b in &plan.boots {
+                sqlx::query(
+                    "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&b.tenant_id)
+                .bind(&b.station_id)
+                .bind(b.received_at)
+                .bind(&b.reason)
+                .bind(b.status.as_str())
+                .bind(&b.payload)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(keep) = b.keep_last {
+                    // The id of the newest record beyond `keep`, and every older one.
+                    sqlx::query(
+                        "DELETE FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 AND id <= \
+                         (SELECT id FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 \
+                         ORDER BY id DESC LIMIT 1 OFFSET $3)",
+                    )
+                    .bind(&b.tenant_id)
+                    .bind(&b.station_id)
+                    .bind(i64::from(keep))
+                    .execute(&mut *tx)
+                    .await?;
                 }
+                sqlx::query(
+                    "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, \
+                     firmware_version = $5, last_boot_at = $6, last_seen_at = CASE WHEN last_seen_at IS NULL \
+                     OR last_seen_at < $6 THEN $6 ELSE last_seen_at END WHERE tenant_id = $7 AND id = $8",
+                )
+                .bind(b.status.as_str())
+                .bind(&b.vendor)
+                .bind(&b.model)
+                .bind(&b.serial_number)
+                .bind(&b.firmware_version)
+                .bind(b.received_at)
+                .bind(&b.tenant_id)
+                .bind(&b.station_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for rows in statement_chunks(&plan.heartbeats) {
+                // VALUES columns are column1.. in SQLite and PostgreSQL alike.
+                let mut q = statement(
+                    p,
+                    "UPDATE stations SET last_heartbeat_at = v.column3, last_seen_at = CASE \
+                     WHEN stations.last_seen_at IS NULL OR stations.last_seen_at < v.column3 THEN v.column3 \
+                     ELSE stations.last_seen_at END FROM (",
+                );
+                q.push_values(rows, |mut row, &(tenant_id, station_id, at)| {
+                    row.push_bind(tenant_id).push_bind(station_id).push_bind(at);
+                });
+                q.push(") AS v WHERE stations.tenant_id = v.column1 AND stations.id = v.column2");
+                q.build().execute(&mut *tx).await?;
+            }
+            for rows in statement_chunks(&plan.statuses) {
+                let mut q = statement(
+                    p,
+                    "INSERT INTO connector_statuses \
+                     (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) ",
+                );
+                q.push_values(rows, |mut row, &(tenant_id, station_id, s)| {
+                    row.push_bind(tenant_id)
+                        .push_bind(station_id)
+                        .push_bind(s.evse_id)
+                        .push_bind(s.connector_id)
+                        .push_bind(s.status.as_str())
+                        .push_bind(s.reported_at)
+                        .push_bind(s.received_at);
+                });
+                q.push(
+                    " ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
+                     reported_at = excluded.reported_at, received_at = excluded.received_at, \
+                     tenant_id = excluded.tenant_id",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
+            for rows in statement_chunks(&plan.messages) {
+                let mut q = statement(
+                    p,
+                    "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload, payload_bytes) ",
+                );
+                q.push_values(rows, |mut row, m: &MessageRow<'_>| {
+                    row.push_bind(m.tenant_id)
+                        .push_bind(m.station_id)
+                        .push_bind(m.action)
+                        .push_bind(m.at)
+                        .push_bind(m.payload)
+                        .push_bind(i64::try_from(m.payload.len()).unwrap_or(i64::MAX));
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            // After every insert of the group: a station has one call in flight at
+            // a time, so a group holds at most one message to keep per station.
+            for m in plan.messages.iter().filter(|m| m.prune_to.is_some()) {
+                // Newest first, a running total; the rows beyond the quota go.
+                sqlx::query(
+                    "DELETE FROM station_messages WHERE id IN (SELECT id FROM (SELECT id, \
+                       SUM(payload_bytes) OVER (ORDER BY id DESC) AS newer FROM station_messages \
+                       WHERE tenant_id = $1 AND station_id = $2) AS t WHERE newer > $3)",
+                )
+                .bind(m.tenant_id)
+                .bind(m.station_id)
+                .bind(m.prune_to)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for rows in statement_chunks(&plan.security_events) {
+                let mut q = statement(
+                    p,
+                    "INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) ",
+                );
+                q.push_values(rows, |mut row, e: &SecurityEventRow<'_>| {
+                    row.push_bind(e.tenant_id)
+                        .push_bind(e.station_id)
+                        .push_bind(e.kind)
+                        .push_bind(e.occurred_at)
+                        .push_bind(e.tech_info)
+                        .push_bind(e.at);
+                });
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -308,5 +325,156 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
+    }
+}
+
+/// A verbatim message of a group, borrowed from its [`StationWrite`].
+struct MessageRow<'a> {
+    tenant_id: &'a str,
+    station_id: &'a str,
+    action: &'static str,
+    payload: &'a str,
+    at: i64,
+    prune_to: Option<i64>,
+}
+
+/// A security event of a group, borrowed from its [`StationWrite`].
+struct SecurityEventRow<'a> {
+    tenant_id: &'a str,
+    station_id: &'a str,
+    kind: &'a str,
+    occurred_at: i64,
+    tech_info: Option<&'a str>,
+    at: i64,
+}
+
+/// A group of writes sorted by kind, as [`Store::apply_writes`] applies them.
+#[derive(Default)]
+struct WritePlan<'a> {
+    certificates: Vec<&'a CertificateRecord>,
+    boots: Vec<&'a BootRecord>,
+    /// (tenant, station, at): the latest heartbeat of each station.
+    heartbeats: Vec<(&'a str, &'a str, i64)>,
+    /// The latest status of each connector, in arrival order otherwise.
+    statuses: Vec<(&'a str, &'a str, &'a ConnectorStatus)>,
+    messages: Vec<MessageRow<'a>>,
+    security_events: Vec<SecurityEventRow<'a>>,
+}
+
+impl<'a> WritePlan<'a> {
+    fn of(writes: &'a [StationWrite]) -> WritePlan<'a> {
+        use std::collections::HashMap;
+        let mut plan = WritePlan::default();
+        let mut heartbeat_of: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut status_of: HashMap<(&str, i64, i64), usize> = HashMap::new();
+        for w in writes {
+            match w {
+                StationWrite::Certificate(c) => plan.certificates.push(c),
+                StationWrite::Boot(b) => plan.boots.push(b),
+                StationWrite::Heartbeat { tenant_id, station_id, at } => {
+                    match heartbeat_of.get(&(tenant_id.as_str(), station_id.as_str())) {
+                        Some(&i) => plan.heartbeats[i].2 = plan.heartbeats[i].2.max(*at),
+                        None => {
+                            heartbeat_of.insert((tenant_id, station_id), plan.heartbeats.len());
+                            plan.heartbeats.push((tenant_id, station_id, *at));
+                        }
+                    }
+                }
+                StationWrite::ConnectorStatus { tenant_id, station_id, status } => {
+                    // The table's key: station ids are unique platform-wide.
+                    let key = (station_id.as_str(), status.evse_id, status.connector_id);
+                    match status_of.get(&key) {
+                        Some(&i) => plan.statuses[i] = (tenant_id, station_id, status),
+                        None => {
+                            status_of.insert(key, plan.statuses.len());
+                            plan.statuses.push((tenant_id, station_id, status));
+                        }
+                    }
+                }
+                StationWrite::Message { tenant_id, station_id, action, payload, at, prune_to } => {
+                    plan.messages.push(MessageRow {
+                        tenant_id,
+                        station_id,
+                        action,
+                        payload,
+                        at: *at,
+                        prune_to: *prune_to,
+                    });
+                }
+                StationWrite::SecurityEvent { tenant_id, station_id, kind, occurred_at, tech_info, at } => {
+                    plan.security_events.push(SecurityEventRow {
+                        tenant_id,
+                        station_id,
+                        kind,
+                        occurred_at: *occurred_at,
+                        tech_info: tech_info.as_deref(),
+                        at: *at,
+                    });
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// A statement to build for the database behind `pool` (this names the
+/// backend for the builder; `with_pool!` runs one body for each).
+fn statement<'a, DB: sqlx::Database>(_pool: &sqlx::Pool<DB>, sql: &str) -> sqlx::QueryBuilder<'a, DB> {
+    sqlx::QueryBuilder::new(sql)
+}
+
+/// Rows per multi-row statement. A few fixed sizes keep the number of
+/// distinct statements (each prepared once and cached per connection) small;
+/// the largest stays far below SQLite's 32,766 bound parameters.
+const CHUNK_SIZES: [usize; 4] = [256, 32, 8, 1];
+
+/// `items` cut into pieces of [`CHUNK_SIZES`], largest first.
+fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNK_SIZES.iter().copied().find(|&n| n <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_everything_in_order_with_few_sizes() {
+        for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 255, 256, 300, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&items).collect();
+            assert!(chunks.iter().all(|c| CHUNK_SIZES.contains(&c.len())), "{n}: {chunks:?}");
+            assert_eq!(chunks.concat(), items, "{n}");
+        }
+        // 300 = 256 + 32 + 8 + 4 x 1
+        assert_eq!(statement_chunks(&[0u8; 300]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 32, 8, 1, 1, 1, 1]);
+    }
+
+    fn status(evse: i64, status: &str, at: i64) -> ConnectorStatus {
+        ConnectorStatus { evse_id: evse, connector_id: 1, status: status.into(), reported_at: at, received_at: at }
+    }
+
+    #[test]
+    fn plan_keeps_the_latest_heartbeat_and_status_of_each() {
+        let hb = |s: &str, at| StationWrite::Heartbeat { tenant_id: "t".into(), station_id: s.into(), at };
+        let cs =
+            |s: &str, st| StationWrite::ConnectorStatus { tenant_id: "t".into(), station_id: s.into(), status: st };
+        let writes = [
+            hb("A", 5),
+            cs("A", status(1, "Occupied", 1)),
+            hb("B", 3),
+            hb("A", 9),
+            cs("A", status(2, "Available", 2)),
+            hb("A", 7),
+            cs("A", status(1, "Available", 3)),
+        ];
+        let plan = WritePlan::of(&writes);
+        assert_eq!(plan.heartbeats, [("t", "A", 9), ("t", "B", 3)]);
+        let statuses: Vec<(i64, &str)> = plan.statuses.iter().map(|(_, _, s)| (s.evse_id, s.status.as_str())).collect();
+        assert_eq!(statuses, [(1, "Available"), (2, "Available")]);
     }
 }

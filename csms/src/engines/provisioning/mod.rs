@@ -7,9 +7,10 @@ use std::sync::Arc;
 use ocpp::ErrorCode;
 use ocpp::v201::{
     Action, BootNotificationRequest, BootNotificationResponse, DateTime, HeartbeatRequest, HeartbeatResponse,
-    RegistrationStatusEnumType, StatusNotificationRequest, StatusNotificationResponse,
+    RegistrationStatusEnumType, StatusInfoType, StatusNotificationRequest, StatusNotificationResponse,
 };
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Answer, ConnectedStation, Engine, EngineContext, HandlerError, StationCall};
 use crate::clock::unix_millis;
@@ -18,11 +19,37 @@ use crate::store::{BootRecord, ConnectorStatus, Registration, StationWrite};
 
 pub struct Provisioning {
     ctx: Arc<EngineContext>,
+    /// BootNotifications being handled; at `max_concurrent_boots` the next is
+    /// deferred (answered Pending) instead of queued.
+    boots: Arc<Semaphore>,
 }
 
 impl Provisioning {
     pub fn new(ctx: Arc<EngineContext>) -> Provisioning {
-        Provisioning { ctx }
+        let boots = Arc::new(Semaphore::new(ctx.config.max_concurrent_boots.max(1)));
+        Provisioning { ctx, boots }
+    }
+
+    /// B02 under overload: the station is told to come back after a random
+    /// interval around `overload_boot_interval_secs`. Nothing is stored, the
+    /// registration the operator set is unchanged, and so is the session's:
+    /// until its next BootNotification the station may send only that (or
+    /// what this CSMS asked of it while it was Pending).
+    fn deferred(&self) -> BootNotificationResponse {
+        let base = self.ctx.config.overload_boot_interval_secs.max(1);
+        let interval = jitter(base, random_u32());
+        self.ctx.metrics.boots_deferred.inc();
+        BootNotificationResponse {
+            custom_data: None,
+            current_time: self.now(),
+            interval: i64::from(interval),
+            status: RegistrationStatusEnumType::Pending,
+            status_info: Some(StatusInfoType {
+                custom_data: None,
+                reason_code: "Overloaded".into(),
+                additional_info: Some(format!("the CSMS is handling many boots; retry in {interval} s")),
+            }),
+        }
     }
 
     /// The CSMS time for `currentTime`: UTC, at most millisecond precision.
@@ -116,6 +143,41 @@ impl Provisioning {
     }
 }
 
+/// A BootNotification being handled: its permit, and the in-progress gauge.
+struct BootSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl BootSlot {
+    fn new(permit: OwnedSemaphorePermit, ctx: &EngineContext) -> BootSlot {
+        let gauge = ctx.metrics.boots_in_progress.clone();
+        gauge.inc();
+        BootSlot { _permit: permit, gauge }
+    }
+}
+
+impl Drop for BootSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// A value in `[base/2, base*3/2]` picked by `r` (at least 1).
+fn jitter(base: u32, r: u32) -> u32 {
+    let low = (base / 2).max(1);
+    let span = base.saturating_sub(low).saturating_add(base / 2).saturating_add(1);
+    low.saturating_add(r % span)
+}
+
+fn random_u32() -> u32 {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    // Without randomness the interval is the base one: still a valid answer.
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
 impl Engine for Provisioning {
     fn name(&self) -> &'static str {
         "provisioning"
@@ -130,6 +192,16 @@ impl Engine for Provisioning {
         // Heartbeat does not allocate room for a BootNotification.
         match call.action {
             Action::BootNotification => Box::pin(async move {
+                let slot = self.boots.clone().try_acquire_owned().ok().map(|p| BootSlot::new(p, &self.ctx));
+                // Only a station not yet accepted on this connection is deferred: one
+                // that was accepted (or rejected) keeps that state and is answered.
+                if slot.is_none() && matches!(*call.registration, None | Some(Registration::Pending)) {
+                    let _: BootNotificationRequest = call.decode()?;
+                    tracing::info!(station = %call.station.station_id, "boot deferred: max_concurrent_boots reached");
+                    // The session's state stays as it was: still only a
+                    // BootNotification (or what was asked of a Pending station).
+                    return Ok(Answer::new::<BootNotificationRequest>(self.deferred()));
+                }
                 // The boot is kept as it came, for the operator.
                 let payload = call.payload.to_string();
                 let req = call.decode::<BootNotificationRequest>()?;
@@ -149,5 +221,25 @@ impl Engine for Provisioning {
                 Err(HandlerError::new(ErrorCode::InternalError, format!("{other} routed to provisioning")))
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jitter;
+
+    #[test]
+    fn overload_interval_spreads_around_the_base() {
+        for base in [1u32, 2, 3, 10, 60, u32::MAX] {
+            let (low, high) = ((base / 2).max(1), base.saturating_add(base / 2));
+            let seen: Vec<u32> = (0..1000u32).map(|r| jitter(base, r.wrapping_mul(2_654_435_761))).collect();
+            assert!(seen.iter().all(|&i| (low..=high).contains(&i)), "{base}: {low}..={high}");
+            if (10..=3600).contains(&base) {
+                assert!(seen.contains(&low) || seen.iter().any(|&i| i < base), "{base}: never below the base");
+                assert!(seen.iter().any(|&i| i > base), "{base}: never above the base");
+            }
+        }
+        assert_eq!(jitter(10, 0), 5);
+        assert_eq!(jitter(10, 10), 15);
     }
 }
