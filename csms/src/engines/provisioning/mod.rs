@@ -173,7 +173,7 @@ fn jitter(base: u32, r: u32) -> u32 {
 fn random_u32() -> u32 {
     use aws_lc_rs::rand::SecureRandom;
     let mut b = [0u8; 4];
-    // Without randomness the interval is the base one: still a valid answer.
+    // Without randomness every interval is the shortest one: still a valid answer.
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut b);
     u32::from_le_bytes(b)
 }
