@@ -113,7 +113,12 @@ async fn an_engine_from_outside_gets_its_calls_and_every_hook() {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
     let mut ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let station = ConnectedStation { tenant_id: Arc::from("t"), station_id: "ENG-1".into(), certificate_serial: None };
+    let station = ConnectedStation {
+        tenant_id: Arc::from("t"),
+        station_id: "ENG-1".into(),
+        certificate_serial: None,
+        certificate_work: false,
+    };
     tokio::spawn(csms::session::run(
         ctx,
         server,

@@ -60,8 +60,12 @@ async fn connected_as(config: Config, registration: Option<Registration>) -> (Ar
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
     let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let station =
-        ConnectedStation { tenant_id: Arc::from("default"), station_id: "CS1".into(), certificate_serial: None };
+    let station = ConnectedStation {
+        tenant_id: Arc::from("default"),
+        station_id: "CS1".into(),
+        certificate_serial: None,
+        certificate_work: false,
+    };
     let state = SessionState::new(station, registration);
     tokio::spawn(csms::session::run(app.session_context(), server, state));
     for _ in 0..100 {

@@ -92,9 +92,9 @@ async fn tenants_and_stations(s: &Store) {
     assert_eq!(s.station("acme", "CS1").await.unwrap().unwrap().id, "CS1");
     assert!(s.station("other", "CS1").await.unwrap().is_none(), "another tenant's station is not found");
     // The gateway and the platform CLI find a station by its id alone.
-    assert_eq!(s.station_for_connect("CS2").await.unwrap().unwrap().tenant_id, "other");
+    assert_eq!(s.connect_facts("CS2", None).await.unwrap().unwrap().station.tenant_id, "other");
     assert_eq!(s.station_tenant("CS1").await.unwrap().as_deref(), Some("acme"));
-    assert!(s.station_for_connect("CS9").await.unwrap().is_none());
+    assert!(s.connect_facts("CS9", None).await.unwrap().is_none());
     assert!(s.station_tenant("CS9").await.unwrap().is_none());
 
     let updated =
@@ -349,6 +349,9 @@ async fn api_pages_tags_deletion_and_audit(s: &Store) {
 
 async fn station_ca_replacement(s: &Store) {
     s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    for id in ["CS1", "CS2"] {
+        s.create_station(&station(id, "acme"), 1).await.unwrap();
+    }
     let cred = |pem: &str| CredentialRecord { cert_pem: pem.into(), sealed_key: vec![1] };
     let (root, old) = (cred("ROOT"), cred("OLD"));
     assert!(s.insert_credentials("acme", &[("station-root", &root), ("station-ca", &old)], 10).await.unwrap());
@@ -383,11 +386,19 @@ async fn station_ca_replacement(s: &Store) {
     assert!(!s.replace_station_cas("acme", "x", &stale, &[("station-ca", &cred("OTHER"))], 200, 9_000).await.unwrap());
     assert_eq!(s.credential("acme", "station-ca").await.unwrap().unwrap().cert_pem, "NEW");
 
-    let at_connect = s.certificate_at_connect("acme", "01").await.unwrap().unwrap();
-    let (rec, until) = (at_connect.certificate, at_connect.issuer_trusted_until);
-    assert_eq!((rec.serial_hex.as_str(), until), ("01", Some(5_000)), "issued by the replaced CA");
-    assert!(s.certificate_at_connect("acme", "99").await.unwrap().is_none());
-    assert!(s.certificate_at_connect("other", "01").await.unwrap().is_none());
+    let presented = |station: &'static str, serial: &'static str| async move {
+        s.connect_facts(station, Some(serial)).await.unwrap().and_then(|f| f.certificate)
+    };
+    let at_connect = presented("CS1", "01").await.unwrap();
+    assert_eq!(
+        (at_connect.fingerprint.as_str(), at_connect.issuer_trusted_until),
+        ("ff", Some(5_000)),
+        "issued by the replaced CA"
+    );
+    assert!(presented("CS1", "99").await.is_none());
+    s.create_tenant("other", "Other", None, 1).await.unwrap();
+    s.create_station(&station("CS9", "other"), 1).await.unwrap();
+    assert!(presented("CS9", "01").await.is_none(), "another tenant's serial is not the station's");
     assert_eq!(
         s.overlapping_station_cas(4_999).await.unwrap(),
         [CaOverlap { tenant_id: "acme".into(), name: "station-ca@old".into(), replaced_at: 100, trusted_until: 5_000 }]
@@ -396,11 +407,7 @@ async fn station_ca_replacement(s: &Store) {
 
     // Only a station without a newer certificate is still to move; revoked ones never.
     s.record_certificate(&cert("03", "CS2", 150, Some("new"))).await.unwrap();
-    assert_eq!(
-        s.certificate_at_connect("acme", "03").await.unwrap().unwrap().issuer_trusted_until,
-        None,
-        "the current CA's"
-    );
+    assert_eq!(presented("CS2", "03").await.unwrap().issuer_trusted_until, None, "the current CA's");
     let to_move = s.certificates_to_move("acme", "old", 1_000, "", 10).await.unwrap();
     assert_eq!(to_move.iter().map(|c| c.serial_hex.as_str()).collect::<Vec<_>>(), ["01"]);
     assert!(s.certificates_to_move("acme", "old", 1_000, "01", 10).await.unwrap().is_empty(), "paged by serial");
@@ -670,6 +677,15 @@ async fn boot_history_is_bounded(s: &Store) {
     s.apply_writes(&[boot("CS3", 0, Some(3))]).await.unwrap();
     assert_eq!(s.boot_count("acme", "CS3").await.unwrap(), 1, "fewer than the bound: nothing goes");
     assert_eq!(s.station("acme", "CS1").await.unwrap().unwrap().last_boot_at, Some(7));
+    // Several stations in one group, one of them twice: each bounded, the row
+    // shows the station's latest boot.
+    s.create_station(&station("CS2", "acme"), 10).await.unwrap();
+    s.apply_writes(&[boot("CS1", 9, Some(3)), boot("CS2", 6, Some(2)), boot("CS1", 8, Some(3))]).await.unwrap();
+    assert_eq!(s.boot_count("acme", "CS1").await.unwrap(), 3);
+    assert_eq!(s.boot_count("acme", "CS2").await.unwrap(), 2);
+    let cs1 = s.station("acme", "CS1").await.unwrap().unwrap();
+    assert_eq!((cs1.last_boot_at, cs1.last_seen_at), (Some(8), Some(9)), "the last written, seen never moves back");
+    assert_eq!(s.station("acme", "CS2").await.unwrap().unwrap().last_boot_at, Some(6));
 }
 
 fn cert(serial: &str, station: &str) -> CertificateRecord {
@@ -686,6 +702,51 @@ fn cert(serial: &str, station: &str) -> CertificateRecord {
         revocation_reason: None,
         issuer_id: None,
     }
+}
+
+/// One read at connect: the station, the presented certificate's record within
+/// the station's tenant, and whether the certificates engine has work to do.
+async fn connect_facts_say_when_certificates_need_work(s: &Store) {
+    use CertRequestState::*;
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_tenant("other", "Other", None, 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 1).await.unwrap();
+    s.create_station(&station("CS2", "other"), 1).await.unwrap();
+    s.record_certificate(&CertificateRecord { issued_at: 10, ..cert("0a", "CS1") }).await.unwrap();
+    let facts = |id: &'static str, serial: Option<&'static str>| async move {
+        let f = s.connect_facts(id, serial).await.unwrap().unwrap();
+        (f.certificate.map(|c| c.fingerprint), f.certificate_work)
+    };
+    let work = |id: &'static str, serial: Option<&'static str>| async move { facts(id, serial).await.1 };
+    let f = s.connect_facts("CS1", Some("0a")).await.unwrap().unwrap();
+    assert_eq!((f.station.id.as_str(), f.station.registration), ("CS1", Registration::Accepted));
+    let c = f.certificate.unwrap();
+    assert_eq!((c.fingerprint.as_str(), c.not_before, c.not_after, c.revoked_at), ("fp-0a", 1, 2, None));
+    assert!(!f.certificate_work, "one certificate, no request: nothing to do");
+    assert_eq!(facts("CS1", None).await, (None, false));
+    assert_eq!(facts("CS1", Some("99")).await, (None, false));
+    assert_eq!(facts("CS2", Some("0a")).await, (None, false), "another tenant's station does not see it");
+
+    // A newer certificate: connecting with it finds the older one still live.
+    s.record_certificate(&CertificateRecord { issued_at: 20, ..cert("0b", "CS1") }).await.unwrap();
+    assert!(work("CS1", Some("0b")).await);
+    assert!(!work("CS1", Some("0a")).await, "the other one is newer, not older");
+    s.revoke_certificate("acme", "0a", 30, "superseded").await.unwrap();
+    assert!(!work("CS1", Some("0b")).await, "revoked: nothing left to supersede");
+
+    // Requests: settled ones ask for nothing, open ones for the engine.
+    let installed = s.insert_cert_request("acme", "CS1", "station", RequestChange::to(Installed), 5).await.unwrap();
+    s.insert_cert_request("acme", "CS1", "station", RequestChange::to(Rejected), 5).await.unwrap();
+    s.insert_cert_request("other", "CS2", "station", RequestChange::to(Issued), 5).await.unwrap();
+    assert!(!work("CS1", None).await);
+    let delivered = s.insert_cert_request("acme", "CS1", "station", RequestChange::to(Delivered), 6).await.unwrap();
+    assert!(work("CS1", None).await);
+    assert!(work("CS1", Some("0b")).await);
+    assert!(work("CS2", None).await, "other's own request");
+    assert!(s.update_cert_request("acme", delivered, &[Delivered], RequestChange::to(Installed), 7).await.unwrap());
+    assert!(!work("CS1", Some("0b")).await);
+    assert!(installed < delivered);
+    assert!(s.connect_facts("CS9", Some("0a")).await.unwrap().is_none(), "unknown station");
 }
 
 /// A02: a newer request of a station supersedes its older undelivered ones,
@@ -820,7 +881,7 @@ async fn pending_password_settles(s: &Store) {
     assert!(matches!(s.set_pending_password("other", "CS1", "X").await, Err(StoreError::NotFound { .. })));
     assert_eq!(hashes().await, (Some("H-OLD".into()), Some("H-NEW".into())));
     assert_eq!(
-        s.station_for_connect("CS1").await.unwrap().unwrap().pending_password_hash.as_deref(),
+        s.connect_facts("CS1", None).await.unwrap().unwrap().station.pending_password_hash.as_deref(),
         Some("H-NEW"),
         "the gateway sees it"
     );
@@ -872,6 +933,7 @@ both!(platform_settings);
 both!(boot_history_is_bounded);
 both!(verbatim_volume_is_pruned_oldest_first);
 both!(cert_request_supersession);
+both!(connect_facts_say_when_certificates_need_work);
 both!(claims_released_at_start_up);
 both!(pending_password_settles);
 

@@ -95,6 +95,11 @@ pub struct ConnectedStation {
     pub station_id: String,
     /// Serial of the certificate the station authenticated with (profile 3).
     pub certificate_serial: Option<String>,
+    /// What the connect read found: a certificate request of the station not
+    /// yet settled, or an older certificate still live beside the one
+    /// presented. Without either, the certificates engine has nothing to do
+    /// when the station connects.
+    pub certificate_work: bool,
 }
 
 /// A call from a station, validated against its action's request schema.
@@ -106,6 +111,10 @@ pub struct StationCall<'a> {
     /// session gates what the station may send on it; the engine that answers
     /// BootNotification sets it.
     pub registration: &'a mut Option<Registration>,
+    /// The registration the operator had set when this connection was
+    /// admitted, read with the station then; the first BootNotification on the
+    /// connection takes it instead of reading it again. `None` once taken.
+    pub registration_at_admission: &'a mut Option<Registration>,
 }
 
 impl StationCall<'_> {

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::Gateway;
 use crate::password;
-use crate::store::Station;
+use crate::store::{ConnectFacts, PresentedCertificate, Station};
 
 /// How the connection arrived.
 #[derive(Debug, Clone)]
@@ -103,6 +103,9 @@ impl Refusal {
 pub struct Admission {
     pub station: Station,
     pub certificate_serial: Option<String>,
+    /// The certificates engine has bookkeeping to do on this connection
+    /// ([`ConnectFacts::certificate_work`]).
+    pub certificate_work: bool,
 }
 
 /// Decides whether `station_id`, connecting from `source`, may open a session
@@ -157,14 +160,20 @@ async fn decide(
     authorization: Option<&str>,
     checked: &mut bool,
 ) -> Result<Admission, Refusal> {
-    let station = match app.store.station_for_connect(station_id).await {
-        Ok(Some(s)) => s,
+    let chain = transport.client_chain.as_deref().filter(|c| !c.is_empty());
+    // Read first, so that one statement finds the station and the record of the
+    // certificate it presented (an unreadable one is refused where it matters).
+    let leaf = chain.map(|c| pki::inspect_certificate(&c[0]).ok());
+    let serial = leaf.as_ref().and_then(|l| l.as_ref()).map(|i| i.serial_hex.as_str());
+    let facts = match app.store.connect_facts(station_id, serial).await {
+        Ok(Some(f)) => f,
         Ok(None) => return Err(Refusal::UnknownStation),
         Err(e) => {
             tracing::error!(error = %e, "station lookup failed");
             return Err(Refusal::Internal);
         }
     };
+    let ConnectFacts { station, certificate, certificate_work } = facts;
     if !station.enabled {
         return Err(Refusal::StationDisabled);
     }
@@ -179,28 +188,28 @@ async fn decide(
         return Err(Refusal::ProfileDowngrade);
     }
     if station.security_profile >= 3 {
-        let Some(chain) = transport.client_chain.as_deref().filter(|c| !c.is_empty()) else {
+        let (Some(chain), Some(leaf)) = (chain, leaf) else {
             return Err(if authorization.is_some() {
                 Refusal::BasicAuthForProfile3
             } else {
                 Refusal::NoClientCertificate
             });
         };
-        let serial = verify_certificate(app, &station, chain).await?;
-        return Ok(Admission { station, certificate_serial: Some(serial) });
+        let serial = verify_certificate(app, &station, chain, leaf, certificate)?;
+        return Ok(Admission { station, certificate_serial: Some(serial), certificate_work });
     }
     // A05: a profile-2 station being moved up connects with its new certificate
     // and no password. It is admitted on the certificate, under the same checks
     // as profile 3, and is profile 3 from then on: Basic no longer opens it.
     if station.security_profile == 2
         && authorization.is_none()
-        && let Some(chain) = transport.client_chain.as_deref().filter(|c| !c.is_empty())
+        && let (Some(chain), Some(leaf)) = (chain, leaf)
     {
-        let serial = verify_certificate(app, &station, chain).await?;
+        let serial = verify_certificate(app, &station, chain, leaf, certificate)?;
         return match app.store.update_station(&station.tenant_id, &station.id, Some(3), None, None, None).await {
             Ok(raised) => {
                 tracing::info!(station = %station.id, tenant = %station.tenant_id, "security profile raised from 2 to 3 (A05)");
-                Ok(Admission { station: raised, certificate_serial: Some(serial) })
+                Ok(Admission { station: raised, certificate_serial: Some(serial), certificate_work })
             }
             Err(e) => {
                 tracing::error!(error = %e, "raising the security profile failed");
@@ -209,7 +218,7 @@ async fn decide(
         };
     }
     verify_basic(app, &station, authorization, checked).await?;
-    Ok(Admission { station, certificate_serial: None })
+    Ok(Admission { station, certificate_serial: None, certificate_work })
 }
 
 /// A refusal that must not be told apart by its timing: the client sent a
@@ -253,20 +262,15 @@ async fn check_password(app: &Gateway, password: String, stored: String) -> Resu
 /// by that tenant's CA, so the chain is not verified a second time. Only when
 /// there is no such record is it verified against the tenant's own anchors, to
 /// say precisely why it is refused.
-async fn verify_certificate(
+fn verify_certificate(
     app: &Gateway,
     station: &Station,
     chain: &[CertificateDer<'static>],
+    leaf: Option<pki::CertInfo>,
+    record: Option<PresentedCertificate>,
 ) -> Result<String, Refusal> {
-    let leaf = &chain[0];
-    let info = pki::inspect_certificate(leaf).map_err(|_| Refusal::CertificateUnreadable)?;
-    let record = match app.store.certificate_at_connect(&station.tenant_id, &info.serial_hex).await {
-        Ok(r) => r.filter(|c| c.certificate.fingerprint == info.sha256_fingerprint_hex),
-        Err(e) => {
-            tracing::error!(error = %e, "certificate lookup failed");
-            return Err(Refusal::Internal);
-        }
-    };
+    let info = leaf.ok_or(Refusal::CertificateUnreadable)?;
+    let record = record.filter(|c| c.fingerprint == info.sha256_fingerprint_hex);
     let Some(record) = record else {
         verify_with_tenant_anchors(app, station, chain)?;
         return Err(if info.subject_cn.as_deref() != Some(station.id.as_str()) {
@@ -279,17 +283,17 @@ async fn verify_certificate(
     };
     // By the CSMS's clock, which may differ from the TLS layer's.
     let now = app.clock.now_millis();
-    if now < record.certificate.not_before {
+    if now < record.not_before {
         return Err(Refusal::CertificateNotYetValid);
     }
-    if now > record.certificate.not_after {
+    if now > record.not_after {
         return Err(Refusal::CertificateExpired);
     }
     // A00.FR.405: the certificate belongs to this station.
     if info.subject_cn.as_deref() != Some(station.id.as_str()) {
         return Err(Refusal::CertificateCnMismatch);
     }
-    if record.certificate.revoked_at.is_some() {
+    if record.revoked_at.is_some() {
         return Err(Refusal::CertificateRevoked);
     }
     // A certificate of a replaced CA is accepted until its overlap ends.

@@ -395,8 +395,9 @@ async fn upgrade_request(
         tenant_id: Arc::from(station.tenant_id.as_str()),
         station_id: station.id.clone(),
         certificate_serial: admission.certificate_serial.clone(),
+        certificate_work: admission.certificate_work,
     };
-    let state = SessionState::new(connected, registration);
+    let state = SessionState::new(connected, registration).read_at_admission(station.registration);
     if slot.set(Admitted { on_upgrade: hyper::upgrade::on(&mut req), state }).is_err() {
         // Refusals close the connection and a 101 ends HTTP on it: never reached.
         return plain(StatusCode::BAD_REQUEST, "one upgrade per connection\n");

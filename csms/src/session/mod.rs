@@ -58,11 +58,21 @@ pub struct SessionState {
     /// because this CSMS asked for it (TriggerMessage, GetBaseReport, GetReport
     /// answered Accepted on this connection).
     requested_while_pending: Vec<Action>,
+    /// The operator's registration for the station as read when the
+    /// connection was admitted, for the first BootNotification on it.
+    registration_at_admission: Option<Registration>,
 }
 
 impl SessionState {
     pub fn new(station: ConnectedStation, registration: Option<Registration>) -> Self {
-        SessionState { station, registration, requested_while_pending: Vec::new() }
+        SessionState { station, registration, requested_while_pending: Vec::new(), registration_at_admission: None }
+    }
+
+    /// With the operator's registration read at admission (B01-B03): the first
+    /// BootNotification is answered from it, without another read.
+    pub fn read_at_admission(mut self, registration: Registration) -> Self {
+        self.registration_at_admission = Some(registration);
+        self
     }
 
     /// May the station send `action` now (B02.FR.09, B03.FR.07)?
@@ -424,7 +434,13 @@ async fn handle(
             format!("{} is not implemented by this CSMS yet", action.as_str()),
         ));
     };
-    let call = StationCall { station: &state.station, action, payload, registration: &mut state.registration };
+    let call = StationCall {
+        station: &state.station,
+        action,
+        payload,
+        registration: &mut state.registration,
+        registration_at_admission: &mut state.registration_at_admission,
+    };
     let answer = engine.handle(call).await?;
     if answer.action() != action {
         tracing::error!(engine = engine.name(), call = action.as_str(), "engine answered another action");
@@ -448,8 +464,12 @@ mod tests {
     use serde_json::json;
 
     fn state(registration: Option<Registration>) -> SessionState {
-        let station =
-            ConnectedStation { tenant_id: Arc::from("t"), station_id: "CS1".into(), certificate_serial: None };
+        let station = ConnectedStation {
+            tenant_id: Arc::from("t"),
+            station_id: "CS1".into(),
+            certificate_serial: None,
+            certificate_work: false,
+        };
         SessionState::new(station, registration)
     }
 

@@ -53,16 +53,6 @@ pub struct RevokedCertificate {
     pub reason: Option<String>,
 }
 
-/// A certificate a station presents at connect, with what decides whether its
-/// issuer is still trusted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertificateAtConnect {
-    pub certificate: CertificateRecord,
-    /// End of the overlap of its issuer, when that is a replaced CA; `None`: the
-    /// current CA issued it.
-    pub issuer_trusted_until: Option<i64>,
-}
-
 impl Store {
     /// Records a certificate in a transaction of its own (issuance without the
     /// group commit, which records it as a [`StationWrite::Certificate`]).
@@ -85,36 +75,6 @@ impl Store {
             .await?
             .as_ref()
             .map(certificate_from_row)
-            .transpose()?
-        });
-        Ok(row)
-    }
-
-    /// A certificate presented at connect, with the end of its issuer's overlap,
-    /// in one query.
-    pub async fn certificate_at_connect(
-        &self,
-        tenant_id: &str,
-        serial_hex: &str,
-    ) -> Result<Option<CertificateAtConnect>, StoreError> {
-        let row = with_pool!(self, |p| {
-            sqlx::query(
-                "SELECT c.tenant_id, c.serial_hex, c.station_id, c.fingerprint, c.not_before, c.not_after, c.cert_pem, \
-                   c.issued_at, c.revoked_at, c.revocation_reason, c.issuer_id, cr.trusted_until AS issuer_trusted_until \
-                 FROM certificates c \
-                 LEFT JOIN credentials cr ON cr.tenant_id = c.tenant_id AND cr.name = 'station-ca@' || c.issuer_id \
-                 WHERE c.tenant_id = $1 AND c.serial_hex = $2",
-            )
-            .bind(tenant_id)
-            .bind(serial_hex)
-            .fetch_optional(p)
-            .await?
-            .map(|r| -> Result<_, sqlx::Error> {
-                Ok(CertificateAtConnect {
-                    certificate: certificate_from_row(&r)?,
-                    issuer_trusted_until: r.try_get("issuer_trusted_until")?,
-                })
-            })
             .transpose()?
         });
         Ok(row)

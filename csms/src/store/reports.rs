@@ -81,10 +81,10 @@ impl Store {
     ///
     /// Reports of one kind go in multi-row statements (a few per group, not
     /// one per report): boots and certificates first, then heartbeats, then
-    /// connector statuses, messages and security events. Within a group, a
-    /// station's latest heartbeat and each connector's latest status are what
-    /// is written (the result of writing them one by one); `last_seen_at`
-    /// never moves back.
+    /// connector statuses, messages and security events. Within a group, every
+    /// boot is recorded, but a station's row takes its latest boot and its
+    /// latest heartbeat, and each connector its latest status (the result of
+    /// writing them one by one); `last_seen_at` never moves back.
     pub async fn apply_writes(&self, writes: &[StationWrite]) -> Result<(), StoreError> {
         let plan = WritePlan::of(writes);
         with_pool!(self, |p| {
@@ -109,47 +109,56 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            for b in &plan.boots {
-                sqlx::query(
-                    "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&b.tenant_id)
-                .bind(&b.station_id)
-                .bind(b.received_at)
-                .bind(&b.reason)
-                .bind(b.status.as_str())
-                .bind(&b.payload)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(keep) = b.keep_last {
-                    // The id of the newest record beyond `keep`, and every older one.
-                    sqlx::query(
-                        "DELETE FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 AND id <= \
-                         (SELECT id FROM boot_notifications WHERE tenant_id = $1 AND station_id = $2 \
-                         ORDER BY id DESC LIMIT 1 OFFSET $3)",
-                    )
-                    .bind(&b.tenant_id)
-                    .bind(&b.station_id)
-                    .bind(i64::from(keep))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query(
-                    "UPDATE stations SET boot_status = $1, vendor = $2, model = $3, serial_number = $4, \
-                     firmware_version = $5, last_boot_at = $6, last_seen_at = CASE WHEN last_seen_at IS NULL \
-                     OR last_seen_at < $6 THEN $6 ELSE last_seen_at END WHERE tenant_id = $7 AND id = $8",
-                )
-                .bind(b.status.as_str())
-                .bind(&b.vendor)
-                .bind(&b.model)
-                .bind(&b.serial_number)
-                .bind(&b.firmware_version)
-                .bind(b.received_at)
-                .bind(&b.tenant_id)
-                .bind(&b.station_id)
-                .execute(&mut *tx)
-                .await?;
+            for rows in statement_chunks(&plan.boots) {
+                let mut q = statement(
+                    p,
+                    "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) ",
+                );
+                q.push_values(rows, |mut row, b| {
+                    row.push_bind(b.tenant_id.as_str())
+                        .push_bind(b.station_id.as_str())
+                        .push_bind(b.received_at)
+                        .push_bind(b.reason.as_str())
+                        .push_bind(b.status.as_str())
+                        .push_bind(b.payload.as_str());
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            for rows in statement_chunks(&plan.boot_history) {
+                // Each station's records beyond its newest `keep`, newest first.
+                let mut q = statement(
+                    p,
+                    "DELETE FROM boot_notifications WHERE id IN (SELECT t.id FROM (SELECT b.id, \
+                       ROW_NUMBER() OVER (PARTITION BY b.tenant_id, b.station_id ORDER BY b.id DESC) AS rn, \
+                       v.column3 AS keep FROM boot_notifications b JOIN (",
+                );
+                q.push_values(rows, |mut row, &(tenant_id, station_id, keep)| {
+                    row.push_bind(tenant_id).push_bind(station_id).push_bind(i64::from(keep));
+                });
+                q.push(") AS v ON b.tenant_id = v.column1 AND b.station_id = v.column2) AS t WHERE t.rn > t.keep)");
+                q.build().execute(&mut *tx).await?;
+            }
+            for rows in statement_chunks(&plan.booted) {
+                let mut q = statement(
+                    p,
+                    "UPDATE stations SET boot_status = v.column3, vendor = v.column4, model = v.column5, \
+                     serial_number = v.column6, firmware_version = v.column7, last_boot_at = v.column8, \
+                     last_seen_at = CASE WHEN stations.last_seen_at IS NULL OR stations.last_seen_at < v.column9 \
+                     THEN v.column9 ELSE stations.last_seen_at END FROM (",
+                );
+                q.push_values(rows, |mut row, &(b, seen)| {
+                    row.push_bind(b.tenant_id.as_str())
+                        .push_bind(b.station_id.as_str())
+                        .push_bind(b.status.as_str())
+                        .push_bind(b.vendor.as_str())
+                        .push_bind(b.model.as_str())
+                        .push_bind(b.serial_number.as_deref())
+                        .push_bind(b.firmware_version.as_deref())
+                        .push_bind(b.received_at)
+                        .push_bind(seen);
+                });
+                q.push(") AS v WHERE stations.tenant_id = v.column1 AND stations.id = v.column2");
+                q.build().execute(&mut *tx).await?;
             }
             for rows in statement_chunks(&plan.heartbeats) {
                 // VALUES columns are column1.. in SQLite and PostgreSQL alike.
@@ -352,7 +361,13 @@ struct SecurityEventRow<'a> {
 #[derive(Default)]
 struct WritePlan<'a> {
     certificates: Vec<&'a CertificateRecord>,
+    /// Every boot, in arrival order (each is kept).
     boots: Vec<&'a BootRecord>,
+    /// The latest boot of each station, what its row shows, with the latest
+    /// time any of its boots in the group was received (`last_seen_at`).
+    booted: Vec<(&'a BootRecord, i64)>,
+    /// (tenant, station, keep) for each station whose latest boot bounds its history.
+    boot_history: Vec<(&'a str, &'a str, u32)>,
     /// (tenant, station, at): the latest heartbeat of each station.
     heartbeats: Vec<(&'a str, &'a str, i64)>,
     /// The latest status of each connector, in arrival order otherwise.
@@ -367,10 +382,20 @@ impl<'a> WritePlan<'a> {
         let mut plan = WritePlan::default();
         let mut heartbeat_of: HashMap<(&str, &str), usize> = HashMap::new();
         let mut status_of: HashMap<(&str, i64, i64), usize> = HashMap::new();
+        let mut boot_of: HashMap<(&str, &str), usize> = HashMap::new();
         for w in writes {
             match w {
                 StationWrite::Certificate(c) => plan.certificates.push(c),
-                StationWrite::Boot(b) => plan.boots.push(b),
+                StationWrite::Boot(b) => {
+                    plan.boots.push(b);
+                    match boot_of.get(&(b.tenant_id.as_str(), b.station_id.as_str())) {
+                        Some(&i) => plan.booted[i] = (b, plan.booted[i].1.max(b.received_at)),
+                        None => {
+                            boot_of.insert((&b.tenant_id, &b.station_id), plan.booted.len());
+                            plan.booted.push((b, b.received_at));
+                        }
+                    }
+                }
                 StationWrite::Heartbeat { tenant_id, station_id, at } => {
                     match heartbeat_of.get(&(tenant_id.as_str(), station_id.as_str())) {
                         Some(&i) => plan.heartbeats[i].2 = plan.heartbeats[i].2.max(*at),
@@ -413,6 +438,11 @@ impl<'a> WritePlan<'a> {
                 }
             }
         }
+        plan.boot_history = plan
+            .booted
+            .iter()
+            .filter_map(|(b, _)| Some((b.tenant_id.as_str(), b.station_id.as_str(), b.keep_last?)))
+            .collect();
         plan
     }
 }
@@ -476,5 +506,35 @@ mod tests {
         assert_eq!(plan.heartbeats, [("t", "A", 9), ("t", "B", 3)]);
         let statuses: Vec<(i64, &str)> = plan.statuses.iter().map(|(_, _, s)| (s.evse_id, s.status.as_str())).collect();
         assert_eq!(statuses, [(1, "Available"), (2, "Available")]);
+    }
+
+    #[test]
+    fn plan_records_every_boot_and_shows_the_latest() {
+        let boot = |s: &str, at: i64, keep: Option<u32>| {
+            StationWrite::Boot(BootRecord {
+                tenant_id: "t".into(),
+                station_id: s.into(),
+                received_at: at,
+                reason: "PowerUp".into(),
+                status: Registration::Accepted,
+                vendor: format!("v{at}"),
+                model: "m".into(),
+                serial_number: None,
+                firmware_version: None,
+                payload: "{}".into(),
+                keep_last: keep,
+            })
+        };
+        let writes = [boot("A", 1, Some(5)), boot("B", 2, None), boot("A", 3, Some(2)), boot("C", 4, Some(1))];
+        let plan = WritePlan::of(&writes);
+        assert_eq!(plan.boots.iter().map(|b| b.received_at).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let shown: Vec<(&str, &str, i64)> =
+            plan.booted.iter().map(|(b, seen)| (b.station_id.as_str(), b.vendor.as_str(), *seen)).collect();
+        assert_eq!(shown, [("A", "v3", 3), ("B", "v2", 2), ("C", "v4", 4)]);
+        assert_eq!(plan.boot_history, [("t", "A", 2), ("t", "C", 1)]);
+        let late = [boot("A", 9, None), boot("A", 8, None)];
+        let plan = WritePlan::of(&late);
+        assert_eq!(plan.booted.iter().map(|(b, seen)| (b.received_at, *seen)).collect::<Vec<_>>(), [(8, 9)]);
+        assert!(plan.boot_history.is_empty());
     }
 }

@@ -169,13 +169,6 @@ impl Store {
         self.station_within(Some(tenant_id), id).await
     }
 
-    /// Across tenants: the station with this id, whichever tenant it belongs to,
-    /// for the gateway: the OCPP URL carries no tenant (station ids are unique
-    /// on the platform). The caller then works within `tenant_id` of the result.
-    pub async fn station_for_connect(&self, id: &str) -> Result<Option<Station>, StoreError> {
-        self.station_within(None, id).await
-    }
-
     /// Across tenants: the tenant a station id belongs to, for callers that name
     /// a station by its id alone: the platform CLI and manufacturing-time
     /// enrollment (`authority::enroll`).
@@ -440,10 +433,10 @@ impl Store {
     }
 }
 
-const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, pending_password_hash, registration, enabled, description, boot_status, \
+pub(super) const STATION_COLUMNS: &str = "id, tenant_id, security_profile, password_hash, pending_password_hash, registration, enabled, description, boot_status, \
     vendor, model, serial_number, firmware_version, last_boot_at, last_heartbeat_at, last_seen_at, created_at, tags";
 
-fn station_from_row<R>(r: &R) -> Result<Station, sqlx::Error>
+pub(super) fn station_from_row<R>(r: &R) -> Result<Station, sqlx::Error>
 where
     R: Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,

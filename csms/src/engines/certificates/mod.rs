@@ -177,6 +177,11 @@ impl Engine for Certificates {
 
     /// Deliveries a crash or disconnect cut short; what the station connected with.
     fn on_connect(&self, station: &ConnectedStation) -> Option<Task> {
+        // The connect read found no request to move and no older certificate
+        // to supersede: nothing to read or write for this connection.
+        if !station.certificate_work {
+            return None;
+        }
         let (ctx, station) = (self.ctx.clone(), station.clone());
         Some(Box::pin(async move {
             let (tenant, id) = (station.tenant_id.to_string(), station.station_id.as_str());

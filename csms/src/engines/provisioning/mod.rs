@@ -58,15 +58,28 @@ impl Provisioning {
     }
 
     /// B01-B03: the answer follows the registration the operator set for the station.
+    ///
+    /// The first boot on a connection is answered from the registration read
+    /// when the connection was admitted (`at_admission`, milliseconds earlier);
+    /// every later one on the same connection (a Pending station booting again)
+    /// reads it anew, so an operator's change is seen at the next boot.
     async fn boot(
         &self,
         station: &ConnectedStation,
+        at_admission: Option<Registration>,
         payload: String,
         req: BootNotificationRequest,
     ) -> Result<(BootNotificationResponse, Registration), HandlerError> {
         let ctx = &self.ctx;
-        let known = ctx.store.station(&station.tenant_id, &station.station_id).await?;
-        let status = known.map(|s| s.registration).unwrap_or(Registration::Rejected);
+        let status = match at_admission {
+            Some(r) => r,
+            None => ctx
+                .store
+                .station(&station.tenant_id, &station.station_id)
+                .await?
+                .map(|s| s.registration)
+                .unwrap_or(Registration::Rejected),
+        };
         let now = ctx.clock.now_millis();
         let cs = &req.charging_station;
         ctx.writes
@@ -192,6 +205,9 @@ impl Engine for Provisioning {
         // Heartbeat does not allocate room for a BootNotification.
         match call.action {
             Action::BootNotification => Box::pin(async move {
+                // Taken by the first boot, deferred or not: a deferred station
+                // boots again seconds later and is answered from a new read.
+                let at_admission = call.registration_at_admission.take();
                 let slot = self.boots.clone().try_acquire_owned().ok().map(|p| BootSlot::new(p, &self.ctx));
                 // Only a station not yet accepted on this connection is deferred: one
                 // that was accepted (or rejected) keeps that state and is answered.
@@ -205,7 +221,7 @@ impl Engine for Provisioning {
                 // The boot is kept as it came, for the operator.
                 let payload = call.payload.to_string();
                 let req = call.decode::<BootNotificationRequest>()?;
-                let (response, registration) = self.boot(call.station, payload, req).await?;
+                let (response, registration) = self.boot(call.station, at_admission, payload, req).await?;
                 *call.registration = Some(registration);
                 Ok(Answer::new::<BootNotificationRequest>(response))
             }),
