@@ -354,3 +354,71 @@ fn generated_passwords_and_repeated_logins_need_no_pbkdf2() {
     assert_eq!(o["status"], 429, "backed off, even with the right password: {o}");
     assert_eq!((password_checks(&server) - slow, fast_checks(&server, "keyed")), (3.0, 6.0), "nothing checked");
 }
+
+/// Sends `request` (and `after` right behind it) on a new plain connection;
+/// everything the server sent until it closed or went quiet for a second.
+fn raw_exchange(plain: &str, request: &[u8], after: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(plain).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(request).unwrap();
+    s.write_all(after).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+fn status_of(answer: &[u8]) -> u16 {
+    String::from_utf8_lossy(answer).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The upgrade request is read and answered by the gateway itself (no HTTP
+/// server): a head that is not HTTP, one too large, one that is no WebSocket
+/// upgrade are each answered with their status and counted; a frame sent right
+/// behind the request, before the 101 arrived, still reaches the session.
+#[test]
+fn upgrade_requests_are_parsed_and_refused_precisely() {
+    let env = Env::new(Db::Sqlite);
+    env.add_station("CS-P1", 1, Some("a-long-basic-password-1"));
+    let server = env.serve(&["--ocpp-plain-addr", "127.0.0.1:0"]);
+    let plain = server.plain.clone().unwrap();
+
+    let answer = raw_exchange(&plain, b"\x16\x03\x01\x00\x05hello\r\n\r\n", b"");
+    assert_eq!(status_of(&answer), 400, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(refused(&server, "bad_request"), 1.0);
+
+    let mut big = b"GET /ocpp/CS-P1 HTTP/1.1\r\nHost: localhost\r\nX-Filler: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(status_of(&raw_exchange(&plain, &big, b"")), 431);
+    assert_eq!(refused(&server, "request_too_large"), 1.0);
+
+    let no_upgrade = b"GET /ocpp/CS-P1 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let answer = raw_exchange(&plain, no_upgrade, b"");
+    assert_eq!(status_of(&answer), 426);
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.contains("sec-websocket-version: 13") && text.contains("connection: close"), "{text}");
+
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode("CS-P1:a-long-basic-password-1");
+    let upgrade = format!(
+        "GET /ocpp/CS-P1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: ocpp2.0.1\r\nAuthorization: Basic {token}\r\n\r\n"
+    );
+    // A masked text frame (mask 0: the payload as it is), sent without waiting.
+    let call = br#"[2,"early-1","Heartbeat",{}]"#;
+    let mut frame = vec![0x81, 0x80 | u8::try_from(call.len()).unwrap(), 0, 0, 0, 0];
+    frame.extend_from_slice(call);
+    let answer = raw_exchange(&plain, upgrade.as_bytes(), &frame);
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(status_of(&answer), 101, "{text}");
+    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the accept key of RFC 6455 1.3: {text}");
+    // Not booted yet: the Heartbeat is answered with a CALLERROR, so it was read.
+    assert!(text.contains(r#"[4,"early-1","SecurityError""#), "{text}");
+}
