@@ -267,17 +267,18 @@ async fn upgrade_and_run<IO>(
 {
     let (request, rest) = match tokio::time::timeout_at(deadline, upgrade::read_head(&mut io)).await {
         Ok(Ok(upgrade::Head::Request { request, rest })) => (request, rest),
-        Ok(Ok(upgrade::Head::TooLarge)) => {
-            app.metrics.handshake_failed("request_too_large");
-            let res = plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields too large\n");
-            let _ = tokio::time::timeout_at(deadline, upgrade::respond(&mut io, &res, true)).await;
-            return;
-        }
-        Ok(Ok(upgrade::Head::Malformed(why))) => {
-            tracing::debug!(%peer, why, "malformed upgrade request");
-            app.metrics.handshake_failed("bad_request");
-            let res = plain(StatusCode::BAD_REQUEST, "bad request\n");
-            let _ = tokio::time::timeout_at(deadline, upgrade::respond(&mut io, &res, true)).await;
+        Ok(Ok(unusable)) => {
+            let (status, label, text) = match unusable {
+                upgrade::Head::TooLarge => (
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request_too_large",
+                    "request header fields too large\n",
+                ),
+                _ => (StatusCode::BAD_REQUEST, "bad_request", "bad request\n"),
+            };
+            tracing::debug!(%peer, head = ?unusable, "upgrade request refused");
+            app.metrics.handshake_failed(label);
+            let _ = tokio::time::timeout_at(deadline, upgrade::respond(&mut io, &plain(status, text), true)).await;
             return;
         }
         Ok(Err(e)) => {
