@@ -17,6 +17,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 48;
 
 /// The request head read from a connection.
+// Returned once per connection and matched at once: boxing the large variant
+// would only add an allocation per connect.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Head {
     /// A complete head, and whatever the client sent after it (a client must
