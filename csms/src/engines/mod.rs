@@ -112,8 +112,9 @@ pub struct StationCall<'a> {
     /// BootNotification sets it.
     pub registration: &'a mut Option<Registration>,
     /// The registration the operator had set when this connection was
-    /// admitted, read with the station then; the first BootNotification on the
-    /// connection takes it instead of reading it again. `None` once taken.
+    /// admitted, read with the station then, on the connection's first call
+    /// within two seconds of admission only; a BootNotification takes it
+    /// instead of reading it again.
     pub registration_at_admission: &'a mut Option<Registration>,
 }
 

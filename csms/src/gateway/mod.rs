@@ -290,7 +290,13 @@ async fn upgrade_and_run<IO>(
             return;
         }
     };
-    let (res, state) = upgrade_request(&app, peer, &transport, &request).await;
+    // The deadline covers the decision too (the connect read, a queued password
+    // check): a station is never let in after its handshake time ran out.
+    let Ok((res, state)) = tokio::time::timeout_at(deadline, upgrade_request(&app, peer, &transport, &request)).await
+    else {
+        app.metrics.handshake_failed("upgrade_timeout");
+        return;
+    };
     let admitted = state.is_some();
     match tokio::time::timeout_at(deadline, upgrade::respond(&mut io, &res, !admitted)).await {
         Ok(Ok(())) => {}

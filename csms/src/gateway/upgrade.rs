@@ -67,10 +67,10 @@ pub async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<Head> {
 }
 
 fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request<()>, &'static str> {
+    // RFC 6455 4.1: the opening handshake is an HTTP/1.1 request (or later).
     let version = match parsed.version {
         Some(1) => Version::HTTP_11,
-        Some(0) => Version::HTTP_10,
-        _ => return Err("unsupported HTTP version"),
+        _ => return Err("a WebSocket upgrade needs HTTP/1.1"),
     };
     let mut builder = Request::builder()
         .method(parsed.method.ok_or("no method")?)
@@ -166,6 +166,7 @@ mod tests {
         assert!(matches!(head_of(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).await.unwrap(), Head::TooLarge));
         assert!(matches!(head_of(b"\x16\x03\x01\x00\x05hello\r\n\r\n").await.unwrap(), Head::Malformed(_)));
         assert!(matches!(head_of(b"GET / HTTP/2.0\r\n\r\n").await.unwrap(), Head::Malformed(_)));
+        assert!(matches!(head_of(b"GET /ocpp/CS1 HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap(), Head::Malformed(_)));
         let cut = head_of(b"GET /ocpp/CS1 HTTP/1.1\r\nHost: x\r\n").await.unwrap_err();
         assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof);
     }

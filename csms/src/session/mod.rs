@@ -59,9 +59,14 @@ pub struct SessionState {
     /// answered Accepted on this connection).
     requested_while_pending: Vec<Action>,
     /// The operator's registration for the station as read when the
-    /// connection was admitted, for the first BootNotification on it.
-    registration_at_admission: Option<Registration>,
+    /// connection was admitted, and when, for the first call on it.
+    registration_at_admission: Option<(Registration, Instant)>,
 }
+
+/// How long the registration read at admission answers the connection's first
+/// BootNotification; a boot that comes later reads it again, so an operator's
+/// change made meanwhile is what the station is told.
+const ADMISSION_READ_FRESH: Duration = Duration::from_secs(2);
 
 impl SessionState {
     pub fn new(station: ConnectedStation, registration: Option<Registration>) -> Self {
@@ -71,8 +76,14 @@ impl SessionState {
     /// With the operator's registration read at admission (B01-B03): the first
     /// BootNotification is answered from it, without another read.
     pub fn read_at_admission(mut self, registration: Registration) -> Self {
-        self.registration_at_admission = Some(registration);
+        self.registration_at_admission = Some((registration, Instant::now()));
         self
+    }
+
+    /// The registration read at admission, for the connection's first call
+    /// only, and only while it is fresh ([`ADMISSION_READ_FRESH`]).
+    fn take_registration_at_admission(&mut self) -> Option<Registration> {
+        self.registration_at_admission.take().filter(|(_, read)| read.elapsed() < ADMISSION_READ_FRESH).map(|(r, _)| r)
     }
 
     /// May the station send `action` now (B02.FR.09, B03.FR.07)?
@@ -434,12 +445,13 @@ async fn handle(
             format!("{} is not implemented by this CSMS yet", action.as_str()),
         ));
     };
+    let mut at_admission = state.take_registration_at_admission();
     let call = StationCall {
         station: &state.station,
         action,
         payload,
         registration: &mut state.registration,
-        registration_at_admission: &mut state.registration_at_admission,
+        registration_at_admission: &mut at_admission,
     };
     let answer = engine.handle(call).await?;
     if answer.action() != action {
@@ -493,6 +505,18 @@ mod tests {
         assert!(s.may_send(Action::StatusNotification));
         assert!(!s.may_send(Action::Heartbeat));
         assert!(!s.may_send(Action::TransactionEvent));
+    }
+
+    #[test]
+    fn the_registration_read_at_admission_serves_the_first_call_while_fresh() {
+        let mut s = state(None).read_at_admission(Registration::Pending);
+        assert_eq!(s.take_registration_at_admission(), Some(Registration::Pending));
+        assert_eq!(s.take_registration_at_admission(), None, "the first call only");
+        let mut stale = state(None).read_at_admission(Registration::Accepted);
+        let read = Instant::now().checked_sub(ADMISSION_READ_FRESH).unwrap();
+        stale.registration_at_admission = Some((Registration::Accepted, read));
+        assert_eq!(stale.take_registration_at_admission(), None, "read too long ago: read again");
+        assert_eq!(state(None).take_registration_at_admission(), None);
     }
 
     #[test]

@@ -366,7 +366,9 @@ struct WritePlan<'a> {
     /// The latest boot of each station, what its row shows, with the latest
     /// time any of its boots in the group was received (`last_seen_at`).
     booted: Vec<(&'a BootRecord, i64)>,
-    /// (tenant, station, keep) for each station whose latest boot bounds its history.
+    /// (tenant, station, keep) for each station whose latest boot bounds its
+    /// history. The latest boot's bound applies to the group: every boot of a
+    /// station carries the same one (`boot_history_per_station`).
     boot_history: Vec<(&'a str, &'a str, u32)>,
     /// (tenant, station, at): the latest heartbeat of each station.
     heartbeats: Vec<(&'a str, &'a str, i64)>,

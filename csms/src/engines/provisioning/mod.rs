@@ -59,10 +59,10 @@ impl Provisioning {
 
     /// B01-B03: the answer follows the registration the operator set for the station.
     ///
-    /// The first boot on a connection is answered from the registration read
-    /// when the connection was admitted (`at_admission`, milliseconds earlier);
-    /// every later one on the same connection (a Pending station booting again)
-    /// reads it anew, so an operator's change is seen at the next boot.
+    /// A boot that is the connection's first call, within two seconds of its
+    /// admission, is answered from the registration read then (`at_admission`);
+    /// any other (later, or a Pending station booting again) reads it anew, so
+    /// an operator's change is seen at the next boot.
     async fn boot(
         &self,
         station: &ConnectedStation,
