@@ -166,7 +166,16 @@ impl Store {
 
     /// The tenant's station with this id.
     pub async fn station(&self, tenant_id: &str, id: &str) -> Result<Option<Station>, StoreError> {
-        self.station_within(Some(tenant_id), id).await
+        let row = with_pool!(self, |p| {
+            sqlx::query(&format!("SELECT {STATION_COLUMNS} FROM stations WHERE tenant_id = $1 AND id = $2"))
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+                .map(|r| station_from_row(&r))
+                .transpose()?
+        });
+        Ok(row)
     }
 
     /// Across tenants: the tenant a station id belongs to, for callers that name
@@ -409,22 +418,6 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?
         });
         Ok(rows)
-    }
-
-    /// The station `id` of `tenant_id`, or of any tenant for `None`.
-    async fn station_within(&self, tenant_id: Option<&str>, id: &str) -> Result<Option<Station>, StoreError> {
-        let row = with_pool!(self, |p| {
-            sqlx::query(&format!(
-                "SELECT {STATION_COLUMNS} FROM stations WHERE ($1 IS NULL OR tenant_id = $1) AND id = $2"
-            ))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .map(|r| station_from_row(&r))
-            .transpose()?
-        });
-        Ok(row)
     }
 
     /// A station just written: read back, NotFound if it is gone already.
