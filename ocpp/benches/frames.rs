@@ -2,16 +2,20 @@
 //! sees it: parse the OCPP-J frame into a `Value`, then validate
 //! the payload against its action's schema, per action, with payloads shaped as
 //! chargers send them (the MeterValues one is the load tool's: 11 sampled
-//! values of a 3-phase AC charger). A third figure adds the typed decode the
-//! engines of Heartbeat and StatusNotification do.
+//! values of a 3-phase AC charger). `raw_call_validate_text` is the path the
+//! session takes for a CALL: `RawCall::parse` keeps the payload as text and
+//! `check_request_text` checks it as it reads it; `frame_parse_and_validate`
+//! is the fallback through a `Value` (a text that names a property twice, or
+//! one that does not conform, where the walk names the violation). A third
+//! figure adds the typed decode the engines of Heartbeat and StatusNotification do.
 //!
 //! `cargo bench -p ocpp --bench frames`; read "time" (per frame) or "elem/s".
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a failure is a panic
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ocpp::Frame;
-use ocpp::v201::{Action, Direction};
+use ocpp::v201::{Action, Direction, Payload, TextCheck};
+use ocpp::{Frame, RawCall};
 
 /// MeterValues as the load tool sends them: 11 sampled values of a 3-phase AC charger.
 const METER_VALUES: &str = include_str!("meter_values.json");
@@ -63,6 +67,25 @@ fn frames(c: &mut Criterion) {
     }
     group.finish();
 
+    // The path the CSMS takes for a CALL: the frame read with its payload
+    // left as text, the text checked as it is read (no Value built).
+    let mut group = c.benchmark_group("raw_call_validate_text");
+    group.throughput(Throughput::Elements(1));
+    for (action, payload) in samples() {
+        let text = format!(r#"[2,"19223201","{}",{payload}]"#, action.as_str());
+        let raw = RawCall::parse(&text).expect("a call");
+        // Kept as text, or the figure measures the fallback.
+        assert!(matches!(ocpp::v201::check_request_text(action, raw.payload), TextCheck::Conforms(Payload::Text(_))));
+        group.bench_function(action.as_str(), |b| {
+            b.iter(|| {
+                let raw = RawCall::parse(std::hint::black_box(&text)).unwrap();
+                let name = Action::from_name(raw.action).unwrap();
+                std::hint::black_box(ocpp::v201::check_request_text(name, raw.payload));
+            });
+        });
+    }
+    group.finish();
+
     // The two halves apart, for the largest payload.
     let meter = format!(r#"[2,"19223201","MeterValues",{}]"#, METER_VALUES.trim());
     let mut group = c.benchmark_group("frame_parse_only");
@@ -88,6 +111,17 @@ fn frames(c: &mut Criterion) {
             ocpp::v201::validate(Action::StatusNotification, Direction::Request, &call.payload).unwrap();
             let req: ocpp::v201::StatusNotificationRequest =
                 ocpp::v201::decode_validated_request(call.payload).unwrap();
+            std::hint::black_box(req)
+        });
+    });
+    group.bench_function("StatusNotification as text", |b| {
+        b.iter(|| {
+            let raw = RawCall::parse(std::hint::black_box(&status)).unwrap();
+            let TextCheck::Conforms(payload) = ocpp::v201::check_request_text(Action::StatusNotification, raw.payload)
+            else {
+                unreachable!()
+            };
+            let req: ocpp::v201::StatusNotificationRequest = payload.decode().unwrap();
             std::hint::black_box(req)
         });
     });

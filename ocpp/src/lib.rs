@@ -11,6 +11,7 @@ pub mod error;
 pub mod rpc;
 pub mod v201;
 pub mod validate;
+mod validate_text;
 
 pub use error::ErrorCode;
-pub use rpc::{Call, CallError, CallResult, Frame, FrameError, MessageId};
+pub use rpc::{Call, CallError, CallResult, Frame, FrameError, MessageId, RawCall};

@@ -14,7 +14,8 @@
 //! code is chosen as follows, checked in this order:
 //!
 //! 1. Text that is not JSON (including nesting deeper than serde_json's
-//!    recursion limit of 128), not a JSON array, or an empty array:
+//!    recursion limit of 128, the frame's array included), not a JSON array,
+//!    or an empty array:
 //!    [`ErrorCode::RpcFrameworkError`], `id: None`.
 //! 2. A message type number other than the integers 2, 3 or 4 (or not a number
 //!    at all): [`ErrorCode::MessageTypeNotSupported`], with the id if element 1
@@ -299,6 +300,43 @@ impl Frame {
             Frame::CallResult(r) => &r.id,
             Frame::CallError(e) => &e.id,
         }
+    }
+}
+
+/// A CALL whose payload is kept as the text it was sent as: what
+/// [`RawCall::parse`] reads without building the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawCall<'a> {
+    pub id: MessageId,
+    pub action: &'a str,
+    /// A JSON object's text, exactly as sent (whitespace around it excluded).
+    pub payload: &'a str,
+}
+
+impl<'a> RawCall<'a> {
+    /// Reads `text` as a CALL with an object payload, without building the
+    /// payload (it stays a slice of `text`, skipped over, not yet read: see
+    /// [`RawCall::payload_is_json`]). `None` for anything else, including an
+    /// action name written with escapes: [`Frame::parse`] then reads the
+    /// frame, or says precisely what is wrong with it.
+    pub fn parse(text: &'a str) -> Option<RawCall<'a>> {
+        let (kind, id, action, payload): (u64, String, &'a str, &'a serde_json::value::RawValue) =
+            serde_json::from_str(text).ok()?;
+        let payload = payload.get();
+        if kind != CALL || !payload.starts_with('{') {
+            return None;
+        }
+        Some(RawCall { id: MessageId::new(id).ok()?, action, payload })
+    }
+
+    /// Whether the payload is JSON as [`Frame::parse`] reads it in the frame.
+    /// [`RawCall::parse`] only skips over it (serde_json then checks neither
+    /// its strings, nor its numbers' range, nor its depth): a frame whose
+    /// payload fails here is for [`Frame::parse`] to refuse. Checking the
+    /// payload against its schema (`v201::check_request_text`) reads it as
+    /// strictly; this is for a call refused before its payload is looked at.
+    pub fn payload_is_json(&self) -> bool {
+        crate::validate_text::is_json_object(self.payload)
     }
 }
 
@@ -610,5 +648,35 @@ mod tests {
         for text in inputs {
             let _ = Frame::parse(text);
         }
+    }
+
+    #[test]
+    fn a_raw_call_keeps_the_payload_text_and_leaves_everything_else_to_parse() {
+        let text = r#" [2, "m1", "MeterValues", {"evseId": 1,  "meterValue": []} ] "#;
+        let raw = RawCall::parse(text).unwrap();
+        assert_eq!(
+            raw,
+            RawCall { id: id("m1"), action: "MeterValues", payload: r#"{"evseId": 1,  "meterValue": []}"# }
+        );
+        let Frame::Call(call) = Frame::parse(text).unwrap() else { panic!("a call") };
+        assert_eq!(serde_json::from_str::<Value>(raw.payload).unwrap(), call.payload);
+        for other in [
+            r#"[3,"m1",{}]"#,
+            r#"[2.0,"m1","Heartbeat",{}]"#,
+            r#"[2,"m1","Heartbeat",[]]"#,
+            r#"[2,"m1","Heartbeat",{},1]"#,
+            r#"[2,"m1","Heartbeat"]"#,
+            r#"[2,"","Heartbeat",{}]"#,
+            r#"[2,"0123456789012345678901234567890123456","Heartbeat",{}]"#,
+            r#"[2,"m1","Heart\u0062eat",{}]"#,
+            r#"[2,"m1","Heartbeat",{}] x"#,
+            r#"[2,"m1","Heartbeat",{"a":}]"#,
+        ] {
+            assert_eq!(RawCall::parse(other), None, "{other}");
+        }
+        // An escaped action name is still a CALL, read by Frame::parse.
+        assert!(
+            matches!(Frame::parse(r#"[2,"m1","Heart\u0062eat",{}]"#), Ok(Frame::Call(c)) if c.action == "Heartbeat")
+        );
     }
 }

@@ -263,6 +263,11 @@ fn check_node<'v>(node: &'static Node, value: &'v Value, path: &mut Path<'v>) ->
     }
 }
 
+/// Whether `value` is within the bounds, as [`check_range`] decides it.
+pub(crate) fn in_range(value: f64, minimum: Option<f64>, maximum: Option<f64>) -> bool {
+    !minimum.is_some_and(|min| value < min) && !maximum.is_some_and(|max| value > max)
+}
+
 fn check_range(value: f64, minimum: Option<f64>, maximum: Option<f64>, path: &Path) -> Result<(), Violation> {
     if let Some(min) = minimum
         && value < min
@@ -281,7 +286,7 @@ fn check_range(value: f64, minimum: Option<f64>, maximum: Option<f64>, path: &Pa
     Ok(())
 }
 
-enum Integer {
+pub(crate) enum Integer {
     Fits(i64),
     OutOfRange,
     Fractional,
@@ -289,7 +294,7 @@ enum Integer {
 
 /// Classifies a JSON number as jsonschema's draft-6 `integer` does: a float
 /// with a zero fraction counts.
-fn integer(n: &Number) -> Integer {
+pub(crate) fn integer(n: &Number) -> Integer {
     if let Some(i) = n.as_i64() {
         return Integer::Fits(i);
     }

@@ -48,6 +48,15 @@ fn bad_frames_get_the_specified_callerror() {
             "PropertyConstraintViolation",
         ),
         (r#"[2,"0123456789012345678901234567890123456","Heartbeat",{}]"#, "-1", "RpcFrameworkError"),
+        // Not JSON a Value can hold (a number out of range, a lone surrogate),
+        // where the schema allows anything, and in a call refused unread.
+        (
+            r#"[2,"m10","MeterValues",{"evseId":1,"meterValue":[{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{"value":1}]}],"customData":{"vendorId":"v","x":1e400}}]"#,
+            "-1",
+            "RpcFrameworkError",
+        ),
+        (r#"[2,"m11","DataTransfer",{"vendorId":"v","data":"\ud800"}]"#, "-1", "RpcFrameworkError"),
+        (r#"[2,"m12","NoSuchAction",{"x":"\ud800"}]"#, "-1", "RpcFrameworkError"),
     ];
     let mut frames: Vec<&str> = Vec::new();
     for (frame, _, _) in cases {
@@ -138,4 +147,69 @@ fn new_connection_replaces_the_old_one() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(first_lines[0]["reply"][0], 3);
     assert_eq!(first_lines[1]["closed"], 1008, "old session closed with policy violation: {first_lines:?}");
+}
+
+/// The payloads of the station's recorded `action` messages, oldest first, as
+/// Python's sqlite3 reads them from the server's database.
+fn stored_payloads(db: &str, station: &str, action: &str) -> Vec<String> {
+    let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\n\
+                  rows = c.execute('SELECT payload FROM station_messages WHERE station_id = ? AND action = ? ORDER BY id', \
+                  (sys.argv[2], sys.argv[3])).fetchall()\nprint(json.dumps([r[0] for r in rows]))\n";
+    let out = std::process::Command::new(crate::harness::python())
+        .args(["-c", script, db, station, action])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_payload_is_kept_as_sent_and_a_repeated_name_counts_once() {
+    let env = Env::new(Db::Sqlite);
+    let creds = env.add_station("CS-V", 3, None).unwrap();
+    let server = env.serve(&[]);
+    let args = tls_args(&server, &server.wss(), "CS-V", Some(&creds));
+    let (ok, _) = py("charger.py", &[strs(&args), vec!["--steps", "boot"]].concat());
+    assert!(ok);
+
+    let sample = r#"[{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{"value":1.5}]}]"#;
+    // As the station wrote it, spacing and order included.
+    let as_sent = format!(r#"{{ "meterValue" : {sample},   "evseId": 1 }}"#);
+    // JSON leaves a repeated name to the reader; like Python's json and every
+    // reader of a parsed payload here, the last one counts, and it is checked.
+    let last_counts = format!(r#"{{"evseId":"one","meterValue":{sample},"evseId":2}}"#);
+    let both_conform = format!(r#"{{"evseId":5,"meterValue":{sample},"evseId":6}}"#);
+    let last_is_wrong = format!(r#"{{"evseId":3,"meterValue":{sample},"evseId":"three"}}"#);
+    let nested_last_is_wrong =
+        r#"{"evseId":4,"meterValue":[{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{"value":1,"value":"x"}]}]}"#;
+    let frames = [
+        format!(r#"[2,"v1","MeterValues",{as_sent}]"#),
+        format!(r#"[2,"v2","MeterValues",{last_counts}]"#),
+        format!(r#"[2,"v3","MeterValues",{last_is_wrong}]"#),
+        format!(r#"[2,"v4","MeterValues",{nested_last_is_wrong}]"#),
+        format!(r#"[2,"v5","MeterValues",{both_conform}]"#),
+    ];
+    let (ok, lines) =
+        py("probe.py", &[vec!["frames"], strs(&args), frames.iter().map(String::as_str).collect()].concat());
+    assert!(ok, "{lines:?}");
+    let replies: Vec<&serde_json::Value> = lines.iter().map(|l| &l["reply"]).collect();
+    assert_eq!(replies[0], &serde_json::json!([3, "v1", {}]));
+    assert_eq!(replies[1], &serde_json::json!([3, "v2", {}]));
+    assert_eq!((&replies[2][1], &replies[2][2]), (&"v3".into(), &"TypeConstraintViolation".into()), "{}", replies[2]);
+    assert!(replies[2][3].as_str().unwrap().contains("evseId"), "{}", replies[2]);
+    assert_eq!((&replies[3][1], &replies[3][2]), (&"v4".into(), &"TypeConstraintViolation".into()), "{}", replies[3]);
+    assert_eq!(replies[4], &serde_json::json!([3, "v5", {}]));
+
+    let db = env.db_url.strip_prefix("sqlite://").unwrap();
+    let stored = stored_payloads(db, "CS-V", "MeterValues");
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(stored[0], as_sent);
+    // A repeated name is stored once, with the value that counted, so no
+    // reader of the stored text, whichever occurrence it takes, sees another.
+    let meter: serde_json::Value = serde_json::from_str(sample).unwrap();
+    for (text, evse) in [(&stored[1], 2), (&stored[2], 6)] {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value, serde_json::json!({"evseId": evse, "meterValue": meter}));
+        assert_eq!(text.matches("evseId").count(), 1, "{text}");
+    }
 }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ocpp::ErrorCode;
-use ocpp::v201::{Action, Direction, Request};
+use ocpp::v201::{Action, Direction, Payload, Request};
 use serde_json::Value;
 
 use crate::authority::KeyBackend;
@@ -106,7 +106,8 @@ pub struct ConnectedStation {
 pub struct StationCall<'a> {
     pub station: &'a ConnectedStation,
     pub action: Action,
-    pub payload: Value,
+    /// Usually the text as the station sent it (borrowed from the frame).
+    pub payload: Payload<'a>,
     /// B01-B03: how this connection's last BootNotification was answered. The
     /// session gates what the station may send on it; the engine that answers
     /// BootNotification sets it.
@@ -130,7 +131,7 @@ impl StationCall<'_> {
             );
             return Err(HandlerError::new(ErrorCode::InternalError, "the CSMS misrouted the call"));
         }
-        Ok(ocpp::v201::decode_validated_request(std::mem::take(&mut self.payload))?)
+        Ok(self.payload.take().decode::<R>()?)
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use ocpp::v201::{Action, Direction, Initiator};
-use ocpp::{Call, CallError, CallResult, ErrorCode, Frame, MessageId};
+use ocpp::v201::{Action, Direction, Initiator, Payload, TextCheck, Violation};
+use ocpp::{Call, CallError, CallResult, ErrorCode, Frame, MessageId, RawCall};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -302,6 +302,26 @@ async fn on_text(
     in_flight: &mut Option<InFlight>,
     text: &str,
 ) -> Option<(String, Option<Answer>)> {
+    // A CALL is read without building its payload, which is checked as text
+    // and, when it conforms, handed to the engine as the station's own text.
+    // A payload that is not JSON as a frame is read goes on to Frame::parse,
+    // which refuses the frame as it always did.
+    if let Some(raw) = RawCall::parse(text) {
+        let read = match Action::from_name(raw.action) {
+            Some(action) if action.initiated_by() != Initiator::Csms => {
+                match ocpp::v201::check_request_text(action, raw.payload) {
+                    TextCheck::Conforms(payload) => Some(Read::Checked(Ok(payload))),
+                    TextCheck::Violates(v) => Some(Read::Checked(Err(v))),
+                    TextCheck::NotJson => None,
+                }
+            }
+            _ => raw.payload_is_json().then_some(Read::NotNeeded),
+        };
+        if let Some(read) = read {
+            let (reply, answer) = dispatch(ctx, state, raw.id, raw.action, read).await;
+            return Some((reply.to_json(), answer));
+        }
+    }
     let station_id = state.station.station_id.as_str();
     match Frame::parse(text) {
         Err(e) if e.is_reply => {
@@ -323,7 +343,7 @@ async fn on_text(
             Some((Frame::CallError(e.to_call_error()).to_json(), None))
         }
         Ok(Frame::Call(call)) => {
-            let (reply, answer) = dispatch(ctx, state, call).await;
+            let (reply, answer) = dispatch(ctx, state, call.id, &call.action, Read::Value(call.payload)).await;
             Some((reply.to_json(), answer))
         }
         Ok(Frame::CallResult(res)) => {
@@ -387,13 +407,31 @@ fn finish(
     let _ = f.reply.send(outcome);
 }
 
+/// A CALL's payload as the frame was read.
+enum Read<'a> {
+    /// Read by [`RawCall::parse`] and checked as text against the action's
+    /// request schema.
+    Checked(Result<Payload<'a>, Violation>),
+    /// Read by [`Frame::parse`], not checked yet.
+    Value(Value),
+    /// Read by [`RawCall::parse`] for an action refused before its payload
+    /// is looked at (unknown, or sent only by a CSMS).
+    NotNeeded,
+}
+
 /// Answers one CALL from a station with a CALLRESULT or CALLERROR, and the
 /// engine's answer when it is a CALLRESULT.
-async fn dispatch(ctx: &SessionContext, state: &mut SessionState, call: Call) -> (Frame, Option<Answer>) {
+async fn dispatch(
+    ctx: &SessionContext,
+    state: &mut SessionState,
+    id: MessageId,
+    name: &str,
+    payload: Read<'_>,
+) -> (Frame, Option<Answer>) {
     let started = Instant::now();
-    let action = Action::from_name(&call.action);
+    let action = Action::from_name(name);
     let label = action.map(|a| a.as_str()).unwrap_or("-");
-    let result = handle(ctx, state, action, &call.action, call.payload).await;
+    let result = handle(ctx, state, action, name, payload).await;
     if let Some(a) = action {
         ctx.metrics
             .handler_latency
@@ -404,12 +442,12 @@ async fn dispatch(ctx: &SessionContext, state: &mut SessionState, call: Call) ->
         Ok(mut answer) => {
             ctx.metrics.frame("in", label, "ok");
             let payload = answer.take_payload();
-            (Frame::CallResult(CallResult { id: call.id, payload }), Some(answer))
+            (Frame::CallResult(CallResult { id, payload }), Some(answer))
         }
         Err(e) => {
-            tracing::info!(station = %state.station.station_id, action = %call.action, code = e.code.as_str(), description = %e.description, "call refused");
+            tracing::info!(station = %state.station.station_id, action = %truncate(name, 64), code = e.code.as_str(), description = %e.description, "call refused");
             ctx.metrics.frame("in", label, e.code.as_str());
-            (Frame::CallError(CallError::new(call.id, e.code, e.description)), None)
+            (Frame::CallError(CallError::new(id, e.code, e.description)), None)
         }
     }
 }
@@ -419,7 +457,7 @@ async fn handle(
     state: &mut SessionState,
     action: Option<Action>,
     name: &str,
-    payload: Value,
+    payload: Read<'_>,
 ) -> Result<Answer, HandlerError> {
     let Some(action) = action else {
         return Err(HandlerError::new(ErrorCode::NotImplemented, format!("unknown action '{}'", truncate(name, 64))));
@@ -430,7 +468,14 @@ async fn handle(
             format!("{} is sent by the CSMS, not by a charging station", action.as_str()),
         ));
     }
-    ocpp::v201::validate(action, Direction::Request, &payload)?;
+    let payload = match payload {
+        Read::Checked(checked) => checked?,
+        Read::Value(value) => Payload::validated(action, value)?,
+        Read::NotNeeded => {
+            tracing::error!(action = action.as_str(), "a call's payload was not checked");
+            return Err(HandlerError::new(ErrorCode::InternalError, "the CSMS did not check the payload"));
+        }
+    };
     // B02.FR.09, B03.FR.07: until a BootNotification was accepted, only
     // BootNotification, and what the CSMS asked a Pending station for, is answered.
     if !state.may_send(action) {

@@ -87,6 +87,109 @@ pub fn validate(action: Action, direction: Direction, payload: &Value) -> Result
     validate_payload(action.schema(direction), payload)
 }
 
+/// A CALL payload that conforms to its action's request schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload<'a> {
+    /// The text as the station sent it ([`check_request_text`]); no object in
+    /// it names a property twice, so it means the same to every reader.
+    Text(&'a str),
+    /// A parsed payload: from a frame read by [`crate::Frame::parse`], or a
+    /// text that names a property twice (the last one counts, as everywhere
+    /// a `Value` is read, and as in Python's `json`).
+    Value(Value),
+}
+
+/// What [`check_request_text`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextCheck<'a> {
+    /// It conforms.
+    Conforms(Payload<'a>),
+    /// It is JSON and breaks the schema, as [`validate`] names it.
+    Violates(Violation),
+    /// It is not JSON as [`crate::Frame::parse`] reads a payload (a broken
+    /// string or number, nesting deeper than the frame allows): the frame is
+    /// for `Frame::parse` to refuse.
+    NotJson,
+}
+
+/// Checks the text of a CALL payload (as [`crate::RawCall::parse`] hands it
+/// over) against `action`'s request schema.
+///
+/// A conforming text is checked as it is read, with no `Value` built, and
+/// handed back as it is ([`Payload::Text`]). Anything else is parsed and
+/// walked by [`validate`], so a refusal names the violation as precisely as
+/// [`validate`] does, and a text that conforms but names a property twice is
+/// kept parsed ([`Payload::Value`]).
+pub fn check_request_text(action: Action, text: &str) -> TextCheck<'_> {
+    let schema = action.request_schema();
+    if crate::validate_text::conforms(schema, text) {
+        return TextCheck::Conforms(Payload::Text(text));
+    }
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return TextCheck::NotJson;
+    };
+    if crate::validate_text::depth(&value) > crate::validate_text::MAX_PAYLOAD_DEPTH {
+        return TextCheck::NotJson;
+    }
+    match validate_payload(schema, &value) {
+        Ok(()) => TextCheck::Conforms(Payload::Value(value)),
+        Err(v) => TextCheck::Violates(v),
+    }
+}
+
+impl<'a> Payload<'a> {
+    /// Checks a parsed CALL payload against `action`'s request schema.
+    pub fn validated(action: Action, value: Value) -> Result<Payload<'static>, Violation> {
+        validate(action, Direction::Request, &value)?;
+        Ok(Payload::Value(value))
+    }
+
+    /// The payload as JSON text: the station's own text when it was kept.
+    pub fn text(&self) -> std::borrow::Cow<'a, str> {
+        match self {
+            Payload::Text(t) => std::borrow::Cow::Borrowed(*t),
+            Payload::Value(v) => std::borrow::Cow::Owned(v.to_string()),
+        }
+    }
+
+    /// The payload parsed.
+    pub fn to_value(&self) -> Value {
+        match self {
+            // A text was kept only after it was read as strictly as into a
+            // Value (strings, numbers, depth), so this parse succeeds.
+            Payload::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+            Payload::Value(v) => v.clone(),
+        }
+    }
+
+    /// Takes the payload out, leaving `null`.
+    pub fn take(&mut self) -> Payload<'a> {
+        std::mem::replace(self, Payload::Value(Value::Null))
+    }
+
+    /// Deserialises the payload as `T`, whose action's schema it was checked
+    /// against (see [`decode_validated_request`]).
+    pub fn decode<T: Request>(self) -> Result<T, Violation> {
+        match self {
+            // A text is read straight into `T` without a Value; an integer
+            // written with a zero fraction (5.0, which conforms) is not, and
+            // goes through the Value walk's normalisation.
+            Payload::Text(t) => match serde_json::from_str::<T>(t) {
+                Ok(typed) => Ok(typed),
+                Err(_) => match serde_json::from_str::<Value>(t) {
+                    Ok(value) => decode_validated_request(value),
+                    Err(e) => Err(Violation {
+                        code: ErrorCode::FormatViolation,
+                        path: String::new(),
+                        message: format!("payload of {} is not valid JSON: {e}", T::ACTION.as_str()),
+                    }),
+                },
+            },
+            Payload::Value(v) => decode_validated_request(v),
+        }
+    }
+}
+
 /// Validates a CALL payload, then deserialises it.
 pub fn decode_request<T: Request>(payload: Value) -> Result<T, Violation> {
     decode(T::ACTION.request_schema(), payload)

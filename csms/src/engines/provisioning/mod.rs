@@ -219,7 +219,7 @@ impl Engine for Provisioning {
                     return Ok(Answer::new::<BootNotificationRequest>(self.deferred()));
                 }
                 // The boot is kept as it came, for the operator.
-                let payload = call.payload.to_string();
+                let payload = call.payload.text().into_owned();
                 let req = call.decode::<BootNotificationRequest>()?;
                 let (response, registration) = self.boot(call.station, at_admission, payload, req).await?;
                 *call.registration = Some(registration);

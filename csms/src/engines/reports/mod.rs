@@ -159,9 +159,13 @@ impl Engine for Reports {
                 })?
             };
             if call.action == Action::NotifyReport {
-                self.limits.learn_from_report(&call.station.tenant_id, &call.station.station_id, &call.payload);
+                self.limits.learn_from_report(
+                    &call.station.tenant_id,
+                    &call.station.station_id,
+                    &call.payload.to_value(),
+                );
             }
-            match self.keep(call.station, call.action, call.payload.to_string()).await? {
+            match self.keep(call.station, call.action, call.payload.text().into_owned()).await? {
                 Keep::Stored => {}
                 // P01: a DataTransfer answer can say Rejected and why.
                 Keep::Refused(r) if call.action == Action::DataTransfer => {
