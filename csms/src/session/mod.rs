@@ -307,6 +307,8 @@ async fn on_text(
     // A payload that is not JSON as a frame is read goes on to Frame::parse,
     // which refuses the frame as it always did.
     if let Some(raw) = RawCall::parse(text) {
+        // Handler time includes the schema check, as on the Frame::parse path.
+        let started = Instant::now();
         let read = match Action::from_name(raw.action) {
             Some(action) if action.initiated_by() != Initiator::Csms => {
                 match ocpp::v201::check_request_text(action, raw.payload) {
@@ -318,7 +320,7 @@ async fn on_text(
             _ => raw.payload_is_json().then_some(Read::NotNeeded),
         };
         if let Some(read) = read {
-            let (reply, answer) = dispatch(ctx, state, raw.id, raw.action, read).await;
+            let (reply, answer) = dispatch(ctx, state, started, raw.id, raw.action, read).await;
             return Some((reply.to_json(), answer));
         }
     }
@@ -343,7 +345,8 @@ async fn on_text(
             Some((Frame::CallError(e.to_call_error()).to_json(), None))
         }
         Ok(Frame::Call(call)) => {
-            let (reply, answer) = dispatch(ctx, state, call.id, &call.action, Read::Value(call.payload)).await;
+            let (reply, answer) =
+                dispatch(ctx, state, Instant::now(), call.id, &call.action, Read::Value(call.payload)).await;
             Some((reply.to_json(), answer))
         }
         Ok(Frame::CallResult(res)) => {
@@ -420,15 +423,16 @@ enum Read<'a> {
 }
 
 /// Answers one CALL from a station with a CALLRESULT or CALLERROR, and the
-/// engine's answer when it is a CALLRESULT.
+/// engine's answer when it is a CALLRESULT. `started`: when its handling began (the
+/// handler-duration metric).
 async fn dispatch(
     ctx: &SessionContext,
     state: &mut SessionState,
+    started: Instant,
     id: MessageId,
     name: &str,
     payload: Read<'_>,
 ) -> (Frame, Option<Answer>) {
-    let started = Instant::now();
     let action = Action::from_name(name);
     let label = action.map(|a| a.as_str()).unwrap_or("-");
     let result = handle(ctx, state, action, name, payload).await;

@@ -152,13 +152,13 @@ impl<'a> Payload<'a> {
         }
     }
 
-    /// The payload parsed.
-    pub fn to_value(&self) -> Value {
+    /// The payload parsed. A text from [`check_request_text`] was read as
+    /// strictly as into a `Value` (strings, numbers, depth), so it parses;
+    /// any other text may not.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
         match self {
-            // A text was kept only after it was read as strictly as into a
-            // Value (strings, numbers, depth), so this parse succeeds.
-            Payload::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
-            Payload::Value(v) => v.clone(),
+            Payload::Text(t) => serde_json::from_str(t),
+            Payload::Value(v) => Ok(v.clone()),
         }
     }
 

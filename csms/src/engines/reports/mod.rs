@@ -159,11 +159,15 @@ impl Engine for Reports {
                 })?
             };
             if call.action == Action::NotifyReport {
-                self.limits.learn_from_report(
-                    &call.station.tenant_id,
-                    &call.station.station_id,
-                    &call.payload.to_value(),
-                );
+                match call.payload.to_value() {
+                    Ok(report) => {
+                        self.limits.learn_from_report(&call.station.tenant_id, &call.station.station_id, &report)
+                    }
+                    // Not after check_request_text, which read it as strictly.
+                    Err(e) => {
+                        tracing::error!(station = %call.station.station_id, error = %e, "NotifyReport unreadable")
+                    }
+                }
             }
             match self.keep(call.station, call.action, call.payload.text().into_owned()).await? {
                 Keep::Stored => {}
