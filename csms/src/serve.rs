@@ -264,6 +264,20 @@ pub async fn serve(config: Config) -> Result<()> {
         let limits = crate::http::ListenerLimits { max_connections: METRICS_MAX_CONNECTIONS, ..limits };
         tokio::spawn(crate::http::serve(l, crate::http::metrics_router(node.clone()), limits, node.metrics.clone()));
     }
+    // SQLite's checkpoints, mostly off the commit path (Store::checkpoint).
+    let checkpoint_store = store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match checkpoint_store.checkpoint().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => tracing::warn!(error = %e, "checkpointing the WAL"),
+            }
+        }
+    });
     // Tenants created by other processes (CLI, other nodes) become trusted here,
     // and their own host names get a server certificate.
     let refresh_store = store.clone();
@@ -327,6 +341,8 @@ pub async fn serve(config: Config) -> Result<()> {
 
 /// Connections the metrics listener (`metrics_addr`) holds at once.
 const METRICS_MAX_CONNECTIONS: usize = 16;
+/// How often SQLite's WAL is checkpointed off the commit path.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The API listener's limits, its connection cap lowered so that the
 /// descriptor limit keeps `api_descriptor_reserve` for the OCPP listener.

@@ -1044,3 +1044,36 @@ async fn concurrent_opens_of_a_new_sqlite_database_all_succeed() {
         }
     }
 }
+
+/// The events of CS1 that a copy of the SQLite database file alone, without
+/// its WAL, holds.
+async fn events_in_the_database_file(dir: &std::path::Path) -> usize {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("anchorpoint.db"), copy.path().join("anchorpoint.db")).unwrap();
+    let s = Store::open(&Store::sqlite_url(copy.path()), 1).await.unwrap();
+    let n = s.security_events("acme", Some("CS1")).await.unwrap().len();
+    s.close().await;
+    n
+}
+
+/// Store::checkpoint (run by `csms serve` off the commit path) copies what
+/// the WAL holds into the database file.
+#[tokio::test]
+async fn a_checkpoint_moves_committed_reports_into_the_database_file() {
+    let (s, dir) = sqlite().await;
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    assert!(s.checkpoint().await.unwrap().is_some());
+    let writes: Vec<StationWrite> = (0..200).map(|i| sev("Burst", i, None)).collect();
+    s.apply_writes(&writes).await.unwrap();
+    // Committed, and in the WAL only (far from wal_autocheckpoint).
+    assert_eq!(events_in_the_database_file(dir.path()).await, 0);
+    let (in_wal, copied) = s.checkpoint().await.unwrap().expect("SQLite");
+    assert!(in_wal > 0 && copied == in_wal, "{in_wal} frames in the WAL, {copied} copied");
+    assert_eq!(events_in_the_database_file(dir.path()).await, 200);
+}
+
+#[tokio::test]
+async fn postgres_has_no_checkpoint_to_run() {
+    assert_eq!(postgres().await.checkpoint().await.unwrap(), None);
+}
