@@ -265,19 +265,35 @@ pub async fn serve(config: Config) -> Result<()> {
         tokio::spawn(crate::http::serve(l, crate::http::metrics_router(node.clone()), limits, node.metrics.clone()));
     }
     // SQLite's checkpoints, mostly off the commit path (Store::checkpoint).
+    // It holds a connection of the pool while it runs: with a pool of one,
+    // the writer would wait for it, so SQLite's own checkpoints are left alone.
     let checkpoint_store = store.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match checkpoint_store.checkpoint().await {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => tracing::warn!(error = %e, "checkpointing the WAL"),
+    if config.database_max_connections >= 2 {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A failure is logged when it starts or changes, not every tick.
+            let mut failing: Option<String> = None;
+            loop {
+                tick.tick().await;
+                match checkpoint_store.checkpoint().await {
+                    Ok(Some(_)) => {
+                        if failing.take().is_some() {
+                            tracing::info!("checkpointing the WAL works again");
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let message = e.to_string();
+                        if failing.as_deref() != Some(message.as_str()) {
+                            tracing::warn!(error = %message, "checkpointing the WAL failed; retrying every 250 ms");
+                            failing = Some(message);
+                        }
+                    }
+                }
             }
-        }
-    });
+        });
+    }
     // Tenants created by other processes (CLI, other nodes) become trusted here,
     // and their own host names get a server certificate.
     let refresh_store = store.clone();

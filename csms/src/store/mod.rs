@@ -279,7 +279,8 @@ impl Store {
     /// `wal_autocheckpoint` finds little left to copy and sync, instead of
     /// doing the whole copy and the database file's fsync while every report
     /// behind it waits. Returns (frames in the WAL, frames now in the
-    /// database file); PostgreSQL: `None`.
+    /// database file), both -1 when another checkpoint was running;
+    /// PostgreSQL: `None`.
     pub async fn checkpoint(&self) -> Result<Option<(i64, i64)>, StoreError> {
         match &self.backend {
             Backend::Sqlite(p) => {
