@@ -5,9 +5,9 @@
 //! the database (SQLite WAL, synchronous=FULL). The CA is loaded once, as a
 //! long-running server would keep it.
 //!
-//! Two figures: one request at a time (each in its own transaction), and 64
-//! requests in flight, persisted through the group commit the server uses, as
-//! when a fleet renews at once.
+//! Two figures: one request at a time (each in its own transaction, through
+//! the store directly and through the group commit the server uses), and 64
+//! requests in flight through the group commit, as when a fleet renews at once.
 //!
 //! `cargo bench -p csms --bench issuance`; the figure to read is "elem/s".
 
@@ -89,9 +89,41 @@ fn issuance(c: &mut Criterion) {
         });
     });
 
+    // The two halves of the figure above, alone: the CPU work (CSR policy and
+    // signing), and the commit of one record (one transaction, one fsync).
+    group.bench_function("csr_to_certificate_without_persistence", |b| {
+        b.iter(|| {
+            let pem = &csrs[next % CSRS];
+            next += 1;
+            issue_one(&ca, pem, &organization)
+        });
+    });
+    let records: Vec<CertificateRecord> = csrs.iter().take(256).map(|pem| issue_one(&ca, pem, &organization)).collect();
+    let mut round = 0u64;
+    group.bench_function("certificate_record_commit_alone", |b| {
+        b.iter(|| {
+            let mut record = records[(round % records.len() as u64) as usize].clone();
+            // A serial of its own each time: the table's key is (tenant, serial).
+            record.serial_hex = format!("{:016x}{round:016x}", round ^ 0x5a5a);
+            round += 1;
+            rt.block_on(store.record_certificate(&record)).expect("persisted");
+        });
+    });
+
+    // One at a time as the server persists it: through the group-commit
+    // writer, which is idle between requests here.
+    let writes = rt.block_on(async { csms::group_commit::GroupCommit::start(store.clone(), 512) });
+    group.bench_function("csr_to_persisted_certificate_through_group_commit", |b| {
+        b.iter(|| {
+            let pem = &csrs[next % CSRS];
+            next += 1;
+            let record = issue_one(&ca, pem, &organization);
+            rt.block_on(writes.write(StationWrite::Certificate(Box::new(record)))).expect("persisted");
+        });
+    });
+
     // 64 in flight: CPU work on the runtime's workers, records through group commit.
     const IN_FLIGHT: usize = 64;
-    let writes = rt.block_on(async { csms::group_commit::GroupCommit::start(store.clone(), 512) });
     let csrs = Arc::new(csrs);
     group.throughput(Throughput::Elements(IN_FLIGHT as u64));
     group.bench_function("csr_to_persisted_certificate_64_in_flight", |b| {

@@ -7,7 +7,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{StationWrite, Store, StoreError};
+use crate::store::{StationWrite, Store, StoreError, WriteConnection};
 
 /// Reports waiting for the writer; a full queue makes sessions wait (backpressure).
 const QUEUE: usize = 8192;
@@ -39,7 +39,24 @@ impl GroupCommit {
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, max_group: usize) {
     let mut writes: Vec<StationWrite> = Vec::with_capacity(max_group);
     let mut waiting: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::with_capacity(max_group);
-    while let Some((w, done)) = rx.recv().await {
+    // Kept from one group to the next (no pool checkout per group); given
+    // back when the store closes, which waits for it, and after an error (the
+    // pool then tests it and drops it if it is broken).
+    let mut conn: Option<WriteConnection> = None;
+    let mut closing = std::pin::pin!(store.close_event());
+    loop {
+        let (w, done) = tokio::select! {
+            // A closed store first: its connection is not used again.
+            biased;
+            () = &mut closing, if conn.is_some() => {
+                conn = None;
+                continue;
+            }
+            next = rx.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
         writes.push(w);
         waiting.push(done);
         while writes.len() < max_group {
@@ -51,7 +68,21 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, max_group: usize)
                 Err(_) => break,
             }
         }
-        match store.apply_writes(&writes).await {
+        let result = match conn.take() {
+            Some(c) => Ok(c),
+            None => store.write_connection().await,
+        };
+        let result = match result {
+            Ok(mut c) => {
+                let r = c.apply_writes(&writes).await;
+                if r.is_ok() {
+                    conn = Some(c);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => {
                 for done in waiting.drain(..) {
                     let _ = done.send(Ok(()));

@@ -688,6 +688,31 @@ async fn boot_history_is_bounded(s: &Store) {
     assert_eq!(s.station("acme", "CS2").await.unwrap().unwrap().last_boot_at, Some(6));
 }
 
+/// The group commit's writer keeps one connection across groups: a group of
+/// one statement (committed without BEGIN) lands, one the database refuses
+/// fails without harming the next, and closing the store does not wait for
+/// the writer (it gives its connection back).
+async fn group_commit_holds_one_connection_and_lets_go_on_close(s: &Store) {
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    let writes = csms::group_commit::GroupCommit::start(s.clone(), 64);
+    writes.write(StationWrite::Certificate(Box::new(cert("0A", "CS1")))).await.unwrap();
+    assert_eq!(s.certificate("acme", "0A").await.unwrap().unwrap().station_id, "CS1");
+    // The same serial again: the primary key refuses it, on its own.
+    let again = writes.write(StationWrite::Certificate(Box::new(cert("0A", "CS1")))).await;
+    assert!(again.is_err(), "a duplicate serial is refused: {again:?}");
+    writes.write(StationWrite::Certificate(Box::new(cert("0B", "CS1")))).await.unwrap();
+    writes.write(sev("After", 1, None)).await.unwrap();
+    assert!(s.certificate("acme", "0B").await.unwrap().is_some());
+    assert_eq!(s.security_events("acme", Some("CS1")).await.unwrap().len(), 1);
+    // A transaction of several statements on the held connection, then close.
+    writes.write(message("CS1", "{}".into(), Some(1000))).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.close())
+        .await
+        .expect("the store closes while the writer is idle, its handle alive");
+    assert!(writes.write(sev("Closed", 2, None)).await.is_err(), "a write after close fails");
+}
+
 fn cert(serial: &str, station: &str) -> CertificateRecord {
     CertificateRecord {
         tenant_id: "acme".into(),
@@ -926,6 +951,7 @@ both!(tenants_and_stations);
 both!(boot_status_and_events);
 both!(certificates_and_credentials);
 both!(group_commit_isolates_failures);
+both!(group_commit_holds_one_connection_and_lets_go_on_close);
 both!(api_pages_tags_deletion_and_audit);
 both!(station_ca_replacement);
 both!(cert_request_moves);

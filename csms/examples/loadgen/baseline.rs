@@ -2,7 +2,9 @@
 //! certificate, WebPki client verifier against the CSMS's station root, the
 //! server's crypto provider, no tickets, no session cache) in a child process,
 //! and full mutual-TLS handshakes against it. Its CPU per handshake is what a
-//! CSMS connect is compared with.
+//! CSMS connect is compared with. With `--profile 2` the server asks for a
+//! client certificate without requiring one, as the gateway does, and the
+//! client sends none: the handshake a profile-2 station makes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,13 +26,13 @@ use crate::sys::CpuMeter;
 
 /// The hidden `tls-server` subcommand: serves handshakes until killed. Each
 /// completed handshake is answered with one byte, then closed.
-pub async fn serve(station_root: &Path, ca_out: &Path) -> anyhow::Result<()> {
+pub async fn serve(station_root: &Path, ca_out: &Path, client_cert_optional: bool) -> anyhow::Result<()> {
     let provider = csms::gateway::tls::provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(std::fs::read(station_root).context("station root")?))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| anyhow::anyhow!("client verifier: {e}"))?;
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = if client_cert_optional { builder.allow_unauthenticated() } else { builder };
+    let verifier = builder.build().map_err(|e| anyhow::anyhow!("client verifier: {e}"))?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "loadgen TLS baseline root");
@@ -78,7 +80,7 @@ async fn handshake(
     creds: &Creds,
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    let config = station::client_config(creds, &target.roots)?;
+    let config = station::client_config(creds, &target.roots, target.profile)?;
     let tcp = station::tcp(addr, target.sources[n % target.sources.len()]).await?;
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("localhost")?, tcp).await?;
     let mut b = [0u8; 1];
@@ -99,6 +101,7 @@ pub async fn run(c: &Common, fleet: &[Arc<Creds>], station_root: &[u8], sources:
         .arg(&root_file)
         .arg("--ca-out")
         .arg(&ca_file)
+        .args(if c.profile == 2 { &["--client-cert-optional"][..] } else { &[][..] })
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -114,7 +117,8 @@ pub async fn run(c: &Common, fleet: &[Arc<Creds>], station_root: &[u8], sources:
         first.strip_prefix("listening ").context("baseline server output")?.trim().parse()?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(std::fs::read(&ca_file)?))?;
-    let target = Arc::new(station::Target::new(&format!("wss://localhost:{}", addr.port()), roots, sources)?);
+    let target =
+        Arc::new(station::Target::new(&format!("wss://localhost:{}", addr.port()), roots, sources, c.profile)?);
 
     let list = pick(fleet, c.stations);
     let gate = Arc::new(Semaphore::new(c.concurrency.max(1)));
@@ -146,7 +150,8 @@ pub async fn run(c: &Common, fleet: &[Arc<Creds>], station_root: &[u8], sources:
     let _ = std::fs::remove_file(&ca_file);
     let summary = lat.summary();
     println!(
-        "tls-baseline: {done} full mutual TLS 1.3 handshakes (P-256) in {secs:.2} s = {:.0}/s at concurrency {}, failures {}",
+        "tls-baseline: {done} full {} TLS 1.3 handshakes (P-256) in {secs:.2} s = {:.0}/s at concurrency {}, failures {}",
+        if c.profile == 3 { "mutual" } else { "server-authenticated" },
         done as f64 / secs.max(1e-9),
         c.concurrency,
         failures.total()

@@ -1,5 +1,7 @@
 //! Load tool for a running `csms serve`: profile-3 stations (mutual TLS, a
-//! full TLS 1.3 handshake each, no resumption) in scenarios that each print
+//! full TLS 1.3 handshake each, no resumption), or with `--profile 2`
+//! profile-2 stations (server-authenticated TLS and HTTP Basic with a
+//! password of the kind the CSMS generates), in scenarios that each print
 //! their figures and, with `--report FILE`, write them as JSON with the
 //! parameters and the machine's facts. `bench/run` starts a fresh server per
 //! scenario and runs this; bench/README.md says what each scenario measures.
@@ -42,10 +44,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Register the fleet (stations with certificates) and keep their keys in
-    /// loadgen-keys.bin; reused by later runs.
+    /// Register the fleet (stations with certificates, or passwords with
+    /// --profile 2) and keep their keys in loadgen-keys-<prefix>.bin; reused by later runs.
     Provision(Common),
-    /// Connect + mutual TLS + upgrade + BootNotification for --stations at --concurrency.
+    /// Connect + TLS (mutual, or with Basic auth for --profile 2) + upgrade + BootNotification
+    /// for --stations at --concurrency.
     Ramp(Common),
     /// Calls from every station: closed loop, or open loop at --rate calls/s.
     Steady(Common),
@@ -56,7 +59,8 @@ enum Cmd {
     /// All connected; the server is killed and started again with --restart-cmd; every
     /// station reconnects after a random back-off.
     Restart(Common),
-    /// Bare rustls mutual-TLS handshakes against a child TLS server: the reference.
+    /// Bare rustls TLS handshakes (mutual, or server-authenticated for --profile 2)
+    /// against a child TLS server: the reference.
     TlsBaseline(Common),
     /// Print the machine's facts (and write them as JSON with --report).
     Machine {
@@ -81,6 +85,9 @@ enum Cmd {
         station_root: PathBuf,
         #[arg(long)]
         ca_out: PathBuf,
+        /// Ask for a client certificate without requiring one (profile 2).
+        #[arg(long)]
+        client_cert_optional: bool,
     },
 }
 
@@ -98,7 +105,7 @@ pub struct Common {
     /// Stations connected (M).
     #[arg(long, default_value_t = 1000)]
     pub stations: usize,
-    /// Stations registered with certificates (N >= M; default M, plus --background).
+    /// Stations registered (N >= M; default M, plus --background).
     #[arg(long)]
     pub fleet: Option<usize>,
     /// Connects in progress at once.
@@ -118,6 +125,10 @@ pub struct Common {
     pub commit: Option<String>,
     #[arg(long, default_value = "LG")]
     pub prefix: String,
+    /// Security profile of the fleet: 3 (client certificates) or 2 (Basic auth
+    /// over server-authenticated TLS); tls-baseline then skips the client certificate.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub profile: u8,
     /// Seconds of steady load, or of holding idle sessions.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -162,6 +173,7 @@ impl Common {
             "background": self.background,
             "background_rate": self.background_rate,
             "backoff_s": self.backoff,
+            "profile": self.profile,
             "database": if self.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) { "postgres" } else { "sqlite" },
             "url": self.url,
         })
@@ -196,8 +208,8 @@ const RESERVE_FDS: u64 = 64;
 async fn run(cli: Cli) -> anyhow::Result<u64> {
     let nofile = sys::raise_nofile();
     let (name, c) = match cli.cmd {
-        Cmd::TlsServer { station_root, ca_out } => {
-            baseline::serve(&station_root, &ca_out).await?;
+        Cmd::TlsServer { station_root, ca_out, client_cert_optional } => {
+            baseline::serve(&station_root, &ca_out, client_cert_optional).await?;
             return Ok(0);
         }
         Cmd::Machine { data_dir, commit, report } => {
@@ -244,16 +256,17 @@ async fn run(cli: Cli) -> anyhow::Result<u64> {
     anyhow::ensure!((1..=254).contains(&sources), "--source-addrs must be 1 to 254");
 
     let fleet_n = c.fleet_size();
-    let fleet = provision::fleet(&c.data_dir, c.database_url.as_deref(), &c.prefix, fleet_n).await?;
+    let fleet = provision::fleet(&c.data_dir, c.database_url.as_deref(), &c.prefix, fleet_n, c.profile).await?;
     if fleet.added > 0 {
         println!(
-            "provisioned {} stations with keys and certificates in {:.1} s ({:.0}/s); fleet {fleet_n}",
+            "provisioned {} stations with keys and {} in {:.1} s ({:.0}/s); fleet {fleet_n}",
             fleet.added,
+            if c.profile == 2 { "password verifiers" } else { "certificates" },
             fleet.provision_secs,
             fleet.added as f64 / fleet.provision_secs.max(1e-9)
         );
     } else {
-        println!("fleet: {fleet_n} stations, reused from {}", c.data_dir.join("loadgen-keys.bin").display());
+        println!("fleet: {fleet_n} stations, reused from {}", provision::keys_path(&c.data_dir, &c.prefix).display());
     }
     if name == "provision" {
         return Ok(0);
@@ -265,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<u64> {
         let url = c.url.as_deref().context("--url wss://localhost:PORT is needed")?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(rustls::pki_types::CertificateDer::from(fleet.csms_root.clone()))?;
-        let target = Arc::new(station::Target::new(url, roots, sources)?);
+        let target = Arc::new(station::Target::new(url, roots, sources, c.profile)?);
         match name {
             "ramp" => scenarios::ramp(&c, &target, &fleet.stations).await,
             "steady" | "steady-rate" => scenarios::steady(&c, &target, &fleet.stations).await,
@@ -322,8 +335,17 @@ fn merge(out: &std::path::Path, commit: Option<&str>, files: &[PathBuf]) -> anyh
         (Some(connect), Some(tls)) if tls > 0.0 => Some((connect / tls * 100.0).round() / 100.0),
         _ => None,
     };
+    let profiles: Vec<u64> = runs.iter().filter_map(|r| r["parameters"]["profile"].as_u64()).collect();
+    let profile = profiles.first().copied().unwrap_or(3);
+    anyhow::ensure!(profiles.iter().all(|&p| p == profile), "the reports mix security profiles {profiles:?}");
     if let Some(r) = ratio {
-        println!("server CPU per connect + boot = {r:.2} x a bare mutual-TLS handshake (target: at most 1.7)");
+        if profile == 2 {
+            println!(
+                "server CPU per profile-2 connect + boot = {r:.2} x a bare server-authenticated TLS handshake (target: at most 2)"
+            );
+        } else {
+            println!("server CPU per connect + boot = {r:.2} x a bare mutual-TLS handshake (target: at most 1.7)");
+        }
     }
     let failures: u64 = runs.iter().map(|r| r["failures"].as_u64().unwrap_or(0)).sum();
     let created = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
@@ -331,6 +353,7 @@ fn merge(out: &std::path::Path, commit: Option<&str>, files: &[PathBuf]) -> anyh
         "created": created,
         "commit": commit,
         "machine": runs.first().map(|r| r["machine"].clone()),
+        "profile": profile,
         "connect_cpu_over_tls_handshake": ratio,
         "failures": failures,
         "runs": runs,

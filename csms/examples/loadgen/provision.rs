@@ -1,7 +1,10 @@
-//! The fleet: N profile-3 stations registered in the server's store, each with
-//! its own key and a certificate from the tenant's station CA.
+//! The fleet: N stations registered in the server's store, each with its own
+//! key and a certificate from the tenant's station CA (profile 3), or with a
+//! password the CSMS could have generated (profile 2: stored as the keyed
+//! verifier that A01's generated passwords get; no certificate record).
 //!
-//! Keys and chains are kept in `loadgen-keys.bin` in the data directory, so a
+//! Keys and chains are kept in `loadgen-keys-<prefix>.bin` in the data
+//! directory (one file per prefix, so two fleets can share a database), so a
 //! second run against the same data directory (and database) skips the work;
 //! a larger fleet adds only the stations missing. Keys are generated and
 //! certificates signed on every core; stations and certificate records are
@@ -18,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use csms::authority::{self, STATION_CA, STATION_ROOT};
 use csms::store::{CertificateRecord, NewStation, Registration, StationWrite, Store};
 
-const MAGIC: &[u8; 12] = b"APLOADKEYS1\n";
+const MAGIC: &[u8; 12] = b"APLOADKEYS2\n";
 const BATCH: usize = 2000;
 const TENANT: &str = "default";
 
@@ -32,6 +35,13 @@ pub struct Creds {
 impl Creds {
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+
+    /// The station's Basic-auth password (profile 2): 32 hex characters taken
+    /// from SHA-256 of its key, so the keys file needs no field of its own.
+    pub fn password(&self) -> String {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.key.secret_pkcs8_der());
+        d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -52,13 +62,15 @@ pub fn station_id(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i:06}")
 }
 
-fn keys_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("loadgen-keys.bin")
+pub fn keys_path(data_dir: &Path, prefix: &str) -> PathBuf {
+    data_dir.join(format!("loadgen-keys-{prefix}.bin"))
 }
 
 struct KeysFile {
     database: String,
     prefix: String,
+    /// 3: certificate records in the store; 2: password verifiers.
+    profile: u8,
     csms_root: Vec<u8>,
     station_root: Vec<u8>,
     stations: Vec<Creds>,
@@ -85,6 +97,7 @@ fn write_keys(path: &Path, k: &KeysFile) -> anyhow::Result<()> {
     w.write_all(MAGIC)?;
     put(&mut w, k.database.as_bytes())?;
     put(&mut w, k.prefix.as_bytes())?;
+    w.write_all(&[k.profile])?;
     put(&mut w, &k.csms_root)?;
     put(&mut w, &k.station_root)?;
     w.write_all(&(k.stations.len() as u64).to_le_bytes())?;
@@ -114,6 +127,9 @@ fn read_keys(path: &Path) -> anyhow::Result<Option<KeysFile>> {
     let text = |b: Vec<u8>| String::from_utf8(b).context("keys file: text field");
     let database = text(get(&mut r)?)?;
     let prefix = text(get(&mut r)?)?;
+    let mut profile = [0u8; 1];
+    r.read_exact(&mut profile)?;
+    let profile = profile[0];
     let csms_root = get(&mut r)?;
     let station_root = get(&mut r)?;
     let mut n = [0u8; 8];
@@ -131,19 +147,26 @@ fn read_keys(path: &Path) -> anyhow::Result<Option<KeysFile>> {
         }
         stations.push(Creds { id, chain, key });
     }
-    Ok(Some(KeysFile { database, prefix, csms_root, station_root, stations }))
+    Ok(Some(KeysFile { database, prefix, profile, csms_root, station_root, stations }))
 }
 
 /// The first `fleet` stations of `prefix`, provisioned where missing.
-pub async fn fleet(data_dir: &Path, database_url: Option<&str>, prefix: &str, fleet: usize) -> anyhow::Result<Fleet> {
+pub async fn fleet(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    prefix: &str,
+    fleet: usize,
+    profile: u8,
+) -> anyhow::Result<Fleet> {
+    ensure!(matches!(profile, 2 | 3), "--profile must be 2 or 3");
     // SQLite in the data dir travels with it (a copied data dir keeps its fleet).
     let database = database_url.map(str::to_owned).unwrap_or_else(|| "sqlite in the data dir".to_owned());
     let url = database_url.map(str::to_owned).unwrap_or_else(|| Store::sqlite_url(data_dir));
-    let path = keys_path(data_dir);
-    let existing = read_keys(&path)?.filter(|k| k.database == database && k.prefix == prefix);
+    let path = keys_path(data_dir, prefix);
+    let existing = read_keys(&path)?.filter(|k| k.database == database && k.prefix == prefix && k.profile == profile);
     if let Some(k) = &existing
         && k.stations.len() >= fleet
-        && still_registered(&url, prefix, fleet).await?
+        && still_registered(&url, prefix, fleet, profile).await?
     {
         let KeysFile { csms_root, station_root, mut stations, .. } = existing.context("keys file vanished")?;
         stations.truncate(fleet);
@@ -176,13 +199,14 @@ pub async fn fleet(data_dir: &Path, database_url: Option<&str>, prefix: &str, fl
     let ca_rec = credential(STATION_CA).await?;
     let tenant = store.tenant(TENANT).await?.context("tenant default")?;
     let public_url = opened.config.public_url();
+    let verifier_key = csms::password::VerifierKey::from_master(opened.keys.master());
 
     // What the file holds is kept when it still matches the store.
     let mut have: Vec<Creds> = match existing {
         Some(k) if k.csms_root == csms_root && k.station_root == station_root => k.stations,
         _ => Vec::new(),
     };
-    if !have.is_empty() && !still_registered(&url, prefix, have.len()).await? {
+    if !have.is_empty() && !still_registered(&url, prefix, have.len(), profile).await? {
         have.clear();
     }
     let from = have.len();
@@ -197,35 +221,46 @@ pub async fn fleet(data_dir: &Path, database_url: Option<&str>, prefix: &str, fl
         let end = (next + BATCH).min(fleet);
         let ids: Vec<String> = (next..end).map(|i| station_id(prefix, i)).collect();
         let issued = issue_batch(&opened.keys, &ca_rec, &tenant, &public_url, &ids, validity, now)?;
-        let new: Vec<NewStation> = ids
-            .iter()
-            .map(|id| NewStation {
-                id: id.clone(),
+        let mut new = Vec::with_capacity(issued.len());
+        for (creds, _) in &issued {
+            let password_hash = match profile {
+                2 => Some(csms::password::keyed(&creds.password(), &verifier_key)?),
+                _ => None,
+            };
+            new.push(NewStation {
+                id: creds.id.clone(),
                 tenant_id: TENANT.into(),
-                security_profile: 3,
-                password_hash: None,
+                security_profile: profile,
+                password_hash,
                 registration: Registration::Accepted,
                 description: None,
                 tags: Vec::new(),
-            })
-            .collect();
+            });
+        }
         let millis = csms::clock::unix_millis(now);
         if let Err(e) = store.create_stations(&new, millis).await {
             // Left by an interrupted run: insert only the ones missing.
             if !matches!(e, csms::store::StoreError::AlreadyExists { .. }) {
                 return Err(e.into());
             }
+            // A station already there gets this run's password verifier:
+            // the key that seeds its password is new.
             let mut missing = Vec::new();
             for s in new {
                 if store.station(TENANT, &s.id).await?.is_none() {
                     missing.push(s);
+                } else if let Some(hash) = &s.password_hash {
+                    store.update_station(TENANT, &s.id, Some(2), Some(hash), None, None).await?;
                 }
             }
             store.create_stations(&missing, millis).await?;
         }
         let (creds, records): (Vec<Creds>, Vec<StationWrite>) =
             issued.into_iter().map(|(c, r)| (c, StationWrite::Certificate(Box::new(r)))).unzip();
-        store.apply_writes(&records).await?;
+        // A profile-2 station logs in with its password; its key only seeds it.
+        if profile == 3 {
+            store.apply_writes(&records).await?;
+        }
         have.extend(creds);
         next = end;
         if fleet - from > BATCH {
@@ -236,7 +271,7 @@ pub async fn fleet(data_dir: &Path, database_url: Option<&str>, prefix: &str, fl
         eprintln!();
     }
     let added = fleet.saturating_sub(from);
-    let keys = KeysFile { database, prefix: prefix.to_owned(), csms_root, station_root, stations: have };
+    let keys = KeysFile { database, prefix: prefix.to_owned(), profile, csms_root, station_root, stations: have };
     if added > 0 {
         write_keys(&path, &keys)?;
     }
@@ -252,14 +287,16 @@ pub async fn fleet(data_dir: &Path, database_url: Option<&str>, prefix: &str, fl
     })
 }
 
-/// Whether the first and the last of `n` stations are in the store.
-async fn still_registered(database: &str, prefix: &str, n: usize) -> anyhow::Result<bool> {
+/// Whether the first and the last of `n` stations are in the store, with
+/// security profile `profile`.
+async fn still_registered(database: &str, prefix: &str, n: usize, profile: u8) -> anyhow::Result<bool> {
     if n == 0 {
         return Ok(true);
     }
     let store = Store::open(database, 2).await?;
-    let ok = store.station(TENANT, &station_id(prefix, 0)).await?.is_some()
-        && store.station(TENANT, &station_id(prefix, n - 1)).await?.is_some();
+    let has = |s: Option<csms::store::Station>| s.is_some_and(|s| s.security_profile == profile);
+    let ok = has(store.station(TENANT, &station_id(prefix, 0)).await?)
+        && has(store.station(TENANT, &station_id(prefix, n - 1)).await?);
     store.close().await;
     Ok(ok)
 }

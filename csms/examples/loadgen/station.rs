@@ -1,7 +1,8 @@
 //! One simulated charging station: TCP from one of several loopback source
-//! addresses, mutual TLS 1.3 (full handshake, no resumption), the WebSocket
-//! upgrade with `ocpp2.0.1`, BootNotification (retried after the interval
-//! while Pending, as B02 asks), then calls one at a time.
+//! addresses, TLS 1.3 (full handshake, no resumption; mutual for profile 3),
+//! the WebSocket upgrade with `ocpp2.0.1` (and HTTP Basic for profile 2),
+//! BootNotification (retried after the interval while Pending, as B02 asks),
+//! then calls one at a time.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,12 +34,14 @@ pub struct Target {
     pub pendings: AtomicU64,
     /// How long one answer may take before the call counts as failed.
     pub answer_timeout: Duration,
+    /// Security profile: 3 presents the station's certificate, 2 its password.
+    pub profile: u8,
 }
 
 impl Target {
     /// `wss://HOST:PORT`; the host must resolve to an IPv4 loopback address
     /// (the tool binds its sockets to 127.0.0.x).
-    pub fn new(url: &str, roots: rustls::RootCertStore, sources: usize) -> anyhow::Result<Target> {
+    pub fn new(url: &str, roots: rustls::RootCertStore, sources: usize, profile: u8) -> anyhow::Result<Target> {
         let rest = url.strip_prefix("wss://").context("--url must start with wss://")?;
         let (host, port) = rest.trim_end_matches('/').rsplit_once(':').context("--url needs a port")?;
         let port: u16 = port.parse().with_context(|| format!("--url port {port:?}"))?;
@@ -57,6 +60,7 @@ impl Target {
             sources,
             pendings: AtomicU64::new(0),
             answer_timeout: Duration::from_secs(60),
+            profile,
         })
     }
 
@@ -87,11 +91,19 @@ impl std::fmt::Display for Refused {
 }
 impl std::error::Error for Refused {}
 
-pub fn client_config(creds: &Creds, roots: &Arc<rustls::RootCertStore>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut config = rustls::ClientConfig::builder_with_provider(csms::gateway::tls::provider())
+pub fn client_config(
+    creds: &Creds,
+    roots: &Arc<rustls::RootCertStore>,
+    profile: u8,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let builder = rustls::ClientConfig::builder_with_provider(csms::gateway::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots.clone())
-        .with_client_auth_cert(creds.chain.clone(), creds.key())?;
+        .with_root_certificates(roots.clone());
+    let mut config = if profile == 3 {
+        builder.with_client_auth_cert(creds.chain.clone(), creds.key())?
+    } else {
+        builder.with_no_client_auth()
+    };
     // A full handshake every time: the cost the figures are about.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
@@ -100,7 +112,16 @@ pub fn client_config(creds: &Creds, roots: &Arc<rustls::RootCertStore>) -> anyho
 /// A TCP connection from source address `n % K` to `addr`.
 pub async fn tcp(target_addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
-    sock.bind(SocketAddr::from((source, 0)))?;
+    // Bound to a port before connecting, a socket cannot share a local port
+    // with a connection to another peer nor reuse one still in TIME_WAIT, so
+    // back-to-back runs ran out of ports ("Address already in use"). The
+    // first address is where the kernel would connect from anyway: unbound,
+    // it picks the port for the whole 4-tuple, and reuses TIME_WAIT ports on
+    // loopback (net.ipv4.tcp_tw_reuse).
+    if source != Ipv4Addr::LOCALHOST || !target_addr.ip().is_loopback() {
+        sock.set_reuseaddr(true)?;
+        sock.bind(SocketAddr::from((source, 0)))?;
+    }
     let s = sock.connect(target_addr).await?;
     s.set_nodelay(true)?;
     Ok(s)
@@ -108,7 +129,7 @@ pub async fn tcp(target_addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<T
 
 /// Connects station `n` and boots it.
 pub async fn connect(target: &Target, n: usize, creds: &Creds) -> anyhow::Result<(Ws, ConnectTimes)> {
-    let config = client_config(creds, &target.roots)?;
+    let config = client_config(creds, &target.roots, target.profile)?;
     let t0 = Instant::now();
     let tcp = tcp(target.addr, target.source(n)).await.map_err(|e| Refused(format!("tcp: {e}")))?;
     let name = ServerName::try_from(target.host.clone())?;
@@ -125,6 +146,11 @@ pub async fn connect(target: &Target, n: usize, creds: &Creds) -> anyhow::Result
     let t_tls = t0.elapsed();
     let mut req = format!("{}/ocpp/{}", target.url, creds.id).into_client_request()?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("ocpp2.0.1"));
+    if target.profile == 2 {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.id, creds.password()));
+        req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Basic {basic}"))?);
+    }
     let ws_config = WebSocketConfig::default().read_buffer_size(4096);
     let (mut ws, _) = tokio::time::timeout(
         target.answer_timeout,

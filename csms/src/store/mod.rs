@@ -62,6 +62,7 @@ pub use cert_requests::{CertRequest, CertRequestState, Claimant, ClaimedRequest,
 pub use certificates::{CertificateQuery, CertificateRecord, CertificateRef, RevokedCertificate};
 pub use connect::{ConnectFacts, PresentedCertificate};
 pub use credentials::{CaOverlap, CaRow, CredentialCert, CredentialRecord, Retirement};
+pub(crate) use reports::WriteConnection;
 pub use reports::{BootRecord, SecurityEvent, StationWrite};
 pub use settings::PUBLIC_URL;
 pub use stations::{ConnectorStatus, NewStation, Registration, Station, StationQuery};
@@ -299,7 +300,15 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the pool; waits until every connection taken from it is back,
+    /// so a holder of one (the group commit's [`WriteConnection`]) lets go on
+    /// [`Store::close_event`].
     pub async fn close(&self) {
         with_pool!(self, |p| p.close().await)
+    }
+
+    /// Completes when [`Store::close`] is called.
+    pub fn close_event(&self) -> sqlx::pool::CloseEvent {
+        with_pool!(self, |p| p.close_event())
     }
 }

@@ -75,6 +75,154 @@ pub struct SecurityEvent {
     pub received_at: i64,
 }
 
+/// The statements of `$plan` (a [`WritePlan`]), one after the other, each
+/// pushed into the `QueryBuilder` `$q` and then run by `$after` (build,
+/// execute, reset): one body for both backends, in a transaction or not.
+macro_rules! plan_statements {
+    ($plan:ident, $q:ident, $after:block) => {{
+        let plan = &$plan;
+        for c in &plan.certificates {
+            $q.push(
+                "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
+                   cert_pem, issued_at, revoked_at, revocation_reason, issuer_id) ",
+            );
+            $q.push_values(std::iter::once(c), |mut row, c| {
+                row.push_bind(c.tenant_id.as_str())
+                    .push_bind(c.serial_hex.as_str())
+                    .push_bind(c.station_id.as_str())
+                    .push_bind(c.fingerprint.as_str())
+                    .push_bind(c.not_before)
+                    .push_bind(c.not_after)
+                    .push_bind(c.cert_pem.as_str())
+                    .push_bind(c.issued_at)
+                    .push_bind(c.revoked_at)
+                    .push_bind(c.revocation_reason.as_deref())
+                    .push_bind(c.issuer_id.as_deref());
+            });
+            $after
+        }
+        for rows in statement_chunks(&plan.boots) {
+            $q.push("INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) ");
+            $q.push_values(rows, |mut row, b| {
+                row.push_bind(b.tenant_id.as_str())
+                    .push_bind(b.station_id.as_str())
+                    .push_bind(b.received_at)
+                    .push_bind(b.reason.as_str())
+                    .push_bind(b.status.as_str())
+                    .push_bind(b.payload.as_str());
+            });
+            $after
+        }
+        for rows in statement_chunks(&plan.boot_history) {
+            // Each station's records beyond its newest `keep`, newest first.
+            $q.push(
+                "DELETE FROM boot_notifications WHERE id IN (SELECT t.id FROM (SELECT b.id, \
+                   ROW_NUMBER() OVER (PARTITION BY b.tenant_id, b.station_id ORDER BY b.id DESC) AS rn, \
+                   v.column3 AS keep FROM boot_notifications b JOIN (",
+            );
+            $q.push_values(rows, |mut row, &(tenant_id, station_id, keep)| {
+                row.push_bind(tenant_id).push_bind(station_id).push_bind(i64::from(keep));
+            });
+            $q.push(") AS v ON b.tenant_id = v.column1 AND b.station_id = v.column2) AS t WHERE t.rn > t.keep)");
+            $after
+        }
+        for rows in statement_chunks(&plan.booted) {
+            $q.push(
+                "UPDATE stations SET boot_status = v.column3, vendor = v.column4, model = v.column5, \
+                 serial_number = v.column6, firmware_version = v.column7, last_boot_at = v.column8, \
+                 last_seen_at = CASE WHEN stations.last_seen_at IS NULL OR stations.last_seen_at < v.column9 \
+                 THEN v.column9 ELSE stations.last_seen_at END FROM (",
+            );
+            $q.push_values(rows, |mut row, &(b, seen)| {
+                row.push_bind(b.tenant_id.as_str())
+                    .push_bind(b.station_id.as_str())
+                    .push_bind(b.status.as_str())
+                    .push_bind(b.vendor.as_str())
+                    .push_bind(b.model.as_str())
+                    .push_bind(b.serial_number.as_deref())
+                    .push_bind(b.firmware_version.as_deref())
+                    .push_bind(b.received_at)
+                    .push_bind(seen);
+            });
+            $q.push(") AS v WHERE stations.tenant_id = v.column1 AND stations.id = v.column2");
+            $after
+        }
+        for rows in statement_chunks(&plan.heartbeats) {
+            // VALUES columns are column1.. in SQLite and PostgreSQL alike.
+            $q.push(
+                "UPDATE stations SET last_heartbeat_at = v.column3, last_seen_at = CASE \
+                 WHEN stations.last_seen_at IS NULL OR stations.last_seen_at < v.column3 THEN v.column3 \
+                 ELSE stations.last_seen_at END FROM (",
+            );
+            $q.push_values(rows, |mut row, &(tenant_id, station_id, at)| {
+                row.push_bind(tenant_id).push_bind(station_id).push_bind(at);
+            });
+            $q.push(") AS v WHERE stations.tenant_id = v.column1 AND stations.id = v.column2");
+            $after
+        }
+        for rows in statement_chunks(&plan.statuses) {
+            $q.push(
+                "INSERT INTO connector_statuses \
+                 (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) ",
+            );
+            $q.push_values(rows, |mut row, &(tenant_id, station_id, s)| {
+                row.push_bind(tenant_id)
+                    .push_bind(station_id)
+                    .push_bind(s.evse_id)
+                    .push_bind(s.connector_id)
+                    .push_bind(s.status.as_str())
+                    .push_bind(s.reported_at)
+                    .push_bind(s.received_at);
+            });
+            $q.push(
+                " ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
+                 reported_at = excluded.reported_at, received_at = excluded.received_at, \
+                 tenant_id = excluded.tenant_id",
+            );
+            $after
+        }
+        for rows in statement_chunks(&plan.messages) {
+            $q.push(
+                "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload, payload_bytes) ",
+            );
+            $q.push_values(rows, |mut row, m: &MessageRow<'_>| {
+                row.push_bind(m.tenant_id)
+                    .push_bind(m.station_id)
+                    .push_bind(m.action)
+                    .push_bind(m.at)
+                    .push_bind(m.payload)
+                    .push_bind(i64::try_from(m.payload.len()).unwrap_or(i64::MAX));
+            });
+            $after
+        }
+        // After every insert of the group: a station has one call in flight at
+        // a time, so a group holds at most one message to keep per station.
+        for m in plan.messages.iter().filter(|m| m.prune_to.is_some()) {
+            // Newest first, a running total; the rows beyond the quota go.
+            $q.push(
+                "DELETE FROM station_messages WHERE id IN (SELECT id FROM (SELECT id, \
+                   SUM(payload_bytes) OVER (ORDER BY id DESC) AS newer FROM station_messages \
+                   WHERE tenant_id = ",
+            );
+            $q.push_bind(m.tenant_id).push(" AND station_id = ").push_bind(m.station_id);
+            $q.push(") AS t WHERE newer > ").push_bind(m.prune_to).push(")");
+            $after
+        }
+        for rows in statement_chunks(&plan.security_events) {
+            $q.push("INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) ");
+            $q.push_values(rows, |mut row, e: &SecurityEventRow<'_>| {
+                row.push_bind(e.tenant_id)
+                    .push_bind(e.station_id)
+                    .push_bind(e.kind)
+                    .push_bind(e.occurred_at)
+                    .push_bind(e.tech_info)
+                    .push_bind(e.at);
+            });
+            $after
+        }
+    }};
+}
+
 impl Store {
     /// Applies station reports in one transaction: one commit (one fsync) for
     /// the whole group. Used through [`crate::group_commit::GroupCommit`].
@@ -87,163 +235,41 @@ impl Store {
     /// writing them one by one); `last_seen_at` never moves back.
     pub async fn apply_writes(&self, writes: &[StationWrite]) -> Result<(), StoreError> {
         let plan = WritePlan::of(writes);
+        if plan.statements() == 0 {
+            return Ok(());
+        }
+        // One statement commits on its own; several go a statement at a time
+        // in sqlx's transaction, which rolls back if this future is dropped
+        // half-way.
+        let single = plan.statements() == 1;
         with_pool!(self, |p| {
-            let mut tx = p.begin().await?;
-            for c in &plan.certificates {
-                sqlx::query(
-                    "INSERT INTO certificates (tenant_id, serial_hex, station_id, fingerprint, not_before, not_after, \
-                       cert_pem, issued_at, revoked_at, revocation_reason, issuer_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&c.tenant_id)
-                .bind(&c.serial_hex)
-                .bind(&c.station_id)
-                .bind(&c.fingerprint)
-                .bind(c.not_before)
-                .bind(c.not_after)
-                .bind(&c.cert_pem)
-                .bind(c.issued_at)
-                .bind(c.revoked_at)
-                .bind(&c.revocation_reason)
-                .bind(&c.issuer_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for rows in statement_chunks(&plan.boots) {
-                let mut q = statement(
-                    p,
-                    "INSERT INTO boot_notifications (tenant_id, station_id, received_at, reason, status, payload) ",
-                );
-                q.push_values(rows, |mut row, b| {
-                    row.push_bind(b.tenant_id.as_str())
-                        .push_bind(b.station_id.as_str())
-                        .push_bind(b.received_at)
-                        .push_bind(b.reason.as_str())
-                        .push_bind(b.status.as_str())
-                        .push_bind(b.payload.as_str());
+            let mut q = sqlx::QueryBuilder::new("");
+            if single {
+                plan_statements!(plan, q, {
+                    q.build().execute(p).await?;
+                    q.reset();
                 });
-                q.build().execute(&mut *tx).await?;
-            }
-            for rows in statement_chunks(&plan.boot_history) {
-                // Each station's records beyond its newest `keep`, newest first.
-                let mut q = statement(
-                    p,
-                    "DELETE FROM boot_notifications WHERE id IN (SELECT t.id FROM (SELECT b.id, \
-                       ROW_NUMBER() OVER (PARTITION BY b.tenant_id, b.station_id ORDER BY b.id DESC) AS rn, \
-                       v.column3 AS keep FROM boot_notifications b JOIN (",
-                );
-                q.push_values(rows, |mut row, &(tenant_id, station_id, keep)| {
-                    row.push_bind(tenant_id).push_bind(station_id).push_bind(i64::from(keep));
+            } else {
+                let mut tx = p.begin().await?;
+                plan_statements!(plan, q, {
+                    q.build().execute(&mut *tx).await?;
+                    q.reset();
                 });
-                q.push(") AS v ON b.tenant_id = v.column1 AND b.station_id = v.column2) AS t WHERE t.rn > t.keep)");
-                q.build().execute(&mut *tx).await?;
+                tx.commit().await?;
             }
-            for rows in statement_chunks(&plan.booted) {
-                let mut q = statement(
-                    p,
-                    "UPDATE stations SET boot_status = v.column3, vendor = v.column4, model = v.column5, \
-                     serial_number = v.column6, firmware_version = v.column7, last_boot_at = v.column8, \
-                     last_seen_at = CASE WHEN stations.last_seen_at IS NULL OR stations.last_seen_at < v.column9 \
-                     THEN v.column9 ELSE stations.last_seen_at END FROM (",
-                );
-                q.push_values(rows, |mut row, &(b, seen)| {
-                    row.push_bind(b.tenant_id.as_str())
-                        .push_bind(b.station_id.as_str())
-                        .push_bind(b.status.as_str())
-                        .push_bind(b.vendor.as_str())
-                        .push_bind(b.model.as_str())
-                        .push_bind(b.serial_number.as_deref())
-                        .push_bind(b.firmware_version.as_deref())
-                        .push_bind(b.received_at)
-                        .push_bind(seen);
-                });
-                q.push(") AS v WHERE stations.tenant_id = v.column1 AND stations.id = v.column2");
-                q.build().execute(&mut *tx).await?;
-            }
-            for rows in statement_chunks(&plan.heartbeats) {
-                // VALUES columns are column1.. in SQLite and PostgreSQL alike.
-                let mut q = statement(
-                    p,
-                    "UPDATE stations SET last_heartbeat_at = v.column3, last_seen_at = CASE \
-                     WHEN stations.last_seen_at IS NULL OR stations.last_seen_at < v.column3 THEN v.column3 \
-                     ELSE stations.last_seen_at END FROM (",
-                );
-                q.push_values(rows, |mut row, &(tenant_id, station_id, at)| {
-                    row.push_bind(tenant_id).push_bind(station_id).push_bind(at);
-                });
-                q.push(") AS v WHERE stations.tenant_id = v.column1 AND stations.id = v.column2");
-                q.build().execute(&mut *tx).await?;
-            }
-            for rows in statement_chunks(&plan.statuses) {
-                let mut q = statement(
-                    p,
-                    "INSERT INTO connector_statuses \
-                     (tenant_id, station_id, evse_id, connector_id, status, reported_at, received_at) ",
-                );
-                q.push_values(rows, |mut row, &(tenant_id, station_id, s)| {
-                    row.push_bind(tenant_id)
-                        .push_bind(station_id)
-                        .push_bind(s.evse_id)
-                        .push_bind(s.connector_id)
-                        .push_bind(s.status.as_str())
-                        .push_bind(s.reported_at)
-                        .push_bind(s.received_at);
-                });
-                q.push(
-                    " ON CONFLICT (station_id, evse_id, connector_id) DO UPDATE SET status = excluded.status, \
-                     reported_at = excluded.reported_at, received_at = excluded.received_at, \
-                     tenant_id = excluded.tenant_id",
-                );
-                q.build().execute(&mut *tx).await?;
-            }
-            for rows in statement_chunks(&plan.messages) {
-                let mut q = statement(
-                    p,
-                    "INSERT INTO station_messages (tenant_id, station_id, action, received_at, payload, payload_bytes) ",
-                );
-                q.push_values(rows, |mut row, m: &MessageRow<'_>| {
-                    row.push_bind(m.tenant_id)
-                        .push_bind(m.station_id)
-                        .push_bind(m.action)
-                        .push_bind(m.at)
-                        .push_bind(m.payload)
-                        .push_bind(i64::try_from(m.payload.len()).unwrap_or(i64::MAX));
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            // After every insert of the group: a station has one call in flight at
-            // a time, so a group holds at most one message to keep per station.
-            for m in plan.messages.iter().filter(|m| m.prune_to.is_some()) {
-                // Newest first, a running total; the rows beyond the quota go.
-                sqlx::query(
-                    "DELETE FROM station_messages WHERE id IN (SELECT id FROM (SELECT id, \
-                       SUM(payload_bytes) OVER (ORDER BY id DESC) AS newer FROM station_messages \
-                       WHERE tenant_id = $1 AND station_id = $2) AS t WHERE newer > $3)",
-                )
-                .bind(m.tenant_id)
-                .bind(m.station_id)
-                .bind(m.prune_to)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for rows in statement_chunks(&plan.security_events) {
-                let mut q = statement(
-                    p,
-                    "INSERT INTO security_events (tenant_id, station_id, kind, occurred_at, tech_info, received_at) ",
-                );
-                q.push_values(rows, |mut row, e: &SecurityEventRow<'_>| {
-                    row.push_bind(e.tenant_id)
-                        .push_bind(e.station_id)
-                        .push_bind(e.kind)
-                        .push_bind(e.occurred_at)
-                        .push_bind(e.tech_info)
-                        .push_bind(e.at);
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// A connection for one writer to keep across many [`WriteConnection::apply_writes`]:
+    /// the group commit's task holds one, so a group costs no checkout from
+    /// the pool and none of the pool's test of a connection on every return
+    /// (a round trip to the database thread each).
+    pub(crate) async fn write_connection(&self) -> Result<WriteConnection, StoreError> {
+        Ok(match &self.backend {
+            super::Backend::Sqlite(p) => WriteConnection(WriteConn::Sqlite(p.acquire().await?)),
+            super::Backend::Postgres(p) => WriteConnection(WriteConn::Postgres(p.acquire().await?)),
+        })
     }
 
     /// How many messages of `action` the station sent that are kept verbatim.
@@ -337,6 +363,64 @@ impl Store {
     }
 }
 
+/// The group `$plan` of `$n` statements on the pool connection `$c`: alone
+/// when it is one statement, otherwise in a transaction (rolled back if this
+/// is dropped half-way).
+macro_rules! group_on {
+    ($c:ident, $plan:ident, $n:ident, $db:ty) => {{
+        let mut q = sqlx::QueryBuilder::<$db>::new("");
+        if $n == 1 {
+            plan_statements!($plan, q, {
+                q.build().execute(&mut **$c).await?;
+                q.reset();
+            });
+        } else {
+            let mut tx = sqlx::Connection::begin(&mut **$c).await?;
+            plan_statements!($plan, q, {
+                q.build().execute(&mut *tx).await?;
+                q.reset();
+            });
+            tx.commit().await?;
+        }
+    }};
+}
+
+/// A connection held by one writer; see [`Store::write_connection`].
+pub(crate) struct WriteConnection(WriteConn);
+
+enum WriteConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl std::fmt::Debug for WriteConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            WriteConn::Sqlite(_) => "WriteConnection(sqlite)",
+            WriteConn::Postgres(_) => "WriteConnection(postgres)",
+        })
+    }
+}
+
+impl WriteConnection {
+    /// What [`Store::apply_writes`] does, on this connection. A group that
+    /// comes to a single statement (one certificate record, one heartbeat)
+    /// runs without BEGIN and COMMIT, which commits it as durably in one round
+    /// trip to the database instead of three.
+    pub(crate) async fn apply_writes(&mut self, writes: &[StationWrite]) -> Result<(), StoreError> {
+        let plan = WritePlan::of(writes);
+        let n = plan.statements();
+        if n == 0 {
+            return Ok(());
+        }
+        match &mut self.0 {
+            WriteConn::Sqlite(c) => group_on!(c, plan, n, sqlx::Sqlite),
+            WriteConn::Postgres(c) => group_on!(c, plan, n, sqlx::Postgres),
+        }
+        Ok(())
+    }
+}
+
 /// A verbatim message of a group, borrowed from its [`StationWrite`].
 struct MessageRow<'a> {
     tenant_id: &'a str,
@@ -379,6 +463,19 @@ struct WritePlan<'a> {
 }
 
 impl<'a> WritePlan<'a> {
+    /// How many statements `plan_statements!` runs for this plan.
+    fn statements(&self) -> usize {
+        self.certificates.len()
+            + statement_chunks(&self.boots).count()
+            + statement_chunks(&self.boot_history).count()
+            + statement_chunks(&self.booted).count()
+            + statement_chunks(&self.heartbeats).count()
+            + statement_chunks(&self.statuses).count()
+            + statement_chunks(&self.messages).count()
+            + self.messages.iter().filter(|m| m.prune_to.is_some()).count()
+            + statement_chunks(&self.security_events).count()
+    }
+
     fn of(writes: &'a [StationWrite]) -> WritePlan<'a> {
         use std::collections::HashMap;
         let mut plan = WritePlan::default();
@@ -449,16 +546,12 @@ impl<'a> WritePlan<'a> {
     }
 }
 
-/// A statement to build for the database behind `pool` (this names the
-/// backend for the builder; `with_pool!` runs one body for each).
-fn statement<'a, DB: sqlx::Database>(_pool: &sqlx::Pool<DB>, sql: &str) -> sqlx::QueryBuilder<'a, DB> {
-    sqlx::QueryBuilder::new(sql)
-}
-
 /// Rows per multi-row statement. A few fixed sizes keep the number of
-/// distinct statements (each prepared once and cached per connection) small;
-/// the largest stays far below SQLite's 32,766 bound parameters.
-const CHUNK_SIZES: [usize; 4] = [256, 32, 8, 1];
+/// distinct statements (each prepared once and cached per connection) small,
+/// and a small group few statements (each a round trip to the database: 7
+/// rows are 4 + 2 + 1); the largest stays far below SQLite's 32,766 bound
+/// parameters.
+const CHUNK_SIZES: [usize; 6] = [256, 32, 8, 4, 2, 1];
 
 /// `items` cut into pieces of [`CHUNK_SIZES`], largest first.
 fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
@@ -482,8 +575,8 @@ mod tests {
             assert!(chunks.iter().all(|c| CHUNK_SIZES.contains(&c.len())), "{n}: {chunks:?}");
             assert_eq!(chunks.concat(), items, "{n}");
         }
-        // 300 = 256 + 32 + 8 + 4 x 1
-        assert_eq!(statement_chunks(&[0u8; 300]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 32, 8, 1, 1, 1, 1]);
+        assert_eq!(statement_chunks(&[0u8; 300]).map(<[u8]>::len).collect::<Vec<_>>(), [256, 32, 8, 4]);
+        assert_eq!(statement_chunks(&[0u8; 7]).map(<[u8]>::len).collect::<Vec<_>>(), [4, 2, 1]);
     }
 
     fn status(evse: i64, status: &str, at: i64) -> ConnectorStatus {
@@ -510,23 +603,25 @@ mod tests {
         assert_eq!(statuses, [(1, "Available"), (2, "Available")]);
     }
 
+    /// A boot of station `s` at `at`, its vendor saying when.
+    fn boot(s: &str, at: i64, keep: Option<u32>) -> StationWrite {
+        StationWrite::Boot(BootRecord {
+            tenant_id: "t".into(),
+            station_id: s.into(),
+            received_at: at,
+            reason: "PowerUp".into(),
+            status: Registration::Accepted,
+            vendor: format!("v{at}"),
+            model: "m".into(),
+            serial_number: Some("sn".into()),
+            firmware_version: None,
+            payload: "{}".into(),
+            keep_last: keep,
+        })
+    }
+
     #[test]
     fn plan_records_every_boot_and_shows_the_latest() {
-        let boot = |s: &str, at: i64, keep: Option<u32>| {
-            StationWrite::Boot(BootRecord {
-                tenant_id: "t".into(),
-                station_id: s.into(),
-                received_at: at,
-                reason: "PowerUp".into(),
-                status: Registration::Accepted,
-                vendor: format!("v{at}"),
-                model: "m".into(),
-                serial_number: None,
-                firmware_version: None,
-                payload: "{}".into(),
-                keep_last: keep,
-            })
-        };
         let writes = [boot("A", 1, Some(5)), boot("B", 2, None), boot("A", 3, Some(2)), boot("C", 4, Some(1))];
         let plan = WritePlan::of(&writes);
         assert_eq!(plan.boots.iter().map(|b| b.received_at).collect::<Vec<_>>(), [1, 2, 3, 4]);
@@ -538,5 +633,179 @@ mod tests {
         let plan = WritePlan::of(&late);
         assert_eq!(plan.booted.iter().map(|(b, seen)| (b.received_at, *seen)).collect::<Vec<_>>(), [(8, 9)]);
         assert!(plan.boot_history.is_empty());
+        // Two boots of a station: one insert of two rows and the row update,
+        // no history bound.
+        assert_eq!(plan.statements(), 2);
+        // Four boots of three stations, two bounded: one insert (4 rows), one
+        // trim (2), two updates (2 + 1).
+        assert_eq!(WritePlan::of(&writes).statements(), 4);
+    }
+
+    /// Only a plan of exactly one statement runs outside a transaction.
+    #[test]
+    fn statements_are_counted_as_they_are_run() {
+        let hb = |s: &str| StationWrite::Heartbeat { tenant_id: "t".into(), station_id: s.into(), at: 1 };
+        assert_eq!(WritePlan::of(&[]).statements(), 0);
+        assert_eq!(WritePlan::of(&[hb("A")]).statements(), 1);
+        // 40 stations: chunks of 32 and 8.
+        let many: Vec<StationWrite> = (0..40).map(|i| hb(&format!("S{i}"))).collect();
+        assert_eq!(WritePlan::of(&many).statements(), 2);
+        let message = |prune_to| StationWrite::Message {
+            tenant_id: "t".into(),
+            station_id: "A".into(),
+            action: "MeterValues",
+            payload: "{}".into(),
+            at: 1,
+            prune_to,
+        };
+        assert_eq!(WritePlan::of(&[message(None)]).statements(), 1);
+        assert_eq!(WritePlan::of(&[message(Some(10))]).statements(), 2);
+        assert_eq!(WritePlan::of(&[hb("A"), message(None)]).statements(), 2);
+    }
+
+    /// A fresh store for the writer tests: SQLite in `dir`, or a new
+    /// PostgreSQL database (`ANCHORPOINT_TEST_PG_URL`, as the store tests).
+    async fn fresh(dir: &std::path::Path, postgres: bool) -> Store {
+        let url = if postgres {
+            use sqlx::Connection;
+            let base = std::env::var("ANCHORPOINT_TEST_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let name = format!("ap_writer_{}_{}", std::process::id(), nanos % 1_000_000_000_000);
+            let mut c = sqlx::PgConnection::connect(&base)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+            format!("{}/{name}", base.rsplit_once('/').unwrap().0)
+        } else {
+            Store::sqlite_url(dir)
+        };
+        let s = Store::open(&url, 4).await.unwrap();
+        s.create_tenant("t", "T", None, 1).await.unwrap();
+        for id in ["A", "B"] {
+            let station = crate::store::NewStation {
+                id: id.into(),
+                tenant_id: "t".into(),
+                security_profile: 3,
+                password_hash: None,
+                registration: Registration::Accepted,
+                description: None,
+                tags: Vec::new(),
+            };
+            s.create_station(&station, 1).await.unwrap();
+        }
+        s
+    }
+
+    /// Every kind of report in one group, some of them twice.
+    fn mixed_group() -> Vec<StationWrite> {
+        let boot = |s: &str, at: i64| boot(s, at, Some(2));
+        let message = |at: i64, prune_to| StationWrite::Message {
+            tenant_id: "t".into(),
+            station_id: "A".into(),
+            action: "MeterValues",
+            payload: "x".repeat(100),
+            at,
+            prune_to,
+        };
+        let mut writes = vec![boot("A", 1), boot("A", 2), boot("B", 3), boot("A", 4)];
+        for at in 5..9 {
+            writes.push(message(at, None));
+        }
+        writes.push(message(9, Some(250)));
+        writes.push(StationWrite::Heartbeat { tenant_id: "t".into(), station_id: "B".into(), at: 10 });
+        writes.push(StationWrite::ConnectorStatus {
+            tenant_id: "t".into(),
+            station_id: "A".into(),
+            status: status(1, "Occupied", 11),
+        });
+        writes.push(StationWrite::SecurityEvent {
+            tenant_id: "t".into(),
+            station_id: "A".into(),
+            kind: "StartupOfTheDevice".into(),
+            occurred_at: 12,
+            tech_info: Some("i".into()),
+            at: 12,
+        });
+        writes.push(StationWrite::Certificate(Box::new(certificate("0C"))));
+        writes
+    }
+
+    fn certificate(serial: &str) -> CertificateRecord {
+        CertificateRecord {
+            tenant_id: "t".into(),
+            serial_hex: serial.into(),
+            station_id: "A".into(),
+            fingerprint: format!("fp-{serial}"),
+            not_before: 1,
+            not_after: 2,
+            cert_pem: "PEM".into(),
+            issued_at: 1,
+            revoked_at: None,
+            revocation_reason: None,
+            issuer_id: Some("ca".into()),
+        }
+    }
+
+    /// What a group leaves in the store, as the API would read it.
+    async fn state(s: &Store) -> String {
+        let mut out = String::new();
+        for id in ["A", "B"] {
+            out += &format!(
+                "{:?} boots {} statuses {:?} messages {} bytes {}\n",
+                s.station("t", id).await.unwrap(),
+                s.boot_count("t", id).await.unwrap(),
+                s.connector_statuses("t", id).await.unwrap(),
+                s.station_message_count("t", id, "MeterValues").await.unwrap(),
+                s.station_message_bytes("t", id).await.unwrap(),
+            );
+        }
+        out += &format!("{:?}\n", s.security_events("t", None).await.unwrap());
+        out += &format!("{:?}\n", s.certificate("t", "0C").await.unwrap());
+        out
+    }
+
+    /// The writer's way (its own connection, a single statement without a
+    /// transaction) leaves what the pool's way leaves; a group the database
+    /// refuses leaves nothing, and the connection is not left in a transaction.
+    async fn writer_matches_statement_at_a_time(postgres: bool) {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, other) = (fresh(d1.path(), postgres).await, fresh(d2.path(), postgres).await);
+        let group = mixed_group();
+        one.apply_writes(&group).await.unwrap();
+        let mut conn = other.write_connection().await.unwrap();
+        conn.apply_writes(&group).await.unwrap();
+        let expected = state(&one).await;
+        assert!(expected.contains("boots 2 "), "the history bound applied: {expected}");
+        assert!(expected.contains("bytes 200"), "the quota pruned: {expected}");
+        assert_eq!(state(&other).await, expected);
+
+        // A heartbeat, then a status the CHECK on connector ids refuses
+        // (statuses are written after heartbeats): the heartbeat is rolled back.
+        let bad = [
+            StationWrite::Heartbeat { tenant_id: "t".into(), station_id: "A".into(), at: 99 },
+            StationWrite::ConnectorStatus { tenant_id: "t".into(), station_id: "A".into(), status: status(-1, "x", 1) },
+        ];
+        assert!(conn.apply_writes(&bad).await.is_err());
+        assert!(one.apply_writes(&bad).await.is_err());
+        assert_eq!(state(&other).await, expected, "nothing of the refused group stays");
+        // Not left inside a transaction: the next group commits and is seen.
+        let next = [StationWrite::Heartbeat { tenant_id: "t".into(), station_id: "A".into(), at: 100 }];
+        conn.apply_writes(&next).await.unwrap();
+        drop(conn);
+        let a = other.station("t", "A").await.unwrap().unwrap();
+        assert_eq!((a.last_heartbeat_at, a.last_seen_at), (Some(100), Some(100)));
+        one.close().await;
+        other.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_writer_matches_statement_at_a_time() {
+        writer_matches_statement_at_a_time(false).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_writer_matches_statement_at_a_time() {
+        writer_matches_statement_at_a_time(true).await;
     }
 }
