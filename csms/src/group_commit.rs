@@ -1,13 +1,29 @@
 //! Group commit: station reports from all sessions are written by one task,
 //! which commits everything that queued up while the previous commit was
-//! running in a single transaction. A caller's `write` returns only after the
+//! running in a single transaction (a single statement, when the group comes
+//! to one, commits on its own). A caller's `write` returns only after the
 //! transaction holding its report committed, so an answer sent afterwards
 //! never promises more than the database holds; under load one fsync covers
 //! many reports instead of one each.
+//!
+//! The writer keeps a connection of the pool from group to group when the
+//! pool has at least [`HOLD_FROM_POOL_SIZE`] connections (the others serve
+//! everything else), and gives it back after [`HOLD_IDLE`] without work, when
+//! the store closes and after a failed group.
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{StationWrite, Store, StoreError, WriteConnection};
+
+/// The smallest pool the writer keeps a connection of: with fewer, every
+/// other user of the store (the API, connects, SQLite's checkpoints) would
+/// have one connection or none.
+pub const HOLD_FROM_POOL_SIZE: u32 = 3;
+
+/// A kept connection goes back to the pool after this long without work, so
+/// a connection the server or the network has dropped is found by the pool's
+/// own test rather than by the next group.
+pub const HOLD_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reports waiting for the writer; a full queue makes sessions wait (backpressure).
 const QUEUE: usize = 8192;
@@ -40,8 +56,9 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, max_group: usize)
     let mut writes: Vec<StationWrite> = Vec::with_capacity(max_group);
     let mut waiting: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::with_capacity(max_group);
     // Kept from one group to the next (no pool checkout per group); given
-    // back when the store closes, which waits for it, and after an error (the
-    // pool then tests it and drops it if it is broken).
+    // back when the store closes, which waits for it, after an error (the
+    // pool then tests it and drops it if it is broken) and when idle.
+    let hold = store.max_connections() >= HOLD_FROM_POOL_SIZE;
     let mut conn: Option<WriteConnection> = None;
     let mut closing = std::pin::pin!(store.close_event());
     loop {
@@ -49,6 +66,10 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, max_group: usize)
             // A closed store first: its connection is not used again.
             biased;
             () = &mut closing, if conn.is_some() => {
+                conn = None;
+                continue;
+            }
+            () = tokio::time::sleep(HOLD_IDLE), if conn.is_some() => {
                 conn = None;
                 continue;
             }
@@ -75,7 +96,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, max_group: usize)
         let result = match result {
             Ok(mut c) => {
                 let r = c.apply_writes(&writes).await;
-                if r.is_ok() {
+                if r.is_ok() && hold {
                     conn = Some(c);
                 }
                 r

@@ -267,6 +267,8 @@ pub async fn serve(config: Config) -> Result<()> {
     // SQLite's checkpoints, mostly off the commit path (Store::checkpoint).
     // It holds a connection of the pool while it runs: with a pool of one,
     // the writer would wait for it, so SQLite's own checkpoints are left alone.
+    // (The group commit's writer keeps a connection of its own only from
+    // group_commit::HOLD_FROM_POOL_SIZE connections up.)
     let checkpoint_store = store.clone();
     if config.database_max_connections >= 2 {
         tokio::spawn(async move {

@@ -713,6 +713,20 @@ async fn group_commit_holds_one_connection_and_lets_go_on_close(s: &Store) {
     assert!(writes.write(sev("Closed", 2, None)).await.is_err(), "a write after close fails");
 }
 
+/// With a pool of one connection the writer gives it back after each group:
+/// everything else still gets the connection.
+#[tokio::test]
+async fn group_commit_on_a_pool_of_one_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&Store::sqlite_url(dir.path()), 1).await.unwrap();
+    s.create_tenant("acme", "ACME", None, 1).await.unwrap();
+    s.create_station(&station("CS1", "acme"), 10).await.unwrap();
+    let writes = csms::group_commit::GroupCommit::start(s.clone(), 64);
+    writes.write(sev("One", 1, None)).await.unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.security_events("acme", Some("CS1")));
+    assert_eq!(read.await.expect("a read after a group does not wait for the writer").unwrap().len(), 1);
+}
+
 fn cert(serial: &str, station: &str) -> CertificateRecord {
     CertificateRecord {
         tenant_id: "acme".into(),

@@ -307,6 +307,11 @@ impl Store {
         with_pool!(self, |p| p.close().await)
     }
 
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        with_pool!(self, |p| p.options().get_max_connections())
+    }
+
     /// Completes when [`Store::close`] is called.
     pub fn close_event(&self) -> sqlx::pool::CloseEvent {
         with_pool!(self, |p| p.close_event())

@@ -225,7 +225,9 @@ macro_rules! plan_statements {
 
 impl Store {
     /// Applies station reports in one transaction: one commit (one fsync) for
-    /// the whole group. Used through [`crate::group_commit::GroupCommit`].
+    /// the whole group; a group that comes to a single statement runs alone,
+    /// which commits it as durably. Used through
+    /// [`crate::group_commit::GroupCommit`].
     ///
     /// Reports of one kind go in multi-row statements (a few per group, not
     /// one per report): boots and certificates first, then heartbeats, then
@@ -641,9 +643,25 @@ mod tests {
         assert_eq!(WritePlan::of(&writes).statements(), 4);
     }
 
+    /// What `plan_statements!` runs for `writes`, counted as it runs them.
+    fn statements_run(writes: &[StationWrite]) -> usize {
+        let plan = WritePlan::of(writes);
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        let mut n = 0;
+        plan_statements!(plan, q, {
+            n += 1;
+            q.reset();
+        });
+        n
+    }
+
     /// Only a plan of exactly one statement runs outside a transaction.
     #[test]
     fn statements_are_counted_as_they_are_run() {
+        let mixed = mixed_group();
+        for writes in [&mixed[..], &mixed[..1], &mixed[4..9], &mixed[9..], &[]] {
+            assert_eq!(WritePlan::of(writes).statements(), statements_run(writes), "{writes:?}");
+        }
         let hb = |s: &str| StationWrite::Heartbeat { tenant_id: "t".into(), station_id: s.into(), at: 1 };
         assert_eq!(WritePlan::of(&[]).statements(), 0);
         assert_eq!(WritePlan::of(&[hb("A")]).statements(), 1);
@@ -765,9 +783,10 @@ mod tests {
         out
     }
 
-    /// The writer's way (its own connection, a single statement without a
-    /// transaction) leaves what the pool's way leaves; a group the database
-    /// refuses leaves nothing, and the connection is not left in a transaction.
+    /// The writer's way (a connection it keeps) leaves what the pool's way
+    /// leaves for a group of every kind; a group the database refuses leaves
+    /// nothing, and the connection is not left in a transaction: a lone
+    /// statement after it (no BEGIN of its own) commits and is seen.
     async fn writer_matches_statement_at_a_time(postgres: bool) {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (one, other) = (fresh(d1.path(), postgres).await, fresh(d2.path(), postgres).await);
