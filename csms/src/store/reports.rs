@@ -236,31 +236,12 @@ impl Store {
     /// latest heartbeat, and each connector its latest status (the result of
     /// writing them one by one); `last_seen_at` never moves back.
     pub async fn apply_writes(&self, writes: &[StationWrite]) -> Result<(), StoreError> {
-        let plan = WritePlan::of(writes);
-        if plan.statements() == 0 {
+        if writes.is_empty() {
             return Ok(());
         }
-        // One statement commits on its own; several go a statement at a time
-        // in sqlx's transaction, which rolls back if this future is dropped
-        // half-way.
-        let single = plan.statements() == 1;
-        with_pool!(self, |p| {
-            let mut q = sqlx::QueryBuilder::new("");
-            if single {
-                plan_statements!(plan, q, {
-                    q.build().execute(p).await?;
-                    q.reset();
-                });
-            } else {
-                let mut tx = p.begin().await?;
-                plan_statements!(plan, q, {
-                    q.build().execute(&mut *tx).await?;
-                    q.reset();
-                });
-                tx.commit().await?;
-            }
-        });
-        Ok(())
+        // The connection goes back to the pool afterwards; the group commit's
+        // writer keeps its own.
+        self.write_connection().await?.apply_writes(writes).await
     }
 
     /// A connection for one writer to keep across many [`WriteConnection::apply_writes`]:
