@@ -53,10 +53,15 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Open connections beyond this are refused.
     pub max_connections: usize,
-    /// TLS and HTTP upgrade must complete within this many seconds.
+    /// TLS and HTTP upgrade must complete within this many seconds of the
+    /// connection's handshake permit.
     pub handshake_timeout_secs: u64,
     /// Concurrent TLS handshakes and upgrades; bounds CPU spent on unauthenticated peers.
     pub max_concurrent_handshakes: usize,
+    /// A connection that sent its first record waits at most this long for a
+    /// handshake permit (`handshake_queue_timeout`); `handshake_timeout_secs`
+    /// then runs from the permit on.
+    pub handshake_queue_timeout_secs: u64,
     /// PBKDF2-HMAC-SHA256 iterations for new Basic-auth passwords.
     pub password_hash_iterations: u32,
     /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): CA keys created
@@ -188,6 +193,7 @@ impl Default for Config {
             max_connections: 100_000,
             handshake_timeout_secs: 10,
             max_concurrent_handshakes: 256,
+            handshake_queue_timeout_secs: 30,
             password_hash_iterations: 100_000,
             station_certificate_days: 365,
             ocsp_signatures_per_second: 100,
@@ -321,6 +327,7 @@ impl Config {
         }
         set(var, "ANCHORPOINT_CLIENT_HELLO_TIMEOUT_SECS", &mut self.client_hello_timeout_secs)?;
         set(var, "ANCHORPOINT_MAX_HANDSHAKES_PER_SOURCE", &mut self.max_handshakes_per_source)?;
+        set(var, "ANCHORPOINT_HANDSHAKE_QUEUE_TIMEOUT_SECS", &mut self.handshake_queue_timeout_secs)?;
         set(var, "ANCHORPOINT_LIMIT_LOOPBACK_SOURCES", &mut self.limit_loopback_sources)?;
         set(var, "ANCHORPOINT_LOGIN_FAILURES_PER_STATION", &mut self.login_failures_per_station)?;
         set(var, "ANCHORPOINT_LOGIN_FAILURES_PER_SOURCE", &mut self.login_failures_per_source)?;

@@ -60,6 +60,11 @@ pub mod gateway_refusals {
     pub const TOO_MANY_FAILURES: &str = "too_many_failures";
     /// The password-check queue was full.
     pub const PASSWORD_QUEUE_FULL: &str = "password_queue_full";
+    /// No handshake permit within `handshake_queue_timeout_secs`.
+    pub const HANDSHAKE_QUEUE_TIMEOUT: &str = "handshake_queue_timeout";
+    /// The peer closed the connection while it waited for a handshake permit
+    /// (found before any cryptography was spent on it).
+    pub const CLOSED_WHILE_QUEUED: &str = "closed_while_queued";
 }
 
 fn latency_histogram() -> Histogram {
@@ -95,6 +100,8 @@ pub struct Metrics {
     pub boots_deferred: Counter,
     /// BootNotifications being handled now (at most `max_concurrent_boots`).
     pub boots_in_progress: Gauge,
+    /// Connections waiting for a handshake permit now.
+    pub handshakes_queued: Gauge,
 }
 
 impl Metrics {
@@ -153,6 +160,12 @@ impl Metrics {
             "BootNotifications being handled now (at most max_concurrent_boots)",
             boots_in_progress.clone(),
         );
+        let handshakes_queued = Gauge::default();
+        registry.register(
+            "ocpp_handshakes_queued",
+            "Connections that sent their first record and wait for a handshake permit (max_concurrent_handshakes)",
+            handshakes_queued.clone(),
+        );
         registry.register("ocpp_connections", "Open OCPP WebSocket sessions", connections.clone());
         registry.register("ocpp_connections_accepted", "OCPP sessions established", connections_accepted.clone());
         registry.register("ocpp_frames", "OCPP frames by direction, action and result", frames.clone());
@@ -189,6 +202,7 @@ impl Metrics {
             verbatim_pruned,
             boots_deferred,
             boots_in_progress,
+            handshakes_queued,
         }
     }
 

@@ -106,6 +106,80 @@ fn silent_connections_do_not_delay_a_station() {
     assert_eq!(refused(&server, "handshake_queue_timeout"), 0.0);
 }
 
+/// A real ClientHello (rustls, the server's crypto provider), as the first
+/// bytes a station sends.
+fn client_hello() -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(csms::gateway::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+/// Issue 11: in a reconnect storm of 100,000 stations, one deadline covered the
+/// wait for a handshake permit and the handshake, so stations reached the head
+/// of the queue with little time left and timed out after the server had done
+/// their cryptography. The deadline now runs from the permit; a peer that gave
+/// up while queued is let go before any cryptography (`closed_while_queued`).
+#[test]
+fn a_queued_connection_gets_a_whole_deadline_and_a_closed_one_no_handshake() {
+    let env = Env::new(Db::Sqlite);
+    let config = write_config(
+        &env,
+        "max_concurrent_handshakes = 1\nhandshake_timeout_secs = 3\nclient_hello_timeout_secs = 1\n\
+         handshake_queue_timeout_secs = 30\n",
+    );
+    let server = env.serve(&["--config", &config]);
+    let hello = client_hello();
+    let open = || {
+        let mut s = TcpStream::connect(&server.ocpp).unwrap();
+        s.write_all(&hello).unwrap();
+        s
+    };
+    let answered = |s: &mut TcpStream, what: &str| {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        assert!(s.read(&mut [0u8; 4096]).unwrap() > 0, "no ServerHello for {what}");
+    };
+    // A takes the one permit; the server answers its ClientHello, then waits
+    // for a Finished that never comes, until its deadline (3 s).
+    let mut a = open();
+    answered(&mut a, "the connection holding the permit");
+    // B, C and D queue behind it, in this order (first come, first served:
+    // each is in the queue, by the server's gauge, before the next connects);
+    // B gives up while queued.
+    let queued = || server.metric("anchorpoint_ocpp_handshakes_queued", &[]);
+    let b = open();
+    wait_for("B queued", 10, || queued() == 1.0);
+    let mut c = open();
+    wait_for("C queued", 10, || queued() == 2.0);
+    let queued_at = std::time::Instant::now();
+    let mut d = open();
+    wait_for("D queued", 10, || queued() == 3.0);
+    b.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(b);
+    // A times out; B is found gone; C gets the permit (after more than 2.5 s in
+    // the queue) and stalls for its own 3 s; then D, after about 6 s in the
+    // queue, twice the handshake deadline, is still answered.
+    answered(&mut c, "the second queued connection");
+    d.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    match d.read(&mut [0u8; 4096]) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("the last queued connection was answered or closed while C held the permit: {other:?}"),
+    }
+    answered(&mut d, "the last queued connection");
+    let waited = queued_at.elapsed();
+    assert!(waited > Duration::from_secs(5), "D was answered after {waited:?}, before C's deadline ran out");
+    assert_eq!(refused(&server, "closed_while_queued"), 1.0);
+    // Counted before each gave its permit back, so before D was answered.
+    assert_eq!(refused(&server, "handshake_timeout"), 2.0, "A and C time out, nothing else");
+    assert_eq!(refused(&server, "handshake_queue_timeout"), 0.0);
+    assert_eq!(queued(), 0.0);
+}
+
 /// Issue 10: refusals reached with a password differed in the work done (and so
 /// in time) by whether the station id exists. Each costs exactly one PBKDF2
 /// verification now, counted by `anchorpoint_ocpp_password_checks_total`.

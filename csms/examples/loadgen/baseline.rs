@@ -118,11 +118,11 @@ pub async fn run(c: &Common, fleet: &[Arc<Creds>], station_root: &[u8], sources:
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(std::fs::read(&ca_file)?))?;
     let target =
-        Arc::new(station::Target::new(&format!("wss://localhost:{}", addr.port()), roots, sources, c.profile)?);
+        Arc::new(station::Target::new(&[format!("wss://localhost:{}", addr.port())], roots, sources, c.profile)?);
 
     let list = pick(fleet, c.stations);
     let gate = Arc::new(Semaphore::new(c.concurrency.max(1)));
-    let cpu = CpuMeter::start(pid);
+    let cpu = CpuMeter::start(&pid.into_iter().collect::<Vec<_>>());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (n, creds) in list.iter().cloned() {

@@ -24,6 +24,7 @@
 mod baseline;
 mod provision;
 mod scenarios;
+mod shards;
 mod station;
 mod stats;
 mod sys;
@@ -99,9 +100,10 @@ pub struct Common {
     /// Database URL of the server (default: SQLite in the data dir).
     #[arg(long)]
     pub database_url: Option<String>,
-    /// wss://localhost:PORT of the OCPP listener.
-    #[arg(long)]
-    pub url: Option<String>,
+    /// wss://localhost:PORT of the OCPP listener; for a server of several
+    /// nodes, one per node, comma-separated (station n connects to the n % K-th).
+    #[arg(long, value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Stations connected (M).
     #[arg(long, default_value_t = 1000)]
     pub stations: usize,
@@ -111,10 +113,12 @@ pub struct Common {
     /// Connects in progress at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// PID of the server: its CPU time and memory are read from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Loopback source addresses 127.0.0.1..127.0.0.K (default: one per 25,000 connections).
+    /// PID of the server (comma-separated, one per node): CPU time and memory
+    /// are read from /proc and added up.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Loopback source addresses 127.0.0.1..127.0.0.K (default: one per 25,000
+    /// connections to one node).
     #[arg(long)]
     pub source_addrs: Option<usize>,
     /// Write the figures as JSON here.
@@ -144,9 +148,17 @@ pub struct Common {
     /// storm, restart: a refused connect is retried after a random 0..X s.
     #[arg(long, default_value_t = 5.0)]
     pub backoff: f64,
-    /// restart: shell command that starts the server again (on the same port).
+    /// restart: shell command that starts the server again (on the same port);
+    /// once per node, in the order of --server-pid.
     #[arg(long)]
-    pub restart_cmd: Option<String>,
+    pub restart_cmd: Vec<String>,
+    /// idle, restart: the stations are held by this many processes of the tool
+    /// (each within the descriptor limit), coordinated by this one.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Set by the coordinating process: this process is shard I of --shards.
+    #[arg(long, hide = true)]
+    pub shard: Option<usize>,
     /// storm, restart: give up after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
@@ -235,27 +247,69 @@ async fn run(cli: Cli) -> anyhow::Result<u64> {
     if let Some(r) = c.rate {
         anyhow::ensure!(r > 0.0, "--rate must be positive");
     }
-    // Sessions held open at once (tls-baseline closes each after its handshake).
+    anyhow::ensure!(
+        (1..=shards::MAX_SHARDS).contains(&c.shards),
+        "--shards must be 1 to {}, not {}",
+        shards::MAX_SHARDS,
+        c.shards
+    );
+    anyhow::ensure!(
+        c.shards == 1 || matches!(name, "idle" | "restart"),
+        "--shards applies to idle and restart, not to {name}"
+    );
+    if let Some(i) = c.shard {
+        anyhow::ensure!(i < c.shards, "--shard {i} is not below --shards {}", c.shards);
+    }
+    let coordinator = c.shards > 1 && c.shard.is_none();
+    // Sessions held open at once by this process (tls-baseline closes each
+    // after its handshake; a coordinator of shards holds none).
     let held = match name {
         "tls-baseline" | "provision" => c.concurrency.min(c.stations) as u64,
-        _ => (c.stations + c.background) as u64,
+        _ if coordinator => 0,
+        _ => shards::part(c.stations + c.background, c.shards) as u64,
     };
     if held + RESERVE_FDS > nofile {
         anyhow::bail!(
             "{held} sessions need about {} file descriptors, but RLIMIT_NOFILE allows {nofile} (hard limit {}, which \
-             only a process with CAP_SYS_RESOURCE can raise): at most {} sessions fit on this machine; lower \
-             --stations{}",
+             only a process with CAP_SYS_RESOURCE can raise): at most {} sessions fit in one process; lower \
+             --stations{}{}",
             held + RESERVE_FDS,
             sys::nofile_hard(),
             nofile.saturating_sub(RESERVE_FDS),
-            if c.background > 0 { " or --background" } else { "" }
+            if c.background > 0 { " or --background" } else { "" },
+            if matches!(name, "idle" | "restart") {
+                format!(
+                    ", or spread them over --shards {}",
+                    (c.stations as u64).div_ceil(nofile.saturating_sub(RESERVE_FDS).max(1)).max(2)
+                )
+            } else {
+                String::new()
+            }
         );
     }
     let connections = held.max(c.stations as u64);
-    let sources = c.source_addrs.unwrap_or_else(|| connections.div_ceil(25_000).max(1) as usize);
+    // Ports run out per source and destination: each node's listener takes
+    // its share. A source beyond the first binds before connecting, and the
+    // kernel's search for a free port then grows with the ports in use, so
+    // no more sources than needed.
+    let per_endpoint = connections.div_ceil(c.url.len().max(1) as u64);
+    let sources = c.source_addrs.unwrap_or_else(|| per_endpoint.div_ceil(25_000).max(1) as usize);
     anyhow::ensure!((1..=254).contains(&sources), "--source-addrs must be 1 to 254");
 
     let fleet_n = c.fleet_size();
+    if let Some(shard) = c.shard {
+        // A shard: the coordinator made sure of the fleet before starting it.
+        let fleet = provision::from_keys(&c.data_dir, c.database_url.as_deref(), &c.prefix, fleet_n, c.profile)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(fleet.csms_root.clone()))?;
+        let target = Arc::new(station::Target::new(&c.url, roots, sources, c.profile)?);
+        let list = shards::share(scenarios::pick(&fleet.stations, c.stations), shard, c.shards);
+        match name {
+            "idle" => shards::idle_shard(&c, &target, list).await,
+            _ => shards::restart_shard(&c, &target, list).await,
+        }
+        return Ok(0);
+    }
     let fleet = provision::fleet(&c.data_dir, c.database_url.as_deref(), &c.prefix, fleet_n, c.profile).await?;
     if fleet.added > 0 {
         println!(
@@ -275,19 +329,17 @@ async fn run(cli: Cli) -> anyhow::Result<u64> {
     let outcome = if name == "tls-baseline" {
         baseline::run(&c, &fleet.stations, &fleet.station_root, sources).await?
     } else {
-        let url = c.url.as_deref().context("--url wss://localhost:PORT is needed")?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(rustls::pki_types::CertificateDer::from(fleet.csms_root.clone()))?;
-        let target = Arc::new(station::Target::new(url, roots, sources, c.profile)?);
+        let target = Arc::new(station::Target::new(&c.url, roots, sources, c.profile)?);
         match name {
+            "idle" if coordinator => shards::idle(&c).await?,
+            "restart" if coordinator => shards::restart(&c, &target).await?,
             "ramp" => scenarios::ramp(&c, &target, &fleet.stations).await,
             "steady" | "steady-rate" => scenarios::steady(&c, &target, &fleet.stations).await,
             "idle" => scenarios::idle(&c, &target, &fleet.stations).await,
             "storm" => scenarios::storm(&c, &target, &fleet.stations).await,
-            "restart" => {
-                let command = c.restart_cmd.clone().context("restart needs --restart-cmd")?;
-                scenarios::restart(&c, &target, &fleet.stations, scenarios::Restart { command }).await
-            }
+            "restart" => scenarios::restart(&c, &target, &fleet.stations).await,
             other => anyhow::bail!("unknown scenario {other}"),
         }
     };

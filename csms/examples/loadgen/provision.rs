@@ -76,6 +76,21 @@ struct KeysFile {
     stations: Vec<Creds>,
 }
 
+/// What a keys file says of its database: the URL, or SQLite in the data dir
+/// (which travels with it: a copied data dir keeps its fleet).
+fn database_label(database_url: Option<&str>) -> String {
+    database_url.map(str::to_owned).unwrap_or_else(|| "sqlite in the data dir".to_owned())
+}
+
+impl KeysFile {
+    /// The first `fleet` stations, as a run uses them.
+    fn into_fleet(self, fleet: usize, provision_secs: f64, added: usize) -> Fleet {
+        let KeysFile { csms_root, station_root, mut stations, .. } = self;
+        stations.truncate(fleet);
+        Fleet { stations: stations.into_iter().map(Arc::new).collect(), csms_root, station_root, provision_secs, added }
+    }
+}
+
 fn put(w: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
     w.write_all(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes())?;
     w.write_all(b)
@@ -159,8 +174,7 @@ pub async fn fleet(
     profile: u8,
 ) -> anyhow::Result<Fleet> {
     ensure!(matches!(profile, 2 | 3), "--profile must be 2 or 3");
-    // SQLite in the data dir travels with it (a copied data dir keeps its fleet).
-    let database = database_url.map(str::to_owned).unwrap_or_else(|| "sqlite in the data dir".to_owned());
+    let database = database_label(database_url);
     let url = database_url.map(str::to_owned).unwrap_or_else(|| Store::sqlite_url(data_dir));
     let path = keys_path(data_dir, prefix);
     let existing = read_keys(&path)?.filter(|k| k.database == database && k.prefix == prefix && k.profile == profile);
@@ -168,15 +182,7 @@ pub async fn fleet(
         && k.stations.len() >= fleet
         && still_registered(&url, prefix, fleet, profile).await?
     {
-        let KeysFile { csms_root, station_root, mut stations, .. } = existing.context("keys file vanished")?;
-        stations.truncate(fleet);
-        return Ok(Fleet {
-            stations: stations.into_iter().map(Arc::new).collect(),
-            csms_root,
-            station_root,
-            provision_secs: 0.0,
-            added: 0,
-        });
+        return Ok(existing.context("keys file vanished")?.into_fleet(fleet, 0.0, 0));
     }
     let started = Instant::now();
     let mut cfg = csms::config::Config { data_dir: data_dir.to_owned(), ..Default::default() };
@@ -276,15 +282,28 @@ pub async fn fleet(
         write_keys(&path, &keys)?;
     }
     store.close().await;
-    let KeysFile { csms_root, station_root, mut stations, .. } = keys;
-    stations.truncate(fleet);
-    Ok(Fleet {
-        stations: stations.into_iter().map(Arc::new).collect(),
-        csms_root,
-        station_root,
-        provision_secs: if added > 0 { started.elapsed().as_secs_f64() } else { 0.0 },
-        added,
-    })
+    Ok(keys.into_fleet(fleet, if added > 0 { started.elapsed().as_secs_f64() } else { 0.0 }, added))
+}
+
+/// The first `fleet` stations of `prefix` from the keys file alone, as a
+/// shard of the tool reads them (its coordinator checked them against the
+/// store, or provisioned them, before starting it).
+pub fn from_keys(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    prefix: &str,
+    fleet: usize,
+    profile: u8,
+) -> anyhow::Result<Fleet> {
+    let database = database_label(database_url);
+    let path = keys_path(data_dir, prefix);
+    let k = read_keys(&path)?.with_context(|| format!("{} is missing", path.display()))?;
+    ensure!(
+        k.database == database && k.prefix == prefix && k.profile == profile && k.stations.len() >= fleet,
+        "{} does not hold {fleet} profile-{profile} stations of {prefix} for {database}",
+        path.display()
+    );
+    Ok(k.into_fleet(fleet, 0.0, 0))
 }
 
 /// Whether the first and the last of `n` stations are in the store, with

@@ -14,7 +14,7 @@ use crate::Common;
 use crate::provision::Creds;
 use crate::station::{self, ConnectTimes, Target, Ws};
 use crate::stats::{Failures, Samples, line};
-use crate::sys::{CpuMeter, rss_kib};
+use crate::sys::{CpuMeter, rss_kib, rss_kib_all};
 
 /// What a scenario hands back.
 pub struct Outcome {
@@ -83,25 +83,25 @@ impl ConnectSamples {
 }
 
 /// Connected sessions, by position in the scenario's list.
-struct Connected {
-    sessions: Vec<(usize, Ws)>,
+pub(crate) struct Connected {
+    pub sessions: Vec<(usize, Ws)>,
     times: ConnectSamples,
-    failures: Failures,
-    secs: f64,
+    pub failures: Failures,
+    pub secs: f64,
     retries: u64,
 }
 
 /// Retries of refused connects: random back-off in [0, backoff) seconds,
 /// until `deadline`.
 #[derive(Clone, Copy)]
-struct Retry {
+pub(crate) struct Retry {
     backoff: f64,
     deadline: Instant,
 }
 
 /// Connects `stations` (each with its index for the source address) with at
 /// most `concurrency` connects in progress.
-async fn connect_all(
+pub(crate) async fn connect_all(
     target: &Arc<Target>,
     stations: &[(usize, Arc<Creds>)],
     concurrency: usize,
@@ -163,19 +163,19 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn opt1(x: Option<f64>) -> Value {
+pub(crate) fn opt1(x: Option<f64>) -> Value {
     x.map(round1).map_or(Value::Null, Value::from)
 }
 
 pub async fn ramp(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Outcome {
     let list = pick(fleet, c.stations);
-    let rss_before = c.server_pid.and_then(rss_kib);
-    let cpu = CpuMeter::start(c.server_pid);
+    let rss_before = rss_kib_all(&c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let mut conn = connect_all(target, &list, c.concurrency, None).await;
     let cpu_per = cpu.per(conn.sessions.len());
     let booted = conn.sessions.len();
     let rate = booted as f64 / conn.secs.max(1e-9);
-    let rss_after = c.server_pid.and_then(rss_kib);
+    let rss_after = rss_kib_all(&c.server_pid);
     let times = conn.times.json();
     println!(
         "ramp: {booted}/{} stations connected + booted in {:.2} s = {rate:.0} boots/s at concurrency {} (fleet {}, failures {}, Pending answers {})",
@@ -206,78 +206,139 @@ pub async fn ramp(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Out
     }
 }
 
+/// Idle sessions held open, answering what the server asks, until `stop`;
+/// each task ends with the session's error if it was lost before.
+pub(crate) struct Held {
+    pub tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub lost: Arc<AtomicUsize>,
+}
+
+pub(crate) fn hold(sessions: Vec<(usize, Ws)>, stop: &watch::Receiver<bool>) -> Held {
+    let lost = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(sessions.len());
+    for (_, mut ws) in sessions {
+        let (lost, mut stop) = (lost.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = tokio::select! {
+                r = station::wait_answering(&mut ws, Duration::from_secs(365 * 86_400)) => r,
+                _ = stop.wait_for(|s| *s) => Ok(()),
+            };
+            if r.is_err() {
+                lost.fetch_add(1, Ordering::Relaxed);
+            }
+            // Closed when the scenario is over, not before.
+            let _ = stop.wait_for(|s| *s).await;
+            drop(ws);
+            r
+        }));
+    }
+    Held { tasks, lost }
+}
+
+impl Held {
+    pub async fn join(self, failures: &mut Failures) {
+        for t in self.tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.add(&e.context("idle session")),
+                Err(e) => failures.add(&anyhow::anyhow!("idle task: {e}")),
+            }
+        }
+    }
+}
+
+pub(crate) fn per_session(before: Option<u64>, after: Option<u64>, sessions: usize) -> Option<f64> {
+    match (before, after) {
+        (Some(b), Some(a)) if sessions > 0 => Some(a.saturating_sub(b) as f64 / sessions as f64),
+        _ => None,
+    }
+}
+
+/// The idle figures, printed and as JSON.
+pub(crate) struct IdleFigures {
+    pub sessions: usize,
+    pub connect_secs: f64,
+    pub rss_before: Option<u64>,
+    pub rss_after: Option<u64>,
+    pub loadgen_rss: Option<u64>,
+    pub loadgen_per: Option<f64>,
+    pub idle_cpu: Option<f64>,
+    pub lost: usize,
+    pub nodes: usize,
+    pub shards: usize,
+}
+
+pub(crate) fn idle_report(f: &IdleFigures) -> Value {
+    let per = per_session(f.rss_before, f.rss_after, f.sessions);
+    let kib = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
+    println!(
+        "  server RSS {} KiB before, {} KiB with {} idle sessions = {} KiB per session ({} server process{}); sessions lost {}",
+        kib(f.rss_before),
+        kib(f.rss_after),
+        f.sessions,
+        per.map_or("?".into(), |v| format!("{v:.1}")),
+        f.nodes,
+        if f.nodes == 1 { "" } else { "es" },
+        f.lost
+    );
+    println!(
+        "  loadgen RSS {} KiB = {} KiB per session ({} process{}); server CPU while idle {} us/s",
+        kib(f.loadgen_rss),
+        f.loadgen_per.map_or("?".into(), |v| format!("{v:.1}")),
+        f.shards,
+        if f.shards == 1 { "" } else { "es" },
+        f.idle_cpu.map_or("?".into(), |v| format!("{v:.0}"))
+    );
+    json!({
+        "sessions": f.sessions,
+        "nodes": f.nodes,
+        "loadgen_processes": f.shards,
+        "connect_seconds": f.connect_secs,
+        "server_rss_kib_before": f.rss_before,
+        "server_rss_kib_after": f.rss_after,
+        "server_kib_per_session": opt1(per),
+        "loadgen_rss_kib": f.loadgen_rss,
+        "loadgen_kib_per_session": opt1(f.loadgen_per),
+        "server_cpu_us_per_second_idle": opt1(f.idle_cpu),
+        "sessions_lost": f.lost,
+    })
+}
+
 pub async fn idle(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Outcome {
     let list = pick(fleet, c.stations);
     let own_before = rss_kib(std::process::id());
-    let rss_before = c.server_pid.and_then(rss_kib);
+    let rss_before = rss_kib_all(&c.server_pid);
     let conn = connect_all(target, &list, c.concurrency, None).await;
     let booted = conn.sessions.len();
     let mut failures = conn.failures;
     println!("idle: {booted} sessions open in {:.1} s; holding them {:.0} s", conn.secs, c.duration);
-    // Held while reading, so pings and server calls are answered.
     let end = Instant::now() + Duration::from_secs_f64(c.duration);
     let settle = Instant::now() + Duration::from_secs_f64(c.settle.min(c.duration));
-    let lost = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for (_, mut ws) in conn.sessions {
-        let lost = lost.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = station::wait_answering(&mut ws, end.saturating_duration_since(Instant::now())).await;
-            if r.is_err() {
-                lost.fetch_add(1, Ordering::Relaxed);
-            }
-            (ws, r)
-        }));
-    }
+    let (stop, rx) = watch::channel(false);
+    let held = hold(conn.sessions, &rx);
     tokio::time::sleep_until(settle).await;
-    let cpu = CpuMeter::start(c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let t_cpu = Instant::now();
-    let rss_after = c.server_pid.and_then(rss_kib);
+    let rss_after = rss_kib_all(&c.server_pid);
     let own_after = rss_kib(std::process::id());
-    let mut held = Vec::new();
-    for t in tasks {
-        match t.await {
-            Ok((ws, Ok(()))) => held.push(ws),
-            Ok((_, Err(e))) => failures.add(&e.context("idle session")),
-            Err(e) => failures.add(&anyhow::anyhow!("idle task: {e}")),
-        }
-    }
+    tokio::time::sleep_until(end).await;
     let idle_cpu = cpu.used().map(|us| us as f64 / t_cpu.elapsed().as_secs_f64().max(1e-9));
-    let per = match (rss_before, rss_after) {
-        (Some(b), Some(a)) if booted > 0 => Some(a.saturating_sub(b) as f64 / booted as f64),
-        _ => None,
+    let lost = held.lost.load(Ordering::Relaxed);
+    let _ = stop.send(true);
+    held.join(&mut failures).await;
+    let figures = IdleFigures {
+        sessions: booted,
+        connect_secs: conn.secs,
+        rss_before,
+        rss_after,
+        loadgen_rss: own_after,
+        loadgen_per: per_session(own_before, own_after, booted),
+        idle_cpu,
+        lost,
+        nodes: c.server_pid.len(),
+        shards: 1,
     };
-    let own_per = match (own_before, own_after) {
-        (Some(b), Some(a)) if booted > 0 => Some(a.saturating_sub(b) as f64 / booted as f64),
-        _ => None,
-    };
-    println!(
-        "  server RSS {} KiB before, {} KiB with {booted} idle sessions = {} KiB per session; sessions lost {}",
-        rss_before.map_or("?".into(), |v| v.to_string()),
-        rss_after.map_or("?".into(), |v| v.to_string()),
-        per.map_or("?".into(), |v| format!("{v:.1}")),
-        lost.load(Ordering::Relaxed)
-    );
-    println!(
-        "  loadgen RSS {} KiB = {} KiB per session; server CPU while idle {} us/s",
-        own_after.map_or("?".into(), |v| v.to_string()),
-        own_per.map_or("?".into(), |v| format!("{v:.1}")),
-        idle_cpu.map_or("?".into(), |v| format!("{v:.0}"))
-    );
-    drop(held);
-    Outcome {
-        results: json!({
-            "sessions": booted,
-            "connect_seconds": conn.secs,
-            "server_rss_kib_before": rss_before,
-            "server_rss_kib_after": rss_after,
-            "server_kib_per_session": opt1(per),
-            "loadgen_rss_kib": own_after,
-            "loadgen_kib_per_session": opt1(own_per),
-            "server_cpu_us_per_second_idle": opt1(idle_cpu),
-        }),
-        failures,
-    }
+    Outcome { results: idle_report(&figures), failures }
 }
 
 /// Closed loop on one session: calls back to back until `end`.
@@ -408,7 +469,7 @@ pub async fn steady(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> O
     println!("steady: {sessions} sessions open in {:.1} s", conn.secs);
     let duration = Duration::from_secs_f64(c.duration);
     let timeout = target.answer_timeout;
-    let cpu = CpuMeter::start(c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let t0 = Instant::now();
     let mut lat = Samples::default();
     let results = if let Some(rate) = c.rate {
@@ -537,7 +598,7 @@ pub async fn storm(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Ou
     }
     // Before the storm: the background's latency undisturbed.
     tokio::time::sleep(Duration::from_secs_f64(c.settle)).await;
-    let cpu = CpuMeter::start(c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let storm_start = Instant::now();
     let retry = Retry { backoff: c.backoff, deadline: storm_start + Duration::from_secs_f64(c.timeout) };
     let mut storm = connect_all(target, storming, storming.len(), Some(retry)).await;
@@ -605,36 +666,40 @@ pub async fn storm(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Ou
     }
 }
 
-/// The server the restart scenario kills and starts again.
-pub struct Restart {
-    pub command: String,
+/// The stations of a restart run: each connects (the first time at most
+/// `concurrency` at once), stays until its connection drops, backs off
+/// 0..backoff s and reconnects, retrying refusals, until stopped.
+pub struct RestartFleet {
+    pub first: Arc<AtomicUsize>,
+    pub second: Arc<AtomicUsize>,
+    pub retries: Arc<AtomicU64>,
+    /// The refusals retried, by kind.
+    pub refusals: Arc<tokio::sync::Mutex<Failures>>,
+    second_times: Arc<tokio::sync::Mutex<ConnectSamples>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<(u32, Option<anyhow::Error>)>>,
 }
 
-pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>], r: Restart) -> Outcome {
-    let list = pick(fleet, c.stations);
-    let m = list.len();
-    let mut failures = Failures::default();
-    let Some(pid) = c.server_pid else {
-        failures.add(&anyhow::anyhow!("restart needs --server-pid"));
-        return Outcome { results: json!({}), failures };
-    };
-    // Every station: connect (the first time at --concurrency), stay until the
-    // connection drops, then back off 0..backoff s and reconnect, retrying
-    // refusals, until `stop`.
+pub fn restart_fleet(
+    target: &Arc<Target>,
+    list: Vec<(usize, Arc<Creds>)>,
+    concurrency: usize,
+    backoff: f64,
+    deadline: Instant,
+) -> RestartFleet {
     let first = Arc::new(AtomicUsize::new(0));
     let second = Arc::new(AtomicUsize::new(0));
     let retries = Arc::new(AtomicU64::new(0));
+    let refusals = Arc::new(tokio::sync::Mutex::new(Failures::default()));
     let second_times = Arc::new(tokio::sync::Mutex::new(ConnectSamples::default()));
-    let gate = Arc::new(Semaphore::new(c.concurrency.max(1)));
-    let (tx, rx) = watch::channel(false);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(c.timeout * 2.0);
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (n, creds) in list {
         let (target, first, second, retries, second_times, gate) =
             (target.clone(), first.clone(), second.clone(), retries.clone(), second_times.clone(), gate.clone());
+        let refusals = refusals.clone();
         let mut rx = rx.clone();
-        let backoff = c.backoff;
         tasks.push(tokio::spawn(async move {
             let mut jitter = Jitter::new(n as u64);
             let mut boots = 0u32;
@@ -672,6 +737,7 @@ pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>], r: 
                     // The first connect is not retried: the server is up then.
                     Err(e) if station::is_refusal(&e) && boots > 0 => {
                         retries.fetch_add(1, Ordering::Relaxed);
+                        refusals.lock().await.add(&e);
                         last_err = Some(e);
                     }
                     Err(e) => return (boots, Some(e)),
@@ -681,115 +747,264 @@ pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>], r: 
             (boots, last_err)
         }));
     }
-    // All up?
-    let all_up = loop {
-        if first.load(Ordering::Relaxed) >= m {
-            break true;
+    RestartFleet { first, second, retries, refusals, second_times, stop, tasks }
+}
+
+impl RestartFleet {
+    /// Waits until `counter` (`first` or `second`) reaches `count`, or
+    /// `until`; whether it did.
+    pub async fn wait(counter: &AtomicUsize, count: usize, until: Instant) -> bool {
+        loop {
+            if counter.load(Ordering::Relaxed) >= count {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if Instant::now() > started + Duration::from_secs_f64(c.timeout) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let connected = first.load(Ordering::Relaxed);
-    println!(
-        "restart: {connected}/{m} stations connected in {:.1} s; killing the server (pid {pid}) and starting it again",
-        started.elapsed().as_secs_f64()
-    );
-    let _ = all_up;
-    let kill = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap_or(rustix::process::Pid::INIT),
-        rustix::process::Signal::KILL,
-    );
-    let killed_at = Instant::now();
-    if let Err(e) = kill {
-        failures.add(&anyhow::anyhow!("killing the server: {e}"));
     }
-    // Wait for the old process to be gone (its socket closed) before binding again.
-    for _ in 0..200 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
-        {
-            break;
+
+    /// Stops every station; the stations that did not boot twice count as
+    /// failures; the latencies of the second connects.
+    pub async fn finish(self, failures: &mut Failures) -> Samples4 {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            match t.await {
+                Ok((boots, Some(e))) if boots < 2 => failures.add(&e.context("reconnect")),
+                Ok((boots, None)) if boots < 2 => failures.add(&anyhow::anyhow!("not booted again in time")),
+                Ok(_) => {}
+                Err(e) => failures.add(&anyhow::anyhow!("station task: {e}")),
+            }
+        }
+        let times = std::mem::take(&mut *self.second_times.lock().await);
+        Samples4(times)
+    }
+}
+
+/// Connect latencies of several phases, as they travel between processes
+/// (a shard hands its raw samples to the coordinator, which takes the percentiles).
+pub struct Samples4(ConnectSamples);
+
+impl Samples4 {
+    pub fn raw(&self) -> Value {
+        let s = &self.0;
+        json!({ "tls": s.tls.0, "upgrade": s.upgrade.0, "boot": s.boot.0, "total": s.total.0 })
+    }
+
+    pub fn add_raw(&mut self, v: &Value) {
+        let take = |k: &str| {
+            Samples(v[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default())
+        };
+        self.0.tls.extend(take("tls"));
+        self.0.upgrade.extend(take("upgrade"));
+        self.0.boot.extend(take("boot"));
+        self.0.total.extend(take("total"));
+    }
+
+    pub fn empty() -> Samples4 {
+        Samples4(ConnectSamples::default())
+    }
+
+    pub fn json(&mut self) -> Value {
+        self.0.json()
+    }
+
+    pub fn print(v: &Value) {
+        ConnectSamples::print(v)
+    }
+}
+
+/// The server of a restart run: every node killed at once and started again
+/// with its command.
+pub struct Restarted {
+    pub killed_at: Instant,
+    /// The new processes: held only to be stopped when this drops.
+    _children: Vec<tokio::process::Child>,
+    pub pids: Vec<u32>,
+    /// Seconds from the kill until the last node said `listening`.
+    pub ready_after: Option<f64>,
+    /// The new processes' CPU time, from their start.
+    pub cpu: CpuMeter,
+}
+
+/// Checks `check` every 10 ms until it holds (true) or `limit` has passed.
+async fn poll_until(check: impl Fn() -> bool, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut child = match tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&r.command)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(ch) => ch,
-        Err(e) => {
-            failures.add(&anyhow::anyhow!("starting the server again ({}): {e}", r.command));
-            let _ = tx.send(true);
-            return Outcome { results: json!({}), failures };
+}
+
+pub async fn kill_and_restart(
+    pids: &[u32],
+    listeners: &[std::net::SocketAddr],
+    commands: &[String],
+    failures: &mut Failures,
+) -> Restarted {
+    for &pid in pids {
+        let kill = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap_or(rustix::process::Pid::INIT),
+            rustix::process::Signal::KILL,
+        );
+        if let Err(e) = kill {
+            failures.add(&anyhow::anyhow!("killing the server (pid {pid}): {e}"));
         }
-    };
-    let new_pid = child.id();
-    let cpu = CpuMeter::start(new_pid);
-    let mut ready_after = None;
-    if let Some(out) = child.stdout.take() {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(out).lines();
-        let until = Instant::now() + Duration::from_secs(60);
-        while let Ok(Ok(Some(l))) = tokio::time::timeout_at(until, lines.next_line()).await {
-            if l.starts_with("listening ") {
-                ready_after = Some(killed_at.elapsed().as_secs_f64());
-                break;
+    }
+    let killed_at = Instant::now();
+    // Wait for the old processes to be gone before binding again.
+    for &pid in pids {
+        let gone = || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+        };
+        if !poll_until(gone, Duration::from_secs(30)).await {
+            failures.add(&anyhow::anyhow!("the killed server (pid {pid}) was still there after 30 s"));
+        }
+    }
+    // A zombie's listener may still be open: its other threads close the
+    // descriptors, which takes a while for tens of thousands of sockets (the
+    // restarted server failed to bind its port at 18,000). Bound here with
+    // SO_REUSEADDR, as the server binds it, the port is free once that works.
+    for &addr in listeners {
+        let free = || {
+            tokio::net::TcpSocket::new_v4()
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(addr)
+                })
+                .is_ok()
+        };
+        if !poll_until(free, Duration::from_secs(30)).await {
+            failures.add(&anyhow::anyhow!("{addr} was still taken 30 s after the kill"));
+        }
+    }
+    let mut children = Vec::new();
+    for command in commands {
+        match tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(ch) => children.push(ch),
+            Err(e) => failures.add(&anyhow::anyhow!("starting the server again ({command}): {e}")),
+        }
+    }
+    let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
+    // From their birth: start-up and the reconnects a node handles before
+    // the last one listens are part of the cost.
+    let cpu = CpuMeter::from_birth(&pids);
+    let mut ready_after = (!children.is_empty()).then_some(0.0f64);
+    let until = Instant::now() + Duration::from_secs(60);
+    for child in &mut children {
+        let mut ready = None;
+        if let Some(out) = child.stdout.take() {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Ok(Some(l))) = tokio::time::timeout_at(until, lines.next_line()).await {
+                if l.starts_with("listening ") {
+                    ready = Some(killed_at.elapsed().as_secs_f64());
+                    break;
+                }
             }
+            // Keep draining so the server never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         }
-        // Keep draining so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ready_after = match (ready_after, ready) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
     }
-    let all_back = loop {
-        if second.load(Ordering::Relaxed) >= connected {
-            break true;
-        }
-        if killed_at.elapsed() > Duration::from_secs_f64(c.timeout) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let back_secs = killed_at.elapsed().as_secs_f64();
-    let rebooted = second.load(Ordering::Relaxed);
-    let cpu_per = cpu.per(rebooted);
-    let _ = tx.send(true);
-    for t in tasks {
-        match t.await {
-            Ok((boots, Some(e))) if boots < 2 => failures.add(&e.context("reconnect")),
-            Ok((boots, None)) if boots < 2 => failures.add(&anyhow::anyhow!("not booted again in time")),
-            Ok(_) => {}
-            Err(e) => failures.add(&anyhow::anyhow!("station task: {e}")),
-        }
-    }
-    let times = second_times.lock().await.json();
+    Restarted { killed_at, _children: children, pids, ready_after, cpu }
+}
+
+/// What a restart run reports, from one process or from its shards.
+pub struct RestartFigures {
+    pub stations: usize,
+    pub connected: usize,
+    pub rebooted: usize,
+    pub back_secs: f64,
+    pub all_back: bool,
+    pub retries: u64,
+    pub refusals: Failures,
+    pub cpu_per: Option<f64>,
+    pub shards: usize,
+}
+
+pub fn restart_report(c: &Common, f: RestartFigures, restarted: &Restarted, mut times: Samples4) -> Value {
+    let times = times.json();
     println!(
-        "  {rebooted}/{connected} booted again {back_secs:.2} s after the kill (server listening after {}); {} refused reconnects retried, back-off 0..{} s; all back: {all_back}",
-        ready_after.map_or("?".into(), |s| format!("{s:.2} s")),
-        retries.load(Ordering::Relaxed),
-        c.backoff
+        "  {}/{} booted again {:.2} s after the kill (server listening after {}); {} refused reconnects retried, back-off 0..{} s; all back: {}",
+        f.rebooted,
+        f.connected,
+        f.back_secs,
+        restarted.ready_after.map_or("?".into(), |s| format!("{s:.2} s")),
+        f.retries,
+        c.backoff,
+        f.all_back
     );
-    ConnectSamples::print(&times);
-    if let Some(us) = cpu_per {
+    f.refusals.print_as("  refused");
+    Samples4::print(&times);
+    if let Some(us) = f.cpu_per {
         println!("  restarted server CPU {us:.0} us per reconnect (start-up included)");
     }
-    // The restarted server is ours: stopped when `child` drops.
-    drop(child);
-    Outcome {
-        results: json!({
-            "stations": m,
-            "connected_before_restart": connected,
-            "rebooted": rebooted,
-            "seconds_from_kill_until_all_booted": back_secs,
-            "seconds_from_kill_until_listening": ready_after,
-            "backoff_seconds": c.backoff,
-            "retried_refusals": retries.load(Ordering::Relaxed),
-            "latency": times,
-            "server_cpu_us_per_reconnect": opt1(cpu_per),
-        }),
-        failures,
+    json!({
+        "stations": f.stations,
+        "nodes": restarted.pids.len().max(c.server_pid.len()),
+        "loadgen_processes": f.shards,
+        "connected_before_restart": f.connected,
+        "rebooted": f.rebooted,
+        "seconds_from_kill_until_all_booted": f.back_secs,
+        "seconds_from_kill_until_listening": restarted.ready_after,
+        "backoff_seconds": c.backoff,
+        "retried_refusals": f.retries,
+        "refusal_kinds": f.refusals.json(),
+        "latency": times,
+        "server_cpu_us_per_reconnect": opt1(f.cpu_per),
+    })
+}
+
+pub async fn restart(c: &Common, target: &Arc<Target>, fleet: &[Arc<Creds>]) -> Outcome {
+    let list = pick(fleet, c.stations);
+    let m = list.len();
+    let mut failures = Failures::default();
+    if c.server_pid.is_empty() || c.server_pid.len() != c.restart_cmd.len() {
+        failures.add(&anyhow::anyhow!("restart needs --server-pid and one --restart-cmd per server process"));
+        return Outcome { results: json!({}), failures };
     }
+    let started = Instant::now();
+    let stations =
+        restart_fleet(target, list, c.concurrency, c.backoff, started + Duration::from_secs_f64(c.timeout * 2.0));
+    RestartFleet::wait(&stations.first, m, started + Duration::from_secs_f64(c.timeout)).await;
+    let connected = stations.first.load(Ordering::Relaxed);
+    println!(
+        "restart: {connected}/{m} stations connected in {:.1} s; killing the server ({} process{}) and starting it again",
+        started.elapsed().as_secs_f64(),
+        c.server_pid.len(),
+        if c.server_pid.len() == 1 { "" } else { "es" }
+    );
+    let listeners: Vec<_> = target.endpoints.iter().map(|e| e.addr).collect();
+    let restarted = kill_and_restart(&c.server_pid, &listeners, &c.restart_cmd, &mut failures).await;
+    let all_back =
+        RestartFleet::wait(&stations.second, connected, restarted.killed_at + Duration::from_secs_f64(c.timeout)).await;
+    let back_secs = restarted.killed_at.elapsed().as_secs_f64();
+    let rebooted = stations.second.load(Ordering::Relaxed);
+    let cpu_per = restarted.cpu.per(rebooted);
+    let retries = stations.retries.load(Ordering::Relaxed);
+    let refusals = std::mem::take(&mut *stations.refusals.lock().await);
+    let times = stations.finish(&mut failures).await;
+    let figures =
+        RestartFigures { stations: m, connected, rebooted, back_secs, all_back, retries, refusals, cpu_per, shards: 1 };
+    let results = restart_report(c, figures, &restarted, times);
+    // The restarted server is ours: stopped when `restarted` drops.
+    drop(restarted);
+    Outcome { results, failures }
 }

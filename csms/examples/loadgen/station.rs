@@ -23,11 +23,18 @@ use crate::provision::Creds;
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// How to reach the server.
-pub struct Target {
+/// One OCPP listener of the server (a node).
+pub struct Endpoint {
     pub host: String,
     pub addr: SocketAddr,
     pub url: String,
+}
+
+/// How to reach the server: one endpoint, or one per node (station `n` always
+/// reaches the same node, chosen by a hash of `n` as a load balancer hashing
+/// on the station would).
+pub struct Target {
+    pub endpoints: Vec<Endpoint>,
     pub roots: Arc<rustls::RootCertStore>,
     pub sources: Vec<Ipv4Addr>,
     /// BootNotification answers with status Pending, over all stations.
@@ -38,24 +45,35 @@ pub struct Target {
     pub profile: u8,
 }
 
-impl Target {
+impl Endpoint {
     /// `wss://HOST:PORT`; the host must resolve to an IPv4 loopback address
     /// (the tool binds its sockets to 127.0.0.x).
-    pub fn new(url: &str, roots: rustls::RootCertStore, sources: usize, profile: u8) -> anyhow::Result<Target> {
-        let rest = url.strip_prefix("wss://").context("--url must start with wss://")?;
-        let (host, port) = rest.trim_end_matches('/').rsplit_once(':').context("--url needs a port")?;
-        let port: u16 = port.parse().with_context(|| format!("--url port {port:?}"))?;
+    fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        let rest = url.strip_prefix("wss://").with_context(|| format!("--url {url}: must start with wss://"))?;
+        let (host, port) =
+            rest.trim_end_matches('/').rsplit_once(':').with_context(|| format!("--url {url}: needs a port"))?;
+        let port: u16 = port.parse().with_context(|| format!("--url {url}: port {port:?}"))?;
         let ip: Ipv4Addr = if host == "localhost" {
             Ipv4Addr::LOCALHOST
         } else {
             host.parse().with_context(|| format!("--url host {host:?}: give localhost or an IPv4 loopback address"))?
         };
         anyhow::ensure!(ip.is_loopback(), "--url host {host}: the tool only drives loopback servers");
-        let sources = (1..=sources.clamp(1, 254)).map(|k| Ipv4Addr::new(127, 0, 0, k as u8)).collect();
-        Ok(Target {
+        Ok(Endpoint {
             host: host.to_owned(),
             addr: SocketAddr::from((ip, port)),
             url: url.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+impl Target {
+    pub fn new(urls: &[String], roots: rustls::RootCertStore, sources: usize, profile: u8) -> anyhow::Result<Target> {
+        anyhow::ensure!(!urls.is_empty(), "--url wss://localhost:PORT is needed");
+        let endpoints = urls.iter().map(|u| Endpoint::parse(u)).collect::<anyhow::Result<Vec<_>>>()?;
+        let sources = (1..=sources.clamp(1, 254)).map(|k| Ipv4Addr::new(127, 0, 0, k as u8)).collect();
+        Ok(Target {
+            endpoints,
             roots: Arc::new(roots),
             sources,
             pendings: AtomicU64::new(0),
@@ -64,8 +82,24 @@ impl Target {
         })
     }
 
+    /// A scenario connects evenly spaced stations of the fleet (every second
+    /// one when the fleet is twice the count): `n % K` would send them all to
+    /// the same node or source, a hash spreads them.
+    fn spread(n: usize) -> u64 {
+        // splitmix64's finaliser
+        let mut z = (n as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
     fn source(&self, n: usize) -> Ipv4Addr {
-        self.sources[n % self.sources.len()]
+        self.sources[(Self::spread(n) >> 32) as usize % self.sources.len()]
+    }
+
+    /// The node station `n` connects to.
+    pub fn endpoint(&self, n: usize) -> &Endpoint {
+        &self.endpoints[(Self::spread(n) & 0xFFFF_FFFF) as usize % self.endpoints.len()]
     }
 }
 
@@ -131,8 +165,9 @@ pub async fn tcp(target_addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<T
 pub async fn connect(target: &Target, n: usize, creds: &Creds) -> anyhow::Result<(Ws, ConnectTimes)> {
     let config = client_config(creds, &target.roots, target.profile)?;
     let t0 = Instant::now();
-    let tcp = tcp(target.addr, target.source(n)).await.map_err(|e| Refused(format!("tcp: {e}")))?;
-    let name = ServerName::try_from(target.host.clone())?;
+    let end = target.endpoint(n);
+    let tcp = tcp(end.addr, target.source(n)).await.map_err(|e| Refused(format!("tcp: {e}")))?;
+    let name = ServerName::try_from(end.host.clone())?;
     let tls = tokio::time::timeout(target.answer_timeout, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(|_| Refused("TLS handshake timed out".into()))?
@@ -144,7 +179,7 @@ pub async fn connect(target: &Target, n: usize, creds: &Creds) -> anyhow::Result
             }
         })?;
     let t_tls = t0.elapsed();
-    let mut req = format!("{}/ocpp/{}", target.url, creds.id).into_client_request()?;
+    let mut req = format!("{}/ocpp/{}", end.url, creds.id).into_client_request()?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("ocpp2.0.1"));
     if target.profile == 2 {
         use base64::Engine;

@@ -94,12 +94,33 @@ impl Failures {
         json!(self.by_kind)
     }
 
-    /// Prints the commonest kinds to stderr.
-    pub fn print(&self, what: &str) {
+    fn commonest(&self) -> Vec<(&String, &u64)> {
         let mut v: Vec<_> = self.by_kind.iter().collect();
         v.sort_by(|a, b| b.1.cmp(a.1));
-        for (k, n) in v.into_iter().take(5) {
+        v.truncate(5);
+        v
+    }
+
+    /// Prints the commonest kinds to stderr.
+    pub fn print(&self, what: &str) {
+        for (k, n) in self.commonest() {
             eprintln!("  {what} failed {n}x: {k}");
+        }
+    }
+
+    /// Prints the commonest kinds to stdout, as figures rather than failures.
+    pub fn print_as(&self, what: &str) {
+        for (k, n) in self.commonest() {
+            println!("{what} {n}x: {k}");
+        }
+    }
+
+    /// Counts from a JSON object of kinds (what [`Failures::json`] wrote).
+    pub fn add_json(&mut self, v: &Value) {
+        if let Some(m) = v.as_object() {
+            for (k, n) in m {
+                *self.by_kind.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
         }
     }
 }

@@ -24,20 +24,41 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A process's CPU time from a starting point on.
+/// Resident memory of several processes together, KiB (None if one is gone).
+pub fn rss_kib_all(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// The CPU time of one or more processes (a server of several nodes) from a
+/// starting point on.
 pub struct CpuMeter {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     start: Option<u64>,
 }
 
+fn cpu_micros_all(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_micros(p)).sum()
+}
+
 impl CpuMeter {
-    pub fn start(pid: Option<u32>) -> CpuMeter {
-        CpuMeter { pid, start: pid.and_then(cpu_micros) }
+    pub fn start(pids: &[u32]) -> CpuMeter {
+        CpuMeter { pids: pids.to_vec(), start: cpu_micros_all(pids) }
+    }
+
+    /// The whole CPU time of processes just started (their start-up included).
+    pub fn from_birth(pids: &[u32]) -> CpuMeter {
+        CpuMeter { pids: pids.to_vec(), start: (!pids.is_empty()).then_some(0) }
     }
 
     /// Microseconds of CPU used since `start`.
     pub fn used(&self) -> Option<u64> {
-        Some(cpu_micros(self.pid?)?.saturating_sub(self.start?))
+        Some(cpu_micros_all(&self.pids)?.saturating_sub(self.start?))
     }
 
     /// Microseconds of CPU per item since `start`.

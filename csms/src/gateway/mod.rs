@@ -148,10 +148,9 @@ pub async fn serve_tls(app: Arc<Gateway>, listener: TcpListener, tls: Arc<Server
                 .await;
                 return;
             }
-            // One deadline, from the first record, covers the wait for a
-            // handshake slot, TLS and the upgrade request.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs);
-            let Some(hs_permit) = handshake_permit(&app, deadline).await else {
+            // One deadline, from the handshake permit on, covers TLS and the
+            // upgrade request.
+            let Some((hs_permit, deadline)) = handshake_permit(&app, &tcp).await else {
                 return;
             };
             let slot = HandshakeSlot { _permit: hs_permit, _source: source };
@@ -193,15 +192,62 @@ fn source_slot(app: &Gateway, peer: SocketAddr) -> Option<Option<limits::SourceS
     slot
 }
 
-/// Waits for one of the bounded handshake slots, at most until `deadline`.
-async fn handshake_permit(app: &Gateway, deadline: tokio::time::Instant) -> Option<OwnedSemaphorePermit> {
-    match tokio::time::timeout_at(deadline, app.handshake_permits.clone().acquire_owned()).await {
-        Ok(Ok(p)) => Some(p),
-        Ok(Err(_)) => None,
-        Err(_) => {
-            app.metrics.handshake_failed("handshake_queue_timeout");
-            None
-        }
+/// Waits for one of the bounded handshake slots, at most
+/// `handshake_queue_timeout_secs`, then makes sure the peer is still there;
+/// the deadline for TLS and the upgrade request, from now on.
+///
+/// The handshake deadline starts at the permit, not at the first record: in a
+/// reconnect storm of 100,000 stations, a deadline that covered the queue too
+/// let stations reach the head of the queue with little time left, so that many
+/// timed out after the server had done their cryptography and retried, and each
+/// station booted cost the server twice the work. Waiting costs a parked task
+/// and its socket; a refusal at the door would cost a retry (a connect, a
+/// ClientHello, an accept) every back-off, which at that scale took more CPU
+/// than the handshakes. A slow peer still has `handshake_timeout_secs` once it
+/// holds a permit, and a peer that gave up while queued is let go here.
+async fn handshake_permit(app: &Gateway, tcp: &TcpStream) -> Option<(OwnedSemaphorePermit, tokio::time::Instant)> {
+    let queue = Duration::from_secs(app.config.handshake_queue_timeout_secs);
+    let permit = match app.handshake_permits.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => match queue_for_permit(app, queue).await {
+            Ok(Ok(p)) => {
+                if peer_closed(tcp).await {
+                    app.metrics.handshake_failed(gateway_refusals::CLOSED_WHILE_QUEUED);
+                    return None;
+                }
+                p
+            }
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                app.metrics.handshake_failed(gateway_refusals::HANDSHAKE_QUEUE_TIMEOUT);
+                return None;
+            }
+        },
+    };
+    Some((permit, tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs)))
+}
+
+/// The wait in the queue for a permit, counted in `handshakes_queued`.
+async fn queue_for_permit(
+    app: &Gateway,
+    queue: Duration,
+) -> Result<Result<OwnedSemaphorePermit, tokio::sync::AcquireError>, tokio::time::error::Elapsed> {
+    app.metrics.handshakes_queued.inc();
+    let waited = tokio::time::timeout(queue, app.handshake_permits.clone().acquire_owned()).await;
+    app.metrics.handshakes_queued.dec();
+    waited
+}
+
+/// Whether the peer closed its side of the connection (or reset it), as the
+/// reactor last saw the socket: epoll reports the peer's FIN (RDHUP) even when
+/// bytes it sent are still unread (the plain listener's request head), and the
+/// closed state, once seen, stays. Nothing is read or consumed.
+async fn peer_closed(tcp: &TcpStream) -> bool {
+    // A timeout of zero polls `ready` once: pending means nothing new was seen.
+    match tokio::time::timeout(Duration::ZERO, tcp.ready(tokio::io::Interest::READABLE)).await {
+        Ok(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
+        Ok(Err(_)) => true,
+        Err(_) => false,
     }
 }
 
@@ -225,8 +271,7 @@ pub async fn serve_plain(app: Arc<Gateway>, listener: TcpListener) {
                     return;
                 }
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs);
-            let Some(hs_permit) = handshake_permit(&app, deadline).await else {
+            let Some((hs_permit, deadline)) = handshake_permit(&app, &tcp).await else {
                 return;
             };
             let slot = HandshakeSlot { _permit: hs_permit, _source: source };
