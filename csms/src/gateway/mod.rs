@@ -227,15 +227,21 @@ async fn handshake_permit(app: &Gateway, tcp: &TcpStream) -> Option<(OwnedSemaph
     Some((permit, tokio::time::Instant::now() + Duration::from_secs(app.config.handshake_timeout_secs)))
 }
 
-/// The wait in the queue for a permit, counted in `handshakes_queued`.
+/// The wait in the queue for a permit, counted in `handshakes_queued` (by a
+/// guard, so a wait that is dropped half-way is uncounted too).
 async fn queue_for_permit(
     app: &Gateway,
     queue: Duration,
 ) -> Result<Result<OwnedSemaphorePermit, tokio::sync::AcquireError>, tokio::time::error::Elapsed> {
+    struct Queued<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Queued<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
     app.metrics.handshakes_queued.inc();
-    let waited = tokio::time::timeout(queue, app.handshake_permits.clone().acquire_owned()).await;
-    app.metrics.handshakes_queued.dec();
-    waited
+    let _queued = Queued(&app.metrics.handshakes_queued);
+    tokio::time::timeout(queue, app.handshake_permits.clone().acquire_owned()).await
 }
 
 /// Whether the peer closed its side of the connection (or reset it), as the
