@@ -33,12 +33,7 @@ impl Jitter {
 
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        let z = splitmix64(&mut self.0);
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -47,9 +42,19 @@ impl Jitter {
     }
 }
 
-/// Per-phase connect latencies.
+/// splitmix64: the next value of the sequence whose state is `state`.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Per-phase connect latencies; between processes as raw samples (a shard
+/// hands them to the coordinator, which takes the percentiles).
 #[derive(Default)]
-struct ConnectSamples {
+pub struct ConnectSamples {
     tls: Samples,
     upgrade: Samples,
     boot: Samples,
@@ -65,7 +70,7 @@ impl ConnectSamples {
         self.total.push(us(t.total));
     }
 
-    fn json(&mut self) -> Value {
+    pub fn json(&mut self) -> Value {
         json!({
             "tcp_tls": self.tls.summary(),
             "upgrade": self.upgrade.summary(),
@@ -74,7 +79,21 @@ impl ConnectSamples {
         })
     }
 
-    fn print(v: &Value) {
+    pub fn raw(&self) -> Value {
+        json!({ "tls": self.tls.0, "upgrade": self.upgrade.0, "boot": self.boot.0, "total": self.total.0 })
+    }
+
+    pub fn add_raw(&mut self, v: &Value) {
+        let take = |k: &str| {
+            Samples(v[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default())
+        };
+        self.tls.extend(take("tls"));
+        self.upgrade.extend(take("upgrade"));
+        self.boot.extend(take("boot"));
+        self.total.extend(take("total"));
+    }
+
+    pub fn print(v: &Value) {
         println!("  TCP+TLS      {}", line(&v["tcp_tls"], false));
         println!("  upgrade      {}", line(&v["upgrade"], false));
         println!("  boot answer  {}", line(&v["boot_answer"], false));
@@ -767,7 +786,7 @@ impl RestartFleet {
 
     /// Stops every station; the stations that did not boot twice count as
     /// failures; the latencies of the second connects.
-    pub async fn finish(self, failures: &mut Failures) -> Samples4 {
+    pub async fn finish(self, failures: &mut Failures) -> ConnectSamples {
         let _ = self.stop.send(true);
         for t in self.tasks {
             match t.await {
@@ -777,41 +796,7 @@ impl RestartFleet {
                 Err(e) => failures.add(&anyhow::anyhow!("station task: {e}")),
             }
         }
-        let times = std::mem::take(&mut *self.second_times.lock().await);
-        Samples4(times)
-    }
-}
-
-/// Connect latencies of several phases, as they travel between processes
-/// (a shard hands its raw samples to the coordinator, which takes the percentiles).
-pub struct Samples4(ConnectSamples);
-
-impl Samples4 {
-    pub fn raw(&self) -> Value {
-        let s = &self.0;
-        json!({ "tls": s.tls.0, "upgrade": s.upgrade.0, "boot": s.boot.0, "total": s.total.0 })
-    }
-
-    pub fn add_raw(&mut self, v: &Value) {
-        let take = |k: &str| {
-            Samples(v[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default())
-        };
-        self.0.tls.extend(take("tls"));
-        self.0.upgrade.extend(take("upgrade"));
-        self.0.boot.extend(take("boot"));
-        self.0.total.extend(take("total"));
-    }
-
-    pub fn empty() -> Samples4 {
-        Samples4(ConnectSamples::default())
-    }
-
-    pub fn json(&mut self) -> Value {
-        self.0.json()
-    }
-
-    pub fn print(v: &Value) {
-        ConnectSamples::print(v)
+        std::mem::take(&mut *self.second_times.lock().await)
     }
 }
 
@@ -939,7 +924,7 @@ pub struct RestartFigures {
     pub shards: usize,
 }
 
-pub fn restart_report(c: &Common, f: RestartFigures, restarted: &Restarted, mut times: Samples4) -> Value {
+pub fn restart_report(c: &Common, f: RestartFigures, restarted: &Restarted, mut times: ConnectSamples) -> Value {
     let times = times.json();
     println!(
         "  {}/{} booted again {:.2} s after the kill (server listening after {}); {} refused reconnects retried, back-off 0..{} s; all back: {}",
@@ -952,7 +937,7 @@ pub fn restart_report(c: &Common, f: RestartFigures, restarted: &Restarted, mut 
         f.all_back
     );
     f.refusals.print_as("  refused");
-    Samples4::print(&times);
+    ConnectSamples::print(&times);
     if let Some(us) = f.cpu_per {
         println!("  restarted server CPU {us:.0} us per reconnect (start-up included)");
     }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::Common;
 use crate::provision::Creds;
 use crate::scenarios::{
-    self, IdleFigures, Outcome, RestartFigures, RestartFleet, Samples4, connect_all, hold, idle_report, per_session,
+    self, IdleFigures, Outcome, RestartFigures, RestartFleet, connect_all, hold, idle_report, per_session,
 };
 use crate::station::Target;
 use crate::stats::Failures;
@@ -293,7 +293,7 @@ pub async fn restart(c: &Common, target: &Target) -> anyhow::Result<Outcome> {
     shards.stop().await;
     let results = shards.all("result", Instant::now() + Duration::from_secs(120)).await?;
     shards.wait().await;
-    let mut times = Samples4::empty();
+    let mut times = scenarios::ConnectSamples::default();
     let mut refusals = Failures::default();
     for r in &results {
         refusals.add_json(&r["refusals"]);

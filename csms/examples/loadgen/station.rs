@@ -86,11 +86,7 @@ impl Target {
     /// one when the fleet is twice the count): `n % K` would send them all to
     /// the same node or source, a hash spreads them.
     fn spread(n: usize) -> u64 {
-        // splitmix64's finaliser
-        let mut z = (n as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::scenarios::splitmix64(&mut (n as u64))
     }
 
     fn source(&self, n: usize) -> Ipv4Addr {
